@@ -1,0 +1,63 @@
+"""The ``pairflow`` command line: one parser, one module per subcommand.
+
+Each subcommand lives in ``pairflow.commands.<name>`` and provides
+
+- ``add_arguments(parser)``: declare its flags on an ``argparse.ArgumentParser``;
+- ``run(args) -> int``: do the work and return the exit code.
+
+Subcommand modules are imported only when their command runs (``--help`` lists them all
+from the ``COMMANDS`` table without importing torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name -> (module, one-line help). Keep in the order a user meets them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("pairflow.commands.demo", "the main job: data check, preview, a short training run"),
+    "data": ("pairflow.commands.data", "check the MNIST root, print counts, write a pair preview"),
+}
+
+
+class UsageError(Exception):
+    """A user error on the command line: printed without a traceback, exit code 2."""
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    from pairflow import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="pairflow",
+        description="RealNVP normalizing flows for MNIST digit pairs (28x56 images).",
+    )
+    parser.add_argument("--version", action="version", version=f"pairflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        if only is None or name == only:
+            importlib.import_module(module_name).add_arguments(sp)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Import only the chosen subcommand's module: `pairflow data` must not pay for training.
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=chosen if chosen in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except UsageError as err:
+        print(f"pairflow {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pairflow {args.command}: interrupted", file=sys.stderr)
+        return 130
