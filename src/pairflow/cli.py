@@ -20,6 +20,9 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pairflow.commands.demo", "the main job: data check, preview, a short training run"),
     "data": ("pairflow.commands.data", "check the MNIST root, print counts, write a pair preview"),
+    "train": ("pairflow.commands.train", "train a flow on MNIST pairs"),
+    "sample": ("pairflow.commands.sample", "draw pairs from a trained or shipped flow"),
+    "evaluate": ("pairflow.commands.evaluate", "test bits/dim (and sample metrics) of a model"),
 }
 
 

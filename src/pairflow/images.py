@@ -1,0 +1,110 @@
+"""Image grids: pack uint8 pair images into one picture and write it as PNG."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from pairflow.utils import atomic_write_bytes
+
+__all__ = ["make_grid", "save_grid", "save_png"]
+
+
+def make_grid(
+    images: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: int = 64
+) -> torch.Tensor:
+    """Tile images into one grid.
+
+    Arguments:
+        images: uint8 tensor of shape (N, 1, H, W) (or (N, H, W)).
+        nrow: images per row; default ``ceil(sqrt(N * W / H)) `` rounded so the grid is squarish.
+        padding: pixels between images.
+        pad_value: gray level of the padding.
+
+    Returns:
+        A uint8 tensor of shape (rows * (H + p) + p, nrow * (W + p) + p).
+    """
+    if images.dim() == 4:
+        if images.shape[1] != 1:
+            raise ValueError(f"expected one channel, got shape {tuple(images.shape)}")
+        images = images[:, 0]
+    if images.dim() != 3 or images.shape[0] == 0:
+        raise ValueError(f"expected a non-empty (N, H, W) batch, got shape {tuple(images.shape)}")
+    images = images.detach().to("cpu", torch.uint8)
+    n, h, w = images.shape
+    if nrow is None:
+        nrow = max(1, round(math.sqrt(n * h / w)))
+    nrow = min(nrow, n)
+    rows = math.ceil(n / nrow)
+    grid = torch.full(
+        (rows * (h + padding) + padding, nrow * (w + padding) + padding),
+        pad_value,
+        dtype=torch.uint8,
+    )
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        top, left = padding + r * (h + padding), padding + c * (w + padding)
+        grid[top : top + h, left : left + w] = images[i]
+    return grid
+
+
+def save_png(array: torch.Tensor, path: str | os.PathLike, scale: int = 1) -> Path:
+    """Write a uint8 (H, W) tensor as a grayscale PNG, atomically, upscaled by ``scale``."""
+    from PIL import Image
+
+    img = Image.fromarray(array.numpy(), mode="L")
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_grid(
+    images: torch.Tensor,
+    path: str | os.PathLike,
+    nrow: int | None = None,
+    scale: int = 2,
+    labels: Sequence[str] | None = None,
+) -> Path:
+    """Write a grid of uint8 images (N, 1, H, W) as PNG; optional text label under each image.
+
+    Arguments:
+        images: uint8 images, pixel values 0..255.
+        path: the PNG file to write (atomically).
+        nrow: images per row.
+        scale: nearest-neighbour upscaling so 28-pixel digits stay legible.
+        labels: one string per image, drawn under it.
+    """
+    grid = make_grid(images, nrow=nrow)
+    if labels is None:
+        return save_png(grid, path, scale=scale)
+    from PIL import Image, ImageDraw
+
+    n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+    if len(labels) != n:
+        raise ValueError(f"got {len(labels)} labels for {n} images")
+    nrow = min(nrow or max(1, round(math.sqrt(n * h / w))), n)
+    rows = math.ceil(n / nrow)
+    text_h = 12
+    cell_h = (h + 2) * scale + text_h
+    canvas = Image.new("L", (grid.shape[1] * scale, rows * cell_h + 2 * scale), 255)
+    draw = ImageDraw.Draw(canvas)
+    tiles = Image.fromarray(grid.numpy(), mode="L").resize(
+        (grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST
+    )
+    for i, text in enumerate(labels):
+        r, c = divmod(i, nrow)
+        x0, y0 = (2 + c * (w + 2)) * scale, (2 + r * (h + 2)) * scale
+        tile = tiles.crop((x0, y0, x0 + w * scale, y0 + h * scale))
+        ty = 2 * scale + r * cell_h
+        canvas.paste(tile, (x0, ty))
+        draw.text((x0 + 2, ty + h * scale + 1), str(text), fill=0)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,38 @@
+"""Weights that ship with pairflow, trained with ``pairflow train`` (see BENCHMARKS.md).
+
+``weights/index.json`` lists each model: its file, preset, whether it is conditional, its
+measured test bits/dim and the command that trained it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["WEIGHTS_DIR", "list_pretrained", "pretrained_path"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def list_pretrained() -> dict[str, dict]:
+    """Name -> metadata (``file``, ``preset``, ``conditional``, ``test_bpd``, ``command``)."""
+    index = WEIGHTS_DIR / "index.json"
+    if not index.is_file():
+        return {}
+    return json.loads(index.read_text(encoding="utf-8"))
+
+
+def pretrained_path(name: str) -> Path:
+    """The checkpoint file of the shipped model ``name``.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones), or a missing file.
+    """
+    models = list_pretrained()
+    if name not in models:
+        valid = ", ".join(sorted(models)) or "(none ship with this build)"
+        raise ValueError(f"unknown pretrained model {name!r}; valid names: {valid}")
+    path = WEIGHTS_DIR / models[name]["file"]
+    if not path.is_file():
+        raise ValueError(f"pretrained model {name!r}: its file {path} is missing from the install")
+    return path

@@ -1,0 +1,27 @@
+"""Training, checkpoints and evaluation of pairflow models."""
+
+from pairflow.training.checkpoint import (
+    CheckpointError,
+    find_checkpoint,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from pairflow.training.config import TrainConfig, load_config_file, merge_config
+from pairflow.training.evaluation import evaluate_bpd
+from pairflow.training.loop import TrainingDiverged, resolve_precision, train
+
+__all__ = [
+    "CheckpointError",
+    "TrainConfig",
+    "TrainingDiverged",
+    "evaluate_bpd",
+    "find_checkpoint",
+    "load_checkpoint",
+    "load_config_file",
+    "load_model",
+    "merge_config",
+    "resolve_precision",
+    "save_checkpoint",
+    "train",
+]

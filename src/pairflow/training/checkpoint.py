@@ -1,0 +1,109 @@
+"""Checkpoints: one file holds everything to sample from or resume a run.
+
+A checkpoint is a plain dict of tensors and Python values, so it loads with
+``torch.load(path, weights_only=True)``: opening someone else's checkpoint never runs code.
+
+Keys: ``format`` ("pairflow-checkpoint"), ``version``, ``kind`` ("flow"), ``model_config``
+(the model's config dataclass as a dict), ``train_config``, ``model`` (state dict) and, for
+resuming, ``optimizer``, ``scheduler``, ``step``, ``epoch``, ``batch_in_epoch``, ``rng``
+(generator states), ``data`` (pairing state), ``best_test_bpd``, ``nonfinite_skipped``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pairflow.utils import atomic_save
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "find_checkpoint", "load_model"]
+
+FORMAT = "pairflow-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, corrupt, or does not fit what was asked."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` (plus format and version tags) atomically to ``path``."""
+    state = {"format": FORMAT, "version": VERSION, **state}
+    return atomic_save(state, path)
+
+
+def find_checkpoint(path: str | os.PathLike, prefer: str = "best") -> Path:
+    """Resolve a run folder or checkpoint file to a checkpoint file.
+
+    A folder resolves to ``best.pt`` (or ``last.pt`` with ``prefer="last"``), falling back to
+    the other one.
+    """
+    path = Path(path)
+    if path.is_dir():
+        order = ["best.pt", "last.pt"] if prefer == "best" else ["last.pt", "best.pt"]
+        for name in order:
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"run folder {path} holds no checkpoint (looked for {order})")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint or run folder {path} does not exist")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load and check a checkpoint file with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: the file is missing, truncated/corrupt, not a pairflow checkpoint, or
+            from a newer format version.
+    """
+    path = find_checkpoint(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"checkpoint {path} could not be read ({type(err).__name__}: {str(err)[:200]}); "
+            "it is corrupt, truncated or not a pairflow checkpoint"
+        ) from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a pairflow checkpoint (no '{FORMAT}' tag)")
+    if state.get("version", 0) > VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {state['version']}, newer than this "
+            f"pairflow reads ({VERSION}); upgrade pairflow"
+        )
+    for key in ("kind", "model_config", "model"):
+        if key not in state:
+            raise CheckpointError(f"checkpoint {path} lacks '{key}'; it is incomplete")
+    return state
+
+
+def build_model(kind: str, model_config: dict[str, Any]) -> torch.nn.Module:
+    """Build an untrained model of ``kind`` from its config dict."""
+    if kind == "flow":
+        from pairflow.flows import FlowConfig, build_flow
+
+        return build_flow(FlowConfig(**model_config))
+    raise CheckpointError(f"unknown model kind {kind!r} in checkpoint; valid kinds: flow")
+
+
+def load_model(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict]:
+    """Load a model (in eval mode) from a checkpoint file or run folder.
+
+    Returns:
+        ``(model, checkpoint_dict)``.
+    """
+    state = load_checkpoint(path, map_location=map_location)
+    model = build_model(state["kind"], state["model_config"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"checkpoint {path}: weights do not fit its model config ({str(err)[:300]})"
+        ) from err
+    return model.to(map_location).eval(), state

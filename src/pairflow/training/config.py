@@ -1,0 +1,144 @@
+"""The training run's configuration: one dataclass, filled from defaults, a file, then flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrainConfig", "load_config_file", "merge_config"]
+
+PRESETS = ("seed", "multiscale")
+PRECISIONS = ("fp32", "bf16", "auto")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved in every checkpoint and as ``config.json``.
+
+    Precedence: dataclass defaults < config file (TOML, or YAML when PyYAML is installed)
+    < command-line flags.
+    """
+
+    preset: str = "multiscale"
+    model: str = "flow"
+    conditional: bool = False
+    balanced: bool = False
+    epochs: int = 10
+    max_steps: int | None = None  # stop after this many optimiser steps (tiny runs)
+    time_budget: float | None = None  # minutes of training wall-clock, then stop cleanly
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    schedule: str = "constant"  # constant after warmup, or cosine to 0 over all epochs
+    grad_clip: float = 100.0
+    weight_decay: float = 0.0
+    num_pairs: int | None = None  # training pairs per epoch; default: 60,000
+    test_pairs: int | None = None  # fixed test pairs evaluated each epoch; default: 10,000
+    data_dir: str | None = None
+    out: str = "runs/default"
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    sample_n: int = 64
+    sample_temperature: float = 0.7
+    log_every: int = 20  # steps between train metric lines
+    max_nonfinite: int = 20  # consecutive skipped steps before training stops
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> TrainConfig:
+        """Check values; raise ``ValueError`` naming the bad field, its value and what is valid."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
+        if self.model != "flow":
+            raise ValueError(f"unknown model {self.model!r}; valid models: flow")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        for name in ("epochs", "batch_size", "sample_n", "log_every", "max_nonfinite"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("max_steps", "num_pairs", "test_pairs"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"time_budget must be > 0 minutes, got {self.time_budget!r}")
+        if self.warmup_steps < 0 or self.grad_clip <= 0:
+            raise ValueError("warmup_steps must be >= 0 and grad_clip > 0")
+        if not self.sample_temperature > 0:
+            raise ValueError(f"sample_temperature must be > 0, got {self.sample_temperature!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown config key(s) {', '.join(unknown)}; "
+                f"valid keys: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a TOML (``.toml``), YAML (``.yaml``/``.yml``, needs PyYAML) or JSON config file.
+
+    A ``[train]`` table, if present, is used; otherwise the top level.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8")
+    try:
+        if suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+            values = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ModuleNotFoundError as err:
+                raise ValueError(
+                    f"config file {path} is YAML but PyYAML is not installed; "
+                    "pip install pyyaml, or use a .toml file"
+                ) from err
+            values = yaml.safe_load(text) or {}
+        elif suffix == ".json":
+            values = json.loads(text)
+        else:
+            raise ValueError(
+                f"config file {path}: unknown format {suffix!r}; use .toml, .yaml or .json"
+            )
+    except ValueError:
+        raise
+    except Exception as err:  # parse errors of each format
+        raise ValueError(f"config file {path} could not be parsed: {err}") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a table of settings")
+    values = values.get("train", values)
+    return {k.replace("-", "_"): v for k, v in values.items()}
+
+
+def merge_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:
+    """Defaults, overridden by the file's values, overridden by flags that were given (not None)."""
+    merged = dict(file_values)
+    merged.update({k: v for k, v in flag_values.items() if v is not None})
+    return TrainConfig.from_dict(merged).validate()

@@ -1,0 +1,476 @@
+"""The training loop: one plain function you can hold in your head.
+
+``train(config)`` trains a flow on MNIST pairs by maximum likelihood (loss = bits/dim, which
+is the negative log-likelihood up to a constant), writing into ``config.out``:
+
+- ``config.json``: the resolved configuration;
+- ``metrics.jsonl``: one JSON record per logged train step, per epoch's test evaluation and
+  per skipped non-finite step;
+- ``curves.png``: train and test bits/dim against steps;
+- ``samples/epoch_NNN.png``: a grid of samples at each epoch end (same latents every epoch);
+- ``last.pt`` and ``best.pt``: checkpoints (see ``pairflow.training.checkpoint``).
+
+Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) each rank trains on its own share of each
+epoch's pairs with DistributedDataParallel; rank 0 alone logs, samples and writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pairflow.training.checkpoint import (
+    CheckpointError,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
+from pairflow.training.config import TrainConfig
+from pairflow.training.evaluation import evaluate_bpd
+from pairflow.utils import atomic_write_text, resolve_device
+
+__all__ = ["train", "TrainingDiverged", "resolve_precision"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite losses or gradients; the last good checkpoint is kept."""
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` where the hardware multiplies bf16 natively, else ``fp32``."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "fp32"
+        return "bf16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "fp32"
+    return "fp32"
+
+
+class _NLL(nn.Module):
+    """Wraps a flow so that ``forward`` is the loss: DistributedDataParallel syncs gradients
+    only through ``forward``."""
+
+    def __init__(self, flow: nn.Module):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, x, cond, generator):
+        return self.flow.bits_per_dim(x, cond=cond, generator=generator)  # (B,)
+
+
+def _lr_lambda(config: TrainConfig, steps_per_epoch: int):
+    warmup = config.warmup_steps
+    total = config.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if config.schedule == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+def _build_data(config: TrainConfig, rank: int, world_size: int):
+    from pairflow.data import PairedMNIST, PairLoader, resolve_root
+
+    root = resolve_root(config.data_dir)
+    train_set = PairedMNIST(
+        root, train=True, seed=config.seed, num_pairs=config.num_pairs, balanced=config.balanced
+    )
+    # The test pairing never depends on the run's seed: test numbers compare across runs.
+    test_set = PairedMNIST(root, train=False, num_pairs=config.test_pairs)
+    loader = PairLoader(
+        train_set,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        seed=config.seed,
+        rank=rank,
+        world_size=world_size,
+    )
+    if len(loader) == 0:
+        raise ValueError(
+            f"batch size {config.batch_size} exceeds the {len(train_set)} training pairs "
+            f"per rank; lower --batch-size or raise --num-pairs"
+        )
+    return train_set, test_set, loader
+
+
+def _model_config(config: TrainConfig, precision: str) -> dict[str, Any]:
+    from dataclasses import asdict, fields
+
+    from pairflow.flows import FlowConfig
+
+    overrides = dict(config.model_overrides)
+    names = {f.name for f in fields(FlowConfig)}
+    if "conditional" in names:
+        overrides.setdefault("conditional", config.conditional)
+    elif config.conditional:
+        raise ValueError("this pairflow build has no conditional flows")
+    if "precision" in names:
+        overrides.setdefault("precision", precision)
+    return asdict(FlowConfig.from_preset(config.preset, **overrides))
+
+
+class _Logger:
+    """Rank-0 writer of metrics.jsonl and curves.png (no-op on other ranks)."""
+
+    def __init__(self, out: Path, enabled: bool):
+        self.path = out / "metrics.jsonl"
+        self.enabled = enabled
+        self.records: list[dict] = []
+        if enabled and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                if line.strip():
+                    self.records.append(json.loads(line))
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, forget records logged after the checkpoint's step."""
+        self.records = [r for r in self.records if r.get("step", 0) <= step]
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        if self.enabled:
+            text = "".join(json.dumps(r) + "\n" for r in self.records)
+            atomic_write_text(self.path, text)
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.records.append(record)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def plot(self, path: Path) -> None:
+        if not self.enabled:
+            return
+        from pairflow.training.plots import plot_curves
+
+        plot_curves(self.records, path)
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train a flow on MNIST pairs as ``config`` says; return a summary dict.
+
+    Arguments:
+        config: the run's configuration (validated here).
+        resume: continue from ``config.out/last.pt`` (same preset and model required).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        ``{"out", "step", "epoch", "test_bpd", "best_test_bpd", "nonfinite_skipped",
+        "stopped"}`` where ``stopped`` is ``"epochs"``, ``"max_steps"`` or ``"time_budget"``.
+
+    Raises:
+        TrainingDiverged: after ``config.max_nonfinite`` consecutive non-finite steps.
+        KeyboardInterrupt: after saving ``last.pt`` at the interrupted step.
+    """
+    config.validate()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = resolve_device(config.device)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    is_main = rank == 0
+    out = Path(config.out)
+    ckpt_state = None
+    if resume:
+        last = out / "last.pt"
+        if not last.is_file():
+            raise CheckpointError(f"--resume: no checkpoint {last} to resume from")
+        ckpt_state = load_checkpoint(last, map_location="cpu")
+        saved = ckpt_state["train_config"]
+        for key in ("preset", "model", "conditional"):
+            if saved.get(key) != getattr(config, key):
+                raise CheckpointError(
+                    f"--resume: checkpoint {last} was trained with {key}={saved.get(key)!r}, "
+                    f"but {key}={getattr(config, key)!r} was asked for; use a new --out"
+                )
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+
+    # ---- data and model -------------------------------------------------------------------
+    train_set, test_set, loader = _build_data(config, rank, world_size)
+    steps_per_epoch = len(loader)
+    precision = resolve_precision(config.precision, device)
+    if ckpt_state is not None:
+        model_config = ckpt_state["model_config"]
+    else:
+        model_config = _model_config(config, precision)
+    torch.manual_seed(config.seed)
+    flow = build_model(config.model, model_config).to(device)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, steps_per_epoch))
+    # Dequantisation noise has its own generator so that its state can be checkpointed.
+    noise = torch.Generator(device=device).manual_seed(config.seed * 1000 + rank)
+    step, start_epoch, skip_batches, best, skipped_total = 0, 0, 0, math.inf, 0
+    if ckpt_state is not None:
+        flow.load_state_dict(ckpt_state["model"])
+        optimizer.load_state_dict(ckpt_state["optimizer"])
+        scheduler.load_state_dict(ckpt_state["scheduler"])
+        step = ckpt_state["step"]
+        start_epoch = ckpt_state["epoch"]
+        skip_batches = ckpt_state["batch_in_epoch"]
+        best = ckpt_state.get("best_test_bpd", math.inf)
+        skipped_total = ckpt_state.get("nonfinite_skipped", 0)
+        noise_states = ckpt_state["rng"]["noise"]
+        noise.set_state(noise_states[rank].cpu() if rank < len(noise_states) else noise_states[0])
+        train_set.load_state_dict(ckpt_state["data"])
+    loss_module: nn.Module = _NLL(flow)
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        loss_module = DistributedDataParallel(
+            loss_module, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    logger = _Logger(out, enabled=is_main)
+    if ckpt_state is not None:
+        logger.truncate_after(step)
+    sample_gen_seed = config.seed + 7
+
+    def gather_noise_states() -> list[torch.Tensor]:
+        state = noise.get_state()
+        if world_size == 1:
+            return [state]
+        import torch.distributed as dist
+
+        states = [torch.empty_like(state) for _ in range(world_size)]
+        dist.all_gather_object(states, state)
+        return states
+
+    def checkpoint(path: Path, epoch: int, batch_in_epoch: int, noise_states) -> None:
+        if not is_main:
+            return
+        save_checkpoint(
+            {
+                "kind": config.model,
+                "model_config": model_config,
+                "train_config": config.to_dict(),
+                "model": flow.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "epoch": epoch,
+                "batch_in_epoch": batch_in_epoch,
+                "rng": {"noise": noise_states},
+                "data": train_set.state_dict(),
+                "best_test_bpd": best,
+                "nonfinite_skipped": skipped_total,
+            },
+            path,
+        )
+
+    def end_of_epoch(epoch: int) -> float:
+        nonlocal best
+        result = evaluate_bpd(
+            flow, test_set, device=device, conditional=config.conditional, batch_size=500
+        )
+        test_bpd = result["bpd"]
+        logger.log(
+            {
+                "type": "test",
+                "step": step,
+                "epoch": epoch + 1,
+                "test_bpd": test_bpd,
+                "test_bpd_stderr": result["bpd_stderr"],
+                "time": time.time(),
+            }
+        )
+        _write_samples(
+            flow, config, out / "samples" / f"epoch_{epoch + 1:03d}.png", sample_gen_seed
+        )
+        logger.plot(out / "curves.png")
+        noise_states = gather_noise_states()
+        if math.isfinite(test_bpd) and test_bpd < best:
+            best = test_bpd
+            checkpoint(out / "best.pt", epoch + 1, 0, noise_states)
+        checkpoint(out / "last.pt", epoch + 1, 0, noise_states)
+        return test_bpd
+
+    # ---- the loop ---------------------------------------------------------------------------
+    start_time = time.perf_counter()
+    stopped, test_bpd, consecutive_bad = "epochs", float("nan"), 0
+    epoch, batch_in_epoch = start_epoch, skip_batches
+    bar = None
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            train_set.set_epoch(epoch)
+            loader.set_epoch(epoch)
+            flow.train()
+            if progress and is_main:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(
+                    total=steps_per_epoch,
+                    desc=f"epoch {epoch + 1}/{config.epochs}",
+                    initial=batch_in_epoch,
+                    unit="batch",
+                    mininterval=1.0,
+                    leave=True,
+                )
+            tick, pairs_since = time.perf_counter(), 0
+            for i, (x, y) in enumerate(loader):
+                if i < batch_in_epoch:  # resuming mid-epoch: these batches were already seen
+                    continue
+                x = x.to(device, non_blocking=True)  # (B, 1, 28, 56) uint8 pixel values
+                cond = y.to(device) if config.conditional else None  # (B,) pair labels
+                bpd = loss_module(x, cond, noise)  # (B,)
+                loss = bpd.mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
+                if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                    # Skip: a single bad batch must not poison Adam's moments.
+                    optimizer.zero_grad(set_to_none=True)
+                    consecutive_bad += 1
+                    skipped_total += 1
+                    logger.log(
+                        {
+                            "type": "nonfinite",
+                            "step": step,
+                            "epoch": epoch + 1,
+                            "loss": float(loss),
+                            "grad_norm": float(grad_norm),
+                            "consecutive": consecutive_bad,
+                        }
+                    )
+                    if consecutive_bad >= config.max_nonfinite:
+                        raise TrainingDiverged(
+                            f"{consecutive_bad} consecutive steps had a non-finite loss or "
+                            f"gradient (last loss {float(loss)}, grad norm {float(grad_norm)}); "
+                            f"stopped. The last good checkpoint is {out / 'last.pt'}; lower "
+                            "--lr or raise --warmup-steps."
+                        )
+                else:
+                    consecutive_bad = 0
+                    optimizer.step()
+                    scheduler.step()
+                    step += 1
+                batch_in_epoch = i + 1
+                pairs_since += x.shape[0] * world_size
+                if bar is not None:
+                    bar.update(1)
+                if step % config.log_every == 0 and consecutive_bad == 0:
+                    now = time.perf_counter()
+                    rate = pairs_since / max(now - tick, 1e-9)
+                    tick, pairs_since = now, 0
+                    record = {
+                        "type": "train",
+                        "step": step,
+                        "epoch": epoch + 1,
+                        "loss": loss.item(),
+                        "bpd": loss.item(),
+                        "lr": scheduler.get_last_lr()[0],
+                        "grad_norm": float(grad_norm),
+                        "pairs_per_s": rate,
+                        "time": time.time(),
+                    }
+                    logger.log(record)
+                    if bar is not None:
+                        bar.set_postfix(bpd=f"{loss.item():.3f}", pairs_s=f"{rate:.0f}")
+                if config.max_steps is not None and step >= config.max_steps:
+                    stopped = "max_steps"
+                    break
+                if config.time_budget is not None and (
+                    time.perf_counter() - start_time > 60 * config.time_budget
+                ):
+                    stopped = "time_budget"
+                    break
+            if bar is not None:
+                bar.close()
+                bar = None
+            if stopped != "epochs":
+                break
+            test_bpd = end_of_epoch(epoch)
+            batch_in_epoch = 0
+            if is_main:
+                print(f"epoch {epoch + 1}: test bits/dim {test_bpd:.4f} (step {step})", flush=True)
+        if stopped != "epochs":
+            # A partial epoch: evaluate and checkpoint where we stopped, mid-epoch position kept.
+            noise_states = gather_noise_states()
+            result = evaluate_bpd(flow, test_set, device=device, conditional=config.conditional)
+            test_bpd = result["bpd"]
+            logger.log(
+                {
+                    "type": "test",
+                    "step": step,
+                    "epoch": epoch + 1,
+                    "test_bpd": test_bpd,
+                    "test_bpd_stderr": result["bpd_stderr"],
+                    "time": time.time(),
+                }
+            )
+            _write_samples(flow, config, out / "samples" / f"step_{step:06d}.png", sample_gen_seed)
+            logger.plot(out / "curves.png")
+            if math.isfinite(test_bpd) and test_bpd < best:
+                best = test_bpd
+                checkpoint(out / "best.pt", epoch, batch_in_epoch, noise_states)
+            checkpoint(out / "last.pt", epoch, batch_in_epoch, noise_states)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        if world_size == 1:
+            checkpoint(out / "last.pt", epoch, batch_in_epoch, [noise.get_state()])
+            print(
+                f"\ninterrupted: checkpoint saved to {out / 'last.pt'} (step {step}); "
+                "continue with --resume",
+                flush=True,
+            )
+        raise
+    return {
+        "out": str(out),
+        "step": step,
+        "epoch": epoch + 1 if stopped == "epochs" else epoch,
+        "test_bpd": test_bpd,
+        "best_test_bpd": best,
+        "nonfinite_skipped": skipped_total,
+        "stopped": stopped,
+    }
+
+
+@torch.no_grad()
+def _write_samples(flow, config: TrainConfig, path: Path, seed: int) -> None:
+    """A grid of ``config.sample_n`` samples at ``config.sample_temperature`` (rank 0 only)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    from pairflow.images import save_grid
+
+    device = next(flow.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    cond = None
+    labels = None
+    if config.conditional:
+        cond = torch.arange(config.sample_n, device=device) % 100
+        labels = [f"{int(c):02d}" for c in cond]
+    was_training = flow.training
+    flow.eval()
+    ctx = nullcontext()
+    with ctx:
+        images = flow.sample(
+            config.sample_n, temperature=config.sample_temperature, generator=gen, cond=cond
+        )
+    flow.train(was_training)
+    save_grid(images.cpu(), path, nrow=8, labels=labels)
