@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny synthetic MNIST root and the real MNIST root (skipped if absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_mnist_root() -> Path | None:
+    """$PAIRFLOW_DATA, else ../shared/data next to the repo, if it holds MNIST/raw/."""
+    candidates = [os.environ.get("PAIRFLOW_DATA"), REPO.parent / "shared" / "data"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "MNIST" / "raw").is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist_root(tmp_path_factory) -> Path:
+    """A data root with synthetic digit-like MNIST files: 256 train, 128 test, all 10 classes.
+
+    Shared by the whole session: do not modify it (copy it, or build your own with
+    ``pairflow.data.make_synthetic_mnist``).
+    """
+    from pairflow.data.synthetic import make_synthetic_mnist
+
+    return make_synthetic_mnist(tmp_path_factory.mktemp("tiny_mnist"), 256, 128, seed=0)
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """The real MNIST root (read-only); skips the test when it is absent."""
+    root = real_mnist_root()
+    if root is None:
+        pytest.skip("real MNIST not found: set PAIRFLOW_DATA or provide ../shared/data")
+    return root
