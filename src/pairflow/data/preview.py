@@ -66,7 +66,7 @@ def render_preview(images: torch.Tensor, targets: Sequence[int], cols: int = 8, 
         draw.text(
             (x + 2, y + 2), f"{target:d}  ({target // 10}|{target % 10})", fill=255, font=font
         )
-        pair = Image.fromarray(images[i, 0].numpy(), mode="L")
+        pair = Image.fromarray(images[i, 0].numpy())  # uint8 (H, W) -> mode "L"
         canvas.paste(pair.resize((w * scale, h * scale), Image.NEAREST), (x, y + LABEL_HEIGHT))
     return canvas
 
