@@ -41,7 +41,7 @@ MNIST_RESOURCES: dict[str, str] = {
 _CHUNK = 1 << 16
 
 
-class MNISTDownloadError(RuntimeError):
+class MNISTDownloadError(OSError):
     """No mirror delivered a file with the right checksum (offline, corrupt or truncated)."""
 
 
