@@ -1,0 +1,355 @@
+"""The judge: a small CNN that reads both digits of a 28x56 pair.
+
+One 10-way digit network is applied to each 28x28 half, so a pair is read as
+``10 * left + right``. Its penultimate activations (the two halves' vectors, concatenated)
+are the feature space of :mod:`pairflow.metrics` (the MNIST-pairs analogue of Inception
+features). It is trained on real MNIST training pairs only and never used as a training
+signal for a generator.
+
+Weights trained by ``pairflow classifier train`` ship in ``pairflow/weights/classifier.pt``
+and are what :func:`load_classifier` returns by default.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "ClassifierConfig",
+    "PairClassifier",
+    "DEFAULT_WEIGHTS",
+    "load_classifier",
+    "save_classifier",
+    "train_classifier",
+    "evaluate_classifier",
+]
+
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "classifier.pt"
+
+# Pixel statistics of the MNIST training digits, for input standardisation.
+_MNIST_MEAN = 0.1307 * 255
+_MNIST_STD = 0.3081 * 255
+
+
+@dataclass
+class ClassifierConfig:
+    """Sizes of :class:`PairClassifier`.
+
+    Attributes:
+        channels: output channels of the three convolution stages (28 -> 14 -> 7 -> 3).
+        hidden: width of the penultimate layer per digit; the pair feature has 2 * hidden.
+    """
+
+    channels: tuple[int, int, int] = (16, 32, 64)
+    hidden: int = 64
+
+    def __post_init__(self):
+        self.channels = tuple(int(c) for c in self.channels)
+        if len(self.channels) != 3 or min(self.channels) < 1 or self.hidden < 1:
+            raise ValueError(
+                f"channels must be three positive ints and hidden positive, got "
+                f"channels={self.channels}, hidden={self.hidden}"
+            )
+
+
+def _conv(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+class PairClassifier(nn.Module):
+    """Digit-pair classifier: a shared 10-way CNN applied to the left and right halves.
+
+    Inputs are pixel values 0..255 (uint8 or float), shape (B, 1, 28, 56), like every image
+    in pairflow; they are standardised inside.
+
+    Arguments:
+        config: the sizes; ``ClassifierConfig()`` by default.
+
+    Example:
+        >>> clf = PairClassifier().eval()
+        >>> x = torch.randint(0, 256, (4, 1, 28, 56), dtype=torch.uint8)
+        >>> clf(x).shape, clf.features(x).shape, clf.predict_pairs(x).shape
+        (torch.Size([4, 2, 10]), torch.Size([4, 128]), torch.Size([4]))
+    """
+
+    def __init__(self, config: ClassifierConfig | None = None):
+        super().__init__()
+        self.config = config = config or ClassifierConfig()
+        c1, c2, c3 = config.channels
+        self.body = nn.Sequential(
+            *_conv(1, c1),
+            *_conv(c1, c2),
+            nn.MaxPool2d(2),  # 28 -> 14
+            *_conv(c2, c3),
+            nn.MaxPool2d(2),  # 14 -> 7
+            *_conv(c3, c3),
+            nn.MaxPool2d(2),  # 7 -> 3
+            nn.Flatten(),
+            nn.Linear(c3 * 9, config.hidden),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(config.hidden, 10)
+
+    @property
+    def num_features(self) -> int:
+        """Dimension F of :meth:`features`: both halves' penultimate vectors."""
+        return 2 * self.config.hidden
+
+    def _digit_features(self, x: Tensor) -> Tensor:
+        """Penultimate activations of each half, (B, 2, hidden)."""
+        if x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 56):
+            raise ValueError(
+                f"expected digit pairs of shape (B, 1, 28, 56) with pixel values 0..255, "
+                f"got {tuple(x.shape)}"
+            )
+        param = next(self.parameters())
+        x = (x.to(param.device, param.dtype) - _MNIST_MEAN) / _MNIST_STD
+        b = x.shape[0]
+        # (B, 1, 28, 56) -> (B, 1, 28, 2, 28) -> (B, 2, 1, 28, 28) -> (2B, 1, 28, 28)
+        halves = x.unflatten(-1, (2, 28)).permute(0, 3, 1, 2, 4).reshape(2 * b, 1, 28, 28)
+        return self.body(halves).view(b, 2, -1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Digit logits, shape (B, 2, 10): ``[:, 0]`` the left digit, ``[:, 1]`` the right."""
+        return self.head(self._digit_features(x))
+
+    def features(self, x: Tensor) -> Tensor:
+        """Pair features for the metrics, shape (B, 2 * hidden): left then right half."""
+        return self._digit_features(x).flatten(1)
+
+    def features_and_logits(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Both :meth:`features` (B, F) and digit logits (B, 2, 10) in one pass."""
+        h = self._digit_features(x)  # (B, 2, hidden)
+        return h.flatten(1), self.head(h)
+
+    def predict_pairs(self, x: Tensor) -> Tensor:
+        """Predicted pair labels ``10 * left + right``, int64 (B,)."""
+        digits = self(x).argmax(dim=-1)  # (B, 2)
+        return 10 * digits[:, 0] + digits[:, 1]
+
+    @torch.no_grad()
+    def embed(self, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
+        """Features and digit logits of many images, in eval mode, batch by batch.
+
+        Arguments:
+            images: pixel values 0..255, (N, 1, 28, 56), on any device.
+            batch_size: images per forward pass.
+
+        Returns:
+            ``(features (N, F), logits (N, 2, 10))``, float32 on the CPU.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            feats, logits = [], []
+            for batch in images.split(batch_size):
+                f, lg = self.features_and_logits(batch)
+                feats.append(f.float().cpu())
+                logits.append(lg.float().cpu())
+        finally:
+            self.train(was_training)
+        if not feats:
+            raise ValueError("no images to embed: got an empty tensor")
+        return torch.cat(feats), torch.cat(logits)
+
+
+def save_classifier(model: PairClassifier, path: str | os.PathLike, **meta: Any) -> Path:
+    """Write ``{"config", "state_dict", "meta"}`` to ``path`` atomically.
+
+    Arguments:
+        model: the classifier.
+        path: destination ``.pt`` file.
+        meta: JSON-like facts to keep beside the weights (accuracy, command, seed ...).
+    """
+    from pairflow.utils import atomic_save
+
+    config = asdict(model.config)
+    config["channels"] = list(config["channels"])
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return atomic_save({"config": config, "state_dict": state, "meta": meta}, path)
+
+
+def load_classifier(
+    path: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+) -> PairClassifier:
+    """Load a classifier checkpoint; the shipped weights by default. Returned in eval mode.
+
+    Arguments:
+        path: a file written by :func:`save_classifier` (``pairflow classifier train``), or
+            ``None`` for ``pairflow/weights/classifier.pt``.
+        device: where to put the model.
+
+    Returns:
+        The :class:`PairClassifier`, in eval mode; its checkpoint's ``meta`` dict is at
+        ``model.meta``.
+
+    Example:
+        >>> clf = load_classifier()  # doctest: +SKIP
+    """
+    path = Path(path) if path is not None else DEFAULT_WEIGHTS
+    if not path.is_file():
+        hint = (
+            " The shipped weights are missing from this installation: reinstall pairflow, or "
+            "train them with `pairflow classifier train --out FILE` and pass that file."
+            if path == DEFAULT_WEIGHTS
+            else " Train one with `pairflow classifier train --out FILE`."
+        )
+        raise FileNotFoundError(f"classifier checkpoint not found: {path}.{hint}")
+    import pickle
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        config = ClassifierConfig(**checkpoint["config"])
+        state = checkpoint["state_dict"]
+    except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError, EOFError) as err:
+        raise ValueError(
+            f"{path} is not a pairflow classifier checkpoint (expected a dict with 'config' "
+            f"and 'state_dict', as written by `pairflow classifier train`): {err}"
+        ) from err
+    model = PairClassifier(config)
+    model.load_state_dict(state)
+    model.meta = dict(checkpoint.get("meta", {}))
+    return model.to(device).eval()
+
+
+def _digit_targets(targets: Tensor) -> Tensor:
+    """Pair labels (B,) -> digit labels (B, 2): (left, right)."""
+    return torch.stack([targets // 10, targets % 10], dim=1)
+
+
+def _random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
+    """Shift each 28x28 half by up to ``max_shift`` pixels (zero fill), (B, 1, 28, 56)."""
+    if max_shift == 0:
+        return x
+    b = x.shape[0]
+    halves = x.unflatten(-1, (2, 28)).permute(0, 3, 1, 2, 4).reshape(2 * b, 1, 28, 28)
+    padded = F.pad(halves, (max_shift,) * 4)
+    shifts = torch.randint(0, 2 * max_shift + 1, (2 * b, 2), generator=generator)
+    rows = torch.arange(28)[None, :] + shifts[:, :1]  # (2B, 28)
+    cols = torch.arange(28)[None, :] + shifts[:, 1:]  # (2B, 28)
+    idx = torch.arange(2 * b)[:, None, None]
+    out = padded[:, 0][idx, rows[:, :, None], cols[:, None, :]]  # (2B, 28, 28)
+    return out.view(b, 2, 1, 28, 28).permute(0, 2, 3, 1, 4).reshape(b, 1, 28, 56)
+
+
+def train_classifier(
+    root: str | os.PathLike | None = None,
+    epochs: int = 2,
+    seed: int = 0,
+    num_pairs: int | None = None,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    max_shift: int = 2,
+    config: ClassifierConfig | None = None,
+    device: str | torch.device = "cpu",
+    log: Callable[[str], None] | None = print,
+) -> PairClassifier:
+    """Train a :class:`PairClassifier` on real MNIST training pairs.
+
+    Adam with a one-cycle learning-rate schedule, cross-entropy on both digits of each pair,
+    random shifts of up to ``max_shift`` pixels per half (so that slightly off-centre
+    generated digits are still read correctly). Pairs are redrawn every epoch
+    (``PairedMNIST.set_epoch``). The same seed gives the same weights on the same machine
+    and thread count.
+
+    Arguments:
+        root: MNIST root (the directory containing ``MNIST/raw``).
+        epochs: passes over the pairs.
+        seed: seeds the weights, the pairing, the batch order and the shifts.
+        num_pairs: training pairs per epoch; ``None`` for as many pairs as training digits
+            (60,000: each digit appears in two pairs on average).
+        batch_size: pairs per step (each pair gives two digits).
+        lr: peak learning rate.
+        max_shift: random translation in pixels (0 disables it).
+        config: network sizes.
+        device: where to train.
+        log: called with progress lines; ``None`` for silence.
+
+    Returns:
+        The trained classifier in eval mode.
+    """
+    from pairflow.data import PairedMNIST, PairLoader
+
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    torch.manual_seed(seed)
+    device = torch.device(device)
+    model = PairClassifier(config).to(device)
+    data = PairedMNIST(root, train=True, num_pairs=num_pairs, seed=seed)
+    loader = PairLoader(data, batch_size=batch_size, shuffle=True, drop_last=True, seed=seed)
+    if len(loader) == 0:
+        raise ValueError(
+            f"{len(data)} training pairs make no full batch of {batch_size}: lower batch_size"
+        )
+    steps = epochs * len(loader)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
+    shift_gen = torch.Generator().manual_seed(seed + 1)
+    start = time.perf_counter()
+    model.train()
+    for epoch in range(epochs):
+        data.set_epoch(epoch)
+        loader.set_epoch(epoch)
+        total, seen = 0.0, 0
+        for images, targets in loader:  # (B, 1, 28, 56) uint8, (B,) int64
+            x = _random_shift(images.float(), max_shift, shift_gen).to(device)
+            y = _digit_targets(targets).to(device)  # (B, 2)
+            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(targets)
+            seen += len(targets)
+        if not math.isfinite(total):
+            raise FloatingPointError(f"classifier loss became {total} in epoch {epoch + 1}")
+        if log is not None:
+            log(
+                f"epoch {epoch + 1}/{epochs}: loss {total / seen:.4f} "
+                f"({time.perf_counter() - start:.0f}s)"
+            )
+    return model.eval()
+
+
+@torch.no_grad()
+def evaluate_classifier(
+    model: PairClassifier,
+    root: str | os.PathLike | None = None,
+    num_pairs: int | None = None,
+    seed: int = 0,
+    batch_size: int = 1000,
+) -> dict[str, float]:
+    """Accuracy of ``model`` on real MNIST test pairs.
+
+    Arguments:
+        model: the classifier.
+        root: MNIST root.
+        num_pairs: test pairs to score; ``None`` for as many pairs as test digits (10,000).
+        seed: seeds the pairing of test digits.
+        batch_size: pairs per forward pass.
+
+    Returns:
+        ``{"digit_accuracy", "pair_accuracy", "num_pairs"}``: the fraction of digits read
+        correctly, and of pairs with both digits right.
+    """
+    from pairflow.data import PairedMNIST
+
+    data = PairedMNIST(root, train=False, num_pairs=num_pairs, seed=seed)
+    images, targets = data.get_batch(torch.arange(len(data)))  # (N, 1, 28, 56), (N,)
+    _, logits = model.embed(images, batch_size=batch_size)  # (N, 2, 10)
+    hits = logits.argmax(dim=-1) == _digit_targets(targets)  # (N, 2)
+    return {
+        "digit_accuracy": hits.double().mean().item(),
+        "pair_accuracy": hits.all(dim=1).double().mean().item(),
+        "num_pairs": len(data),
+    }

@@ -1,0 +1,154 @@
+"""``pairflow classifier train|eval``: the digit-pair classifier that judges samples.
+
+``train`` fits :class:`pairflow.classifier.PairClassifier` on real MNIST training pairs and
+writes a checkpoint (the shipped ``pairflow/weights/classifier.pt`` is made this way);
+``eval`` prints its digit and pair accuracy on real test pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import time
+
+from pairflow.cli import UsageError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    train = actions.add_parser(
+        "train",
+        help="train a classifier on real MNIST training pairs",
+        description="Train the digit-pair classifier on real MNIST training pairs, then print "
+        "its accuracy on the test pairs and write the checkpoint.",
+    )
+    train.add_argument("--data-dir", help="MNIST root (default $PAIRFLOW_DATA or ./data)")
+    train.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
+    train.add_argument("--epochs", type=int, default=1, help="passes over the pairs (default 1)")
+    train.add_argument("--seed", type=int, default=0, help="seed of weights, pairs, order (0)")
+    train.add_argument(
+        "--num-pairs",
+        type=int,
+        help="training pairs per epoch (default: as many as training digits, 60,000)",
+    )
+    train.add_argument("--batch-size", type=int, default=128, help="pairs per step (128)")
+    train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (3e-3)")
+    train.add_argument(
+        "--max-shift", type=int, default=2, help="random shift in pixels per half (2; 0 = off)"
+    )
+    train.add_argument("--eval-pairs", type=int, help="test pairs to score (default all)")
+    train.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
+
+    evaluate = actions.add_parser(
+        "eval",
+        help="print a classifier's accuracy on real MNIST test pairs",
+        description="Print a classifier's digit and pair accuracy on real MNIST test pairs.",
+    )
+    evaluate.add_argument(
+        "--weights", help="checkpoint (default: the shipped pairflow/weights/classifier.pt)"
+    )
+    evaluate.add_argument("--data-dir", help="MNIST root (default $PAIRFLOW_DATA or ./data)")
+    evaluate.add_argument("--num-pairs", type=int, help="test pairs to score (default all)")
+    evaluate.add_argument("--seed", type=int, default=0, help="pairing seed of the test pairs")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
+
+
+def _positive(name: str, value: int | float | None) -> None:
+    if value is not None and value <= 0:
+        raise UsageError(f"{name} must be positive, got {value}")
+
+
+def _device(name: str):
+    from pairflow.utils import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action is None:
+        raise UsageError("choose an action: `pairflow classifier train` or `... eval`")
+    return _train(args) if args.action == "train" else _eval(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from pairflow.classifier import evaluate_classifier, save_classifier, train_classifier
+    from pairflow.data import resolve_root
+
+    for name in ("epochs", "num_pairs", "batch_size", "lr", "eval_pairs"):
+        _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.max_shift < 0 or args.max_shift > 8:
+        raise UsageError(f"--max-shift must be in 0..8 pixels, got {args.max_shift}")
+    device = _device(args.device)
+    root = resolve_root(args.data_dir)
+    start = time.perf_counter()
+    try:
+        model = train_classifier(
+            root,
+            epochs=args.epochs,
+            seed=args.seed,
+            num_pairs=args.num_pairs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_shift=args.max_shift,
+            device=device,
+        )
+        seconds = time.perf_counter() - start
+        acc = evaluate_classifier(model, root, num_pairs=args.eval_pairs)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from err
+    meta = {
+        **acc,
+        "train_seconds": round(seconds, 1),
+        "command": _effective_command(args, root),
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "torch": str(torch.__version__),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+    }
+    path = save_classifier(model, args.out, **meta)
+    print(
+        f"digit accuracy {100 * acc['digit_accuracy']:.2f}% "
+        f"(pairs {100 * acc['pair_accuracy']:.2f}%) on {acc['num_pairs']} test pairs; "
+        f"trained in {seconds:.0f}s; wrote {path}"
+    )
+    return 0
+
+
+def _effective_command(args: argparse.Namespace, root) -> str:
+    """The train command with every setting spelled out, to reproduce the checkpoint."""
+    argv = ["pairflow", "classifier", "train", "--data-dir", str(root), "--out", str(args.out)]
+    for name in ("epochs", "seed", "num_pairs", "batch_size", "lr", "max_shift", "eval_pairs"):
+        value = getattr(args, name)
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    return shlex.join(argv)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pairflow.classifier import evaluate_classifier, load_classifier
+    from pairflow.data import resolve_root
+
+    _positive("--num-pairs", args.num_pairs)
+    try:
+        model = load_classifier(args.weights, device=_device(args.device))
+        acc = evaluate_classifier(
+            model, resolve_root(args.data_dir), num_pairs=args.num_pairs, seed=args.seed
+        )
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from err
+    if args.json:
+        print(json.dumps({"weights": args.weights or "shipped", **acc}))
+    else:
+        print(
+            f"digit accuracy {100 * acc['digit_accuracy']:.2f}% "
+            f"(pairs {100 * acc['pair_accuracy']:.2f}%) on {acc['num_pairs']} test pairs"
+        )
+    return 0
