@@ -94,9 +94,8 @@ class PairLoader:
         n = len(self.dataset)
         if self.shuffle:
             # A pure function of (seed, epoch), the same on every rank.
-            state = np.random.SeedSequence([self.seed & 0xFFFFFFFF, self.epoch])
-            generator = torch.Generator().manual_seed(int(state.generate_state(1)[0]))
-            order = torch.randperm(n, generator=generator)
+            rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch])
+            order = torch.from_numpy(rng.permutation(n))
         else:
             order = torch.arange(n)
         if self.world_size > 1:

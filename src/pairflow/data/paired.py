@@ -179,7 +179,9 @@ class PairingMixin:
         return (1, h, 2 * w)
 
     def get_batch(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
-        """Assemble pairs ``idx`` by tensor indexing (no per-item work, no transforms).
+        """Assemble pairs ``idx`` with one gather of the in-memory digits (no per-item work).
+
+        Transforms are not applied here (only per item, in ``__getitem__``).
 
         Arguments:
             idx: int64 tensor (B,) (or anything ``torch.as_tensor`` takes) of pair indices.
@@ -193,14 +195,21 @@ class PairingMixin:
             >>> images.shape  # doctest: +SKIP
             torch.Size([256, 1, 28, 56])
         """
-        idx = torch.as_tensor(idx, dtype=torch.int64)
-        pairs = self.pairs[idx]  # (B, 2)
-        # index_select + cat along the width: measured ~10x faster than advanced indexing
-        # digits[pairs] on uint8 (see benchmarks/data_throughput.py).
-        left = self.digits.index_select(0, pairs[:, 0])  # (B, H, W)
-        right = self.digits.index_select(0, pairs[:, 1])  # (B, H, W)
-        images = torch.cat((left, right), dim=2).unsqueeze(1)  # (B, 1, H, 2W)
-        return images, self.targets[idx]
+        idx = torch.as_tensor(idx, dtype=torch.int64).numpy()
+        if idx.ndim != 1:
+            raise ValueError(f"get_batch takes a 1-D tensor of pair indices, got shape {idx.shape}")
+        pairs = self.pairs.numpy()[idx]  # (B, 2)
+        digits = self.digits.numpy()  # (N, H, W), shares memory
+        b, (_, h, w) = len(pairs), digits.shape
+        # A numpy gather straight into the two halves of the output. Measured on the 2 shared
+        # cores here, torch's index_select + cat is as fast on an idle machine but collapses
+        # (10-50x) when its intra-op threads compete with other processes; numpy's gather is
+        # single-threaded and steady (see benchmarks/data_throughput.py).
+        out = np.empty((b, h, 2, w), dtype=np.uint8)
+        out[:, :, 0] = digits[pairs[:, 0]]  # left digit
+        out[:, :, 1] = digits[pairs[:, 1]]  # right digit
+        images = torch.from_numpy(out).view(b, 1, h, 2 * w)  # (B, 1, H, 2W)
+        return images, torch.from_numpy(self.targets.numpy()[idx])
 
     def _pair_image(self, index: int) -> torch.Tensor:
         left, right = self.pairs[index].tolist()
