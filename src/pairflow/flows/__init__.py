@@ -1,0 +1,59 @@
+"""RealNVP normalizing flows: transforms, couplings, multi-scale architecture, the PairFlow model.
+
+Every transform maps data -> latent in ``forward`` (see :class:`Transform`).
+
+Example:
+    >>> from pairflow.flows import build_flow
+    >>> flow = build_flow("seed")
+    >>> flow.sample(4).shape
+    torch.Size([4, 1, 28, 56])
+"""
+
+from pairflow.flows.actnorm import ActNorm
+from pairflow.flows.base import Compose, Inverse, Transform
+from pairflow.flows.coupling import AffineCoupling
+from pairflow.flows.masks import (
+    alternating_mask,
+    channel_mask,
+    checkerboard_mask,
+    half_mask,
+    vector_mask,
+)
+from pairflow.flows.model import (
+    PRESETS,
+    FlowConfig,
+    PairFlow,
+    build_flow,
+    resolve_precision,
+)
+from pairflow.flows.multiscale import FactorOut, multiscale_flow
+from pairflow.flows.nets import MLP, ConvResNet, SeparateMLPs
+from pairflow.flows.preprocessing import Logit, dequantize, quantize
+from pairflow.flows.squeeze import Squeeze
+
+__all__ = [
+    "ActNorm",
+    "AffineCoupling",
+    "Compose",
+    "ConvResNet",
+    "FactorOut",
+    "FlowConfig",
+    "Inverse",
+    "Logit",
+    "MLP",
+    "PRESETS",
+    "PairFlow",
+    "SeparateMLPs",
+    "Squeeze",
+    "Transform",
+    "alternating_mask",
+    "build_flow",
+    "channel_mask",
+    "checkerboard_mask",
+    "dequantize",
+    "half_mask",
+    "multiscale_flow",
+    "quantize",
+    "resolve_precision",
+    "vector_mask",
+]

@@ -1,0 +1,129 @@
+"""Multi-scale architecture: couplings, squeeze, couplings, factor out half, recurse.
+
+The latent keeps the data's shape: each scale unsqueezes its output again, with the
+factored-out channels in place, so ``z`` is (C, H, W) like ``x`` and the prior is one
+standard normal over all of it (factoring out is a choice of which dimensions skip the
+deeper layers, not a change of the density model).
+
+References:
+    Dinh, Sohl-Dickstein and Bengio, "Density estimation using Real NVP", ICLR 2017, sec. 3.6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from pairflow.flows.actnorm import ActNorm
+from pairflow.flows.base import Compose, Inverse, Transform
+from pairflow.flows.coupling import AffineCoupling, ConditionerFactory
+from pairflow.flows.masks import channel_mask, checkerboard_mask
+from pairflow.flows.squeeze import Squeeze
+
+__all__ = ["FactorOut", "multiscale_flow"]
+
+
+class FactorOut(Transform):
+    """Send the first ``keep`` channels through ``inner``; the rest go to the latent as they are.
+
+    Arguments:
+        inner: the transform for the kept channels (the deeper scales).
+        keep: number of channels kept.
+
+    Example:
+        >>> from pairflow.flows import Squeeze
+        >>> layer = FactorOut(Compose([Squeeze(), Inverse(Squeeze())]), keep=2)
+        >>> layer(torch.randn(1, 4, 2, 2))[0].shape
+        torch.Size([1, 4, 2, 2])
+    """
+
+    def __init__(self, inner: Transform, keep: int):
+        super().__init__()
+        self.inner = inner
+        self.keep = keep
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        z1, ld = self.inner(x[:, : self.keep], cond)
+        return torch.cat([z1, x[:, self.keep :]], dim=1), ld
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x1, ld = self.inner.inverse(z[:, : self.keep], cond)
+        return torch.cat([x1, z[:, self.keep :]], dim=1), ld
+
+
+def _couplings(
+    mask_fn: Callable[..., Tensor],
+    shape: tuple[int, int, int],
+    count: int,
+    factory: ConditionerFactory,
+    scale_bound: float,
+    actnorm: bool,
+) -> list[Transform]:
+    layers: list[Transform] = []
+    for i in range(count):
+        if actnorm:
+            layers.append(ActNorm(shape[0]))
+        layers.append(AffineCoupling(mask_fn(*shape, parity=i % 2), factory, scale_bound))
+    return layers
+
+
+def multiscale_flow(
+    shape: tuple[int, int, int],
+    factory: ConditionerFactory,
+    num_scales: int = 2,
+    checkerboard_couplings: int = 3,
+    channel_couplings: int = 3,
+    final_couplings: int = 4,
+    scale_bound: float = 2.0,
+    actnorm: bool = True,
+) -> Transform:
+    """Build RealNVP's multi-scale flow for (C, H, W) images.
+
+    Each scale but the last: ``checkerboard_couplings`` checkerboard couplings, squeeze to
+    (4C, H/2, W/2), ``channel_couplings`` channel-wise couplings, then half the channels are
+    factored out and the other half (2C, H/2, W/2) go on to the next scale. The last scale:
+    ``final_couplings`` checkerboard couplings. Masks alternate parity within each group.
+
+    Arguments:
+        shape: (C, H, W); H and W must be divisible by 2 ** (num_scales - 1).
+        factory: conditioner factory ``(in_channels, out_channels) -> net``.
+        num_scales: number of scales (>= 1).
+        checkerboard_couplings, channel_couplings, final_couplings: layer counts.
+        scale_bound: soft bound on each coupling's log-scale.
+        actnorm: put an :class:`ActNorm` before every coupling.
+
+    Returns:
+        A transform (B, C, H, W) -> (B, C, H, W).
+    """
+    c, h, w = shape
+    if num_scales < 1:
+        raise ValueError(f"num_scales must be >= 1, got {num_scales}")
+    if num_scales == 1:
+        return Compose(
+            _couplings(checkerboard_mask, shape, final_couplings, factory, scale_bound, actnorm)
+        )
+    if h % 2 or w % 2:
+        raise ValueError(
+            f"image {h}x{w} cannot be squeezed {num_scales - 1} more time(s): "
+            f"height and width must be divisible by 2 ** (num_scales - 1)"
+        )
+    squeezed = (4 * c, h // 2, w // 2)
+    inner = multiscale_flow(
+        (2 * c, h // 2, w // 2),
+        factory,
+        num_scales - 1,
+        checkerboard_couplings,
+        channel_couplings,
+        final_couplings,
+        scale_bound,
+        actnorm,
+    )
+    layers = _couplings(
+        checkerboard_mask, shape, checkerboard_couplings, factory, scale_bound, actnorm
+    )
+    layers.append(Squeeze())
+    layers += _couplings(channel_mask, squeezed, channel_couplings, factory, scale_bound, actnorm)
+    layers += [FactorOut(inner, keep=2 * c), Inverse(Squeeze())]
+    return Compose(layers)
