@@ -35,13 +35,21 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def median_rate(fn, items: int, runs: int) -> float:
+CPU_RATES: dict[str, int] = {}
+
+
+def median_rate(fn, items: int, runs: int, name: str | None = None) -> float:
+    """Median items per wall-clock second; also records items per CPU-second of this process
+    under ``name`` (the cost, unaffected by other jobs competing for the cores)."""
     fn()  # warm-up
-    rates = []
+    rates, cpu_rates = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         rates.append(items / (time.perf_counter() - start))
+        cpu_rates.append(items / max(time.process_time() - cpu_start, 1e-9))
+    if name is not None:
+        CPU_RATES[name] = round(statistics.median(cpu_rates))
     return statistics.median(rates)
 
 
@@ -110,31 +118,37 @@ def main() -> None:
     result: dict = {"benchmark": "data_throughput", "data": data, "pairs_per_epoch": len(ds)}
     figures: dict = {}
     for batch_size in (64, 256, 1024):
-        rate = median_rate(get_batch_epoch(ds, batch_size, order), len(order), args.runs)
-        figures[f"get_batch_b{batch_size}"] = round(rate)
+        name = f"get_batch_b{batch_size}"
+        rate = median_rate(get_batch_epoch(ds, batch_size, order), len(order), args.runs, name)
+        figures[name] = round(rate)
     loader = PairLoader(ds, batch_size=256, shuffle=True, seed=0)
 
     def loader_epoch():
         for _ in loader:
             pass
 
-    figures["pair_loader_b256"] = round(median_rate(loader_epoch, len(ds), args.runs))
+    rate = median_rate(loader_epoch, len(ds), args.runs, "pair_loader_b256")
+    figures["pair_loader_b256"] = round(rate)
     # The alternative get_batch does not use: torch index_select + cat, whose speed depends
     # on torch's intra-op threads (and on what else runs on the cores).
     for threads in sorted({default_threads, 1}, reverse=True):
         torch.set_num_threads(threads)
-        rate = median_rate(torch_cat_epoch(ds, 256, order), len(order), args.runs)
-        figures[f"torch_index_select_cat_b256_threads{threads}"] = round(rate)
+        name = f"torch_index_select_cat_b256_threads{threads}"
+        rate = median_rate(torch_cat_epoch(ds, 256, order), len(order), args.runs, name)
+        figures[name] = round(rate)
     torch.set_num_threads(default_threads)
     count = min(args.pil_items, len(ds))
-    pil = median_rate(per_item_pil_epoch(ds, 256, count), count, max(1, args.runs // 2))
+    pil_runs = max(1, args.runs // 2)
+    pil = median_rate(per_item_pil_epoch(ds, 256, count), count, pil_runs, "per_item_pil_b256")
     figures["per_item_pil_b256"] = round(pil)
 
     result["pairs_per_s"] = figures
+    result["pairs_per_cpu_s"] = CPU_RATES
     result["speedup_get_batch_b256_vs_pil"] = round(figures["get_batch_b256"] / pil, 1)
     result["method"] = (
         f"median of {args.runs} timed whole epochs (after one warm-up) over a fixed shuffled "
-        f"order; PIL loop over {count} items, median of {max(1, args.runs // 2)}"
+        f"order; PIL loop over {count} items, median of {pil_runs}; pairs_per_s is wall-clock, "
+        "pairs_per_cpu_s divides by this process's CPU time"
     )
     result["machine"] = {
         "cpu": cpu_model(),
