@@ -117,3 +117,34 @@ def test_real_mnist_counts_and_preview(capsys, mnist_root, tmp_path):
     with Image.open(png) as image:
         assert image.size == preview_size(32, 8, 3)
         image.load()
+
+
+def test_preview_draws_a_label_above_every_pair(tiny_mnist_root, tmp_path):
+    import numpy as np
+
+    from pairflow.data import PairedMNIST, write_preview
+    from pairflow.data.preview import LABEL_HEIGHT, PAD
+
+    ds = PairedMNIST(tiny_mnist_root, train=False, num_pairs=10)
+    path = write_preview(ds, tmp_path / "p.png", n=10, cols=4, scale=2)
+    with Image.open(path) as image:
+        assert image.size == preview_size(10, 4, 2)
+        pixels = np.array(image)
+    for i in range(10):
+        row, col = divmod(i, 4)
+        x = PAD + col * (56 * 2 + PAD)
+        y = PAD + row * (28 * 2 + LABEL_HEIGHT + PAD)
+        strip = pixels[y : y + LABEL_HEIGHT, x : x + 56 * 2]
+        assert (strip > 200).sum() > 20  # white label text is there
+        pair = pixels[y + LABEL_HEIGHT : y + LABEL_HEIGHT + 56, x : x + 112]
+        expected = ds.get_batch(torch.tensor([i]))[0][0, 0].numpy()
+        assert np.array_equal(pair[::2, ::2], expected)  # the pair itself, upscaled 2x
+
+
+def test_preview_of_a_plain_dataset(tmp_path):
+    from pairflow.data import write_preview
+
+    items = [(torch.full((1, 28, 56), 9 * k, dtype=torch.uint8), k) for k in range(3)]
+    path = write_preview(items, tmp_path / "plain.png", n=8)
+    with Image.open(path) as image:
+        assert image.size == preview_size(3, 8, 3)
