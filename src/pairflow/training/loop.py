@@ -352,7 +352,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                             "type": "nonfinite",
                             "step": step,
                             "epoch": epoch + 1,
-                            "loss": float(loss),
+                            "loss": float(loss.detach()),
                             "grad_norm": float(grad_norm),
                             "consecutive": consecutive_bad,
                         }
@@ -360,7 +360,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                     if consecutive_bad >= config.max_nonfinite:
                         raise TrainingDiverged(
                             f"{consecutive_bad} consecutive steps had a non-finite loss or "
-                            f"gradient (last loss {float(loss)}, grad norm {float(grad_norm)}); "
+                            f"gradient (last loss {float(loss.detach())}, "
+                            f"grad norm {float(grad_norm)}); "
                             f"stopped. The last good checkpoint is {out / 'last.pt'}; lower "
                             "--lr or raise --warmup-steps."
                         )

@@ -1,0 +1,231 @@
+"""The training loop: exact resume, the non-finite guard, checkpoints that survive crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pairflow.training import (
+    CheckpointError,
+    TrainConfig,
+    TrainingDiverged,
+    load_checkpoint,
+    load_model,
+    train,
+)
+from pairflow.utils import atomic_save
+
+# Small enough that a step takes milliseconds; same code paths as the full presets.
+TINY = {
+    "seed": {"hidden_features": 16},
+    "multiscale": {"hidden_channels": 8, "num_blocks": 1},
+}
+
+
+def tiny_config(root: Path, out: Path, preset: str = "seed", **kw) -> TrainConfig:
+    values = dict(
+        preset=preset,
+        epochs=2,
+        batch_size=16,
+        lr=1e-3,
+        warmup_steps=5,
+        num_pairs=64,
+        test_pairs=32,
+        data_dir=str(root),
+        out=str(out),
+        device="cpu",
+        precision="fp32",
+        sample_n=4,
+        log_every=1,
+        model_overrides=dict(TINY[preset]),
+    )
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def test_run_folder_holds_everything(tiny_mnist_root, tmp_path):
+    summary = train(tiny_config(tiny_mnist_root, tmp_path / "run"), progress=False)
+    run = tmp_path / "run"
+    assert summary["step"] == 2 * (64 // 16) and summary["stopped"] == "epochs"
+    for name in ("config.json", "metrics.jsonl", "curves.png", "last.pt", "best.pt"):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["type"] == "test"] == [1, 2]
+    assert all(r["step"] >= 1 for r in records if r["type"] == "train")
+    state = load_checkpoint(run / "last.pt")
+    assert state["step"] == 8 and state["epoch"] == 2 and state["batch_in_epoch"] == 0
+    assert state["train_config"]["preset"] == "seed"
+
+
+@pytest.mark.parametrize("preset", ["seed", "multiscale"])
+def test_resume_gives_the_same_weights_as_training_straight(tiny_mnist_root, tmp_path, preset):
+    straight = tiny_config(tiny_mnist_root, tmp_path / "a", preset, epochs=4)
+    train(straight, progress=False)
+    half = tiny_config(tiny_mnist_root, tmp_path / "b", preset, epochs=2)
+    train(half, progress=False)
+    rest = tiny_config(tiny_mnist_root, tmp_path / "b", preset, epochs=4)
+    summary = train(rest, resume=True, progress=False)
+    assert summary["step"] == 16
+    a = load_checkpoint(tmp_path / "a" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert a["step"] == b["step"] == 16
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    # The metrics of the resumed run continue the first part's, with no duplicate steps.
+    steps = [
+        json.loads(line)["step"]
+        for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["type"] == "train"
+    ]
+    assert steps == list(range(1, 17))
+
+
+def test_resume_mid_epoch_after_max_steps(tiny_mnist_root, tmp_path):
+    train(tiny_config(tiny_mnist_root, tmp_path / "a", epochs=2), progress=False)
+    train(tiny_config(tiny_mnist_root, tmp_path / "b", epochs=2, max_steps=3), progress=False)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["batch_in_epoch"] == 3
+    train(tiny_config(tiny_mnist_root, tmp_path / "b", epochs=2), resume=True, progress=False)
+    a = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_another_preset(tiny_mnist_root, tmp_path):
+    train(tiny_config(tiny_mnist_root, tmp_path / "run", max_steps=1), progress=False)
+    with pytest.raises(CheckpointError, match="preset='seed'"):
+        train(tiny_config(tiny_mnist_root, tmp_path / "run", "multiscale"), resume=True)
+
+
+def test_nonfinite_steps_are_skipped_and_counted(tiny_mnist_root, tmp_path, monkeypatch):
+    from pairflow.flows import PairFlow
+
+    real = PairFlow.bits_per_dim
+    calls = {"n": 0}
+
+    def sometimes_nan(self, x, cond=None, generator=None):
+        out = real(self, x, cond=cond, generator=generator)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] in (2, 3):  # two poisoned training batches
+                out = out * float("nan")
+        return out
+
+    monkeypatch.setattr(PairFlow, "bits_per_dim", sometimes_nan)
+    summary = train(tiny_config(tiny_mnist_root, tmp_path / "run", epochs=1), progress=False)
+    assert summary["nonfinite_skipped"] == 2
+    assert summary["step"] == 64 // 16 - 2  # skipped batches make no optimiser step
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    records = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert records.count('"type": "nonfinite"') == 2
+
+
+def test_persistent_nonfinite_stops_with_last_good_checkpoint(
+    tiny_mnist_root, tmp_path, monkeypatch
+):
+    from pairflow.flows import PairFlow
+
+    run = tmp_path / "run"
+    train(tiny_config(tiny_mnist_root, run, epochs=1), progress=False)
+    good = load_checkpoint(run / "last.pt")
+    real = PairFlow.bits_per_dim
+
+    def always_nan(self, x, cond=None, generator=None):
+        out = real(self, x, cond=cond, generator=generator)
+        return out * float("nan") if self.training else out
+
+    monkeypatch.setattr(PairFlow, "bits_per_dim", always_nan)
+    config = tiny_config(tiny_mnist_root, run, epochs=3, max_nonfinite=3)
+    with pytest.raises(TrainingDiverged, match="3 consecutive steps"):
+        train(config, resume=True, progress=False)
+    after = load_checkpoint(run / "last.pt")
+    assert after["step"] == good["step"]
+    assert all(torch.equal(good["model"][k], after["model"][k]) for k in good["model"])
+
+
+def test_corrupt_and_foreign_checkpoints_give_clear_errors(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x80\x02 not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a pairflow checkpoint"):
+        load_checkpoint(foreign)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_with_code_is_refused(tmp_path):
+    """weights_only=True: a pickle that would run code is not loaded."""
+    evil = tmp_path / "evil.pt"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"format": "pairflow-checkpoint", "payload": Evil()}, evil)
+    with pytest.raises(CheckpointError, match="could not be read"):
+        load_checkpoint(evil)
+
+
+def test_failed_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    atomic_save({"a": torch.ones(3)}, path)
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"a": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary left over
+
+
+def test_kill_9_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path):
+    """A process rewriting a large checkpoint in a loop is killed with SIGKILL mid-loop."""
+    path = tmp_path / "last.pt"
+    script = textwrap.dedent(
+        f"""
+        import torch
+        from pairflow.utils import atomic_save
+        i = 0
+        while True:
+            atomic_save({{"step": i, "w": torch.full((2_000_000,), float(i))}}, {str(path)!r})
+            i += 1
+        """
+    )
+    for delay in (0.05, 0.3, 0.7):
+        proc = subprocess.Popen([sys.executable, "-c", script])
+        deadline = time.time() + 60
+        while not path.exists() and time.time() < deadline:
+            time.sleep(0.01)  # the first checkpoint is written: the loop is rewriting it now
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        state = torch.load(path, weights_only=True)
+        assert torch.all(state["w"] == float(state["step"]))
+
+
+def test_load_model_round_trip(tiny_mnist_root, tmp_path):
+    train(tiny_config(tiny_mnist_root, tmp_path / "run", max_steps=2), progress=False)
+    model, state = load_model(tmp_path / "run")
+    x = torch.randint(0, 256, (3, 1, 28, 56), dtype=torch.uint8)
+    gen = torch.Generator().manual_seed(0)
+    first = model.log_prob(x, generator=gen)
+    model2, _ = load_model(tmp_path / "run" / "best.pt")
+    second = model2.log_prob(x, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(first, second)
+    assert not model.training
