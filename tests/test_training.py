@@ -229,3 +229,14 @@ def test_load_model_round_trip(tiny_mnist_root, tmp_path):
     second = model2.log_prob(x, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(first, second)
     assert not model.training
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    from pairflow.utils import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
