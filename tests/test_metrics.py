@@ -279,3 +279,22 @@ def test_evaluate_samples_real_against_itself():
     assert 1.0 <= result["inception_score"] <= 100.0
     with pytest.raises(ValueError, match=r"\(N, 1, 28, 56\)"):
         evaluate_samples(real[:, :, :, :28], real, clf)
+
+
+def test_real_vs_real_floor_on_tiny_data(tiny_mnist_root):
+    from pairflow.classifier import PairClassifier
+    from pairflow.metrics import real_pairs, real_vs_real_floor
+
+    torch.manual_seed(0)
+    clf = PairClassifier().eval()
+    reference, labels = real_pairs(tiny_mnist_root, 30, train=False, seed=0)
+    assert reference.shape == (30, 1, 28, 56) and reference.dtype == torch.uint8
+    assert labels.tolist() == [10 * (t // 10) + t % 10 for t in labels.tolist()]
+    floor = real_vs_real_floor(reference, root=tiny_mnist_root, classifier=clf, seed=1)
+    assert floor["num_samples"] == floor["num_real"] == 30
+    assert "training pairs" in floor["held_out"]
+    assert floor["fd"] > 0 and 0 <= floor["precision"] <= 1 and 0 <= floor["recall"] <= 1
+    assert 0 <= floor["conditional_accuracy"] <= 1  # true labels are known for real pairs
+    # The same set as held-out set and reference: the floor of the floor.
+    same = real_vs_real_floor(reference, reference, labels, classifier=clf)
+    assert abs(same["fd"]) < 1e-6 and same["held_out"] == "given"

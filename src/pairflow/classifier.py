@@ -244,7 +244,7 @@ def _random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tens
 
 def train_classifier(
     root: str | os.PathLike | None = None,
-    epochs: int = 2,
+    epochs: int = 1,
     seed: int = 0,
     num_pairs: int | None = None,
     batch_size: int = 128,
@@ -273,7 +273,7 @@ def train_classifier(
         max_shift: random translation in pixels (0 disables it).
         config: network sizes.
         device: where to train.
-        log: called with progress lines; ``None`` for silence.
+        log: called with a progress line every 100 steps and per epoch; ``None``: silence.
 
     Returns:
         The trained classifier in eval mode.
@@ -297,9 +297,9 @@ def train_classifier(
     shift_gen = torch.Generator().manual_seed(seed + 1)
     start = time.perf_counter()
     model.train()
+    step = 0
     for epoch in range(epochs):
-        data.set_epoch(epoch)
-        loader.set_epoch(epoch)
+        loader.set_epoch(epoch)  # new pairs (dataset) and a new order (loader)
         total, seen = 0.0, 0
         for images, targets in loader:  # (B, 1, 28, 56) uint8, (B,) int64
             x = _random_shift(images.float(), max_shift, shift_gen).to(device)
@@ -311,6 +311,10 @@ def train_classifier(
             schedule.step()
             total += loss.item() * len(targets)
             seen += len(targets)
+            step += 1
+            if log is not None and step % 100 == 0:
+                elapsed = time.perf_counter() - start
+                log(f"step {step}/{steps}: loss {loss.item():.4f} ({elapsed:.0f}s)")
         if not math.isfinite(total):
             raise FloatingPointError(f"classifier loss became {total} in epoch {epoch + 1}")
         if log is not None:
