@@ -98,10 +98,12 @@ def load_model(
     Returns:
         ``(model, checkpoint_dict)``.
     """
+    from pairflow.training.export import unpack_state_dict
+
     state = load_checkpoint(path, map_location=map_location)
     model = build_model(state["kind"], state["model_config"])
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(unpack_state_dict(state["model"]))
     except RuntimeError as err:
         raise CheckpointError(
             f"checkpoint {path}: weights do not fit its model config ({str(err)[:300]})"
