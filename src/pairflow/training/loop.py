@@ -243,6 +243,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
+        if ckpt_state is None and hasattr(flow, "data_init"):
+            # Data-dependent init (ActNorm) before wrapping: DDP then broadcasts rank 0's
+            # parameters and buffers, so every rank starts from the same model.
+            loader.set_epoch(0)
+            x0, y0 = next(iter(loader))
+            flow.data_init(x0.to(device), y0.to(device) if config.conditional else None)
+
         loss_module = DistributedDataParallel(
             loss_module, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -304,6 +311,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         )
         logger.plot(out / "curves.png")
         noise_states = gather_noise_states()
+        if world_size > 1:
+            logger.log(
+                {
+                    "type": "sync",
+                    "step": step,
+                    "ranks": world_size,
+                    "in_sync": _check_in_sync(flow, device),
+                }
+            )
         if math.isfinite(test_bpd) and test_bpd < best:
             best = test_bpd
             checkpoint(out / "best.pt", epoch + 1, 0, noise_states)
@@ -375,6 +391,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 if bar is not None:
                     bar.update(1)
                 if step % config.log_every == 0 and consecutive_bad == 0:
+                    if world_size > 1:  # log the global batch's loss, not rank 0's share
+                        import torch.distributed as dist
+
+                        loss = loss.detach().clone()
+                        dist.all_reduce(loss)
+                        loss /= world_size
                     now = time.perf_counter()
                     rate = pairs_since / max(now - tick, 1e-9)
                     tick, pairs_since = now, 0
@@ -395,8 +417,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 if config.max_steps is not None and step >= config.max_steps:
                     stopped = "max_steps"
                     break
-                if config.time_budget is not None and (
-                    time.perf_counter() - start_time > 60 * config.time_budget
+                if config.time_budget is not None and _out_of_time(
+                    start_time, config.time_budget, world_size, device
                 ):
                     stopped = "time_budget"
                     break
@@ -426,6 +448,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             )
             _write_samples(flow, config, out / "samples" / f"step_{step:06d}.png", sample_gen_seed)
             logger.plot(out / "curves.png")
+            if world_size > 1:
+                logger.log(
+                    {
+                        "type": "sync",
+                        "step": step,
+                        "ranks": world_size,
+                        "in_sync": _check_in_sync(flow, device),
+                    }
+                )
             if math.isfinite(test_bpd) and test_bpd < best:
                 best = test_bpd
                 checkpoint(out / "best.pt", epoch, batch_in_epoch, noise_states)
@@ -450,6 +481,32 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         "nonfinite_skipped": skipped_total,
         "stopped": stopped,
     }
+
+
+def _check_in_sync(flow: nn.Module, device: torch.device) -> bool:
+    """Under DDP every rank must hold the same weights; raise if they drifted apart."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        local = torch.stack([p.double().sum() for p in flow.parameters()]).to(device)
+        low, high = local.clone(), local.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if not torch.equal(low, high):
+        raise RuntimeError("distributed ranks hold different weights: gradient sync failed")
+    return True
+
+
+def _out_of_time(start: float, minutes: float, world_size: int, device: torch.device) -> bool:
+    """Whether the time budget is spent; under DDP rank 0's clock decides for every rank."""
+    over = time.perf_counter() - start > 60 * minutes
+    if world_size == 1:
+        return over
+    import torch.distributed as dist
+
+    flag = torch.tensor([float(over)], device=device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 @torch.no_grad()
