@@ -152,8 +152,9 @@ def test_shipped_weights_read_real_test_pairs(mnist_root):
 @pytest.mark.mnist
 @pytest.mark.slow
 def test_short_training_run_reaches_98_percent(mnist_root):
-    # ~190 steps of 64 pairs: about 15 s on 2 idle cores.
-    model = train_classifier(mnist_root, epochs=1, seed=0, num_pairs=12000, batch_size=64, log=None)
+    # 250 steps of 64 pairs (0.09 s per step measured on 2 idle cores: ~25 s). Seed 0 gave
+    # 98.76% when this was written; 12,000 pairs gave 98.46%, too close to the bar.
+    model = train_classifier(mnist_root, epochs=1, seed=0, num_pairs=16000, batch_size=64, log=None)
     acc = evaluate_classifier(model, mnist_root, num_pairs=5000)
     assert acc["digit_accuracy"] >= 0.98
 
