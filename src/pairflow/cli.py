@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pairflow.commands.train", "train a flow on MNIST pairs"),
     "sample": ("pairflow.commands.sample", "draw pairs from a trained or shipped flow"),
     "evaluate": ("pairflow.commands.evaluate", "test bits/dim (and sample metrics) of a model"),
+    "compare": ("pairflow.commands.compare", "several evaluated runs in one table and figure"),
     "export": ("pairflow.commands.export", "compact weights-only checkpoint (fp16 or int8)"),
     "classifier": ("pairflow.commands.classifier", "train or check the digit-pair classifier"),
 }
