@@ -22,6 +22,7 @@ from pairflow.flows import (
     dequantize,
     multiscale_flow,
     quantize,
+    squeezed_checkerboard_mask,
     vector_mask,
 )
 
@@ -165,15 +166,19 @@ def test_factor_out_and_multiscale():
     z, _ = layer(x)
     assert torch.equal(z[:, 2:], x[:, 2:])  # factored-out channels go straight to the latent
     check_transform(layer, x)
-    flow = multiscale_flow(
-        SHAPE,
-        conv_factory(),
-        num_scales=3,
-        checkerboard_couplings=2,
-        channel_couplings=2,
-        final_couplings=2,
-    )
-    check_transform(randomize(flow), images())
+    for mode in ("squeezed", "masked"):
+        flow = multiscale_flow(
+            SHAPE,
+            conv_factory(),
+            num_scales=3,
+            checkerboard_couplings=2,
+            channel_couplings=2,
+            final_couplings=2,
+            checkerboard=mode,
+        )
+        check_transform(randomize(flow), images())
+    with pytest.raises(ValueError, match="valid: squeezed, masked"):
+        multiscale_flow(SHAPE, conv_factory(), checkerboard="checkers")
     with pytest.raises(ValueError, match="divisible"):
         multiscale_flow((1, 6, 6), conv_factory(), num_scales=3)
 
@@ -192,3 +197,29 @@ def test_compose_and_inverse():
     inv = Inverse(flow)
     torch.testing.assert_close(inv(z)[0], x, rtol=1e-5, atol=1e-5)
     check_transform(inv, z.detach())
+
+
+@pytest.mark.parametrize("parity", [0, 1])
+def test_squeezed_checkerboard_is_the_checkerboard(parity):
+    # The squeezed mask, unsqueezed, is exactly the pixel checkerboard.
+    mask = squeezed_checkerboard_mask(8, 2, 4, parity).double()[None]
+    pixels, _ = Squeeze().inverse(mask)
+    assert torch.equal(pixels[0].bool(), checkerboard_mask(2, 4, 8, parity))
+    # and a coupling with it leaves the checkerboard's kept pixels unchanged
+    layer = randomize(AffineCoupling(squeezed_checkerboard_mask(8, 2, 4, parity), conv_factory()))
+    flow = Compose([Squeeze(), layer, Inverse(Squeeze())])
+    x = images(shape=(2, 4, 8))
+    z, _ = flow(x)
+    keep = checkerboard_mask(2, 4, 8, parity).expand_as(x)
+    assert torch.equal(z[keep], x[keep]) and not torch.allclose(z[~keep], x[~keep])
+    check_transform(flow, x)
+
+
+def test_conv_net_channels_last_matches_contiguous():
+    a = randomize(ConvResNet(3, 4, hidden=8, num_blocks=2, channels_last=True))
+    b = ConvResNet(3, 4, hidden=8, num_blocks=2, channels_last=False)
+    b.load_state_dict(a.state_dict())
+    x = images(shape=(3, 4, 8))
+    out = a(x)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, b(x), rtol=1e-5, atol=1e-6)

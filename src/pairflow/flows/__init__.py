@@ -17,6 +17,7 @@ from pairflow.flows.masks import (
     channel_mask,
     checkerboard_mask,
     half_mask,
+    squeezed_checkerboard_mask,
     vector_mask,
 )
 from pairflow.flows.model import (
@@ -55,5 +56,6 @@ __all__ = [
     "multiscale_flow",
     "quantize",
     "resolve_precision",
+    "squeezed_checkerboard_mask",
     "vector_mask",
 ]

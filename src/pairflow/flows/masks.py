@@ -19,6 +19,7 @@ __all__ = [
     "alternating_mask",
     "checkerboard_mask",
     "channel_mask",
+    "squeezed_checkerboard_mask",
     "vector_mask",
     "VECTOR_MASKS",
 ]
@@ -84,6 +85,31 @@ def channel_mask(channels: int, height: int, width: int, parity: int = 0) -> Ten
     if channels < 2:
         raise ValueError(f"a channel-wise mask needs at least 2 channels, got {channels}")
     keep = half_mask(channels, parity)
+    return keep[:, None, None].expand(channels, height, width).clone()
+
+
+def squeezed_checkerboard_mask(channels: int, height: int, width: int, parity: int = 0) -> Tensor:
+    """The checkerboard mask of an image, seen after a :class:`~pairflow.flows.Squeeze`.
+
+    For a squeezed image (4C, H, W), channel 4c + 2di + dj holds pixel (2i + di, 2j + dj) of
+    input channel c, whose checkerboard colour is (di + dj) % 2. Keeping channels with
+    (di + dj) % 2 == parity is therefore exactly :func:`checkerboard_mask` on the unsqueezed
+    image, but the coupling can read the kept pixels as a half-resolution image with 2C
+    channels instead of a full-resolution image with half its pixels zeroed (4x less work
+    for a convolutional conditioner).
+
+    Returns:
+        Bool tensor (4C, H, W) (constant over H, W: a channel mask).
+
+    Example:
+        >>> squeezed_checkerboard_mask(4, 1, 1).flatten()
+        tensor([ True, False, False,  True])
+    """
+    if channels % 4:
+        raise ValueError(f"a squeezed image has a multiple of 4 channels, got {channels}")
+    offset = torch.arange(channels) % 4
+    colour = (offset // 2 + offset % 2) % 2
+    keep = colour == parity % 2
     return keep[:, None, None].expand(channels, height, width).clone()
 
 

@@ -19,10 +19,13 @@ from torch import Tensor
 from pairflow.flows.actnorm import ActNorm
 from pairflow.flows.base import Compose, Inverse, Transform
 from pairflow.flows.coupling import AffineCoupling, ConditionerFactory
-from pairflow.flows.masks import channel_mask, checkerboard_mask
+from pairflow.flows.masks import channel_mask, checkerboard_mask, squeezed_checkerboard_mask
 from pairflow.flows.squeeze import Squeeze
 
-__all__ = ["FactorOut", "multiscale_flow"]
+__all__ = ["FactorOut", "multiscale_flow", "CHECKERBOARD_MODES"]
+
+CHECKERBOARD_MODES = ("squeezed", "masked")
+"""How checkerboard couplings feed their conditioner (see :func:`multiscale_flow`)."""
 
 
 class FactorOut(Transform):
@@ -69,6 +72,26 @@ def _couplings(
     return layers
 
 
+def _checkerboard_couplings(
+    shape: tuple[int, int, int],
+    count: int,
+    factory: ConditionerFactory,
+    scale_bound: float,
+    actnorm: bool,
+    mode: str,
+) -> list[Transform]:
+    """``count`` checkerboard couplings on (C, H, W) images, fed as ``mode`` says."""
+    c, h, w = shape
+    if count == 0:
+        return []
+    if mode == "masked" or h % 2 or w % 2:
+        return _couplings(checkerboard_mask, shape, count, factory, scale_bound, actnorm)
+    # Same masks, evaluated on the squeezed image: conditioners run at half resolution.
+    squeezed = (4 * c, h // 2, w // 2)
+    inner = _couplings(squeezed_checkerboard_mask, squeezed, count, factory, scale_bound, actnorm)
+    return [Squeeze(), *inner, Inverse(Squeeze())]
+
+
 def multiscale_flow(
     shape: tuple[int, int, int],
     factory: ConditionerFactory,
@@ -78,6 +101,7 @@ def multiscale_flow(
     final_couplings: int = 4,
     scale_bound: float = 2.0,
     actnorm: bool = True,
+    checkerboard: str = "squeezed",
 ) -> Transform:
     """Build RealNVP's multi-scale flow for (C, H, W) images.
 
@@ -93,16 +117,27 @@ def multiscale_flow(
         checkerboard_couplings, channel_couplings, final_couplings: layer counts.
         scale_bound: soft bound on each coupling's log-scale.
         actnorm: put an :class:`ActNorm` before every coupling.
+        checkerboard: ``"masked"``: RealNVP's conditioner reads the full-resolution image
+            with the transformed pixels zeroed; ``"squeezed"``: the same checkerboard masks
+            applied to the squeezed image (:func:`squeezed_checkerboard_mask`), so the
+            conditioner reads the kept pixels at half resolution, 4x cheaper. Layers with
+            odd height or width always use ``"masked"``.
 
     Returns:
         A transform (B, C, H, W) -> (B, C, H, W).
     """
     c, h, w = shape
+    if checkerboard not in CHECKERBOARD_MODES:
+        raise ValueError(
+            f"unknown checkerboard mode {checkerboard!r}; valid: {', '.join(CHECKERBOARD_MODES)}"
+        )
     if num_scales < 1:
         raise ValueError(f"num_scales must be >= 1, got {num_scales}")
     if num_scales == 1:
         return Compose(
-            _couplings(checkerboard_mask, shape, final_couplings, factory, scale_bound, actnorm)
+            _checkerboard_couplings(
+                shape, final_couplings, factory, scale_bound, actnorm, checkerboard
+            )
         )
     if h % 2 or w % 2:
         raise ValueError(
@@ -119,11 +154,15 @@ def multiscale_flow(
         final_couplings,
         scale_bound,
         actnorm,
+        checkerboard,
     )
-    layers = _couplings(
-        checkerboard_mask, shape, checkerboard_couplings, factory, scale_bound, actnorm
+    layers = _checkerboard_couplings(
+        shape, checkerboard_couplings, factory, scale_bound, actnorm, checkerboard
     )
-    layers.append(Squeeze())
+    if layers and isinstance(layers[-1], Inverse):
+        layers.pop()  # unsqueeze then squeeze again: skip both
+    else:
+        layers.append(Squeeze())
     layers += _couplings(channel_mask, squeezed, channel_couplings, factory, scale_bound, actnorm)
     layers += [FactorOut(inner, keep=2 * c), Inverse(Squeeze())]
     return Compose(layers)
