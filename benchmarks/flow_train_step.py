@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--fused-adam", action="store_true", help="torch.optim.Adam(fused=True)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     overrides = dict(kv.split("=", 1) for kv in args.set)
@@ -52,7 +53,7 @@ def main() -> None:
             flow.bits_per_dim(x[:1]).sum().backward()
         train_flops = counter.get_total_flops()  # forward + backward, one pair
         flow.zero_grad(set_to_none=True)
-        opt = torch.optim.Adam(flow.parameters(), lr=1e-4)
+        opt = torch.optim.Adam(flow.parameters(), lr=1e-4, fused=args.fused_adam or None)
         times = []
         for i in range(args.steps + 2):
             t = time.perf_counter()
@@ -69,6 +70,7 @@ def main() -> None:
             "precision": precision,
             "params": sum(p.numel() for p in flow.parameters()),
             "batch": args.batch,
+            "fused_adam": args.fused_adam,
             "median_step_s": round(step, 4),
             "pairs_per_s": round(args.batch / step, 1),
             "gflop_per_pair_fwd_bwd": round(train_flops / 1e9, 3),
