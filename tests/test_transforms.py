@@ -223,3 +223,28 @@ def test_conv_net_channels_last_matches_contiguous():
     out = a(x)
     assert out.is_contiguous()
     torch.testing.assert_close(out, b(x), rtol=1e-5, atol=1e-6)
+
+
+def _actnorm_rank(rank: int, path: str, port: int) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.manual_seed(rank)
+    layer = ActNorm(3)
+    layer(torch.randn(32, 3, 2, 2) * (rank + 1) + 5 * rank)  # different data per rank
+    torch.save({k: v.detach() for k, v in layer.state_dict().items()}, f"{path}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_actnorm_init_agrees_across_ranks(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_actnorm_rank, args=(str(tmp_path), port), nprocs=2)
+    a, b = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
+    assert torch.equal(a["bias"], b["bias"]) and torch.equal(a["log_scale"], b["log_scale"])
+    assert (a["bias"] < -1).all()  # pooled mean of both ranks' data (0 and 5) is ~2.5

@@ -8,6 +8,7 @@ References:
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from pairflow.flows.base import Transform
@@ -23,8 +24,9 @@ class ActNorm(Transform):
     are ordinary parameters. The ``initialized`` flag is a buffer, so checkpoints keep it.
     Until initialised the layer is the identity (so eval mode and sampling are well defined).
 
-    For distributed training, initialise on one rank (e.g. with
-    :meth:`pairflow.flows.PairFlow.data_init`) before the parameters are broadcast.
+    Under ``torch.distributed`` the batch statistics are averaged over all ranks (one
+    ``all_reduce``), so every rank starts from the same parameters; the first training-mode
+    forward (or :meth:`pairflow.flows.PairFlow.data_init`) must then run on every rank.
 
     Arguments:
         channels: number of channels (dim 1) of the input, (B, C) or (B, C, H, W).
@@ -49,10 +51,15 @@ class ActNorm(Transform):
     def initialize(self, x: Tensor) -> None:
         """Set bias and scale from the batch ``x`` so it leaves standardised per channel."""
         dims = [d for d in range(x.dim()) if d != 1]
-        mean = x.mean(dim=dims)
-        std = x.std(dim=dims) if x.numel() // x.shape[1] > 1 else torch.ones_like(mean)
+        moments = torch.stack([x.mean(dim=dims), x.pow(2).mean(dim=dims)])  # (2, C)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(moments)  # same init on every rank (DDP does not re-broadcast)
+            moments /= dist.get_world_size()
+        mean, var = moments[0], (moments[1] - moments[0] ** 2).clamp_min(0)
+        if x.numel() // x.shape[1] < 2:
+            var = torch.ones_like(var)  # one value per channel: no spread to measure
         self.bias.copy_(-mean)
-        self.log_scale.copy_(-torch.log(std + 1e-6))
+        self.log_scale.copy_(-0.5 * torch.log(var + 1e-12))
         self.initialized.fill_(True)
 
     def _logdet(self, x: Tensor) -> Tensor:
