@@ -325,6 +325,8 @@ class PairFlow(Transform):
     def _context(self, cond: Tensor | None) -> Tensor | None:
         if not self.config.conditional:
             return None
+        if cond is None:
+            raise ValueError("this model is conditional: pass cond, pair labels (B,) in 0..99")
         digits = torch.stack([cond // 10, 10 + cond % 10], dim=1)  # (B, 2)
         return self.digit_embedding(digits)  # (B, 2, E)
 
