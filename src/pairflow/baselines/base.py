@@ -1,0 +1,175 @@
+"""What the baseline models share: config plumbing, input checks, pair labels, precision.
+
+The baselines take and return what a :class:`~pairflow.flows.PairFlow` does: pixel values
+0..255 of shape (B, 1, 28, 56), pair labels ``cond = 10 * left + right`` in 0..99 for
+conditional models, uint8 samples. Their labels enter as the flows' do: one learned vector
+per digit and side (rows 0..9 left digit, 10..19 right digit), which convolutional layers
+receive spread over the image by :func:`~pairflow.flows.nets.pair_context_map` (the left
+digit's vector on the left half), so the left label can steer the left digit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from contextlib import nullcontext
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["BaselineConfig", "PairModel", "NUM_PAIR_CLASSES", "PRECISIONS"]
+
+NUM_PAIR_CLASSES = 100
+NUM_LEVELS = 256
+PRECISIONS = ("fp32", "bf16")
+
+
+class BaselineConfig:
+    """Mixin for the baselines' config dataclasses: presets, checks, dict round trip.
+
+    A subclass is a dataclass with fields ``preset``, ``channels``, ``height``, ``width``,
+    ``conditional``, ``embed_dim`` and ``precision`` and a ``PRESETS`` table.
+    """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    _POSITIVE: ClassVar[tuple[str, ...]] = ("channels", "height", "width", "embed_dim")
+
+    def _check(self) -> None:
+        name = type(self).__name__
+        for field in self._POSITIVE:
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}.{field} must be a positive int, got {value!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}"
+            )
+        # Two stride-2 stages down and up: the image sides must be multiples of 4.
+        if self.height % 4 or self.width % 4:
+            raise ValueError(
+                f"{name}: height and width must be multiples of 4, got {self.height}x{self.width}"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Image shape (C, H, W)."""
+        return (self.channels, self.height, self.width)
+
+    @property
+    def num_dims(self) -> int:
+        """D = C * H * W, the number of dimensions bits/dim divides by."""
+        return self.channels * self.height * self.width
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any):
+        """The config of preset ``name`` with field overrides; unknown names raise."""
+        if name not in cls.PRESETS:
+            raise ValueError(f"unknown preset {name!r}; valid: {', '.join(cls.PRESETS)}")
+        return cls.from_dict({**cls.PRESETS[name], "preset": name, **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        """Rebuild a config from ``to_dict`` output; unknown keys raise."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.__name__} field(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted(names))}"
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (safe for ``torch.save`` and JSON)."""
+        return dataclasses.asdict(self)
+
+
+class PairModel(nn.Module):
+    """Base of the baseline models: validation of pixels and labels, label embedding, autocast.
+
+    Subclasses set ``self.config`` (a :class:`BaselineConfig`) before using these helpers.
+    """
+
+    config: Any
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _autocast(self):
+        """bf16 autocast for the networks when ``config.precision == "bf16"``; the
+        likelihood maths runs outside it, in float32."""
+        if self.config.precision != "bf16":
+            return nullcontext()
+        return torch.autocast(self._device.type, dtype=torch.bfloat16)
+
+    @staticmethod
+    def _digits(cond: Tensor) -> Tensor:
+        """Pair labels (B,) -> embedding rows (B, 2): left digit 0..9, right digit 10..19."""
+        return torch.stack([cond // 10, 10 + cond % 10], dim=1)
+
+    def _check_pixels(self, x: Tensor) -> Tensor:
+        """Pixel values 0..255 (uint8, or float holding whole numbers), (B, C, H, W)."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"expected a tensor of pixel values, got {type(x).__name__}")
+        shape = self.config.shape
+        if x.dim() != 4 or tuple(x.shape[1:]) != shape or x.shape[0] < 1:
+            raise ValueError(
+                f"expected images of shape (B, {shape[0]}, {shape[1]}, {shape[2]}) with B >= 1, "
+                f"got {tuple(x.shape)}"
+            )
+        if x.dtype != torch.uint8:
+            if not x.is_floating_point():
+                raise TypeError(f"expected uint8 or float pixel values, got dtype {x.dtype}")
+            lo, hi = float(x.min()), float(x.max())
+            if math.isnan(lo) or math.isnan(hi) or lo < 0 or hi > NUM_LEVELS - 1:
+                raise ValueError(
+                    f"pixel values must be in 0..255, got min {lo:g}, max {hi:g} "
+                    "(pass raw pixel values, not images scaled to [0, 1])"
+                )
+            if bool((x != x.floor()).any()):
+                raise ValueError("pixel values must be whole numbers 0..255")
+        return x.to(self._device)
+
+    def _check_cond(self, cond: Tensor | int | None, batch: int) -> Tensor | None:
+        """Pair labels (batch,) int64 in 0..99 for conditional models, None otherwise."""
+        if not self.config.conditional:
+            if cond is not None:
+                raise ValueError(
+                    "this model is unconditional (config.conditional=False): pass cond=None"
+                )
+            return None
+        if cond is None:
+            raise ValueError(
+                "this model is conditional: pass cond, pair labels 10 * left + right in 0..99"
+            )
+        if isinstance(cond, int):
+            cond = torch.full((batch,), cond, dtype=torch.int64)
+        if not isinstance(cond, Tensor) or cond.dtype.is_floating_point or cond.dtype == torch.bool:
+            raise TypeError(f"cond must be an integer tensor of pair labels, got {cond!r}")
+        if cond.dim() == 0:
+            cond = cond.expand(batch)
+        if tuple(cond.shape) != (batch,):
+            raise ValueError(f"cond must have shape ({batch},), got {tuple(cond.shape)}")
+        lo, hi = int(cond.min()), int(cond.max())
+        if lo < 0 or hi >= NUM_PAIR_CLASSES:
+            raise ValueError(f"pair labels must be in 0..99, got min {lo}, max {hi}")
+        return cond.to(self._device, torch.int64)
+
+    def _normal(self, shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+        """Standard normal noise drawn on the generator's device, moved to the model's."""
+        device = generator.device if generator is not None else self._device
+        return torch.randn(shape, generator=generator, device=device).to(self._device)
+
+    @staticmethod
+    def _check_sampling(n: int, temperature: float) -> None:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+
+
+def scale_pixels(x: Tensor) -> Tensor:
+    """Pixel values 0..255 -> floats in [-1, 1], the networks' input scale."""
+    return x.to(torch.float32) / 127.5 - 1.0
