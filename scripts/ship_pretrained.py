@@ -1,0 +1,62 @@
+"""Export trained runs into the package's shipped weights and record their measured numbers.
+
+Usage:
+    python scripts/ship_pretrained.py --data-dir ../shared/data \
+        multiscale=runs/ms:fp16 multiscale-cond=runs/ms-cond:fp16 seed=runs/seed:int8
+
+For each NAME=RUN:DTYPE it writes src/pairflow/weights/NAME.pt (weights-only, DTYPE storage),
+evaluates the exported file's test bits/dim on the 10,000 fixed test pairs, and records it in
+src/pairflow/weights/index.json together with the run's training configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pairflow.data import PairedMNIST, resolve_root
+from pairflow.pretrained import WEIGHTS_DIR
+from pairflow.training import evaluate_bpd, load_model
+from pairflow.training.export import export_checkpoint
+from pairflow.utils import atomic_write_text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("specs", nargs="+", metavar="NAME=RUN:DTYPE")
+    parser.add_argument("--data-dir")
+    args = parser.parse_args()
+    test = PairedMNIST(resolve_root(args.data_dir), train=False)
+    index_path = WEIGHTS_DIR / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    for spec in args.specs:
+        name, _, rest = spec.partition("=")
+        run, _, dtype = rest.rpartition(":")
+        out = WEIGHTS_DIR / f"{name}.pt"
+        export_checkpoint(run, out, dtype=dtype, name=name)
+        model, state = load_model(out)
+        conditional = bool(state["model_config"].get("conditional", False))
+        result = evaluate_bpd(model, test, conditional=conditional)
+        train_config = state.get("train_config") or {}
+        index[name] = {
+            "file": out.name,
+            "preset": state["model_config"].get("preset"),
+            "conditional": conditional,
+            "test_bpd": round(result["bpd"], 4),
+            "test_bpd_stderr": round(result["bpd_stderr"], 4),
+            "test_pairs": result["num_pairs"],
+            "weights": dtype,
+            "megabytes": round(out.stat().st_size / 1e6, 2),
+            "step": state.get("step"),
+            "train_config": {
+                k: train_config.get(k)
+                for k in ("preset", "conditional", "batch_size", "lr", "warmup_steps",
+                          "precision", "time_budget", "epochs", "seed")
+            },
+        }  # fmt: skip
+        print(name, json.dumps(index[name]))
+    atomic_write_text(index_path, json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
