@@ -3,10 +3,12 @@
 A checkpoint is a plain dict of tensors and Python values, so it loads with
 ``torch.load(path, weights_only=True)``: opening someone else's checkpoint never runs code.
 
-Keys: ``format`` ("pairflow-checkpoint"), ``version``, ``kind`` ("flow"), ``model_config``
-(the model's config dataclass as a dict), ``train_config``, ``model`` (state dict) and, for
-resuming, ``optimizer``, ``scheduler``, ``step``, ``epoch``, ``batch_in_epoch``, ``rng``
-(generator states), ``data`` (pairing state), ``best_test_bpd``, ``nonfinite_skipped``.
+Keys: ``format`` ("pairflow-checkpoint"), ``version``, ``kind`` ("flow", "vae" or "gan"),
+``model_config`` (the model's config dataclass as a dict), ``train_config``, ``model`` (state
+dict) and, for resuming, ``optimizer``, ``scheduler`` (or, for models with several
+optimisers such as the GAN, ``optimizers`` and ``schedulers``: dicts by name), ``step``,
+``epoch``, ``batch_in_epoch``, ``rng`` (generator states), ``data`` (pairing state),
+``best_test_bpd`` (for a VAE: of its bound), ``nonfinite_skipped``.
 """
 
 from __future__ import annotations
@@ -81,13 +83,42 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
-def build_model(kind: str, model_config: dict[str, Any]) -> torch.nn.Module:
-    """Build an untrained model of ``kind`` from its config dict."""
-    if kind == "flow":
-        from pairflow.flows import FlowConfig, build_flow
+MODEL_KINDS = ("flow", "vae", "gan")
 
-        return build_flow(FlowConfig(**model_config))
-    raise CheckpointError(f"unknown model kind {kind!r} in checkpoint; valid kinds: flow")
+
+def model_config_class(kind: str) -> type:
+    """The config dataclass of model ``kind``: FlowConfig, VAEConfig or GANConfig."""
+    if kind == "flow":
+        from pairflow.flows import FlowConfig
+
+        return FlowConfig
+    if kind == "vae":
+        from pairflow.baselines import VAEConfig
+
+        return VAEConfig
+    if kind == "gan":
+        from pairflow.baselines import GANConfig
+
+        return GANConfig
+    raise CheckpointError(
+        f"unknown model kind {kind!r} in checkpoint; valid kinds: {', '.join(MODEL_KINDS)}"
+    )
+
+
+def build_model(kind: str, model_config: dict[str, Any]) -> torch.nn.Module:
+    """Build an untrained model of ``kind`` (flow, vae or gan) from its config dict."""
+    config = model_config_class(kind)(**model_config)
+    if kind == "flow":
+        from pairflow.flows import build_flow
+
+        return build_flow(config)
+    if kind == "vae":
+        from pairflow.baselines import PairVAE
+
+        return PairVAE(config)
+    from pairflow.baselines import PairGAN
+
+    return PairGAN(config)
 
 
 def load_model(

@@ -12,6 +12,9 @@ from typing import Any
 __all__ = ["TrainConfig", "load_config_file", "merge_config"]
 
 PRESETS = ("seed", "multiscale")
+# Each model kind's presets (the baselines' are in pairflow.baselines) and its default one.
+MODEL_PRESETS = {"flow": PRESETS, "vae": ("conv",), "gan": ("dcgan",)}
+DEFAULT_PRESETS = {"flow": "multiscale", "vae": "conv", "gan": "dcgan"}
 PRECISIONS = ("fp32", "bf16", "auto")
 SCHEDULES = ("constant", "cosine")
 
@@ -24,8 +27,8 @@ class TrainConfig:
     < command-line flags.
     """
 
-    preset: str = "multiscale"
-    model: str = "flow"
+    preset: str | None = None  # None: the model's default (multiscale, conv, dcgan)
+    model: str = "flow"  # flow, vae or gan
     conditional: bool = False
     balanced: bool = False
     epochs: int = 10
@@ -50,12 +53,22 @@ class TrainConfig:
     max_nonfinite: int = 20  # consecutive skipped steps before training stops
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.preset is None:
+            self.preset = DEFAULT_PRESETS.get(self.model)
+
     def validate(self) -> TrainConfig:
         """Check values; raise ``ValueError`` naming the bad field, its value and what is valid."""
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
-        if self.model != "flow":
-            raise ValueError(f"unknown model {self.model!r}; valid models: flow")
+        if self.model not in MODEL_PRESETS:
+            raise ValueError(
+                f"unknown model {self.model!r}; valid models: {', '.join(MODEL_PRESETS)}"
+            )
+        presets = MODEL_PRESETS[self.model]
+        if self.preset not in presets:
+            raise ValueError(
+                f"unknown preset {self.preset!r}; valid presets: {', '.join(presets)}"
+                + ("" if self.model == "flow" else f" (for --model {self.model})")
+            )
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}"

@@ -10,6 +10,15 @@ is the negative log-likelihood up to a constant), writing into ``config.out``:
 - ``samples/epoch_NNN.png``: a grid of samples at each epoch end (same latents every epoch);
 - ``last.pt`` and ``best.pt``: checkpoints (see ``pairflow.training.checkpoint``).
 
+The baselines (``config.model``, see :mod:`pairflow.baselines`) train through the same loop.
+A VAE's loss is its ``bits_per_dim``, the negative ELBO, logged as ``bpd_bound`` /
+``test_bpd_bound``. A model with its own update (the GAN: two optimisers, alternating steps)
+defines ``make_optimizers(config) -> {name: optimizer}`` and ``train_step(x, cond,
+optimizers, generator, grad_clip) -> {"loss", "grad_norm", ...}``, which the loop calls in
+place of its own step, checkpointing every optimiser; without a likelihood it defines
+``test_metrics(dataset, device, conditional, batch_size) -> {name: value}`` for the test
+records, and gets no ``best.pt`` (there is nothing to select by; ``last.pt`` serves).
+
 Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) each rank trains on its own share of each
 epoch's pairs with DistributedDataParallel; rank 0 alone logs, samples and writes files.
 """
@@ -115,17 +124,61 @@ def _build_data(config: TrainConfig, rank: int, world_size: int):
 def _model_config(config: TrainConfig, precision: str) -> dict[str, Any]:
     from dataclasses import asdict, fields
 
-    from pairflow.flows import FlowConfig
+    from pairflow.training.checkpoint import model_config_class
 
+    config_class = model_config_class(config.model)  # FlowConfig, VAEConfig or GANConfig
     overrides = dict(config.model_overrides)
-    names = {f.name for f in fields(FlowConfig)}
+    names = {f.name for f in fields(config_class)}
     if "conditional" in names:
         overrides.setdefault("conditional", config.conditional)
     elif config.conditional:
         raise ValueError("this pairflow build has no conditional flows")
     if "precision" in names:
         overrides.setdefault("precision", precision)
-    return asdict(FlowConfig.from_preset(config.preset, **overrides))
+    return asdict(config_class.from_preset(config.preset, **overrides))
+
+
+def _bpd_key(model: nn.Module) -> str | None:
+    """The name its loss goes by in the logs: ``bpd`` (exact likelihood), ``bpd_bound`` (VAE)
+    or None (no likelihood: GAN)."""
+    if not hasattr(model, "bits_per_dim"):
+        return None
+    return "bpd_bound" if getattr(model, "bits_per_dim_is_bound", False) else "bpd"
+
+
+def _evaluate_test(model: nn.Module, test_set, device, conditional: bool) -> tuple[dict, float]:
+    """The test record's fields and the number ``best.pt`` is chosen by (NaN: none)."""
+    key = _bpd_key(model)
+    if key is None:
+        fields = model.test_metrics(test_set, device=device, conditional=conditional)
+        return fields, math.nan
+    result = evaluate_bpd(model, test_set, device=device, conditional=conditional, batch_size=500)
+    fields = {f"test_{key}": result["bpd"], f"test_{key}_stderr": result["bpd_stderr"]}
+    return fields, result["bpd"]
+
+
+def _optimizer_state(optimizers: dict, schedulers: dict) -> dict:
+    """Checkpoint entries: ``optimizer``/``scheduler`` for the one-optimiser models (the
+    format flows always had), ``optimizers``/``schedulers`` dicts by name otherwise."""
+    if list(optimizers) == ["model"]:
+        return {
+            "optimizer": optimizers["model"].state_dict(),
+            "scheduler": schedulers["model"].state_dict(),
+        }
+    return {
+        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+    }
+
+
+def _load_optimizer_state(state: dict, optimizers: dict, schedulers: dict) -> None:
+    if list(optimizers) == ["model"]:
+        optimizers["model"].load_state_dict(state["optimizer"])
+        schedulers["model"].load_state_dict(state["scheduler"])
+        return
+    for name in optimizers:
+        optimizers[name].load_state_dict(state["optimizers"][name])
+        schedulers[name].load_state_dict(state["schedulers"][name])
 
 
 class _Logger:
@@ -166,7 +219,7 @@ class _Logger:
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Train a flow on MNIST pairs as ``config`` says; return a summary dict.
+    """Train a flow (or a baseline, ``config.model``) on MNIST pairs; return a summary dict.
 
     Arguments:
         config: the run's configuration (validated here).
@@ -176,6 +229,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     Returns:
         ``{"out", "step", "epoch", "test_bpd", "best_test_bpd", "nonfinite_skipped",
         "stopped"}`` where ``stopped`` is ``"epochs"``, ``"max_steps"`` or ``"time_budget"``.
+        A VAE has ``test_bpd_bound`` and ``best_test_bpd_bound`` in place of the bits/dim
+        keys, a GAN its last test record's fields (``test_d_loss`` ...).
 
     Raises:
         TrainingDiverged: after ``config.max_nonfinite`` consecutive non-finite steps.
@@ -221,16 +276,30 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     else:
         model_config = _model_config(config, precision)
     torch.manual_seed(config.seed)
-    flow = build_model(config.model, model_config).to(device)
-    optimizer = torch.optim.Adam(flow.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, steps_per_epoch))
+    flow = build_model(config.model, model_config).to(device)  # the model: a flow or a baseline
+    custom_step = hasattr(flow, "train_step")  # its own update (GAN: two optimisers)
+    if custom_step and world_size > 1:
+        raise ValueError(f"--model {config.model} trains in one process only; run without torchrun")
+    if custom_step:
+        optimizers = flow.make_optimizers(config)
+    else:
+        optimizers = {
+            "model": torch.optim.Adam(
+                flow.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            )
+        }
+    schedulers = {
+        name: torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, steps_per_epoch))
+        for name, opt in optimizers.items()
+    }
+    optimizer, scheduler = optimizers.get("model"), next(iter(schedulers.values()))
+    bpd_key = _bpd_key(flow)  # "bpd", "bpd_bound" or None
     # Dequantisation noise has its own generator so that its state can be checkpointed.
     noise = torch.Generator(device=device).manual_seed(config.seed * 1000 + rank)
     step, start_epoch, skip_batches, best, skipped_total = 0, 0, 0, math.inf, 0
     if ckpt_state is not None:
         flow.load_state_dict(ckpt_state["model"])
-        optimizer.load_state_dict(ckpt_state["optimizer"])
-        scheduler.load_state_dict(ckpt_state["scheduler"])
+        _load_optimizer_state(ckpt_state, optimizers, schedulers)
         step = ckpt_state["step"]
         start_epoch = ckpt_state["epoch"]
         skip_batches = ckpt_state["batch_in_epoch"]
@@ -277,8 +346,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 "model_config": model_config,
                 "train_config": config.to_dict(),
                 "model": flow.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
+                **_optimizer_state(optimizers, schedulers),
                 "step": step,
                 "epoch": epoch,
                 "batch_in_epoch": batch_in_epoch,
@@ -290,21 +358,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             path,
         )
 
-    def end_of_epoch(epoch: int) -> float:
+    def end_of_epoch(epoch: int) -> tuple[dict, float]:
         nonlocal best
-        result = evaluate_bpd(
-            flow, test_set, device=device, conditional=config.conditional, batch_size=500
-        )
-        test_bpd = result["bpd"]
+        fields, test_bpd = _evaluate_test(flow, test_set, device, config.conditional)
         logger.log(
-            {
-                "type": "test",
-                "step": step,
-                "epoch": epoch + 1,
-                "test_bpd": test_bpd,
-                "test_bpd_stderr": result["bpd_stderr"],
-                "time": time.time(),
-            }
+            {"type": "test", "step": step, "epoch": epoch + 1, **fields, "time": time.time()}
         )
         _write_samples(
             flow, config, out / "samples" / f"epoch_{epoch + 1:03d}.png", sample_gen_seed
@@ -324,11 +382,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             best = test_bpd
             checkpoint(out / "best.pt", epoch + 1, 0, noise_states)
         checkpoint(out / "last.pt", epoch + 1, 0, noise_states)
-        return test_bpd
+        return fields, test_bpd
 
     # ---- the loop ---------------------------------------------------------------------------
     start_time = time.perf_counter()
     stopped, test_bpd, consecutive_bad = "epochs", float("nan"), 0
+    test_fields: dict = {}
     epoch, batch_in_epoch = start_epoch, skip_batches
     bar = None
     try:
@@ -353,14 +412,21 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                     continue
                 x = x.to(device, non_blocking=True)  # (B, 1, 28, 56) uint8 pixel values
                 cond = y.to(device) if config.conditional else None  # (B,) pair labels
-                bpd = loss_module(x, cond, noise)  # (B,)
-                loss = bpd.mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
+                extra: dict = {}
+                if custom_step:
+                    # The model steps its own optimisers, skipping non-finite updates.
+                    extra = flow.train_step(x, cond, optimizers, noise, grad_clip=config.grad_clip)
+                    loss, grad_norm = extra.pop("loss"), extra.pop("grad_norm")
+                else:
+                    bpd = loss_module(x, cond, noise)  # (B,)
+                    loss = bpd.mean()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
                 if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
                     # Skip: a single bad batch must not poison Adam's moments.
-                    optimizer.zero_grad(set_to_none=True)
+                    for opt in optimizers.values():
+                        opt.zero_grad(set_to_none=True)
                     consecutive_bad += 1
                     skipped_total += 1
                     logger.log(
@@ -383,8 +449,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                         )
                 else:
                     consecutive_bad = 0
-                    optimizer.step()
-                    scheduler.step()
+                    if not custom_step:
+                        optimizer.step()
+                    for sched in schedulers.values():
+                        sched.step()
                     step += 1
                 batch_in_epoch = i + 1
                 pairs_since += x.shape[0] * world_size
@@ -405,7 +473,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                         "step": step,
                         "epoch": epoch + 1,
                         "loss": loss.item(),
-                        "bpd": loss.item(),
+                        **({bpd_key: loss.item()} if bpd_key else {}),
+                        **{k: float(v) for k, v in extra.items()},
                         "lr": scheduler.get_last_lr()[0],
                         "grad_norm": float(grad_norm),
                         "pairs_per_s": rate,
@@ -413,7 +482,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                     }
                     logger.log(record)
                     if bar is not None:
-                        bar.set_postfix(bpd=f"{loss.item():.3f}", pairs_s=f"{rate:.0f}")
+                        shown = {"bpd": loss.item()} if bpd_key else extra
+                        bar.set_postfix(
+                            **{k: f"{float(v):.3f}" for k, v in list(shown.items())[:2]},
+                            pairs_s=f"{rate:.0f}",
+                        )
                 if config.max_steps is not None and step >= config.max_steps:
                     stopped = "max_steps"
                     break
@@ -427,22 +500,20 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 bar = None
             if stopped != "epochs":
                 break
-            test_bpd = end_of_epoch(epoch)
+            test_fields, test_bpd = end_of_epoch(epoch)
             batch_in_epoch = 0
             if is_main:
-                print(f"epoch {epoch + 1}: test bits/dim {test_bpd:.4f} (step {step})", flush=True)
+                print(f"epoch {epoch + 1}: {_describe(test_fields)} (step {step})", flush=True)
         if stopped != "epochs":
             # A partial epoch: evaluate and checkpoint where we stopped, mid-epoch position kept.
             noise_states = gather_noise_states()
-            result = evaluate_bpd(flow, test_set, device=device, conditional=config.conditional)
-            test_bpd = result["bpd"]
+            test_fields, test_bpd = _evaluate_test(flow, test_set, device, config.conditional)
             logger.log(
                 {
                     "type": "test",
                     "step": step,
                     "epoch": epoch + 1,
-                    "test_bpd": test_bpd,
-                    "test_bpd_stderr": result["bpd_stderr"],
+                    **test_fields,
                     "time": time.time(),
                 }
             )
@@ -472,15 +543,27 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 flush=True,
             )
         raise
+    if bpd_key is not None:
+        test_summary = {f"test_{bpd_key}": test_bpd, f"best_test_{bpd_key}": best}
+    else:
+        test_summary = dict(test_fields)
     return {
         "out": str(out),
         "step": step,
         "epoch": epoch + 1 if stopped == "epochs" else epoch,
-        "test_bpd": test_bpd,
-        "best_test_bpd": best,
+        **test_summary,
         "nonfinite_skipped": skipped_total,
         "stopped": stopped,
     }
+
+
+def _describe(fields: dict) -> str:
+    """The epoch line's test numbers, e.g. ``test bits/dim 1.2345``."""
+    if "test_bpd" in fields:
+        return f"test bits/dim {fields['test_bpd']:.4f}"
+    if "test_bpd_bound" in fields:
+        return f"test bits/dim <= {fields['test_bpd_bound']:.4f} (negative ELBO)"
+    return ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in fields.items())
 
 
 def _check_in_sync(flow: nn.Module, device: torch.device) -> bool:
