@@ -1,12 +1,13 @@
 """``pairflow evaluate``: test bits/dim of a flow and, with ``--samples N``, its sample metrics.
 
 Without ``--samples`` it prints (and, for a run folder, writes ``RUN/eval_SPLIT.json``) the
-bits/dim mean, standard error, pair count and time. With ``--samples N`` it also draws N
-samples, judges them against N real test pairs with the shipped pair classifier
-(:func:`pairflow.metrics.evaluate_samples`), computes the same metrics for N real *training*
-pairs against the same test pairs (the real-vs-real floor, cached in
-``floor_nN_seedS.json`` beside the outputs) and writes a Markdown report with the metric
-table, a sample grid and the training curves.
+bits/dim mean, standard error, pair count and time. A VAE's number is its negative ELBO, an
+upper bound, written as ``bits_per_dim_bound``; a GAN has no likelihood and only
+``--samples``. With ``--samples N`` it also draws N samples, judges them against N real
+test pairs with the shipped pair classifier (:func:`pairflow.metrics.evaluate_samples`),
+computes the same metrics for N real *training* pairs against the same test pairs (the
+real-vs-real floor, cached in ``floor_nN_seedS.json`` beside the outputs) and writes a
+Markdown report with the metric table, a sample grid and the training curves.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="MNIST root (default $PAIRFLOW_DATA or ./data)")
     parser.add_argument("--num-pairs", type=int, help="bits/dim on only the first N pairs")
     parser.add_argument(
-        "--draws", type=int, default=1, help="dequantisation draws averaged per pair (default 1)"
+        "--draws",
+        type=int,
+        default=1,
+        help="dequantisation (flow) or latent (VAE) draws averaged per pair (default 1)",
     )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument(
@@ -123,36 +127,50 @@ def run(args: argparse.Namespace) -> int:
     from pairflow.training import evaluate_bpd
 
     model, state, source = load_model_from_args(args)
+    kind = state.get("kind", "flow")
+    has_likelihood = hasattr(model, "bits_per_dim")
+    if not has_likelihood and not args.samples:
+        raise UsageError(
+            f"{source} is a {kind} model: it has no likelihood, so no bits/dim to evaluate; "
+            "use --samples N for its sample metrics"
+        )
     root = resolve_root(args.data_dir)
-    try:
-        dataset = PairedMNIST(root, train=args.split == "train", num_pairs=args.num_pairs)
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(str(err)) from err
     device = next(model.parameters()).device
     conditional = bool(state["model_config"].get("conditional", False))
-    start = time.perf_counter()
-    result = evaluate_bpd(
-        model,
-        dataset,
-        batch_size=args.batch_size,
-        device=device,
-        draws=args.draws,
-        conditional=conditional,
-    )
     report: dict[str, Any] = {
         "source": str(source),
-        "kind": state.get("kind", "flow"),
+        "kind": kind,
         "preset": state["model_config"].get("preset"),
         "conditional": conditional,
         "params": sum(p.numel() for p in model.parameters()),
         "split": args.split,
-        "bits_per_dim": result["bpd"],
-        "bits_per_dim_stderr": result["bpd_stderr"],
-        "num_pairs": result["num_pairs"],
-        "dequantization_draws": result["draws"],
-        "seconds": time.perf_counter() - start,
-        "step": state.get("step"),
     }
+    start = time.perf_counter()
+    if has_likelihood:
+        try:
+            dataset = PairedMNIST(root, train=args.split == "train", num_pairs=args.num_pairs)
+        except (FileNotFoundError, ValueError) as err:
+            raise UsageError(str(err)) from err
+        result = evaluate_bpd(
+            model,
+            dataset,
+            batch_size=args.batch_size,
+            device=device,
+            draws=args.draws,
+            conditional=conditional,
+        )
+        if getattr(model, "bits_per_dim_is_bound", False):  # a VAE: the negative ELBO
+            report["bits_per_dim_bound"] = result["bpd"]
+            report["bits_per_dim_bound_stderr"] = result["bpd_stderr"]
+            report["num_pairs"] = result["num_pairs"]
+            report["latent_draws"] = result["draws"]
+        else:
+            report["bits_per_dim"] = result["bpd"]
+            report["bits_per_dim_stderr"] = result["bpd_stderr"]
+            report["num_pairs"] = result["num_pairs"]
+            report["dequantization_draws"] = result["draws"]
+    report["seconds"] = time.perf_counter() - start
+    report["step"] = state.get("step")
     if args.samples:
         report.update(_sample_metrics(model, conditional, args, root, outputs))
     shown = report
@@ -334,6 +352,25 @@ def format_number(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
+def _bpd_markdown(report: dict) -> str:
+    """The report's bits/dim sentence: exact (flows), a bound (VAE) or none (GAN)."""
+    if "bits_per_dim" in report:
+        return (
+            f"{report['split']} bits/dim: **{report['bits_per_dim']:.4f}** "
+            f"± {report['bits_per_dim_stderr']:.4f} (standard error over "
+            f"{report['num_pairs']:,} pairs, {report['dequantization_draws']} dequantisation "
+            "draw(s) each)."
+        )
+    if "bits_per_dim_bound" in report:
+        return (
+            f"{report['split']} bits/dim ≤ **{report['bits_per_dim_bound']:.4f}** "
+            f"± {report['bits_per_dim_bound_stderr']:.4f}: the negative ELBO, an upper bound "
+            f"on the model's bits/dim (standard error over {report['num_pairs']:,} pairs, "
+            f"{report['latent_draws']} latent draw(s) each)."
+        )
+    return f"None: a {report['kind']} model has no likelihood."
+
+
 def _report_markdown(report: dict, outputs: dict[str, Path], curves: Path | None) -> str:
     s = report["samples"]
     here = outputs["report"].parent
@@ -346,9 +383,7 @@ def _report_markdown(report: dict, outputs: dict[str, Path], curves: Path | None
         "",
         "## Bits/dim",
         "",
-        f"{report['split']} bits/dim: **{report['bits_per_dim']:.4f}** "
-        f"± {report['bits_per_dim_stderr']:.4f} (standard error over {report['num_pairs']:,} "
-        f"pairs, {report['dequantization_draws']} dequantisation draw(s) each).",
+        _bpd_markdown(report),
         "",
         "## Sample metrics",
         "",

@@ -1,4 +1,4 @@
-"""``pairflow sample``: draw digit pairs from a trained or shipped flow."""
+"""``pairflow sample``: draw digit pairs from a trained or shipped flow, VAE or GAN."""
 
 from __future__ import annotations
 
@@ -90,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
             "train one with --conditional or use a *-cond pretrained model"
         )
     if args.interpolate:
+        if not hasattr(model, "encode"):
+            raise UsageError(
+                f"--interpolate needs a model with an encoder (flow or vae); {source} is a "
+                f"{state.get('kind')} model"
+            )
         return _interpolate(model, args, conditional)
 
     import torch

@@ -1,4 +1,4 @@
-"""``pairflow train``: train a flow on MNIST digit pairs."""
+"""``pairflow train``: train a flow (or a VAE or GAN baseline) on MNIST digit pairs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ from pairflow.cli import UsageError
 # Flags map one-to-one onto TrainConfig fields; default None means "not given" so that a
 # config file's value (or the checkpoint's, on --resume) is kept unless the flag is set.
 _FLAGS = {
-    "preset": dict(choices=None, help="model preset: seed (MLP RealNVP) or multiscale (conv)"),
+    "model": dict(help="flow (default), vae (ELBO bound) or gan (samples only): the baselines"),
+    "preset": dict(
+        choices=None,
+        help="model preset: flow seed (MLP RealNVP) or multiscale (conv, default); vae conv; "
+        "gan dcgan",
+    ),
     "epochs": dict(type=int, help="epochs of 60,000 pairs (default 10)"),
     "batch_size": dict(type=int, help="pairs per optimiser step (default 64)"),
     "lr": dict(type=float, help="Adam learning rate (default 1e-3)"),
@@ -42,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--conditional",
         action="store_true",
         default=None,
-        help="train a class-conditional flow (condition on the pair label)",
+        help="train a class-conditional model (condition on the pair label)",
     )
     parser.add_argument(
         "--balanced",
@@ -102,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             saved = load_checkpoint(last)["train_config"] if last.is_file() else None
             if saved is None:
                 raise UsageError(f"--resume: no checkpoint {last}; train without --resume first")
-            for key in ("preset", "conditional"):
+            for key in ("model", "preset", "conditional"):
                 asked = flags.get(key) if flags.get(key) is not None else base.get(key)
                 if asked is not None and asked != saved.get(key):
                     raise UsageError(
@@ -123,5 +128,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from err
     print(json.dumps(summary, indent=2))
-    print(f"run folder: {summary['out']} (curves.png, samples/, metrics.jsonl, best.pt, last.pt)")
+    kept = "best.pt, last.pt" if (Path(summary["out"]) / "best.pt").is_file() else "last.pt"
+    print(f"run folder: {summary['out']} (curves.png, samples/, metrics.jsonl, {kept})")
     return 0
