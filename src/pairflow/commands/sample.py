@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     model, state, source = load_model_from_args(args)
     conditional = bool(state["model_config"].get("conditional", False))
-    if (args.pair or args.grid) and not conditional:
+    if (args.pair is not None or args.grid) and not conditional:
         raise UsageError(
             f"--pair/--grid need a conditional model, but {source} is unconditional; "
             "train one with --conditional or use a *-cond pretrained model"
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     n = args.n
     if args.grid:
         labels = torch.arange(100).repeat_interleave(max(1, n // 100) if n >= 100 else 1)
-    elif args.pair:
+    elif args.pair is not None:
         pairs = parse_pairs(args.pair)
         labels = torch.tensor(pairs).repeat_interleave(n)  # n samples of each pair
     elif conditional:
