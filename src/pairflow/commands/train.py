@@ -33,6 +33,11 @@ _FLAGS = {
         help="conditioner arithmetic: fp32, bf16 or auto (default: bf16 where the hardware has it)"
     ),
     "seed": dict(type=int, help="seed of initialisation, pairing and noise (default 0)"),
+    "threads": dict(
+        type=int,
+        help="torch CPU threads (default: torch's, one per core); on a shared machine also set "
+        "OMP_WAIT_POLICY=PASSIVE",
+    ),
     "sample_n": dict(type=int, help="samples in each epoch's grid (default 64)"),
     "sample_temperature": dict(type=float, help="temperature of those samples (default 0.7)"),
     "log_every": dict(type=int, help="steps between logged train metrics (default 20)"),
@@ -54,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="draw all 100 pair classes equally often (else natural pairing)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the loss (slow first step; falls back to eager if compiling fails)",
     )
     parser.add_argument("--config", help="TOML/YAML/JSON file of settings; flags override it")
     parser.add_argument(
@@ -97,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     flags = {name: getattr(args, name) for name in _FLAGS}
     flags["conditional"] = args.conditional
     flags["balanced"] = args.balanced
+    flags["compile"] = args.compile
     if args.set:
         flags["model_overrides"] = _parse_overrides(args.set)
     try:

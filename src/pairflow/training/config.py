@@ -51,6 +51,8 @@ class TrainConfig:
     sample_temperature: float = 0.7
     log_every: int = 20  # steps between train metric lines
     max_nonfinite: int = 20  # consecutive skipped steps before training stops
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
+    compile: bool = False  # torch.compile the loss (falls back to eager if compiling fails)
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -79,10 +81,12 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("max_steps", "num_pairs", "test_pairs"):
+        for name in ("max_steps", "num_pairs", "test_pairs", "threads"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be true or false, got {self.compile!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.time_budget is not None and not self.time_budget > 0:

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from pairflow.training.checkpoint import (
 )
 from pairflow.training.config import TrainConfig
 from pairflow.training.evaluation import evaluate_bpd
+from pairflow.training.speed import CompileOrEager, make_adam, set_threads
 from pairflow.utils import atomic_write_text, resolve_device
 
 __all__ = ["train", "TrainingDiverged", "resolve_precision"]
@@ -237,6 +239,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         KeyboardInterrupt: after saving ``last.pt`` at the interrupted step.
     """
     config.validate()
+    set_threads(config.threads)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = resolve_device(config.device)
@@ -284,9 +287,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         optimizers = flow.make_optimizers(config)
     else:
         optimizers = {
-            "model": torch.optim.Adam(
-                flow.parameters(), lr=config.lr, weight_decay=config.weight_decay
-            )
+            "model": make_adam(flow.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         }
     schedulers = {
         name: torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, steps_per_epoch))
@@ -321,6 +322,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
 
         loss_module = DistributedDataParallel(
             loss_module, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    loss_fn = CompileOrEager(loss_module) if config.compile and not custom_step else loss_module
+    if config.compile and custom_step:
+        warnings.warn(
+            f"--compile does not apply to --model {config.model}; running eagerly", stacklevel=2
         )
     logger = _Logger(out, enabled=is_main)
     if ckpt_state is not None:
@@ -418,7 +424,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                     extra = flow.train_step(x, cond, optimizers, noise, grad_clip=config.grad_clip)
                     loss, grad_norm = extra.pop("loss"), extra.pop("grad_norm")
                 else:
-                    bpd = loss_module(x, cond, noise)  # (B,)
+                    bpd = loss_fn(x, cond, noise)  # (B,)
                     loss = bpd.mean()
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
