@@ -1,0 +1,195 @@
+"""Speed levers: fused Adam, the torch.compile fallback, --threads, bf16 conditioners."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from flowtools import one_thread, randomize
+from pairflow.flows import AffineCoupling, build_flow
+from pairflow.flows.masks import alternating_mask
+from pairflow.flows.nets import SeparateMLPs
+from pairflow.training import TrainConfig, load_checkpoint, train
+from pairflow.training.speed import CompileOrEager, make_adam, set_threads
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+def tiny_config(root, out, **kw) -> TrainConfig:
+    values = dict(
+        preset="seed", epochs=1, batch_size=16, lr=1e-3, warmup_steps=2, num_pairs=64,
+        test_pairs=32, data_dir=str(root), out=str(out), device="cpu", precision="fp32",
+        sample_n=4, log_every=1, model_overrides={"hidden_features": 16},
+    )  # fmt: skip
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+# ---------------------------------------------------------------------------- fused Adam
+def _train_steps(fused: bool, steps: int = 5) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    flow = build_flow("seed", hidden_features=16)
+    randomize(flow)
+    opt = make_adam(flow.parameters(), lr=1e-2, fused=fused)
+    assert bool(opt.defaults["fused"]) == fused
+    x = torch.randint(0, 256, (8, 1, 28, 56), dtype=torch.uint8)
+    for i in range(steps):
+        loss = flow.bits_per_dim(x, generator=torch.Generator().manual_seed(i)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return [p.detach().clone() for p in flow.parameters()]
+
+
+def test_fused_adam_takes_the_same_steps_as_for_each_adam():
+    fused, plain = _train_steps(True), _train_steps(False)
+    start = [p.detach() for p in randomize(build_flow("seed", hidden_features=16)).parameters()]
+    moved = max(float((a - s).abs().max()) for a, s in zip(plain, start, strict=True))
+    assert moved > 1e-3  # the steps really changed the weights ...
+    for a, b in zip(fused, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # ... by the same amounts
+
+
+def test_make_adam_falls_back_where_fused_kernels_are_missing():
+    # torch has no fused Adam for the meta device: torch itself would only fail at step().
+    params = [nn.Parameter(torch.zeros(3, device="meta"))]
+    assert not make_adam(params, lr=1e-3).defaults["fused"]
+    assert make_adam([nn.Parameter(torch.zeros(3))], lr=1e-3).defaults["fused"]
+
+
+def test_training_uses_fused_adam_and_resumes_with_it(tiny_mnist_root, tmp_path):
+    train(tiny_config(tiny_mnist_root, tmp_path / "run", max_steps=2), progress=False)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["optimizer"]["param_groups"][0]["fused"] is True
+
+
+# ---------------------------------------------------------------------------- compile
+class _Net(nn.Module):
+    """A loss-like module that draws noise from the generator it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 1)
+
+    def forward(self, x, generator):
+        if x.shape[1] != 3:
+            raise ValueError(f"expected 3 features, got {x.shape[1]}")
+        return self.linear(x + torch.rand(x.shape, generator=generator))
+
+
+def _fails_at_first_call(module):
+    """Like torch.compile without a C++ compiler: wrapping works, the first call fails after
+    the traced code has already drawn noise."""
+
+    def compiled(x, generator):
+        torch.rand(5, generator=generator)
+        raise RuntimeError("simulated: InvalidCxxCompiler: No working C++ compiler found")
+
+    return compiled
+
+
+def test_compile_failure_at_first_call_falls_back_to_the_same_result():
+    net = _Net()
+    x = torch.randn(4, 3)
+    expected = net(x, torch.Generator().manual_seed(0))
+    wrapped = CompileOrEager(net, compile_fn=_fails_at_first_call)
+    assert wrapped.is_compiled
+    with pytest.warns(RuntimeWarning, match="torch.compile failed.*C\\+\\+ compiler"):
+        got = wrapped(x, torch.Generator().manual_seed(0))
+    assert not wrapped.is_compiled and "InvalidCxxCompiler" in wrapped.error
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)  # the noise state was restored
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once; later calls are plainly eager
+        torch.testing.assert_close(wrapped(x, torch.Generator().manual_seed(0)), expected)
+
+
+def test_compile_failure_at_wrapping_falls_back():
+    def refuses(module):
+        raise RuntimeError("simulated: torch.compile is not supported on this Python")
+
+    with pytest.warns(RuntimeWarning, match="not supported on this Python"):
+        wrapped = CompileOrEager(_Net(), compile_fn=refuses)
+    assert not wrapped.is_compiled
+    assert wrapped(torch.randn(2, 3), torch.Generator()).shape == (2, 1)
+
+
+def test_a_callers_error_is_not_hidden_by_the_fallback():
+    wrapped = CompileOrEager(_Net(), compile_fn=_fails_at_first_call)
+    with pytest.raises(ValueError, match="expected 3 features, got 4"):
+        wrapped(torch.randn(2, 4), torch.Generator())
+
+
+def test_train_with_compile_that_fails_matches_eager_training(
+    tiny_mnist_root, tmp_path, monkeypatch
+):
+    eager = train(tiny_config(tiny_mnist_root, tmp_path / "eager"), progress=False)
+
+    def broken_compile(module, **kwargs):
+        return _fails_at_first_call(module)
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    config = tiny_config(tiny_mnist_root, tmp_path / "compiled", compile=True)
+    with pytest.warns(RuntimeWarning, match="training continues without it"):
+        compiled = train(config, progress=False)
+    assert compiled["step"] == eager["step"] == 4
+    a = load_checkpoint(tmp_path / "eager" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "compiled" / "last.pt")["model"]
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+
+
+def test_compile_must_be_a_bool(tiny_mnist_root, tmp_path):
+    with pytest.raises(ValueError, match="compile must be true or false, got 'yes'"):
+        tiny_config(tiny_mnist_root, tmp_path, compile="yes").validate()
+
+
+# ---------------------------------------------------------------------------- threads
+def test_threads_setting(tiny_mnist_root, tmp_path):
+    assert set_threads(None) == torch.get_num_threads() == 1  # kept as it was
+    with pytest.raises(ValueError, match="threads must be a positive integer, got 0"):
+        set_threads(0)
+    with pytest.raises(ValueError, match="threads must be a positive integer, got 0"):
+        tiny_config(tiny_mnist_root, tmp_path, threads=0).validate()
+    torch.set_num_threads(2)  # restored to 1 by the fixture
+    train(tiny_config(tiny_mnist_root, tmp_path / "run", max_steps=1, threads=1), progress=False)
+    assert torch.get_num_threads() == 1
+
+
+def test_cli_threads_and_compile_flags(tiny_mnist_root, tmp_path):
+    args = [
+        sys.executable, "-m", "pairflow", "train", "--preset", "seed", "--set",
+        "hidden_features=16", "--data-dir", str(tiny_mnist_root), "--device", "cpu",
+        "--no-progress",
+    ]  # fmt: skip
+    bad = subprocess.run([*args, "--threads", "0"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "threads must be a positive integer, got 0" in bad.stderr
+    parser_help = subprocess.run([*args, "--help"], capture_output=True, text=True, timeout=120)
+    assert "--threads" in parser_help.stdout and "--compile" in parser_help.stdout
+
+
+# ---------------------------------------------------------------------------- bf16
+def test_bf16_conditioner_keeps_affine_maths_and_log_dets_in_fp32():
+    torch.manual_seed(0)
+    layer = AffineCoupling(alternating_mask(64), lambda i, o: SeparateMLPs(i, o, 32), 1.0)
+    randomize(layer, scale=2.0)
+    x = torch.randn(5, 64)
+    z32, ld32 = layer(x)
+    layer.autocast_dtype = torch.bfloat16
+    z, ld = layer(x)
+    assert z.dtype == ld.dtype == torch.float32
+    assert not torch.equal(ld, ld32)  # the conditioner really ran in bf16 ...
+    torch.testing.assert_close(ld, ld32, rtol=0, atol=0.1)
+    xr, ld_inv = layer.inverse(z)
+    # ... yet the round trip and the log-determinants agree to fp32 rounding (bf16 affine
+    # maths would be off by ~1e-2): the scale and shift are applied in fp32.
+    torch.testing.assert_close(xr, x, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ld + ld_inv, torch.zeros_like(ld), rtol=0, atol=1e-5)
