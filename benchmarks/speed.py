@@ -210,6 +210,13 @@ def seconds_for_10000(preset: str, precision: str, overrides: dict, runs: int, b
 
 
 # ------------------------------------------------------------------------------ main
+def save(result: dict, path: str | None) -> None:
+    if path:
+        from pairflow.utils import atomic_write_text
+
+        atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", help="MNIST root (default $PAIRFLOW_DATA, ../shared/data)")
@@ -273,6 +280,7 @@ def main() -> None:
 
     needs_data = {"train", "levers"} & set(args.sections)
     dataset = PairedMNIST(root, train=True, seed=0) if needs_data else None
+    save(result, args.out)  # partial results survive an interrupted run
     if "train" in args.sections:
         result["train"] = [
             with_fraction(
@@ -286,34 +294,7 @@ def main() -> None:
             for precision in ("fp32", "bf16")
         ]  # fmt: skip
 
-    if "levers" in args.sections:
-        levers = []
-        for preset in args.presets:
-            if preset == "seed":  # the Adam update is a large share of seed's step
-                for precision in ("fp32", "bf16"):
-                    entry = train_rate(
-                        dataset, preset, False, precision, small[preset], BATCH[preset],
-                        steps[preset], runs, fused=False,
-                    )  # fmt: skip
-                    levers.append({"lever": "for-each Adam (not fused)", **with_fraction(entry)})
-            if threads > 1:
-                torch.set_num_threads(1)
-                for precision in ("fp32", "bf16"):
-                    entry = train_rate(
-                        dataset, preset, False, precision, small[preset], BATCH[preset],
-                        steps[preset], runs,
-                    )  # fmt: skip
-                    levers.append({"lever": "1 thread", **with_fraction(entry)})
-                torch.set_num_threads(threads)
-            if not args.no_compile:
-                for precision in ("fp32", "bf16") if preset == "seed" else ("bf16",):
-                    entry = train_rate(
-                        dataset, preset, False, precision, small[preset], BATCH[preset],
-                        steps[preset], runs, compile=True,
-                    )  # fmt: skip
-                    levers.append({"lever": "torch.compile", **with_fraction(entry)})
-        result["levers"] = levers
-
+    save(result, args.out)
     if "sample" in args.sections:
         big = 50 if quick else 1000
         result["sample"] = [
@@ -328,6 +309,7 @@ def main() -> None:
             }
             log("sample 10,000 seed:", result["sample_10000_seed_s"])
 
+    save(result, args.out)
     if "data" in args.sections:
         script = Path(__file__).with_name("data_throughput.py")
         cmd = [sys.executable, str(script), "--root", str(root), "--runs", str(min(runs, 3))]
@@ -336,13 +318,35 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         result["data"] = json.loads(out)
 
-    result["machine"]["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        from pairflow.utils import atomic_write_text
+    save(result, args.out)
+    if "levers" in args.sections:
+        levers = result["levers"] = []
 
-        atomic_write_text(args.out, text + "\n")
+        def lever(name: str, preset: str, precision: str, **kw) -> None:
+            entry = train_rate(
+                dataset, preset, False, precision, small[preset], BATCH[preset], steps[preset],
+                runs, **kw,
+            )  # fmt: skip
+            levers.append({"lever": name, **with_fraction(entry)})
+            save(result, args.out)
+
+        if "seed" in args.presets:  # the Adam update is a large share of seed's step
+            for precision in ("fp32", "bf16"):
+                lever("for-each Adam (not fused)", "seed", precision, fused=False)
+        if threads > 1:
+            torch.set_num_threads(1)
+            for preset in args.presets:
+                for precision in ("fp32", "bf16"):
+                    lever("1 thread", preset, precision)
+            torch.set_num_threads(threads)
+        if not args.no_compile:  # last: compiling takes minutes
+            for preset in args.presets:
+                for precision in ("fp32", "bf16") if preset == "seed" else ("bf16",):
+                    lever("torch.compile", preset, precision, compile=True)
+
+    result["machine"]["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
+    save(result, args.out)
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
