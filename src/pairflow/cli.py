@@ -20,8 +20,8 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pairflow.commands.demo", "the main job: data check, preview, a short training run"),
     "data": ("pairflow.commands.data", "check the MNIST root, print counts, write a pair preview"),
-    "train": ("pairflow.commands.train", "train a flow on MNIST pairs"),
-    "sample": ("pairflow.commands.sample", "draw pairs from a trained or shipped flow"),
+    "train": ("pairflow.commands.train", "train a flow (or a VAE or GAN baseline) on MNIST pairs"),
+    "sample": ("pairflow.commands.sample", "draw pairs from a trained or shipped model"),
     "evaluate": ("pairflow.commands.evaluate", "test bits/dim (and sample metrics) of a model"),
     "compare": ("pairflow.commands.compare", "several evaluated runs in one table and figure"),
     "export": ("pairflow.commands.export", "compact weights-only checkpoint (fp16 or int8)"),
