@@ -41,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from pairflow.data import PairedMNIST, PairLoader, make_synthetic_mnist, read_mnist, resolve_root
 from pairflow.flows import build_flow
 from pairflow.training.loop import _NLL
-from pairflow.training.speed import CompileOrEager, make_adam
+from pairflow.training.speed import CompileOrEager, clip_grad_norm, make_adam
 
 EPOCH_PAIRS = 60_000
 BATCH = {"seed": 128, "multiscale": 64}  # the batch each preset trains with
@@ -118,6 +118,7 @@ def train_rate(
     runs: int,
     fused: bool = True,
     compile: bool = False,
+    clip=clip_grad_norm,
 ) -> dict:
     """pairs/s of the training loop's step (median over runs of ``steps`` steps)."""
     torch.manual_seed(0)
@@ -147,7 +148,7 @@ def train_rate(
         loss = loss_fn(x, y if conditional else None, noise).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), 100.0)
+        grad_norm = clip(flow.parameters(), 100.0)
         if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
             raise RuntimeError(f"non-finite loss in the benchmark: {float(loss)}")
         opt.step()
@@ -333,6 +334,11 @@ def main() -> None:
         if "seed" in args.presets:  # the Adam update is a large share of seed's step
             for precision in ("fp32", "bf16"):
                 lever("for-each Adam (not fused)", "seed", precision, fused=False)
+            for precision in ("fp32", "bf16"):
+                lever(
+                    "torch clip_grad_norm_ (multiplies every step)", "seed", precision,
+                    clip=torch.nn.utils.clip_grad_norm_,
+                )  # fmt: skip
         if threads > 1:
             torch.set_num_threads(1)
             for preset in args.presets:

@@ -15,7 +15,7 @@ from pairflow.flows import AffineCoupling, build_flow
 from pairflow.flows.masks import alternating_mask
 from pairflow.flows.nets import SeparateMLPs
 from pairflow.training import TrainConfig, load_checkpoint, train
-from pairflow.training.speed import CompileOrEager, make_adam, set_threads
+from pairflow.training.speed import CompileOrEager, clip_grad_norm, make_adam, set_threads
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +70,23 @@ def test_training_uses_fused_adam_and_resumes_with_it(tiny_mnist_root, tmp_path)
     train(tiny_config(tiny_mnist_root, tmp_path / "run", max_steps=2), progress=False)
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["optimizer"]["param_groups"][0]["fused"] is True
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1e3])  # clipping, not clipping
+def test_clip_grad_norm_gives_torchs_result_bit_for_bit(max_norm):
+    ours, theirs = nn.Linear(50, 20), nn.Linear(50, 20)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(8, 50)
+    for net in (ours, theirs):
+        net(x).pow(2).sum().backward()
+    norm = clip_grad_norm(ours.parameters(), max_norm)
+    expected = torch.nn.utils.clip_grad_norm_(theirs.parameters(), max_norm)
+    assert torch.equal(norm, expected) and float(norm) > 1e-3
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(a.grad, b.grad)
+    if max_norm < 1:
+        total = torch.cat([p.grad.flatten() for p in ours.parameters()]).norm()
+        torch.testing.assert_close(total, torch.tensor(max_norm), rtol=1e-4, atol=0)
 
 
 # ---------------------------------------------------------------------------- compile

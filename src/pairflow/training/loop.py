@@ -45,7 +45,7 @@ from pairflow.training.checkpoint import (
 )
 from pairflow.training.config import TrainConfig
 from pairflow.training.evaluation import evaluate_bpd
-from pairflow.training.speed import CompileOrEager, make_adam, set_threads
+from pairflow.training.speed import CompileOrEager, clip_grad_norm, make_adam, set_threads
 from pairflow.utils import atomic_write_text, resolve_device
 
 __all__ = ["train", "TrainingDiverged", "resolve_precision"]
@@ -428,7 +428,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                     loss = bpd.mean()
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
+                    grad_norm = clip_grad_norm(flow.parameters(), config.grad_clip)
                 if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
                     # Skip: a single bad batch must not poison Adam's moments.
                     for opt in optimizers.values():
