@@ -396,6 +396,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     test_fields: dict = {}
     epoch, batch_in_epoch = start_epoch, skip_batches
     bar = None
+    interrupt = _GracefulInterrupt() if world_size == 1 else None
     try:
         for epoch in range(start_epoch, config.epochs):
             train_set.set_epoch(epoch)
@@ -461,6 +462,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                         sched.step()
                     step += 1
                 batch_in_epoch = i + 1
+                if interrupt is not None and interrupt.requested:
+                    raise KeyboardInterrupt  # Ctrl-C: the step is complete, save it below
                 pairs_since += x.shape[0] * world_size
                 if bar is not None:
                     bar.update(1)
@@ -508,6 +511,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 break
             test_fields, test_bpd = end_of_epoch(epoch)
             batch_in_epoch = 0
+            if interrupt is not None and interrupt.requested:
+                epoch += 1  # the epoch is complete and saved; resume starts the next one
+                raise KeyboardInterrupt
             if is_main:
                 print(f"epoch {epoch + 1}: {_describe(test_fields)} (step {step})", flush=True)
         if stopped != "epochs":
@@ -549,6 +555,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 flush=True,
             )
         raise
+    finally:
+        if interrupt is not None:
+            interrupt.restore()
     if bpd_key is not None:
         test_summary = {f"test_{bpd_key}": test_bpd, f"best_test_{bpd_key}": best}
     else:
@@ -570,6 +579,38 @@ def _describe(fields: dict) -> str:
     if "test_bpd_bound" in fields:
         return f"test bits/dim <= {fields['test_bpd_bound']:.4f} (negative ELBO)"
     return ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in fields.items())
+
+
+class _GracefulInterrupt:
+    """Turn the first Ctrl-C (SIGINT) into a flag the loop checks between steps.
+
+    A KeyboardInterrupt raised wherever the signal lands can be swallowed (Python ignores
+    exceptions raised inside garbage-collection callbacks) or cut an optimiser step in two; a
+    flag lets the current step finish, then the loop saves and stops. A second Ctrl-C
+    interrupts at once. Only the main thread can install signal handlers; elsewhere this is
+    inert and Ctrl-C behaves as usual.
+    """
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _check_in_sync(flow: nn.Module, device: torch.device) -> bool:
