@@ -162,7 +162,8 @@ def test_bf16_precision_close_to_fp32():
     assert flow.config.precision == "bf16"
     bf16 = flow.bits_per_dim(x, generator=torch.Generator().manual_seed(0))
     assert bf16.dtype == torch.float32
-    torch.testing.assert_close(bf16, fp32, rtol=0, atol=0.05)
+    # bf16 conditioners perturb the scales and shifts by ~0.4% (8-bit mantissa): a relative bound.
+    torch.testing.assert_close(bf16, fp32, rtol=0.01, atol=0)
     assert not torch.equal(bf16, fp32)  # the conditioners really ran in bf16
     z = flow.encode(x)
     assert torch.equal(flow.decode(z), x)  # the affine maths is exact in fp32 either way
