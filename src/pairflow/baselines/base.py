@@ -11,12 +11,13 @@ digit's vector on the left half), so the left label can steer the left digit.
 from __future__ import annotations
 
 import dataclasses
-import math
 from contextlib import nullcontext
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from pairflow.validation import check_pair_labels, check_pixels
 
 __all__ = ["BaselineConfig", "PairModel", "NUM_PAIR_CLASSES", "PRECISIONS"]
 
@@ -110,52 +111,10 @@ class PairModel(nn.Module):
         return torch.stack([cond // 10, 10 + cond % 10], dim=1)
 
     def _check_pixels(self, x: Tensor) -> Tensor:
-        """Pixel values 0..255 (uint8, or float holding whole numbers), (B, C, H, W)."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"expected a tensor of pixel values, got {type(x).__name__}")
-        shape = self.config.shape
-        if x.dim() != 4 or tuple(x.shape[1:]) != shape or x.shape[0] < 1:
-            raise ValueError(
-                f"expected images of shape (B, {shape[0]}, {shape[1]}, {shape[2]}) with B >= 1, "
-                f"got {tuple(x.shape)}"
-            )
-        if x.dtype != torch.uint8:
-            if not x.is_floating_point():
-                raise TypeError(f"expected uint8 or float pixel values, got dtype {x.dtype}")
-            lo, hi = float(x.min()), float(x.max())
-            if math.isnan(lo) or math.isnan(hi) or lo < 0 or hi > NUM_LEVELS - 1:
-                raise ValueError(
-                    f"pixel values must be in 0..255, got min {lo:g}, max {hi:g} "
-                    "(pass raw pixel values, not images scaled to [0, 1])"
-                )
-            if bool((x != x.floor()).any()):
-                raise ValueError("pixel values must be whole numbers 0..255")
-        return x.to(self._device)
+        return check_pixels(x, self.config.shape, self._device)
 
     def _check_cond(self, cond: Tensor | int | None, batch: int) -> Tensor | None:
-        """Pair labels (batch,) int64 in 0..99 for conditional models, None otherwise."""
-        if not self.config.conditional:
-            if cond is not None:
-                raise ValueError(
-                    "this model is unconditional (config.conditional=False): pass cond=None"
-                )
-            return None
-        if cond is None:
-            raise ValueError(
-                "this model is conditional: pass cond, pair labels 10 * left + right in 0..99"
-            )
-        if isinstance(cond, int):
-            cond = torch.full((batch,), cond, dtype=torch.int64)
-        if not isinstance(cond, Tensor) or cond.dtype.is_floating_point or cond.dtype == torch.bool:
-            raise TypeError(f"cond must be an integer tensor of pair labels, got {cond!r}")
-        if cond.dim() == 0:
-            cond = cond.expand(batch)
-        if tuple(cond.shape) != (batch,):
-            raise ValueError(f"cond must have shape ({batch},), got {tuple(cond.shape)}")
-        lo, hi = int(cond.min()), int(cond.max())
-        if lo < 0 or hi >= NUM_PAIR_CLASSES:
-            raise ValueError(f"pair labels must be in 0..99, got min {lo}, max {hi}")
-        return cond.to(self._device, torch.int64)
+        return check_pair_labels(cond, batch, self.config.conditional, self._device)
 
     def _normal(self, shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
         """Standard normal noise drawn on the generator's device, moved to the model's."""
