@@ -84,3 +84,18 @@ def resolve_device(name: str = "auto"):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use cpu")
     return device
+
+
+def dataclass_from_dict(cls, values: dict):
+    """Build dataclass ``cls`` from a plain dict; unknown keys raise ``ValueError`` listing
+    the valid fields (configs are stored as dicts in checkpoints)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(
+            f"unknown {cls.__name__} field(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(sorted(names))}"
+        )
+    return cls(**values)

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from pairflow.utils import dataclass_from_dict
 from pairflow.validation import check_pair_labels, check_pixels
 
 __all__ = ["BaselineConfig", "PairModel", "NUM_PAIR_CLASSES", "PRECISIONS"]
@@ -72,14 +73,7 @@ class BaselineConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]):
         """Rebuild a config from ``to_dict`` output; unknown keys raise."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown {cls.__name__} field(s) {', '.join(unknown)}; "
-                f"valid: {', '.join(sorted(names))}"
-            )
-        return cls(**values)
+        return dataclass_from_dict(cls, values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields (safe for ``torch.save`` and JSON)."""

@@ -35,6 +35,7 @@ from pairflow.flows.masks import VECTOR_MASKS, vector_mask
 from pairflow.flows.multiscale import CHECKERBOARD_MODES, multiscale_flow
 from pairflow.flows.nets import ConvResNet, SeparateMLPs
 from pairflow.flows.preprocessing import NUM_LEVELS, Logit, dequantize, quantize
+from pairflow.utils import dataclass_from_dict
 from pairflow.validation import check_pair_labels, check_pixels
 
 __all__ = [
@@ -157,15 +158,8 @@ class FlowConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FlowConfig:
-        """Rebuild a config from ``dataclasses.asdict`` output; unknown keys raise."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown FlowConfig field(s) {', '.join(unknown)}; "
-                f"valid: {', '.join(sorted(names))}"
-            )
-        return cls(**values)
+        """Rebuild a config from ``to_dict`` output; unknown keys raise."""
+        return dataclass_from_dict(cls, values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields (safe for ``torch.save`` and JSON)."""
