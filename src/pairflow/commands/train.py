@@ -41,6 +41,12 @@ _FLAGS = {
     "sample_n": dict(type=int, help="samples in each epoch's grid (default 64)"),
     "sample_temperature": dict(type=float, help="temperature of those samples (default 0.7)"),
     "log_every": dict(type=int, help="steps between logged train metrics (default 20)"),
+    "init_from": dict(
+        metavar="RUN",
+        help="start from the weights of this run folder or checkpoint (fine-tuning; a fresh "
+        "optimiser and schedule). Parameters the new model adds, e.g. a label prior via --set "
+        "conditioning=both, keep their initialisation",
+    ),
 }
 
 

@@ -51,6 +51,7 @@ __all__ = [
 
 ARCHS = ("mlp", "multiscale")
 PRECISIONS = ("fp32", "bf16")
+CONDITIONINGS = ("embedding", "prior", "both")
 NUM_PAIR_CLASSES = 100
 """Pair labels are 10 * left digit + right digit, 0..99."""
 
@@ -80,6 +81,12 @@ class FlowConfig:
         checkerboard: ``"squeezed"`` or ``"masked"``: how checkerboard couplings feed their
             conditioner (same masks; see :func:`~pairflow.flows.multiscale_flow`).
         conditional: condition on pair labels (``cond`` = 10 * left + right).
+        conditioning: how a conditional model uses the label. ``"embedding"``: each digit's
+            learned embedding (left and right digits have separate tables) is fed to every
+            coupling's conditioner. ``"prior"``: a label-dependent base distribution,
+            N(mu, diag sigma^2) whose mean and scale over the left half of the latent are
+            learned per left digit and over the right half per right digit (class-conditional
+            Glow's prior, made position-aware). ``"both"``: the two together.
         embed_dim: size of each digit's embedding in a conditional model.
         precision: ``"fp32"`` or ``"bf16"`` (conditioner nets under bf16 autocast; the affine
             maths, log-determinants and prior stay in fp32).
@@ -108,6 +115,7 @@ class FlowConfig:
     checkerboard: str = "squeezed"
     # conditioning and speed
     conditional: bool = False
+    conditioning: str = "embedding"
     embed_dim: int = 8
     precision: str = "fp32"
 
@@ -116,6 +124,7 @@ class FlowConfig:
         _check_choice("mask", self.mask, VECTOR_MASKS)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("checkerboard", self.checkerboard, CHECKERBOARD_MODES)
+        _check_choice("conditioning", self.conditioning, CONDITIONINGS)
         for name in (
             "channels",
             "height",
@@ -133,6 +142,21 @@ class FlowConfig:
             raise ValueError(f"FlowConfig.logit_alpha must be in [0, 0.5), got {self.logit_alpha}")
         if self.scale_bound <= 0:
             raise ValueError(f"FlowConfig.scale_bound must be > 0, got {self.scale_bound}")
+        if self.label_prior and self.width % 2:
+            raise ValueError(
+                f"FlowConfig: conditioning={self.conditioning!r} splits the latent into left "
+                f"and right halves; the width must be even, got {self.width}"
+            )
+
+    @property
+    def label_embedding(self) -> bool:
+        """Whether the couplings' conditioners read the label (conditional models)."""
+        return self.conditional and self.conditioning in ("embedding", "both")
+
+    @property
+    def label_prior(self) -> bool:
+        """Whether the base distribution depends on the label (conditional models)."""
+        return self.conditional and self.conditioning in ("prior", "both")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -229,13 +253,21 @@ def _log_standard_normal(z: Tensor) -> Tensor:
     return -0.5 * z.pow(2).flatten(1).sum(1) - 0.5 * d * math.log(2 * math.pi)
 
 
+def _log_diagonal_normal(z: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
+    """Log density of N(loc, diag exp(2 log_scale)) at z, summed per sample: (B,)."""
+    d = z[0].numel()
+    u = (z - loc) * torch.exp(-log_scale)
+    return (-0.5 * u.pow(2) - log_scale).flatten(1).sum(1) - 0.5 * d * math.log(2 * math.pi)
+
+
 class PairFlow(Transform):
     """A RealNVP normalizing flow for digit-pair images, with exact likelihoods.
 
     As a :class:`~pairflow.flows.base.Transform`, ``forward(y, cond)`` maps continuous data
     y in [0, 1]^(C,H,W) (dequantized pixels / 256) through the logit preprocessing and the
     flow body to the latent z (same shape), with the total log-determinant; ``inverse`` goes
-    back. The prior on z is a standard normal (diagonal). The pixel-level methods
+    back. The prior on z is a standard normal (diagonal), or for ``conditioning="prior"`` or
+    ``"both"`` a diagonal normal whose mean and scale depend on the label. The pixel-level methods
     (:meth:`log_prob`, :meth:`bits_per_dim`, :meth:`sample`, :meth:`encode`,
     :meth:`decode`) take and return pixel values 0..255.
 
@@ -256,10 +288,16 @@ class PairFlow(Transform):
         super().__init__()
         self.config = config
         self.logit = Logit(config.logit_alpha)
-        context = config.embed_dim if config.conditional else 0
-        if config.conditional:
+        context = config.embed_dim if config.label_embedding else 0
+        if config.label_embedding:
             # Rows 0..9: left digit, rows 10..19: right digit (position-specific embeddings).
             self.digit_embedding = nn.Embedding(20, config.embed_dim)
+        if config.label_prior:
+            # [side, digit]: the prior's mean and log-scale over one half of the latent. Zero
+            # initialised: the prior starts as the standard normal.
+            half = (config.channels, config.height, config.width // 2)
+            self.prior_loc = nn.Parameter(torch.zeros(2, 10, *half))
+            self.prior_log_scale = nn.Parameter(torch.zeros(2, 10, *half))
         if config.arch == "mlp":
             self.body = self._build_mlp(config, context)
         else:
@@ -322,8 +360,33 @@ class PairFlow(Transform):
             return None
         if cond is None:
             raise ValueError("this model is conditional: pass cond, pair labels (B,) in 0..99")
+        if not self.config.label_embedding:
+            return None
         digits = torch.stack([cond // 10, 10 + cond % 10], dim=1)  # (B, 2)
         return self.digit_embedding(digits)  # (B, 2, E)
+
+    def prior_params(self, cond: Tensor | None) -> tuple[Tensor, Tensor] | None:
+        """Mean and log-scale (B, C, H, W) of the base distribution for labels ``cond``.
+
+        None when the prior is the standard normal (unconditional models and
+        ``conditioning="embedding"``). The left half of each comes from the left digit's
+        parameters, the right half from the right digit's.
+        """
+        if not self.config.label_prior:
+            return None
+        if cond is None:
+            raise ValueError("this model is conditional: pass cond, pair labels (B,) in 0..99")
+        left, right = cond // 10, cond % 10
+        loc = torch.cat([self.prior_loc[0, left], self.prior_loc[1, right]], dim=-1)
+        log_scale = torch.cat([self.prior_log_scale[0, left], self.prior_log_scale[1, right]], -1)
+        return loc, log_scale
+
+    def log_prior(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        """log p(z) (B,) under the base distribution (label-dependent where configured)."""
+        params = self.prior_params(cond)
+        if params is None:
+            return _log_standard_normal(z)
+        return _log_diagonal_normal(z, *params)
 
     def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map continuous data y in [0, 1] (B, C, H, W) to latent z; returns (z, logabsdet).
@@ -368,15 +431,16 @@ class PairFlow(Transform):
             generator: random generator for the dequantization noise u ~ U[0, 1).
 
         Returns:
-            (B,) float32: log N(z; 0, I) + log|det dz/dy|, where the log-determinant includes
-            the logit preprocessing and every flow layer. This is a density on [0, 1]^D; see
+            (B,) float32: log p(z) + log|det dz/dy|, where p is the base distribution
+            (:meth:`log_prior`) and the log-determinant includes the logit preprocessing and
+            every flow layer. This is a density on [0, 1]^D; see
             :meth:`bits_per_dim` for the discrete 256-level scale.
         """
         x = self._check_pixels(x)
         cond = self._check_cond(cond, x.shape[0])
         y = dequantize(x, generator)  # (B, C, H, W) in [0, 1)
         z, logabsdet = self(y, cond)
-        return _log_standard_normal(z) + logabsdet
+        return self.log_prior(z, cond) + logabsdet
 
     def bits_per_dim(
         self,
@@ -426,6 +490,9 @@ class PairFlow(Transform):
     ) -> Tensor:
         """Draw n images: z ~ N(0, T^2 I), x = floor(256 * inverse(z)) clamped to 0..255.
 
+        With a label-dependent prior N(mu, diag sigma^2), z = mu + T sigma eps (Glow's
+        temperature).
+
         Arguments:
             n: number of images (>= 1).
             temperature: T > 0, the latent's standard deviation (T < 1: cleaner, less varied).
@@ -437,6 +504,10 @@ class PairFlow(Transform):
         """
         z = self._latent(n, temperature, generator)
         cond = self._check_cond(cond, n)
+        params = self.prior_params(cond)
+        if params is not None:
+            loc, log_scale = params
+            z = loc + torch.exp(log_scale) * z
         y, _ = self.inverse(z, cond)
         return quantize(y)
 

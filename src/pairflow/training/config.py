@@ -53,6 +53,7 @@ class TrainConfig:
     max_nonfinite: int = 20  # consecutive skipped steps before training stops
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     compile: bool = False  # torch.compile the loss (falls back to eager if compiling fails)
+    init_from: str | None = None  # run folder or checkpoint whose weights start this run
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -48,7 +48,7 @@ from pairflow.training.evaluation import evaluate_bpd
 from pairflow.training.speed import CompileOrEager, clip_grad_norm, make_adam, set_threads
 from pairflow.utils import atomic_write_text, resolve_device
 
-__all__ = ["train", "TrainingDiverged", "resolve_precision"]
+__all__ = ["train", "TrainingDiverged", "resolve_precision", "init_weights"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -146,6 +146,45 @@ def _bpd_key(model: nn.Module) -> str | None:
     if not hasattr(model, "bits_per_dim"):
         return None
     return "bpd_bound" if getattr(model, "bits_per_dim_is_bound", False) else "bpd"
+
+
+def init_weights(model: nn.Module, path: str | os.PathLike, kind: str = "flow") -> list[str]:
+    """Load the weights of checkpoint (or run folder) ``path`` into ``model`` to fine-tune it.
+
+    Every tensor of the checkpoint must exist in ``model`` with the same shape; parameters and
+    buffers only ``model`` has (e.g. the label prior of ``conditioning="both"`` added to an
+    ``"embedding"`` model) keep their initialisation, and their names are returned.
+
+    Raises:
+        CheckpointError: the checkpoint is of another model kind, or its weights do not fit.
+    """
+    from pairflow.training.export import unpack_state_dict
+
+    state = load_checkpoint(path, map_location="cpu")
+    if state["kind"] != kind:
+        raise CheckpointError(
+            f"--init-from {path}: checkpoint holds a {state['kind']}, not a {kind}"
+        )
+    weights = unpack_state_dict(state["model"])
+    own = model.state_dict()
+    extra = sorted(set(weights) - set(own))
+    misfit = [k for k in weights if k in own and weights[k].shape != own[k].shape]
+    if extra or misfit:
+        detail = "; ".join(
+            part
+            for part in (
+                f"not in this model: {', '.join(extra[:5])}" if extra else "",
+                f"other shape: {', '.join(misfit[:5])}" if misfit else "",
+            )
+            if part
+        )
+        raise CheckpointError(
+            f"--init-from {path}: its weights do not fit this model ({detail}); "
+            "build the same architecture (preset and --set overrides)"
+        )
+    missing = sorted(set(own) - set(weights))
+    model.load_state_dict(weights, strict=False)
+    return missing
 
 
 def _evaluate_test(model: nn.Module, test_set, device, conditional: bool) -> tuple[dict, float]:
@@ -309,11 +348,18 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         noise_states = ckpt_state["rng"]["noise"]
         noise.set_state(noise_states[rank].cpu() if rank < len(noise_states) else noise_states[0])
         train_set.load_state_dict(ckpt_state["data"])
+    elif config.init_from:
+        fresh = init_weights(flow, config.init_from, config.model)
+        if is_main:
+            print(
+                f"initialised from {config.init_from}"
+                + (f"; new, freshly initialised: {', '.join(fresh)}" if fresh else "")
+            )
     loss_module: nn.Module = _NLL(flow)
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        if ckpt_state is None and hasattr(flow, "data_init"):
+        if ckpt_state is None and not config.init_from and hasattr(flow, "data_init"):
             # Data-dependent init (ActNorm) before wrapping: DDP then broadcasts rank 0's
             # parameters and buffers, so every rank starts from the same model.
             loader.set_epoch(0)
