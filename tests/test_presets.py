@@ -120,24 +120,56 @@ def test_save_load_round_trip(preset, tmp_path):
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("conditioning", ["embedding", "prior", "both"])
 @pytest.mark.parametrize("preset", ["seed", "multiscale"])
-def test_conditional_flow(preset):
-    flow = tiny(preset, conditional=True).double()
+def test_conditional_flow(preset, conditioning):
+    flow = tiny(preset, conditional=True, conditioning=conditioning).double()
     y = (pixels().double() + 0.5) / 256
     labels = torch.tensor([37, 0, 99])
     z, ld = flow(y, labels)
     torch.testing.assert_close(flow.inverse(z, labels)[0], y, rtol=1e-9, atol=1e-9)
     fwd = jacobian_logdet(lambda v: flow(v, labels[:1])[0], y[:1])
     torch.testing.assert_close(ld[0], fwd, rtol=1e-9, atol=1e-7)
-    # the label changes the map and the likelihood
+    # the label changes the map (embedding) or the base distribution (prior)
     z_other, _ = flow(y, torch.tensor([73, 11, 42]))
-    assert not torch.allclose(z, z_other)
+    assert torch.allclose(z, z_other) == (conditioning == "prior")
     flow = flow.float()
     x = pixels(1).expand(4, -1, -1, -1)
     lp = flow.log_prob(x, torch.tensor([0, 9, 90, 99]), generator=torch.Generator().manual_seed(0))
     assert len(set(lp.tolist())) == 4
     s = flow.sample(4, cond=37, generator=torch.Generator().manual_seed(0))
     assert s.shape == (4, 1, 4, 8)
+
+
+def test_label_prior_is_position_aware_and_exact():
+    flow = tiny("multiscale", conditional=True, conditioning="prior").double()
+    loc, log_scale = flow.prior_params(torch.tensor([37, 30, 97]))
+    # left half from the left digit, right half from the right digit
+    torch.testing.assert_close(loc[0, ..., :4], loc[1, ..., :4], rtol=0, atol=0)
+    torch.testing.assert_close(loc[0, ..., 4:], loc[2, ..., 4:], rtol=0, atol=0)
+    assert not torch.allclose(loc[0, ..., 4:], loc[1, ..., 4:])
+    assert not torch.allclose(log_scale[0, ..., :4], log_scale[2, ..., :4])
+    # log p(z | label) is the diagonal normal's, summed over dimensions
+    z = torch.randn(3, 1, 4, 8, dtype=torch.float64)
+    labels = torch.tensor([37, 30, 97])
+    expected = torch.distributions.Normal(loc, log_scale.exp()).log_prob(z).sum((1, 2, 3))
+    torch.testing.assert_close(flow.log_prior(z, labels), expected, rtol=1e-12, atol=1e-9)
+    # T -> 0 samples decode the prior's mean
+    flow = flow.float()
+    cold = flow.sample(2, temperature=1e-4, cond=37, generator=torch.Generator().manual_seed(0))
+    mode = flow.decode(flow.prior_params(torch.tensor([37]))[0].float(), torch.tensor([37]))
+    assert (cold.int() - mode.int()).abs().max() <= 1
+
+
+def test_zero_initialised_prior_starts_as_the_standard_normal():
+    source = tiny("seed", conditional=True)
+    both = build_flow("seed", conditional=True, conditioning="both", **TINY["seed"])
+    missing = both.load_state_dict(source.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["prior_loc", "prior_log_scale"]
+    x, cond = pixels(), torch.tensor([37, 5, 99])
+    a = source.log_prob(x, cond, generator=torch.Generator().manual_seed(1))
+    b = both.log_prob(x, cond, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_sample_encode_decode():

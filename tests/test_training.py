@@ -106,6 +106,64 @@ def test_resume_refuses_another_preset(tiny_mnist_root, tmp_path):
         train(tiny_config(tiny_mnist_root, tmp_path / "run", "multiscale"), resume=True)
 
 
+def test_init_from_fine_tunes_with_a_new_label_prior(tiny_mnist_root, tmp_path):
+    from pairflow.training.evaluation import evaluate_bpd
+
+    source = tmp_path / "source"
+    train(tiny_config(tiny_mnist_root, source, conditional=True, max_steps=6), progress=False)
+    # a 0-step fine-tune is impossible; compare the initialised model to the source directly
+    from pairflow.data import PairedMNIST
+    from pairflow.training.loop import init_weights
+
+    src_model, _ = load_model(source / "last.pt")
+    config = dict(src_model.config.to_dict(), conditioning="both")
+    from pairflow.flows import FlowConfig, build_flow
+
+    model = build_flow(FlowConfig.from_dict(config))
+    assert init_weights(model, source) == ["prior_loc", "prior_log_scale"]
+    test = PairedMNIST(tiny_mnist_root, train=False, num_pairs=32)
+    a = evaluate_bpd(src_model, test, conditional=True)["bpd"]
+    b = evaluate_bpd(model.eval(), test, conditional=True)["bpd"]
+    assert a == pytest.approx(b, abs=1e-6)  # the zero prior is the standard normal
+    # a run fine-tuned from it trains the prior and keeps going from the source's weights
+    tuned = tmp_path / "tuned"
+    overrides = dict(TINY["seed"], conditioning="both")
+    cfg = tiny_config(
+        tiny_mnist_root,
+        tuned,
+        conditional=True,
+        max_steps=4,
+        init_from=str(source),
+        model_overrides=overrides,
+    )
+    train(cfg, progress=False)
+    state = load_checkpoint(tuned / "last.pt")
+    assert state["step"] == 4 and state["model"]["prior_loc"].abs().sum() > 0
+    assert state["model_config"]["conditioning"] == "both"
+
+
+def test_init_from_refuses_weights_that_do_not_fit(tiny_mnist_root, tmp_path):
+    source = tmp_path / "source"
+    train(tiny_config(tiny_mnist_root, source, max_steps=1), progress=False)
+    wider = dict(TINY["seed"], hidden_features=24)
+    cfg = tiny_config(
+        tiny_mnist_root,
+        tmp_path / "b",
+        max_steps=1,
+        init_from=str(source),
+        model_overrides=wider,
+    )
+    with pytest.raises(CheckpointError, match="do not fit this model.*other shape"):
+        train(cfg, progress=False)
+    cfg = tiny_config(
+        tiny_mnist_root, tmp_path / "c", "multiscale", max_steps=1, init_from=str(source)
+    )
+    with pytest.raises(CheckpointError, match="not in this model"):
+        train(cfg, progress=False)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        train(tiny_config(tiny_mnist_root, tmp_path / "d", init_from=str(tmp_path / "nope")))
+
+
 def test_nonfinite_steps_are_skipped_and_counted(tiny_mnist_root, tmp_path, monkeypatch):
     from pairflow.flows import PairFlow
 
