@@ -57,6 +57,25 @@ def test_vector_coupling(kind, net):
     check_transform(layer, images().flatten(1))
 
 
+@pytest.mark.parametrize("parity", [0, 1])
+def test_alternating_mask_views_match_the_index_path(parity):
+    mask = vector_mask("alternate", SHAPE, parity=parity)
+    layer = randomize(AffineCoupling(mask, lambda i, o: MLP(i, o, hidden=16)))
+    assert layer.parity == int(~mask[0])  # the first kept feature: 0 when mask[0] is kept
+    x = images().flatten(1).requires_grad_()
+    z, ld = layer(x)
+    (z.square().sum() + ld.sum()).backward()
+    grad_views = x.grad.clone()
+    x.grad = None
+    layer.parity = None  # the general index_select path
+    z2, ld2 = layer(x)
+    (z2.square().sum() + ld2.sum()).backward()
+    torch.testing.assert_close(z, z2, rtol=0, atol=0)
+    torch.testing.assert_close(grad_views, x.grad, rtol=0, atol=0)
+    # channel masks keep the index path (their features are channels, not vector entries)
+    assert AffineCoupling(channel_mask(2, 4, 8), conv_factory(), 2.0).parity is None
+
+
 @pytest.mark.parametrize("mask_fn", [checkerboard_mask, channel_mask])
 @pytest.mark.parametrize("parity", [0, 1])
 def test_image_coupling(mask_fn, parity):
