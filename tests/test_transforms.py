@@ -176,6 +176,24 @@ def test_actnorm():
     assert torch.equal(layer.bias.detach(), before)
     check_transform(randomize(ActNorm(2)), images(shape=(2, 4, 8)))
     check_transform(randomize(ActNorm(5)), torch.randn(3, 5))
+    # loading an uninitialised state makes the next training forward initialise again
+    layer.load_state_dict(ActNorm(2).state_dict())
+    assert not bool(layer.initialized)
+    layer(x * 5)
+    assert bool(layer.initialized) and not torch.equal(layer.bias.detach(), before)
+    layer.reset()
+    layer(x)
+    torch.testing.assert_close(layer.bias.detach(), before)
+
+
+def test_trained_flow_traces_for_torch_compile_in_one_graph():
+    """After initialisation ActNorm reads no tensor to decide anything: no graph break."""
+    flow = multiscale_flow((1, 4, 8), conv_factory(), num_scales=2, channel_couplings=1)
+    x = images(4)
+    flow.train()
+    flow(x)  # initialises every ActNorm
+    explained = torch._dynamo.explain(lambda v: flow(v)[1].sum())(x)
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
 
 
 def test_factor_out_and_multiscale():

@@ -43,6 +43,18 @@ class ActNorm(Transform):
         self.bias = nn.Parameter(torch.zeros(channels))
         self.log_scale = nn.Parameter(torch.zeros(channels))
         self.register_buffer("initialized", torch.tensor(False))
+        # Python mirror of ``initialized`` once it is known to be True: checking it costs no
+        # tensor read, so ``torch.compile`` traces the training forward without a graph break.
+        self._ready = False
+
+    def reset(self) -> None:
+        """Mark the layer uninitialised: the next training-mode forward re-initialises it."""
+        self.initialized.fill_(False)
+        self._ready = False
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._ready = False  # the loaded flag decides; re-read it on the next forward
 
     def _shape(self, x: Tensor) -> tuple[int, ...]:
         return (1, -1) + (1,) * (x.dim() - 2)
@@ -61,14 +73,17 @@ class ActNorm(Transform):
         self.bias.copy_(-mean)
         self.log_scale.copy_(-0.5 * torch.log(var + 1e-12))
         self.initialized.fill_(True)
+        self._ready = True
 
     def _logdet(self, x: Tensor) -> Tensor:
         pixels = x[0, 0].numel()  # H*W for images, 1 for vectors
         return (self.log_scale.sum() * pixels).to(x.dtype).expand(x.shape[0])
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self.training and not bool(self.initialized):
-            self.initialize(x)
+        if self.training and not self._ready:
+            if not bool(self.initialized):
+                self.initialize(x)
+            self._ready = True
         shape = self._shape(x)
         z = (x + self.bias.view(shape)) * torch.exp(self.log_scale).view(shape)
         return z, self._logdet(x)

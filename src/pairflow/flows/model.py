@@ -548,7 +548,7 @@ class PairFlow(Transform):
         """
         layers = [m for m in self.modules() if isinstance(m, ActNorm)]
         for m in layers:
-            m.initialized.fill_(False)
+            m.reset()
         was_training = self.training
         self.train()
         try:
