@@ -154,7 +154,12 @@ def main() -> None:
 
     names = list(runs)
     compare = pairflow(
-        "compare", *(runs[k]["folder"] for k in names), "--names", ",".join(names), "--out", str(out)
+        "compare",
+        *(runs[k]["folder"] for k in names),
+        "--names",
+        ",".join(names),
+        "--out",
+        str(out),
     )
     subprocess.run(compare, check=True, stdout=subprocess.DEVNULL)
     table = subprocess.run(compare + ["--json"], check=True, capture_output=True, text=True)

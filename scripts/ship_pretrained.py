@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from pairflow.data import PairedMNIST, resolve_root
 from pairflow.pretrained import WEIGHTS_DIR
@@ -37,7 +38,10 @@ def main() -> None:
         model, state = load_model(out)
         conditional = bool(state["model_config"].get("conditional", False))
         result = evaluate_bpd(model, test, conditional=conditional)
-        train_config = state.get("train_config") or {}
+        train_config = dict(state.get("train_config") or {})
+        if train_config.get("init_from"):  # a local path: keep only the run's folder name
+            origin = Path(train_config["init_from"])
+            train_config["init_from"] = (origin.parent if origin.suffix == ".pt" else origin).name
         index[name] = {
             "file": out.name,
             "preset": state["model_config"].get("preset"),
@@ -51,8 +55,10 @@ def main() -> None:
             "train_config": {
                 k: train_config.get(k)
                 for k in ("preset", "conditional", "batch_size", "lr", "warmup_steps",
-                          "precision", "time_budget", "epochs", "seed")
+                          "schedule", "precision", "time_budget", "epochs", "seed",
+                          "init_from")
             },
+            "conditioning": state["model_config"].get("conditioning") if conditional else None,
         }  # fmt: skip
         print(name, json.dumps(index[name]))
     atomic_write_text(index_path, json.dumps(index, indent=2, sort_keys=True) + "\n")
