@@ -162,7 +162,7 @@ def test_label_prior_is_position_aware_and_exact():
 
 
 def test_zero_initialised_prior_starts_as_the_standard_normal():
-    source = tiny("seed", conditional=True)
+    source = tiny("seed", conditional=True, conditioning="embedding")
     both = build_flow("seed", conditional=True, conditioning="both", **TINY["seed"])
     missing = both.load_state_dict(source.state_dict(), strict=False).missing_keys
     assert sorted(missing) == ["prior_loc", "prior_log_scale"]

@@ -110,7 +110,11 @@ def test_init_from_fine_tunes_with_a_new_label_prior(tiny_mnist_root, tmp_path):
     from pairflow.training.evaluation import evaluate_bpd
 
     source = tmp_path / "source"
-    train(tiny_config(tiny_mnist_root, source, conditional=True, max_steps=6), progress=False)
+    embedding_only = dict(TINY["seed"], conditioning="embedding")
+    cfg = tiny_config(
+        tiny_mnist_root, source, conditional=True, max_steps=6, model_overrides=embedding_only
+    )
+    train(cfg, progress=False)
     # a 0-step fine-tune is impossible; compare the initialised model to the source directly
     from pairflow.data import PairedMNIST
     from pairflow.training.loop import init_weights
