@@ -32,6 +32,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from speed import cpu_model  # benchmarks/speed.py: this script's folder is on sys.path
+
 # name -> the model's flags. Each model trains with its own default recipe; `seed` gets the
 # batch size it was specified with and a lower learning rate (constant 1e-3 in bf16 diverged
 # once, see BENCHMARKS.md), the flows' multiscale preset its defaults.
@@ -45,16 +47,6 @@ MODELS: dict[str, list[str]] = {
 
 def log(*parts) -> None:
     print(*parts, file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def pairflow(*args: str) -> list[str]:
