@@ -7,7 +7,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 __all__ = ["atomic_write", "atomic_save", "resolve_device"]
 
@@ -99,3 +99,41 @@ def dataclass_from_dict(cls, values: dict):
             f"valid: {', '.join(sorted(names))}"
         )
     return cls(**values)
+
+
+class ModelConfig:
+    """Mixin for the model config dataclasses (flows and baselines): presets, shape, dicts.
+
+    A subclass is a dataclass with fields ``preset``, ``channels``, ``height`` and ``width``
+    and a ``PRESETS`` table: preset name -> field values.
+    """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Image shape (C, H, W)."""
+        return (self.channels, self.height, self.width)
+
+    @property
+    def num_dims(self) -> int:
+        """D = C * H * W, the number of dimensions bits/dim divides by."""
+        return self.channels * self.height * self.width
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any):
+        """The config of preset ``name`` with field overrides; unknown names raise."""
+        if name not in cls.PRESETS:
+            raise ValueError(f"unknown preset {name!r}; valid: {', '.join(cls.PRESETS)}")
+        return cls.from_dict({**cls.PRESETS[name], "preset": name, **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        """Rebuild a config from ``to_dict`` output; unknown keys raise."""
+        return dataclass_from_dict(cls, values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (safe for ``torch.save`` and JSON)."""
+        import dataclasses
+
+        return dataclasses.asdict(self)

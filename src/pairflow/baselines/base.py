@@ -10,14 +10,13 @@ digit's vector on the left half), so the left label can steer the left digit.
 
 from __future__ import annotations
 
-import dataclasses
 from contextlib import nullcontext
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from pairflow.utils import dataclass_from_dict
+from pairflow.utils import ModelConfig
 from pairflow.validation import check_pair_labels, check_pixels
 
 __all__ = ["BaselineConfig", "PairModel", "NUM_PAIR_CLASSES", "PRECISIONS"]
@@ -27,7 +26,7 @@ NUM_LEVELS = 256
 PRECISIONS = ("fp32", "bf16")
 
 
-class BaselineConfig:
+class BaselineConfig(ModelConfig):
     """Mixin for the baselines' config dataclasses: presets, checks, dict round trip.
 
     A subclass is a dataclass with fields ``preset``, ``channels``, ``height``, ``width``,
@@ -52,32 +51,6 @@ class BaselineConfig:
             raise ValueError(
                 f"{name}: height and width must be multiples of 4, got {self.height}x{self.width}"
             )
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """Image shape (C, H, W)."""
-        return (self.channels, self.height, self.width)
-
-    @property
-    def num_dims(self) -> int:
-        """D = C * H * W, the number of dimensions bits/dim divides by."""
-        return self.channels * self.height * self.width
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any):
-        """The config of preset ``name`` with field overrides; unknown names raise."""
-        if name not in cls.PRESETS:
-            raise ValueError(f"unknown preset {name!r}; valid: {', '.join(cls.PRESETS)}")
-        return cls.from_dict({**cls.PRESETS[name], "preset": name, **overrides})
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]):
-        """Rebuild a config from ``to_dict`` output; unknown keys raise."""
-        return dataclass_from_dict(cls, values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the fields (safe for ``torch.save`` and JSON)."""
-        return dataclasses.asdict(self)
 
 
 class PairModel(nn.Module):

@@ -35,7 +35,7 @@ from pairflow.flows.masks import VECTOR_MASKS, vector_mask
 from pairflow.flows.multiscale import CHECKERBOARD_MODES, multiscale_flow
 from pairflow.flows.nets import ConvResNet, SeparateMLPs
 from pairflow.flows.preprocessing import NUM_LEVELS, Logit, dequantize, quantize
-from pairflow.utils import dataclass_from_dict
+from pairflow.utils import ModelConfig
 from pairflow.validation import check_pair_labels, check_pixels
 
 __all__ = [
@@ -57,11 +57,17 @@ NUM_PAIR_CLASSES = 100
 
 
 @dataclass
-class FlowConfig:
+class FlowConfig(ModelConfig):
     """Everything needed to rebuild a :class:`PairFlow`; plain Python values only.
 
     ``dataclasses.asdict(config)`` is what checkpoints store, so they load with
-    ``torch.load(..., weights_only=True)`` and ``FlowConfig.from_dict``.
+    ``torch.load(..., weights_only=True)`` and ``FlowConfig.from_dict``. ``from_preset``,
+    ``from_dict``, ``to_dict``, ``shape`` and ``num_dims`` come from
+    :class:`~pairflow.utils.ModelConfig`, shared with the baselines' configs.
+
+    Example:
+        >>> FlowConfig.from_preset("multiscale", height=4, width=8).shape
+        (1, 4, 8)
 
     Arguments:
         preset: name of the preset this config came from (informational).
@@ -158,37 +164,6 @@ class FlowConfig:
         """Whether the base distribution depends on the label (conditional models)."""
         return self.conditional and self.conditioning in ("prior", "both")
 
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """Image shape (C, H, W)."""
-        return (self.channels, self.height, self.width)
-
-    @property
-    def num_dims(self) -> int:
-        """D = C * H * W, the number of dimensions bits/dim divides by."""
-        return self.channels * self.height * self.width
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> FlowConfig:
-        """The config of preset ``name`` (``"seed"`` or ``"multiscale"``), with overrides.
-
-        Example:
-            >>> FlowConfig.from_preset("multiscale", height=4, width=8).shape
-            (1, 4, 8)
-        """
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
-        return cls.from_dict({**PRESETS[name], "preset": name, **overrides})
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> FlowConfig:
-        """Rebuild a config from ``to_dict`` output; unknown keys raise."""
-        return dataclass_from_dict(cls, values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the fields (safe for ``torch.save`` and JSON)."""
-        return dataclasses.asdict(self)
-
 
 PRESETS: dict[str, dict[str, Any]] = {
     "seed": dict(
@@ -220,6 +195,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         conditioning="both",
     ),
 }
+FlowConfig.PRESETS = PRESETS
 
 
 def _check_choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
