@@ -21,17 +21,9 @@ import time
 
 import torch
 
+from flow_train_step import parse_value  # this script's folder is on sys.path
 from pairflow.data import PairedMNIST
 from pairflow.flows import build_flow
-
-
-def parse_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def main() -> None:

@@ -86,17 +86,18 @@ def resolve_device(name: str = "auto"):
     return device
 
 
-def dataclass_from_dict(cls, values: dict):
+def dataclass_from_dict(cls, values: dict, what: str | None = None):
     """Build dataclass ``cls`` from a plain dict; unknown keys raise ``ValueError`` listing
-    the valid fields (configs are stored as dicts in checkpoints)."""
+    the valid fields (configs are stored as dicts in checkpoints). ``what`` names the keys in
+    that message (default: "<class> field")."""
     import dataclasses
 
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
+        what = what or f"{cls.__name__} field"
         raise ValueError(
-            f"unknown {cls.__name__} field(s) {', '.join(unknown)}; "
-            f"valid: {', '.join(sorted(names))}"
+            f"unknown {what}(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
         )
     return cls(**values)
 

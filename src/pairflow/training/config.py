@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pairflow.utils import dataclass_from_dict
+
 __all__ = ["TrainConfig", "load_config_file", "merge_config"]
 
 PRESETS = ("seed", "multiscale")
@@ -103,14 +105,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown config key(s) {', '.join(unknown)}; "
-                f"valid keys: {', '.join(sorted(known))}"
-            )
-        return cls(**values)
+        return dataclass_from_dict(cls, values, what="config key")
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:

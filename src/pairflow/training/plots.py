@@ -45,15 +45,7 @@ def plot_curves(records: list[dict], path: str | Path, title: str | None = None)
     if finite:
         low = min(finite)
         ax.set_ylim(low - 0.05, min(max(finite), low + 4.0) + 0.05)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return _finish(fig, ax, path, title)
 
 
 def _plot_gan(records: list[dict], path: str | Path, title: str | None) -> Path | None:
@@ -76,6 +68,13 @@ def _plot_gan(records: list[dict], path: str | Path, title: str | None) -> Path 
         ax.plot(*zip(*test, strict=False), "o-", label="discriminator (test pairs)", linewidth=2)
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("hinge loss")
+    return _finish(fig, ax, path, title)
+
+
+def _finish(fig, ax, path: str | Path, title: str | None) -> Path:
+    """Grid, legend and title on ``ax``, then write ``fig`` as a PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
     ax.legend()
     if title:
