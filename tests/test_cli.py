@@ -13,18 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clitools import pairflow
 from pairflow.training import load_checkpoint
 
 TINY_SET = ["--set", "hidden_features=16"]
-
-
-def pairflow(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pairflow", *args], capture_output=True, text=True, timeout=300
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def tiny_train_args(root: Path, out: Path, *extra: str) -> list[str]:
