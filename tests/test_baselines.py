@@ -83,8 +83,8 @@ def test_vae_shapes_finite_losses_and_gradients(conditional):
     assert bpd.shape == (5,) and torch.isfinite(bpd).all() and (bpd > 0).all()
     bpd.mean().backward()
     assert all(torch.isfinite(p.grad).all() for p in vae.parameters() if p.grad is not None)
-    # Float pixels holding whole numbers give the same bound with the same noise.
-    again = vae.bits_per_dim(x.float(), cond, generator=torch.Generator().manual_seed(3))
+    # Float images in [0, 1] (levels k / 255, as ToTensor gives) give the same bound.
+    again = vae.bits_per_dim(x.float() / 255, cond, generator=torch.Generator().manual_seed(3))
     first = vae.bits_per_dim(x, cond, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(again, first)
     for pixels in ("sample", "mean"):
@@ -122,6 +122,7 @@ def test_elbo_is_unbiased_and_below_the_exact_log_likelihood():
     # the latent matters: a narrow true posterior that q only approximates.
     ramp = torch.arange(8.0).expand(16, 1, 4, 8)
     x = (255 * torch.exp(-((ramp - torch.linspace(0, 7, 16).view(16, 1, 1, 1)) ** 2))).round()
+    x = x.to(torch.uint8)  # pixel values 0..255
     optimizer = torch.optim.Adam(vae.parameters(), lr=1e-2)
     for _ in range(150):
         optimizer.zero_grad()

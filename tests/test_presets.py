@@ -165,7 +165,7 @@ def test_zero_initialised_prior_starts_as_the_standard_normal():
     source = tiny("seed", conditional=True, conditioning="embedding")
     both = build_flow("seed", conditional=True, conditioning="both", **TINY["seed"])
     missing = both.load_state_dict(source.state_dict(), strict=False).missing_keys
-    assert sorted(missing) == ["prior_loc", "prior_log_scale"]
+    assert sorted(missing) == ["distribution.loc", "distribution.log_scale"]
     x, cond = pixels(), torch.tensor([37, 5, 99])
     a = source.log_prob(x, cond, generator=torch.Generator().manual_seed(1))
     b = both.log_prob(x, cond, generator=torch.Generator().manual_seed(1))

@@ -124,7 +124,7 @@ def test_init_from_fine_tunes_with_a_new_label_prior(tiny_mnist_root, tmp_path):
     from pairflow.flows import FlowConfig, build_flow
 
     model = build_flow(FlowConfig.from_dict(config))
-    assert init_weights(model, source) == ["prior_loc", "prior_log_scale"]
+    assert init_weights(model, source) == ["distribution.loc", "distribution.log_scale"]
     test = PairedMNIST(tiny_mnist_root, train=False, num_pairs=32)
     a = evaluate_bpd(src_model, test, conditional=True)["bpd"]
     b = evaluate_bpd(model.eval(), test, conditional=True)["bpd"]
@@ -142,7 +142,7 @@ def test_init_from_fine_tunes_with_a_new_label_prior(tiny_mnist_root, tmp_path):
     )
     train(cfg, progress=False)
     state = load_checkpoint(tuned / "last.pt")
-    assert state["step"] == 4 and state["model"]["prior_loc"].abs().sum() > 0
+    assert state["step"] == 4 and state["model"]["distribution.loc"].abs().sum() > 0
     assert state["model_config"]["conditioning"] == "both"
 
 

@@ -7,42 +7,63 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["NUM_LEVELS", "NUM_PAIR_CLASSES", "check_pixels", "check_pair_labels"]
+from pairflow.options import NUM_LEVELS, NUM_PAIR_CLASSES
 
-NUM_LEVELS = 256
-NUM_PAIR_CLASSES = 100
+__all__ = ["NUM_LEVELS", "NUM_PAIR_CLASSES", "check_pixels", "as_pixel_batch", "check_pair_labels"]
 
 
 def check_pixels(x: Tensor, shape: tuple[int, int, int], device: torch.device) -> Tensor:
-    """Pixel values 0..255 (uint8, or float holding whole numbers) of shape (B, *shape).
+    """Images of shape (B, *shape) as pixel values 0..255 on ``device``.
 
-    Returns:
-        ``x`` on ``device``.
+    Two conventions, told apart by dtype: uint8 tensors hold pixel values 0..255; float
+    tensors hold images in [0, 1] whose values are 8-bit levels k / 255 (what torchvision's
+    ``ToTensor`` makes of an 8-bit image). Floats come back as float pixel values
+    ``round(255 x)``; uint8 comes back as it is.
 
     Raises:
         TypeError, ValueError: naming the shape, dtype or value range that was wrong.
     """
     if not isinstance(x, Tensor):
-        raise TypeError(f"expected a tensor of pixel values, got {type(x).__name__}")
+        raise TypeError(f"expected a tensor of images, got {type(x).__name__}")
     if x.dim() != 4 or tuple(x.shape[1:]) != tuple(shape) or x.shape[0] < 1:
         raise ValueError(
             f"expected images of shape (B, {shape[0]}, {shape[1]}, {shape[2]}) with B >= 1, "
             f"got {tuple(x.shape)}"
         )
-    if x.dtype != torch.uint8:
-        if not x.is_floating_point():
-            raise TypeError(f"expected uint8 or float pixel values, got dtype {x.dtype}")
-        lo, hi = float(x.min()), float(x.max())
-        if math.isnan(lo) or math.isnan(hi) or lo < 0 or hi > NUM_LEVELS - 1:
-            raise ValueError(
-                f"pixel values must be in 0..255, got min {lo:g}, max {hi:g} "
-                "(pass raw pixel values, not images scaled to [0, 1])"
-            )
-        if bool((x != x.floor()).any()):
-            raise ValueError(
-                "pixel values must be whole numbers 0..255 (dequantization happens inside)"
-            )
-    return x.to(device)
+    if x.dtype == torch.uint8:
+        return x.to(device)
+    if not x.is_floating_point():
+        raise TypeError(
+            f"expected uint8 pixels 0..255 or float images in [0, 1], got dtype {x.dtype}"
+        )
+    lo, hi = float(x.min()), float(x.max())
+    if math.isnan(lo) or math.isnan(hi) or lo < 0 or hi > 1:
+        raise ValueError(
+            f"float images must be scaled to [0, 1] (x / 255 of 8-bit pixels, as torchvision's "
+            f"ToTensor gives), got min {lo:g}, max {hi:g}; pass uint8 for pixel values 0..255"
+        )
+    levels = x.double() * (NUM_LEVELS - 1)
+    if bool(((levels - levels.round()).abs() > 1e-3).any()):
+        raise ValueError(
+            "float images must hold 8-bit levels k / 255 for whole numbers 0..255 "
+            "(dequantization happens inside; continuous data is not a pixel image)"
+        )
+    return levels.round().to(device, torch.float32)
+
+
+def as_pixel_batch(
+    x: Tensor, shape: tuple[int, int, int], device: torch.device
+) -> tuple[Tensor, bool]:
+    """:func:`check_pixels` that also takes one image: (C, H, W), or (H, W) for C = 1.
+
+    Returns:
+        ``(pixels (B, C, H, W), unbatched)``; ``unbatched`` says a single image was given.
+    """
+    if isinstance(x, Tensor) and x.dim() == 3 and tuple(x.shape) == tuple(shape):
+        return check_pixels(x[None], shape, device), True
+    if isinstance(x, Tensor) and x.dim() == 2 and shape[0] == 1 and tuple(x.shape) == shape[1:]:
+        return check_pixels(x[None, None], shape, device), True
+    return check_pixels(x, shape, device), False
 
 
 def check_pair_labels(

@@ -11,19 +11,18 @@ digit's vector on the left half), so the left label can steer the left digit.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 import torch
 from torch import Tensor, nn
 
+from pairflow.options import NUM_PAIR_CLASSES, Precision
 from pairflow.utils import ModelConfig
 from pairflow.validation import check_pair_labels, check_pixels
 
 __all__ = ["BaselineConfig", "PairModel", "NUM_PAIR_CLASSES", "PRECISIONS"]
 
-NUM_PAIR_CLASSES = 100
-NUM_LEVELS = 256
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = get_args(Precision)
 
 
 class BaselineConfig(ModelConfig):

@@ -33,7 +33,8 @@ from torch import Tensor
 
 __all__ = ["MixtureParams", "split_params", "log_prob", "sample", "mean", "MIN_LOG_SCALE"]
 
-NUM_LEVELS = 256
+from pairflow.options import NUM_LEVELS
+
 MIN_LOG_SCALE = -4.0
 """Smallest log-scale on the pixel scale (s >= 0.018 pixel: one bin can hold all the mass)."""
 

@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = ["NUM_PAIR_CLASSES", "normalize_labels", "pairing_rng", "draw_pairs"]
 
-NUM_PAIR_CLASSES = 100
+from pairflow.options import NUM_PAIR_CLASSES
 
 
 def normalize_labels(labels: int | Iterable[int] | None) -> tuple[int, ...] | None:

@@ -20,13 +20,9 @@ from pairflow.flows.masks import (
     squeezed_checkerboard_mask,
     vector_mask,
 )
-from pairflow.flows.model import (
-    PRESETS,
-    FlowConfig,
-    PairFlow,
-    build_flow,
-    resolve_precision,
-)
+from pairflow.flows.config import PRESETS, FlowConfig
+from pairflow.flows.distributions import Distribution, PairLabelNormal, StandardNormal
+from pairflow.flows.model import PairEmbedding, PairFlow, build_flow, resolve_precision
 from pairflow.flows.multiscale import FactorOut, multiscale_flow
 from pairflow.flows.nets import MLP, ConvResNet, SeparateMLPs
 from pairflow.flows.preprocessing import Logit, dequantize, quantize
@@ -37,15 +33,19 @@ __all__ = [
     "AffineCoupling",
     "Compose",
     "ConvResNet",
+    "Distribution",
     "FactorOut",
     "FlowConfig",
     "Inverse",
     "Logit",
     "MLP",
     "PRESETS",
+    "PairEmbedding",
     "PairFlow",
+    "PairLabelNormal",
     "SeparateMLPs",
     "Squeeze",
+    "StandardNormal",
     "Transform",
     "alternating_mask",
     "build_flow",

@@ -79,7 +79,7 @@ class ActNorm(Transform):
         pixels = x[0, 0].numel()  # H*W for images, 1 for vectors
         return (self.log_scale.sum() * pixels).to(x.dtype).expand(x.shape[0])
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.training and not self._ready:
             if not bool(self.initialized):
                 self.initialize(x)
@@ -88,7 +88,7 @@ class ActNorm(Transform):
         z = (x + self.bias.view(shape)) * torch.exp(self.log_scale).view(shape)
         return z, self._logdet(x)
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         shape = self._shape(z)
         x = z * torch.exp(-self.log_scale).view(shape) - self.bias.view(shape)
         return x, -self._logdet(z)

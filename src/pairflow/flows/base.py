@@ -23,30 +23,32 @@ class Transform(nn.Module):
     Both return the log absolute determinant of the Jacobian of the map they compute, one
     value per batch element, so ``forward(x)[1] + inverse(forward(x)[0])[1] == 0``.
 
-    ``cond`` is an optional context tensor (for conditional flows) passed unchanged to every
-    layer; transforms that ignore it accept it anyway.
+    ``context`` is an optional context tensor (in pairflow: the label embeddings (B, 2, E) of
+    a conditional flow) passed unchanged to every layer; transforms that ignore it accept it
+    anyway. At the model level (:class:`~pairflow.flows.PairFlow`), ``cond`` is the pair
+    label itself; the model turns it into this context.
 
     Subclasses implement :meth:`forward` and :meth:`inverse`.
     """
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map data to latent.
 
         Arguments:
             x: data tensor, shape (B, ...).
-            cond: optional context tensor, shape (B, ...).
+            context: optional context tensor, shape (B, ...), e.g. label embeddings.
 
         Returns:
             ``(z, logabsdet)`` with ``z`` shaped like ``x`` and ``logabsdet`` of shape (B,).
         """
         raise NotImplementedError
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map latent to data.
 
         Arguments:
             z: latent tensor, shape (B, ...).
-            cond: optional context tensor, shape (B, ...).
+            context: optional context tensor, shape (B, ...), e.g. label embeddings.
 
         Returns:
             ``(x, logabsdet)``: the log absolute Jacobian determinant of the inverse map, (B,).
@@ -72,17 +74,17 @@ class Compose(Transform):
         super().__init__()
         self.transforms = nn.ModuleList(transforms)
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total = x.new_zeros(x.shape[0])
         for t in self.transforms:
-            x, ld = t(x, cond)
+            x, ld = t(x, context)
             total = total + ld
         return x, total
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total = z.new_zeros(z.shape[0])
         for t in reversed(self.transforms):
-            z, ld = t.inverse(z, cond)
+            z, ld = t.inverse(z, context)
             total = total + ld
         return z, total
 
@@ -106,11 +108,11 @@ class Inverse(Transform):
         super().__init__()
         self.transform = transform
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self.transform.inverse(x, cond)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform.inverse(x, context)
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self.transform(z, cond)
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform(z, context)
 
 
 def _zeros(x: Tensor) -> Tensor:

@@ -96,12 +96,14 @@ class AffineCoupling(Transform):
             self.register_buffer("mask", mask.to(torch.float32), persistent=False)
             self.net = conditioner(mask.shape[0], 2 * mask.shape[0])
 
-    def _params(self, h: Tensor, cond: Tensor | None, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    def _params(
+        self, h: Tensor, context: Tensor | None, dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor]:
         if self.autocast_dtype is not None:
             with torch.autocast(h.device.type, dtype=self.autocast_dtype):
-                out = self.net(h, cond)
+                out = self.net(h, context)
         else:
-            out = self.net(h, cond)
+            out = self.net(h, context)
         raw, shift = out.to(dtype).chunk(2, dim=1)
         b = self.scale_bound
         return b * torch.tanh(raw / b), shift
@@ -120,28 +122,28 @@ class AffineCoupling(Transform):
             return torch.stack(pair, dim=2).reshape(like.shape)
         return torch.cat([a, b], dim=1).index_select(1, self.order)
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.gather:
             xa, xb = self._split(x)
-            s, t = self._params(xa, cond, x.dtype)
+            s, t = self._params(xa, context, x.dtype)
             zb = xb * torch.exp(s) + t
             z = self._merge(xa, zb, x)
         else:
             m = self.mask.to(x.dtype)
-            s, t = self._params(x * m, cond, x.dtype)
+            s, t = self._params(x * m, context, x.dtype)
             s, t = s * (1 - m), t * (1 - m)  # zero on kept pixels: they pass exactly
             z = x * torch.exp(s) + t
         return z, s.flatten(1).sum(1)
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.gather:
             za, zb = self._split(z)
-            s, t = self._params(za, cond, z.dtype)
+            s, t = self._params(za, context, z.dtype)
             xb = (zb - t) * torch.exp(-s)
             x = self._merge(za, xb, z)
         else:
             m = self.mask.to(z.dtype)
-            s, t = self._params(z * m, cond, z.dtype)
+            s, t = self._params(z * m, context, z.dtype)
             s, t = s * (1 - m), t * (1 - m)
             x = (z - t) * torch.exp(-s)
         return x, -s.flatten(1).sum(1)

@@ -1,18 +1,16 @@
-"""PairFlow: a RealNVP flow over 1x28x56 digit-pair images, its config and its presets.
+"""PairFlow: a RealNVP flow over digit-pair images, assembled from parts.
 
-Presets (``FlowConfig.from_preset``):
+``PairFlow(config)`` is, in the nflows sense, ``Flow(transform, distribution, embedding)``:
 
-- ``"seed"``: the model pairflow was specified with. The image flattened to a 1568-vector,
-  6 affine couplings with alternating (even/odd) masks, separate scale and translation MLPs
-  (2 hidden layers of 512, LeakyReLU, tanh-bounded scale), standard normal prior.
-  Each MLP reads only the 784 kept values and writes only the 784 transformed ones (the
-  masked-input MLP of the original computes the same family of functions at twice the cost).
-- ``"multiscale"``: the multi-scale RealNVP of Dinh et al. (2017) adapted to 1x28x56, two
-  scales: 3 checkerboard couplings, squeeze to 4x14x28, 3 channel-wise couplings, factor out
-  half (2x14x28 go on), 4 checkerboard couplings; ActNorm before each coupling; conditioners
-  are residual CNNs (64 channels, one residual block, weight normalisation). Checkerboard
-  couplings read their kept pixels as a squeezed half-resolution image (same masks, 4x
-  cheaper conditioners). About 0.79M parameters.
+- the transform: the logit preprocessing (:class:`~pairflow.flows.Logit`) then the flow body
+  (the ``mlp`` or ``multiscale`` architecture of :mod:`pairflow.flows.config`), data -> z;
+- the base distribution (:mod:`pairflow.flows.distributions`): the standard normal, or for
+  ``conditioning="prior"``/``"both"`` the position-aware label prior;
+- the label embedding (:class:`PairEmbedding`) that conditional couplings read, for
+  ``conditioning="embedding"``/``"both"``.
+
+Names: ``cond`` is the pair label (B,) in 0..99 at the model level; the transforms receive
+``context``, the embedding of it (B, 2, E).
 
 References:
     Dinh, Sohl-Dickstein and Bengio, "Density estimation using Real NVP", ICLR 2017.
@@ -22,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,177 +27,18 @@ from torch import Tensor, nn
 
 from pairflow.flows.actnorm import ActNorm
 from pairflow.flows.base import Compose, Transform
+from pairflow.flows.config import PRESETS, FlowConfig
 from pairflow.flows.coupling import AffineCoupling
-from pairflow.flows.masks import VECTOR_MASKS, vector_mask
-from pairflow.flows.multiscale import CHECKERBOARD_MODES, multiscale_flow
+from pairflow.flows.distributions import Distribution, PairLabelNormal, StandardNormal
+from pairflow.flows.masks import vector_mask
+from pairflow.flows.multiscale import multiscale_flow
 from pairflow.flows.nets import ConvResNet, SeparateMLPs
-from pairflow.flows.preprocessing import NUM_LEVELS, Logit, dequantize, quantize
-from pairflow.utils import ModelConfig
-from pairflow.validation import check_pair_labels, check_pixels
+from pairflow.flows.preprocessing import Logit, dequantize, quantize
+from pairflow.options import NUM_LEVELS, check_choice
+from pairflow.options import Precision as _Precision
+from pairflow.validation import as_pixel_batch, check_pair_labels
 
-__all__ = [
-    "FlowConfig",
-    "PairFlow",
-    "build_flow",
-    "PRESETS",
-    "ARCHS",
-    "PRECISIONS",
-    "NUM_PAIR_CLASSES",
-    "resolve_precision",
-]
-
-ARCHS = ("mlp", "multiscale")
-PRECISIONS = ("fp32", "bf16")
-CONDITIONINGS = ("embedding", "prior", "both")
-NUM_PAIR_CLASSES = 100
-"""Pair labels are 10 * left digit + right digit, 0..99."""
-
-
-@dataclass
-class FlowConfig(ModelConfig):
-    """Everything needed to rebuild a :class:`PairFlow`; plain Python values only.
-
-    ``dataclasses.asdict(config)`` is what checkpoints store, so they load with
-    ``torch.load(..., weights_only=True)`` and ``FlowConfig.from_dict``. ``from_preset``,
-    ``from_dict``, ``to_dict``, ``shape`` and ``num_dims`` come from
-    :class:`~pairflow.utils.ModelConfig`, shared with the baselines' configs.
-
-    Example:
-        >>> FlowConfig.from_preset("multiscale", height=4, width=8).shape
-        (1, 4, 8)
-
-    Arguments:
-        preset: name of the preset this config came from (informational).
-        arch: ``"mlp"`` (flattened-vector RealNVP) or ``"multiscale"`` (convolutional).
-        channels, height, width: image shape (C, H, W); 1x28x56 for digit pairs.
-        logit_alpha: boundary a of the logit preprocessing (:class:`Logit`).
-        scale_bound: soft bound b on each coupling's log-scale, s = b tanh(s~ / b).
-        num_couplings: couplings of the ``mlp`` arch.
-        hidden_features: hidden width of the ``mlp`` arch's scale and translation nets.
-        num_hidden_layers: hidden layers of those nets.
-        mask: vector mask of the ``mlp`` arch: ``"alternate"``, ``"half"``, ``"checkerboard"``.
-        num_scales: scales of the ``multiscale`` arch.
-        hidden_channels: conditioner CNN width of the ``multiscale`` arch.
-        num_blocks: residual blocks per conditioner CNN.
-        checkerboard_couplings, channel_couplings, final_couplings: per-scale layer counts.
-        actnorm: ActNorm before each coupling (``multiscale`` arch).
-        checkerboard: ``"squeezed"`` or ``"masked"``: how checkerboard couplings feed their
-            conditioner (same masks; see :func:`~pairflow.flows.multiscale_flow`).
-        conditional: condition on pair labels (``cond`` = 10 * left + right).
-        conditioning: how a conditional model uses the label. ``"embedding"``: each digit's
-            learned embedding (left and right digits have separate tables) is fed to every
-            coupling's conditioner. ``"prior"``: a label-dependent base distribution,
-            N(mu, diag sigma^2) whose mean and scale over the left half of the latent are
-            learned per left digit and over the right half per right digit (class-conditional
-            Glow's prior, made position-aware). ``"both"``: the two together.
-        embed_dim: size of each digit's embedding in a conditional model.
-        precision: ``"fp32"`` or ``"bf16"`` (conditioner nets under bf16 autocast; the affine
-            maths, log-determinants and prior stay in fp32).
-    """
-
-    preset: str = "custom"
-    arch: str = "multiscale"
-    channels: int = 1
-    height: int = 28
-    width: int = 56
-    logit_alpha: float = 1e-6
-    scale_bound: float = 2.0
-    # arch "mlp"
-    num_couplings: int = 6
-    hidden_features: int = 512
-    num_hidden_layers: int = 2
-    mask: str = "alternate"
-    # arch "multiscale"
-    num_scales: int = 2
-    hidden_channels: int = 64
-    num_blocks: int = 2
-    checkerboard_couplings: int = 3
-    channel_couplings: int = 3
-    final_couplings: int = 4
-    actnorm: bool = True
-    checkerboard: str = "squeezed"
-    # conditioning and speed
-    conditional: bool = False
-    conditioning: str = "embedding"
-    embed_dim: int = 8
-    precision: str = "fp32"
-
-    def __post_init__(self) -> None:
-        _check_choice("arch", self.arch, ARCHS)
-        _check_choice("mask", self.mask, VECTOR_MASKS)
-        _check_choice("precision", self.precision, PRECISIONS)
-        _check_choice("checkerboard", self.checkerboard, CHECKERBOARD_MODES)
-        _check_choice("conditioning", self.conditioning, CONDITIONINGS)
-        for name in (
-            "channels",
-            "height",
-            "width",
-            "num_couplings",
-            "hidden_features",
-            "num_scales",
-            "hidden_channels",
-            "embed_dim",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"FlowConfig.{name} must be a positive int, got {value!r}")
-        if not 0 <= self.logit_alpha < 0.5:
-            raise ValueError(f"FlowConfig.logit_alpha must be in [0, 0.5), got {self.logit_alpha}")
-        if self.scale_bound <= 0:
-            raise ValueError(f"FlowConfig.scale_bound must be > 0, got {self.scale_bound}")
-        if self.label_prior and self.width % 2:
-            raise ValueError(
-                f"FlowConfig: conditioning={self.conditioning!r} splits the latent into left "
-                f"and right halves; the width must be even, got {self.width}"
-            )
-
-    @property
-    def label_embedding(self) -> bool:
-        """Whether the couplings' conditioners read the label (conditional models)."""
-        return self.conditional and self.conditioning in ("embedding", "both")
-
-    @property
-    def label_prior(self) -> bool:
-        """Whether the base distribution depends on the label (conditional models)."""
-        return self.conditional and self.conditioning in ("prior", "both")
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "seed": dict(
-        arch="mlp",
-        num_couplings=6,
-        hidden_features=512,
-        num_hidden_layers=2,
-        mask="alternate",
-        scale_bound=1.0,  # s = tanh(s~): the seed's tanh-bounded scale
-        conditioning="both",
-    ),
-    # Sizes chosen by measured bits/dim at equal wall-clock on the 2 CPU cores (BENCHMARKS.md,
-    # "Flows"): one residual block of 64 channels beat two blocks and beat 96 channels.
-    "multiscale": dict(
-        arch="multiscale",
-        num_scales=2,
-        hidden_channels=64,
-        num_blocks=1,
-        checkerboard_couplings=3,
-        channel_couplings=3,
-        final_couplings=4,
-        actnorm=True,
-        checkerboard="squeezed",
-        scale_bound=2.0,
-        # Conditional models: label embeddings in the couplings and a label-dependent prior.
-        # Fine-tuned from the same run for the same time, "both" matched or beat "embedding"
-        # on every measured number (BENCHMARKS.md, "Conditioning"); "embedding" stays the
-        # dataclass default so that configs saved without the field load as they were.
-        conditioning="both",
-    ),
-}
-FlowConfig.PRESETS = PRESETS
-
-
-def _check_choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+__all__ = ["FlowConfig", "PairFlow", "PairEmbedding", "build_flow", "PRESETS", "resolve_precision"]
 
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
@@ -212,7 +50,7 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
         precision: ``"fp32"``, ``"bf16"`` or ``"auto"``.
         device: the device the model runs on.
     """
-    if precision in PRECISIONS:
+    if precision in ("fp32", "bf16"):
         return precision
     if precision != "auto":
         raise ValueError(f"unknown precision {precision!r}; valid: fp32, bf16, auto")
@@ -229,17 +67,22 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
     return "fp32"
 
 
-def _log_standard_normal(z: Tensor) -> Tensor:
-    """Log density of a standard normal with diagonal covariance, summed per sample: (B,)."""
-    d = z[0].numel()
-    return -0.5 * z.pow(2).flatten(1).sum(1) - 0.5 * d * math.log(2 * math.pi)
+class PairEmbedding(nn.Embedding):
+    """Learned vectors for the two digits of a pair label: (B,) labels -> (B, 2, E).
 
+    Rows 0..9 embed the left digit, rows 10..19 the right digit (position-specific), so a
+    conditioner can tell "3 on the left" from "3 on the right".
 
-def _log_diagonal_normal(z: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
-    """Log density of N(loc, diag exp(2 log_scale)) at z, summed per sample: (B,)."""
-    d = z[0].numel()
-    u = (z - loc) * torch.exp(-log_scale)
-    return (-0.5 * u.pow(2) - log_scale).flatten(1).sum(1) - 0.5 * d * math.log(2 * math.pi)
+    Arguments:
+        embed_dim: E, the size of each digit's vector.
+    """
+
+    def __init__(self, embed_dim: int):
+        super().__init__(20, embed_dim)
+
+    def forward(self, cond: Tensor) -> Tensor:
+        digits = torch.stack([cond // 10, 10 + cond % 10], dim=1)  # (B, 2)
+        return super().forward(digits)  # (B, 2, E)
 
 
 class PairFlow(Transform):
@@ -248,10 +91,14 @@ class PairFlow(Transform):
     As a :class:`~pairflow.flows.base.Transform`, ``forward(y, cond)`` maps continuous data
     y in [0, 1]^(C,H,W) (dequantized pixels / 256) through the logit preprocessing and the
     flow body to the latent z (same shape), with the total log-determinant; ``inverse`` goes
-    back. The prior on z is a standard normal (diagonal), or for ``conditioning="prior"`` or
-    ``"both"`` a diagonal normal whose mean and scale depend on the label. The pixel-level methods
-    (:meth:`log_prob`, :meth:`bits_per_dim`, :meth:`sample`, :meth:`encode`,
-    :meth:`decode`) take and return pixel values 0..255.
+    back. ``.distribution`` is the base distribution of z (the standard normal, or the
+    position-aware label prior for ``conditioning="prior"``/``"both"``), ``.embedding`` the
+    label embedding the couplings read (``"embedding"``/``"both"``; None otherwise).
+
+    The image-level methods (:meth:`log_prob`, :meth:`bits_per_dim`, :meth:`sample`,
+    :meth:`encode`, :meth:`decode`) speak in images: uint8 pixels 0..255, or float images in
+    [0, 1] holding 8-bit levels k / 255 (what torchvision's ``ToTensor`` gives), of shape
+    (B, C, H, W), one image (C, H, W) or, for one channel, (H, W). Samples are uint8.
 
     Arguments:
         config: the :class:`FlowConfig` (kept as ``.config``).
@@ -262,24 +109,23 @@ class PairFlow(Transform):
         >>> x = torch.randint(0, 256, (3, 1, 4, 8), dtype=torch.uint8)
         >>> flow.bits_per_dim(x).shape
         torch.Size([3])
-        >>> flow.sample(2).shape, flow.sample(2).dtype
+        >>> flow.sample((2,)).shape, flow.sample(2).dtype
         (torch.Size([2, 1, 4, 8]), torch.uint8)
     """
+
+    bits_per_dim_is_bound = False
+    """Exact: with uniform dequantization bits/dim is the exact likelihood of the continuous
+    model (an upper bound of the discrete one, as every flow paper reports)."""
 
     def __init__(self, config: FlowConfig):
         super().__init__()
         self.config = config
         self.logit = Logit(config.logit_alpha)
         context = config.embed_dim if config.label_embedding else 0
-        if config.label_embedding:
-            # Rows 0..9: left digit, rows 10..19: right digit (position-specific embeddings).
-            self.digit_embedding = nn.Embedding(20, config.embed_dim)
-        if config.label_prior:
-            # [side, digit]: the prior's mean and log-scale over one half of the latent. Zero
-            # initialised: the prior starts as the standard normal.
-            half = (config.channels, config.height, config.width // 2)
-            self.prior_loc = nn.Parameter(torch.zeros(2, 10, *half))
-            self.prior_log_scale = nn.Parameter(torch.zeros(2, 10, *half))
+        self.embedding = PairEmbedding(config.embed_dim) if config.label_embedding else None
+        self.distribution: Distribution = (
+            PairLabelNormal(config.shape) if config.label_prior else StandardNormal(config.shape)
+        )
         if config.arch == "mlp":
             self.body = self._build_mlp(config, context)
         else:
@@ -326,7 +172,7 @@ class PairFlow(Transform):
 
     @precision.setter
     def precision(self, value: str) -> None:
-        _check_choice("precision", value, PRECISIONS)
+        check_choice("precision", value, _Precision)
         self.config.precision = value
         self._apply_precision()
 
@@ -338,37 +184,27 @@ class PairFlow(Transform):
 
     # ----------------------------------------------------------------- transform
     def _context(self, cond: Tensor | None) -> Tensor | None:
+        """The couplings' context: the label embedding (B, 2, E), or None."""
         if not self.config.conditional:
             return None
         if cond is None:
             raise ValueError("this model is conditional: pass cond, pair labels (B,) in 0..99")
-        if not self.config.label_embedding:
-            return None
-        digits = torch.stack([cond // 10, 10 + cond % 10], dim=1)  # (B, 2)
-        return self.digit_embedding(digits)  # (B, 2, E)
+        return None if self.embedding is None else self.embedding(cond)
 
     def prior_params(self, cond: Tensor | None) -> tuple[Tensor, Tensor] | None:
-        """Mean and log-scale (B, C, H, W) of the base distribution for labels ``cond``.
+        """Mean and log-scale (B, C, H, W) of the label prior for labels ``cond``.
 
         None when the prior is the standard normal (unconditional models and
         ``conditioning="embedding"``). The left half of each comes from the left digit's
         parameters, the right half from the right digit's.
         """
-        if not self.config.label_prior:
+        if not isinstance(self.distribution, PairLabelNormal):
             return None
-        if cond is None:
-            raise ValueError("this model is conditional: pass cond, pair labels (B,) in 0..99")
-        left, right = cond // 10, cond % 10
-        loc = torch.cat([self.prior_loc[0, left], self.prior_loc[1, right]], dim=-1)
-        log_scale = torch.cat([self.prior_log_scale[0, left], self.prior_log_scale[1, right]], -1)
-        return loc, log_scale
+        return self.distribution.params(cond)
 
     def log_prior(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         """log p(z) (B,) under the base distribution (label-dependent where configured)."""
-        params = self.prior_params(cond)
-        if params is None:
-            return _log_standard_normal(z)
-        return _log_diagonal_normal(z, *params)
+        return self.distribution.log_prob(z, cond if self.distribution.uses_label else None)
 
     def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map continuous data y in [0, 1] (B, C, H, W) to latent z; returns (z, logabsdet).
@@ -389,46 +225,58 @@ class PairFlow(Transform):
 
     # ----------------------------------------------------------------- validation
     @property
-    def _device(self) -> torch.device:
+    def device(self) -> torch.device:
+        """The device the model's parameters live on."""
         return next(self.parameters()).device
 
-    def _check_pixels(self, x: Tensor) -> Tensor:
-        return check_pixels(x, self.config.shape, self._device)
+    _device = device
 
     def _check_cond(self, cond: Tensor | int | None, batch: int) -> Tensor | None:
-        return check_pair_labels(cond, batch, self.config.conditional, self._device)
+        return check_pair_labels(cond, batch, self.config.conditional, self.device)
 
     # ----------------------------------------------------------------- likelihood
     def log_prob(
         self,
         x: Tensor,
-        cond: Tensor | None = None,
+        cond: Tensor | int | None = None,
         generator: torch.Generator | None = None,
+        draws: int = 1,
     ) -> Tensor:
         """Log density log p(y) of the dequantized images y = (x + u) / 256, in nats.
 
         Arguments:
-            x: pixel values 0..255, uint8 or float, (B, C, H, W).
-            cond: pair labels (B,) int64 in 0..99, for conditional models only.
-            generator: random generator for the dequantization noise u ~ U[0, 1).
+            x: images: uint8 pixels 0..255, or floats in [0, 1] holding levels k / 255;
+                (B, C, H, W), (C, H, W) or (H, W).
+            cond: pair labels (B,) int64 in 0..99 (or one int), conditional models only.
+            generator: random generator for the dequantization noise u ~ U[0, 1): the same
+                seed gives the same value.
+            draws: number of dequantization draws averaged (lower variance; each draw is
+                a full pass through the flow).
 
         Returns:
-            (B,) float32: log p(z) + log|det dz/dy|, where p is the base distribution
-            (:meth:`log_prior`) and the log-determinant includes the logit preprocessing and
-            every flow layer. This is a density on [0, 1]^D; see
+            (B,) float32 (a 0-d tensor for one unbatched image): log p(z) + log|det dz/dy|,
+            where p is the base distribution and the log-determinant includes the logit
+            preprocessing and every flow layer. This is a density on [0, 1]^D; see
             :meth:`bits_per_dim` for the discrete 256-level scale.
         """
-        x = self._check_pixels(x)
+        x, unbatched = as_pixel_batch(x, self.config.shape, self.device)
         cond = self._check_cond(cond, x.shape[0])
-        y = dequantize(x, generator)  # (B, C, H, W) in [0, 1)
-        z, logabsdet = self(y, cond)
-        return self.log_prior(z, cond) + logabsdet
+        if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
+            raise ValueError(f"draws must be an int >= 1, got {draws!r}")
+        total = 0
+        for _ in range(draws):
+            y = dequantize(x, generator)  # (B, C, H, W) in [0, 1)
+            z, logabsdet = self(y, cond)
+            total = total + self.log_prior(z, cond) + logabsdet
+        out = total / draws if draws > 1 else total
+        return out[0] if unbatched else out
 
     def bits_per_dim(
         self,
         x: Tensor,
-        cond: Tensor | None = None,
+        cond: Tensor | int | None = None,
         generator: torch.Generator | None = None,
+        draws: int = 1,
     ) -> Tensor:
         r"""Bits per dimension on the 256-level pixel scale, one value per image.
 
@@ -439,76 +287,67 @@ class PairFlow(Transform):
         0..256 pixel scale to [0, 1]; the result is the negative log-likelihood, in bits, of
         the continuous density on the pixel scale, an upper bound (in expectation over u) of
         the discrete model's bits/dim (Theis et al. 2016). Convention of Dinh et al. 2017,
-        FFJORD and Residual Flows. One dequantization draw per call: average several calls
-        for a lower-variance estimate.
+        FFJORD and Residual Flows. ``draws`` averages several dequantization draws.
 
         Arguments:
-            x, cond, generator: as in :meth:`log_prob`.
+            x, cond, generator, draws: as in :meth:`log_prob`.
 
         Returns:
-            (B,) float32.
+            (B,) float32 (0-d for one unbatched image).
         """
         d = self.config.num_dims
-        return (-self.log_prob(x, cond, generator) + d * math.log(NUM_LEVELS)) / (d * math.log(2))
+        log_p = self.log_prob(x, cond, generator, draws)
+        return (-log_p + d * math.log(NUM_LEVELS)) / (d * math.log(2))
 
     # ----------------------------------------------------------------- sampling
-    def _latent(self, n: int, temperature: float, generator: torch.Generator | None) -> Tensor:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n must be an int >= 1, got {n!r}")
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        shape = (n, *self.config.shape)
-        device = generator.device if generator is not None else self._device
-        z = torch.randn(shape, generator=generator, device=device)
-        return z.to(self._device) * temperature
-
     @torch.no_grad()
     def sample(
         self,
-        n: int,
+        sample_shape: int | tuple[int, ...] | torch.Size = (),
+        cond: Tensor | int | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
-        cond: Tensor | int | None = None,
     ) -> Tensor:
-        """Draw n images: z ~ N(0, T^2 I), x = floor(256 * inverse(z)) clamped to 0..255.
+        """Draw images: z from the base distribution at temperature T, x = inverse(z).
 
-        With a label-dependent prior N(mu, diag sigma^2), z = mu + T sigma eps (Glow's
-        temperature).
+        z ~ N(0, T^2 I), or with the label prior z = mu + T sigma eps (Glow's temperature);
+        x = floor(256 * inverse(z)) clamped to 0..255.
 
         Arguments:
-            n: number of images (>= 1).
+            sample_shape: as in ``torch.distributions``: ``()`` one image (C, H, W),
+                ``(n,)`` or ``n`` a batch (n, C, H, W), ``(a, b)`` -> (a, b, C, H, W).
+            cond: pair labels (n,) or one int for all, conditional models only.
             temperature: T > 0, the latent's standard deviation (T < 1: cleaner, less varied).
             generator: random generator for z (reproducible samples).
-            cond: pair labels (n,) or one int for all, conditional models only.
 
         Returns:
-            uint8 (n, C, H, W).
+            uint8 images of shape ``sample_shape + (C, H, W)``.
         """
-        z = self._latent(n, temperature, generator)
+        shape = torch.Size([sample_shape] if isinstance(sample_shape, int) else sample_shape)
+        n = math.prod(shape) if len(shape) else 1
+        if len(shape) and (n < 1 or isinstance(sample_shape, bool)):
+            raise ValueError(f"n must be an int >= 1, got {sample_shape!r}")
         cond = self._check_cond(cond, n)
-        params = self.prior_params(cond)
-        if params is not None:
-            loc, log_scale = params
-            z = loc + torch.exp(log_scale) * z
+        z = self.distribution.sample(n, cond, temperature=temperature, generator=generator)
         y, _ = self.inverse(z, cond)
-        return quantize(y)
+        return quantize(y).reshape(*shape, *self.config.shape)
 
     @torch.no_grad()
-    def encode(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Latent of images x (pixels 0..255), dequantized at bin centres (deterministic).
+    def encode(self, x: Tensor, cond: Tensor | int | None = None) -> Tensor:
+        """Latent of images x, dequantized at bin centres (deterministic).
 
-        ``decode(encode(x))`` returns ``x``.
+        ``decode(encode(x))`` returns ``x`` (as uint8 pixels).
 
         Returns:
-            float32 (B, C, H, W).
+            float32 (B, C, H, W) ((C, H, W) for one unbatched image).
         """
-        x = self._check_pixels(x)
+        x, unbatched = as_pixel_batch(x, self.config.shape, self.device)
         cond = self._check_cond(cond, x.shape[0])
         z, _ = self(dequantize(x, noise="center"), cond)
-        return z
+        return z[0] if unbatched else z
 
     @torch.no_grad()
-    def decode(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+    def decode(self, z: Tensor, cond: Tensor | int | None = None) -> Tensor:
         """Images (uint8 pixels) from latents z (B, C, H, W), e.g. interpolated ones."""
         shape = self.config.shape
         if not isinstance(z, Tensor) or z.dim() != 4 or tuple(z.shape[1:]) != shape:
@@ -517,7 +356,7 @@ class PairFlow(Transform):
                 f"expected latents of shape (B, {', '.join(map(str, shape))}), got {got}"
             )
         cond = self._check_cond(cond, z.shape[0])
-        y, _ = self.inverse(z.to(self._device, torch.float32), cond)
+        y, _ = self.inverse(z.to(self.device, torch.float32), cond)
         return quantize(y)
 
     @torch.no_grad()

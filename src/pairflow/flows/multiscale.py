@@ -47,12 +47,12 @@ class FactorOut(Transform):
         self.inner = inner
         self.keep = keep
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        z1, ld = self.inner(x[:, : self.keep], cond)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        z1, ld = self.inner(x[:, : self.keep], context)
         return torch.cat([z1, x[:, self.keep :]], dim=1), ld
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x1, ld = self.inner.inverse(z[:, : self.keep], cond)
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x1, ld = self.inner.inverse(z[:, : self.keep], context)
         return torch.cat([x1, z[:, self.keep :]], dim=1), ld
 
 

@@ -20,11 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pairflow.flows.base import Transform
+from pairflow.options import NUM_LEVELS  # y = (k + u) / NUM_LEVELS
 
 __all__ = ["Logit", "dequantize", "quantize", "NUM_LEVELS"]
-
-NUM_LEVELS = 256
-"""Number of pixel intensity levels; y = (k + u) / NUM_LEVELS."""
 
 
 def dequantize(
@@ -95,7 +93,7 @@ class Logit(Transform):
             raise ValueError(f"logit alpha must be in [0, 0.5), got {alpha}")
         self.alpha = float(alpha)
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         a = self.alpha
         s = a + (1 - 2 * a) * x
         # 1 - s computed from 1 - x keeps precision for pixels near 1 in float32.
@@ -105,7 +103,7 @@ class Logit(Transform):
         ld = (math.log1p(-2 * a) - log_s - log_1ms).flatten(1).sum(1)
         return z, ld
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         a = self.alpha
         x = (torch.sigmoid(z) - a) / (1 - 2 * a)
         # log s = -softplus(-z), log(1 - s) = -softplus(z): stable for large |z|.

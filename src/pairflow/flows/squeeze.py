@@ -26,14 +26,14 @@ class Squeeze(Transform):
         [0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]
     """
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         b, c, h, w = x.shape
         if h % 2 or w % 2:
             raise ValueError(f"squeeze needs even height and width, got {h}x{w}")
         z = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
         return z.reshape(b, 4 * c, h // 2, w // 2), _zeros(x)
 
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         b, c, h, w = z.shape
         if c % 4:
             raise ValueError(f"unsqueeze needs a multiple of 4 channels, got {c}")

@@ -24,7 +24,16 @@ from pairflow.utils import atomic_save
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "find_checkpoint", "load_model"]
 
 FORMAT = "pairflow-checkpoint"
-VERSION = 1
+VERSION = 2
+"""2: a flow's base distribution and label embedding are submodules (``distribution.*``,
+``embedding.*``); version-1 checkpoints (``prior_loc``, ``prior_log_scale``,
+``digit_embedding.*``) are migrated on load (:func:`upgrade_state`)."""
+
+_FLOW_V1_NAMES = {
+    "prior_loc": "distribution.loc",
+    "prior_log_scale": "distribution.log_scale",
+    "digit_embedding": "embedding",
+}
 
 
 class CheckpointError(ValueError):
@@ -80,6 +89,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     for key in ("kind", "model_config", "model"):
         if key not in state:
             raise CheckpointError(f"checkpoint {path} lacks '{key}'; it is incomplete")
+    return upgrade_state(state)
+
+
+def upgrade_state(state: dict) -> dict:
+    """Migrate an older checkpoint dict to the current format, in place; returns it."""
+    if state.get("version", 1) < 2 and state["kind"] == "flow":
+        renamed = {}
+        for name, value in state["model"].items():
+            head, dot, rest = name.partition(".")
+            for old, new in _FLOW_V1_NAMES.items():
+                # "prior_loc" and "prior_loc.__int8_scale" (int8 exports) alike.
+                if head == old:
+                    name = new + dot + rest
+                    break
+            renamed[name] = value
+        state["model"] = renamed
+        state["version"] = 2
     return state
 
 

@@ -1,0 +1,176 @@
+"""The flow's configuration (:class:`FlowConfig`) and its presets.
+
+A config is a dataclass of plain Python values: checkpoints store it as a dict, so sampling
+needs nothing but the checkpoint (``FlowConfig.from_dict``).
+
+Presets (``FlowConfig.from_preset``):
+
+- ``"seed"``: the model pairflow was specified with. The image flattened to a 1568-vector,
+  6 affine couplings with alternating (even/odd) masks, separate scale and translation MLPs
+  (2 hidden layers of 512, LeakyReLU, tanh-bounded scale), standard normal prior.
+  Each MLP reads only the 784 kept values and writes only the 784 transformed ones (the
+  masked-input MLP of the original computes the same family of functions at twice the cost).
+- ``"multiscale"``: the multi-scale RealNVP of Dinh et al. (2017) adapted to 1x28x56, two
+  scales: 3 checkerboard couplings, squeeze to 4x14x28, 3 channel-wise couplings, factor out
+  half (2x14x28 go on), 4 checkerboard couplings; ActNorm before each coupling; conditioners
+  are residual CNNs (64 channels, one residual block, weight normalisation). Checkerboard
+  couplings read their kept pixels as a squeezed half-resolution image (same masks, 4x
+  cheaper conditioners). About 0.79M parameters.
+
+References:
+    Dinh, Sohl-Dickstein and Bengio, "Density estimation using Real NVP", ICLR 2017.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pairflow.flows.masks import VECTOR_MASKS
+from pairflow.flows.multiscale import CHECKERBOARD_MODES
+from pairflow.options import Arch, Conditioning, Precision, check_choice
+from pairflow.utils import ModelConfig
+
+__all__ = ["FlowConfig", "PRESETS"]
+
+
+@dataclass
+class FlowConfig(ModelConfig):
+    """Everything needed to rebuild a :class:`PairFlow`; plain Python values only.
+
+    ``dataclasses.asdict(config)`` is what checkpoints store, so they load with
+    ``torch.load(..., weights_only=True)`` and ``FlowConfig.from_dict``. ``from_preset``,
+    ``from_dict``, ``to_dict``, ``shape`` and ``num_dims`` come from
+    :class:`~pairflow.utils.ModelConfig`, shared with the baselines' configs.
+
+    Example:
+        >>> FlowConfig.from_preset("multiscale", height=4, width=8).shape
+        (1, 4, 8)
+
+    Arguments:
+        preset: name of the preset this config came from (informational).
+        arch: ``"mlp"`` (flattened-vector RealNVP) or ``"multiscale"`` (convolutional).
+        channels, height, width: image shape (C, H, W); 1x28x56 for digit pairs.
+        logit_alpha: boundary a of the logit preprocessing (:class:`Logit`).
+        scale_bound: soft bound b on each coupling's log-scale, s = b tanh(s~ / b).
+        num_couplings: couplings of the ``mlp`` arch.
+        hidden_features: hidden width of the ``mlp`` arch's scale and translation nets.
+        num_hidden_layers: hidden layers of those nets.
+        mask: vector mask of the ``mlp`` arch: ``"alternate"``, ``"half"``, ``"checkerboard"``.
+        num_scales: scales of the ``multiscale`` arch.
+        hidden_channels: conditioner CNN width of the ``multiscale`` arch.
+        num_blocks: residual blocks per conditioner CNN.
+        checkerboard_couplings, channel_couplings, final_couplings: per-scale layer counts.
+        actnorm: ActNorm before each coupling (``multiscale`` arch).
+        checkerboard: ``"squeezed"`` or ``"masked"``: how checkerboard couplings feed their
+            conditioner (same masks; see :func:`~pairflow.flows.multiscale_flow`).
+        conditional: condition on pair labels (``cond`` = 10 * left + right).
+        conditioning: how a conditional model uses the label. ``"embedding"``: each digit's
+            learned embedding (left and right digits have separate tables) is fed to every
+            coupling's conditioner. ``"prior"``: a label-dependent base distribution,
+            N(mu, diag sigma^2) whose mean and scale over the left half of the latent are
+            learned per left digit and over the right half per right digit (class-conditional
+            Glow's prior, made position-aware). ``"both"``: the two together.
+        embed_dim: size of each digit's embedding in a conditional model.
+        precision: ``"fp32"`` or ``"bf16"`` (conditioner nets under bf16 autocast; the affine
+            maths, log-determinants and prior stay in fp32).
+    """
+
+    preset: str = "custom"
+    arch: Arch = "multiscale"
+    channels: int = 1
+    height: int = 28
+    width: int = 56
+    logit_alpha: float = 1e-6
+    scale_bound: float = 2.0
+    # arch "mlp"
+    num_couplings: int = 6
+    hidden_features: int = 512
+    num_hidden_layers: int = 2
+    mask: str = "alternate"
+    # arch "multiscale"
+    num_scales: int = 2
+    hidden_channels: int = 64
+    num_blocks: int = 2
+    checkerboard_couplings: int = 3
+    channel_couplings: int = 3
+    final_couplings: int = 4
+    actnorm: bool = True
+    checkerboard: str = "squeezed"
+    # conditioning and speed
+    conditional: bool = False
+    conditioning: Conditioning = "embedding"
+    embed_dim: int = 8
+    precision: Precision = "fp32"
+
+    def __post_init__(self) -> None:
+        check_choice("arch", self.arch, Arch)
+        check_choice("mask", self.mask, VECTOR_MASKS)
+        check_choice("precision", self.precision, Precision)
+        check_choice("checkerboard", self.checkerboard, CHECKERBOARD_MODES)
+        check_choice("conditioning", self.conditioning, Conditioning)
+        for name in (
+            "channels",
+            "height",
+            "width",
+            "num_couplings",
+            "hidden_features",
+            "num_scales",
+            "hidden_channels",
+            "embed_dim",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"FlowConfig.{name} must be a positive int, got {value!r}")
+        if not 0 <= self.logit_alpha < 0.5:
+            raise ValueError(f"FlowConfig.logit_alpha must be in [0, 0.5), got {self.logit_alpha}")
+        if self.scale_bound <= 0:
+            raise ValueError(f"FlowConfig.scale_bound must be > 0, got {self.scale_bound}")
+        if self.label_prior and self.width % 2:
+            raise ValueError(
+                f"FlowConfig: conditioning={self.conditioning!r} splits the latent into left "
+                f"and right halves; the width must be even, got {self.width}"
+            )
+
+    @property
+    def label_embedding(self) -> bool:
+        """Whether the couplings' conditioners read the label (conditional models)."""
+        return self.conditional and self.conditioning in ("embedding", "both")
+
+    @property
+    def label_prior(self) -> bool:
+        """Whether the base distribution depends on the label (conditional models)."""
+        return self.conditional and self.conditioning in ("prior", "both")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "seed": dict(
+        arch="mlp",
+        num_couplings=6,
+        hidden_features=512,
+        num_hidden_layers=2,
+        mask="alternate",
+        scale_bound=1.0,  # s = tanh(s~): the seed's tanh-bounded scale
+        conditioning="both",
+    ),
+    # Sizes chosen by measured bits/dim at equal wall-clock on the 2 CPU cores (BENCHMARKS.md,
+    # "Flows"): one residual block of 64 channels beat two blocks and beat 96 channels.
+    "multiscale": dict(
+        arch="multiscale",
+        num_scales=2,
+        hidden_channels=64,
+        num_blocks=1,
+        checkerboard_couplings=3,
+        channel_couplings=3,
+        final_couplings=4,
+        actnorm=True,
+        checkerboard="squeezed",
+        scale_bound=2.0,
+        # Conditional models: label embeddings in the couplings and a label-dependent prior.
+        # Fine-tuned from the same run for the same time, "both" matched or beat "embedding"
+        # on every measured number (BENCHMARKS.md, "Conditioning"); "embedding" stays the
+        # dataclass default so that configs saved without the field load as they were.
+        conditioning="both",
+    ),
+}
+FlowConfig.PRESETS = PRESETS

@@ -1,0 +1,140 @@
+"""Base distributions of a flow: the density of the latent z, optionally given the pair label.
+
+A flow is ``PairFlow(transform, distribution, embedding)`` in the nflows sense: the transform
+maps data to z, the distribution scores and draws z. Each distribution here has
+
+- ``log_prob(z, cond=None) -> (B,)``: log density of z (summed over its dimensions);
+- ``sample(n, cond=None, temperature=1.0, generator=None) -> (n, C, H, W)``: z at
+  temperature T (Glow's: the standard deviation scaled by T).
+
+``cond`` is the pair label (B,) int64, 10 * left + right, where a distribution uses it.
+
+Example:
+    >>> prior = PairLabelNormal((1, 4, 8))
+    >>> z = prior.sample(3, cond=torch.tensor([37, 5, 99]))
+    >>> prior.log_prob(z, cond=torch.tensor([37, 5, 99])).shape
+    torch.Size([3])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Distribution", "StandardNormal", "PairLabelNormal", "log_standard_normal"]
+
+
+def log_standard_normal(z: Tensor) -> Tensor:
+    """Log density of a standard normal with diagonal covariance, summed per sample: (B,)."""
+    d = z[0].numel()
+    return -0.5 * z.pow(2).flatten(1).sum(1) - 0.5 * d * math.log(2 * math.pi)
+
+
+def log_diagonal_normal(z: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
+    """Log density of N(loc, diag exp(2 log_scale)) at z, summed per sample: (B,)."""
+    d = z[0].numel()
+    u = (z - loc) * torch.exp(-log_scale)
+    return (-0.5 * u.pow(2) - log_scale).flatten(1).sum(1) - 0.5 * d * math.log(2 * math.pi)
+
+
+class Distribution(nn.Module):
+    """A density over latents of shape ``shape`` (C, H, W); see the module docstring.
+
+    Arguments:
+        shape: the latent's shape (C, H, W).
+    """
+
+    uses_label: bool = False
+    """Whether :meth:`log_prob` and :meth:`sample` need the pair label ``cond``."""
+
+    def __init__(self, shape: tuple[int, int, int]):
+        super().__init__()
+        self.shape = tuple(shape)
+        # Not saved: it only tells sample() which device to draw on.
+        self.register_buffer("_device_marker", torch.zeros(0), persistent=False)
+
+    def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        """log p(z) (B,), or log p(z | cond) for a label-dependent distribution."""
+        raise NotImplementedError
+
+    def sample(
+        self,
+        n: int,
+        cond: Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Draw n latents (n, C, H, W) at temperature T (> 0)."""
+        raise NotImplementedError
+
+    def _noise(self, n: int, temperature: float, generator: torch.Generator | None) -> Tensor:
+        """T eps with eps ~ N(0, I), drawn on the generator's device, returned on ours."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if not math.isfinite(temperature):
+            raise ValueError(f"temperature must be finite, got {temperature!r}")
+        device = self._device_marker.device
+        draw_on = generator.device if generator is not None else device
+        eps = torch.randn((n, *self.shape), generator=generator, device=draw_on)
+        return eps.to(device) * temperature
+
+
+class StandardNormal(Distribution):
+    """N(0, I) over latents of shape (C, H, W): RealNVP's and Glow's unconditional prior."""
+
+    def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        return log_standard_normal(z)
+
+    def sample(self, n, cond=None, temperature=1.0, generator=None) -> Tensor:
+        return self._noise(n, temperature, generator)
+
+
+class PairLabelNormal(Distribution):
+    r"""Position-aware label prior: N(mu_y, diag sigma_y^2) for pair label y = 10 a + b.
+
+    The mean and log-scale over the left half of the latent are learned per left digit a,
+    over the right half per right digit b (class-conditional Glow's prior, made
+    position-aware, so a rare pair is built from what is known of its two digits). Both start
+    at zero: the prior begins as the standard normal.
+
+    .. math:: \log p(z \mid y) = \sum_i \log \mathcal{N}(z_i;\ \mu_{y,i},\ \sigma_{y,i}^2)
+
+    Arguments:
+        shape: the latent's shape (C, H, W); W must be even.
+
+    References:
+        Kingma and Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions",
+        NeurIPS 2018 (the class-conditional prior).
+    """
+
+    uses_label = True
+
+    def __init__(self, shape: tuple[int, int, int]):
+        super().__init__(shape)
+        c, h, w = self.shape
+        if w % 2:
+            raise ValueError(f"PairLabelNormal splits the width in halves; got odd width {w}")
+        # [side, digit]: side 0 is the left half (left digit), side 1 the right half.
+        self.loc = nn.Parameter(torch.zeros(2, 10, c, h, w // 2))
+        self.log_scale = nn.Parameter(torch.zeros(2, 10, c, h, w // 2))
+
+    def params(self, cond: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-scale (B, C, H, W) for pair labels ``cond`` (B,)."""
+        if cond is None:
+            raise ValueError("this prior depends on the label: pass cond, pair labels in 0..99")
+        left, right = cond // 10, cond % 10
+        loc = torch.cat([self.loc[0, left], self.loc[1, right]], dim=-1)
+        log_scale = torch.cat([self.log_scale[0, left], self.log_scale[1, right]], dim=-1)
+        return loc, log_scale
+
+    def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        return log_diagonal_normal(z, *self.params(cond))
+
+    def sample(self, n, cond=None, temperature=1.0, generator=None) -> Tensor:
+        eps = self._noise(n, temperature, generator)  # (n, C, H, W), T eps
+        loc, log_scale = self.params(cond)
+        return loc + torch.exp(log_scale) * eps

@@ -1,0 +1,75 @@
+"""The constants and option strings of pairflow, each defined once, and their one check.
+
+Option strings are ``Literal`` types: the type checker sees the valid values, and
+:func:`check_choice` turns them into a run-time check whose error lists them.
+
+Example:
+    >>> check_choice("precision", "bf16", Precision)
+    'bf16'
+    >>> check_choice("precision", "fp64", Precision)
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown precision 'fp64'; valid: fp32, bf16
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+__all__ = [
+    "NUM_LEVELS",
+    "NUM_PAIR_CLASSES",
+    "PAIR_SHAPE",
+    "Precision",
+    "PrecisionOption",
+    "Arch",
+    "Conditioning",
+    "Schedule",
+    "ModelKind",
+    "choices",
+    "check_choice",
+]
+
+NUM_LEVELS = 256
+"""Pixel levels of 8-bit images (0..255): bits/dim is reported on this discrete scale."""
+
+NUM_PAIR_CLASSES = 100
+"""Pair labels are 10 * left digit + right digit, 0..99."""
+
+PAIR_SHAPE = (1, 28, 56)
+"""(C, H, W) of an MNIST digit pair: two 28x28 digits side by side."""
+
+Precision = Literal["fp32", "bf16"]
+"""Compute precision of a model's networks (the flow's maths stays in fp32)."""
+
+PrecisionOption = Literal["fp32", "bf16", "auto"]
+"""What a user may ask for: ``auto`` is resolved by :func:`pairflow.precision.resolve_precision`."""
+
+Arch = Literal["mlp", "multiscale"]
+"""Flow architectures: the flattened-vector RealNVP and the convolutional multi-scale one."""
+
+Conditioning = Literal["embedding", "prior", "both"]
+"""How a conditional flow uses the pair label (see :class:`~pairflow.flows.FlowConfig`)."""
+
+Schedule = Literal["constant", "cosine"]
+"""Learning-rate schedules after warm-up."""
+
+ModelKind = Literal["flow", "vae", "gan"]
+"""The model kinds of :mod:`pairflow.models`' registry."""
+
+
+def choices(options: Any) -> tuple[str, ...]:
+    """The valid values of a ``Literal`` type (or a tuple of strings, returned as it is)."""
+    return tuple(options) if isinstance(options, (tuple, list)) else get_args(options)
+
+
+def check_choice(name: str, value: Any, options: Any) -> Any:
+    """Return ``value`` if it is one of ``options`` (a ``Literal`` type or a tuple).
+
+    Raises:
+        ValueError: ``unknown <name> <value>; valid: ...``, listing the valid values.
+    """
+    valid = choices(options)
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    return value
