@@ -11,7 +11,9 @@ Example:
 
 from pairflow.flows.actnorm import ActNorm
 from pairflow.flows.base import Compose, Inverse, Transform
+from pairflow.flows.config import PRESETS, FlowConfig
 from pairflow.flows.coupling import AffineCoupling
+from pairflow.flows.distributions import Distribution, PairLabelNormal, StandardNormal
 from pairflow.flows.masks import (
     alternating_mask,
     channel_mask,
@@ -20,8 +22,6 @@ from pairflow.flows.masks import (
     squeezed_checkerboard_mask,
     vector_mask,
 )
-from pairflow.flows.config import PRESETS, FlowConfig
-from pairflow.flows.distributions import Distribution, PairLabelNormal, StandardNormal
 from pairflow.flows.model import PairEmbedding, PairFlow, build_flow, resolve_precision
 from pairflow.flows.multiscale import FactorOut, multiscale_flow
 from pairflow.flows.nets import MLP, ConvResNet, SeparateMLPs
