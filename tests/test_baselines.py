@@ -260,10 +260,10 @@ def test_train_config_knows_the_models_and_their_presets():
     assert TrainConfig().preset == "multiscale"
     assert TrainConfig(model="vae").preset == "conv"
     assert TrainConfig(model="gan").preset == "dcgan"
-    from pairflow.training.config import MODEL_PRESETS
+    from pairflow.models import kind_spec
 
-    assert MODEL_PRESETS["vae"] == tuple(VAEConfig.PRESETS)
-    assert MODEL_PRESETS["gan"] == tuple(GANConfig.PRESETS)
+    assert kind_spec("vae").presets == tuple(VAEConfig.PRESETS)
+    assert kind_spec("gan").presets == tuple(GANConfig.PRESETS)
     with pytest.raises(ValueError, match="unknown model 'vea'; valid models: flow, vae, gan"):
         TrainConfig(model="vea").validate()
     with pytest.raises(ValueError, match="unknown preset 'seed'; valid presets: conv"):

@@ -15,7 +15,34 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"data", "flows", "metrics", "training", "commands", "utils", "pretrained"}
+_SUBMODULES = {
+    "data",
+    "flows",
+    "metrics",
+    "models",
+    "evaluation",
+    "training",
+    "commands",
+    "utils",
+    "pretrained",
+    "options",
+}
+
+__all__ = ["load", "__version__"]
+
+
+def load(name_or_path, map_location=None):
+    """Load a shipped model, a run folder or a checkpoint (:func:`pairflow.models.load`).
+
+    Example:
+        >>> import pairflow
+        >>> flow = pairflow.load("multiscale-cond")
+        >>> flow.bits_per_dim(flow.sample((2,), cond=37), cond=37).shape
+        torch.Size([2])
+    """
+    from pairflow.models import load as _load
+
+    return _load(name_or_path, map_location=map_location)
 
 
 def __getattr__(name: str) -> Any:

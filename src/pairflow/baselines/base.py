@@ -10,6 +10,7 @@ digit's vector on the left half), so the left label can steer the left digit.
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from typing import Any, ClassVar, get_args
 
@@ -61,8 +62,11 @@ class PairModel(nn.Module):
     config: Any
 
     @property
-    def _device(self) -> torch.device:
+    def device(self) -> torch.device:
+        """The device the model's parameters live on."""
         return next(self.parameters()).device
+
+    _device = device
 
     def _autocast(self):
         """bf16 autocast for the networks when ``config.precision == "bf16"``; the
@@ -88,11 +92,17 @@ class PairModel(nn.Module):
         return torch.randn(shape, generator=generator, device=device).to(self._device)
 
     @staticmethod
-    def _check_sampling(n: int, temperature: float) -> None:
+    def _check_sampling(n: int | tuple[int], temperature: float) -> int:
+        """The number of images asked for (``n`` or ``(n,)``), checked with the temperature."""
+        if isinstance(n, (tuple, torch.Size)) and len(n) == 1:
+            n = n[0]
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n must be an int >= 1, got {n!r}")
         if not (isinstance(temperature, (int, float)) and temperature > 0):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if not math.isfinite(temperature):
+            raise ValueError(f"temperature must be finite, got {temperature!r}")
+        return n
 
 
 def scale_pixels(x: Tensor) -> Tensor:

@@ -209,15 +209,15 @@ class PairGAN(PairModel):
     @torch.no_grad()
     def sample(
         self,
-        n: int,
+        n: int | tuple[int],
+        cond: Tensor | int | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
-        cond: Tensor | int | None = None,
     ) -> Tensor:
         """Draw n images: z ~ N(0, T^2 I), x = round(127.5 (G(z) + 1)).
 
         Arguments:
-            n: number of images (>= 1).
+            n: number of images (>= 1), or ``(n,)`` as in ``torch.distributions``.
             temperature: T > 0, the latent's standard deviation (T < 1 truncates towards
                 the mode: cleaner, less varied).
             generator: random generator for z.
@@ -226,7 +226,7 @@ class PairGAN(PairModel):
         Returns:
             uint8 (n, C, H, W).
         """
-        self._check_sampling(n, temperature)
+        n = self._check_sampling(n, temperature)
         cond = self._check_cond(cond, n)
         z = self._normal((n, self.config.latent_dim), generator) * temperature
         y = self._generate(z, self._digits_of(cond))

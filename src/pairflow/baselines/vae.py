@@ -251,6 +251,19 @@ class PairVAE(PairModel):
         kl = 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(1)  # (B,)
         return log_px - kl
 
+    def log_prob(
+        self,
+        x: Tensor,
+        cond: Tensor | int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """The ELBO (B,) in nats: a lower bound on log p(x), not the likelihood itself.
+
+        Arguments:
+            x, cond, generator: as in :meth:`elbo`.
+        """
+        return self.elbo(x, cond, generator)
+
     def bits_per_dim(
         self,
         x: Tensor,
@@ -276,16 +289,16 @@ class PairVAE(PairModel):
     @torch.no_grad()
     def sample(
         self,
-        n: int,
+        n: int | tuple[int],
+        cond: Tensor | int | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
-        cond: Tensor | int | None = None,
         pixels: str = "sample",
     ) -> Tensor:
         """Draw n images: z ~ N(0, T^2 I), then every pixel from p(x | z).
 
         Arguments:
-            n: number of images (>= 1).
+            n: number of images (>= 1), or ``(n,)`` as in ``torch.distributions``.
             temperature: T > 0, the latent's standard deviation.
             generator: random generator (latents and pixels).
             cond: pair labels (n,) or one int for all, conditional models only.
@@ -297,7 +310,7 @@ class PairVAE(PairModel):
         Returns:
             uint8 (n, C, H, W).
         """
-        self._check_sampling(n, temperature)
+        n = self._check_sampling(n, temperature)
         if pixels not in ("sample", "mean"):
             raise ValueError(f"unknown pixels {pixels!r}; valid: 'sample', 'mean'")
         cond = self._check_cond(cond, n)

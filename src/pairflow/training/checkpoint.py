@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from pairflow.training.packing import unpack_state_dict
 from pairflow.utils import atomic_save
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "find_checkpoint", "load_model"]
@@ -109,42 +110,23 @@ def upgrade_state(state: dict) -> dict:
     return state
 
 
-MODEL_KINDS = ("flow", "vae", "gan")
-
-
 def model_config_class(kind: str) -> type:
-    """The config dataclass of model ``kind``: FlowConfig, VAEConfig or GANConfig."""
-    if kind == "flow":
-        from pairflow.flows import FlowConfig
+    """The config dataclass of model ``kind`` (see :data:`pairflow.models.REGISTRY`)."""
+    from pairflow.models import REGISTRY, kind_spec
 
-        return FlowConfig
-    if kind == "vae":
-        from pairflow.baselines import VAEConfig
-
-        return VAEConfig
-    if kind == "gan":
-        from pairflow.baselines import GANConfig
-
-        return GANConfig
-    raise CheckpointError(
-        f"unknown model kind {kind!r} in checkpoint; valid kinds: {', '.join(MODEL_KINDS)}"
-    )
+    if kind not in REGISTRY:
+        raise CheckpointError(
+            f"unknown model kind {kind!r} in checkpoint; valid kinds: {', '.join(REGISTRY)}"
+        )
+    return kind_spec(kind).config_class
 
 
 def build_model(kind: str, model_config: dict[str, Any]) -> torch.nn.Module:
-    """Build an untrained model of ``kind`` (flow, vae or gan) from its config dict."""
-    config = model_config_class(kind)(**model_config)
-    if kind == "flow":
-        from pairflow.flows import build_flow
+    """Build an untrained model of ``kind`` from its config dict (the registry's builder)."""
+    from pairflow.models import build_model as build
 
-        return build_flow(config)
-    if kind == "vae":
-        from pairflow.baselines import PairVAE
-
-        return PairVAE(config)
-    from pairflow.baselines import PairGAN
-
-    return PairGAN(config)
+    model_config_class(kind)  # a named CheckpointError for an unknown kind
+    return build(kind, model_config)
 
 
 def load_model(
@@ -155,8 +137,6 @@ def load_model(
     Returns:
         ``(model, checkpoint_dict)``.
     """
-    from pairflow.training.export import unpack_state_dict
-
     state = load_checkpoint(path, map_location=map_location)
     model = build_model(state["kind"], state["model_config"])
     try:

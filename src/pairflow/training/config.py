@@ -7,18 +7,16 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from pairflow.models import REGISTRY, kind_spec
+from pairflow.options import PrecisionOption, Schedule
 from pairflow.utils import dataclass_from_dict
 
 __all__ = ["TrainConfig", "load_config_file", "merge_config"]
 
-PRESETS = ("seed", "multiscale")
-# Each model kind's presets (the baselines' are in pairflow.baselines) and its default one.
-MODEL_PRESETS = {"flow": PRESETS, "vae": ("conv",), "gan": ("dcgan",)}
-DEFAULT_PRESETS = {"flow": "multiscale", "vae": "conv", "gan": "dcgan"}
-PRECISIONS = ("fp32", "bf16", "auto")
-SCHEDULES = ("constant", "cosine")
+PRECISIONS = get_args(PrecisionOption)
+SCHEDULES = get_args(Schedule)
 
 
 @dataclass
@@ -59,16 +57,14 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.preset is None:
-            self.preset = DEFAULT_PRESETS.get(self.model)
+        if self.preset is None and self.model in REGISTRY:
+            self.preset = kind_spec(self.model).default_preset
 
     def validate(self) -> TrainConfig:
         """Check values; raise ``ValueError`` naming the bad field, its value and what is valid."""
-        if self.model not in MODEL_PRESETS:
-            raise ValueError(
-                f"unknown model {self.model!r}; valid models: {', '.join(MODEL_PRESETS)}"
-            )
-        presets = MODEL_PRESETS[self.model]
+        if self.model not in REGISTRY:
+            raise ValueError(f"unknown model {self.model!r}; valid models: {', '.join(REGISTRY)}")
+        presets = kind_spec(self.model).presets
         if self.preset not in presets:
             raise ValueError(
                 f"unknown preset {self.preset!r}; valid presets: {', '.join(presets)}"

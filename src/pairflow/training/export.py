@@ -19,49 +19,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from pairflow.training.checkpoint import load_checkpoint, save_checkpoint
+from pairflow.training.packing import DTYPES, pack_state_dict, unpack_state_dict
 
 __all__ = ["export_checkpoint", "pack_state_dict", "unpack_state_dict", "DTYPES"]
-
-DTYPES = ("fp32", "fp16", "int8")
-_SCALE = ".__int8_scale"
-
-
-def pack_state_dict(state: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
-    """Store a state dict's floating tensors as ``dtype`` (see the module docstring)."""
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
-    packed: dict[str, torch.Tensor] = {}
-    for name, value in state.items():
-        if not value.is_floating_point() or dtype == "fp32":
-            packed[name] = value
-        elif dtype == "fp16" or value.dim() < 2:
-            packed[name] = value.to(torch.float16)
-        else:
-            rows = value.reshape(value.shape[0], -1).float()
-            scale = rows.abs().amax(dim=1).clamp_min(1e-12) / 127.0  # (out,)
-            packed[name] = torch.round(rows / scale[:, None]).to(torch.int8).reshape(value.shape)
-            packed[name + _SCALE] = scale
-    return packed
-
-
-def unpack_state_dict(packed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Invert :func:`pack_state_dict` to float32 tensors (a plain state dict passes through)."""
-    state: dict[str, torch.Tensor] = {}
-    for name, value in packed.items():
-        if name.endswith(_SCALE):
-            continue
-        scale = packed.get(name + _SCALE)
-        if scale is not None:
-            shape = (-1,) + (1,) * (value.dim() - 1)
-            state[name] = value.float() * scale.view(shape)
-        elif value.dtype in (torch.float16, torch.bfloat16):
-            state[name] = value.float()
-        else:
-            state[name] = value
-    return state
 
 
 def export_checkpoint(

@@ -1,0 +1,267 @@
+"""The model contract: what the training loop, the commands and the app may call on a model.
+
+Every model kind is one row of :data:`REGISTRY`: its config dataclass, its builder, its
+presets, and the capabilities it declares. The loop and the commands ask the row, never the
+model (no ``hasattr``): a kind that declares ``likelihood="exact"`` is a
+:class:`LikelihoodModel`, ``encodes=True`` an :class:`Autoencoding` one, ``own_update=True``
+a :class:`SelfUpdating` one. ``tests/test_models.py`` checks each row's models against the
+protocols it declares.
+
+Adding a model kind touches this table and the model's own module only (see
+``docs/architecture.md``).
+
+Example:
+    >>> spec = kind_spec("flow")
+    >>> spec.config_class.__name__, spec.default_preset, spec.likelihood
+    ('FlowConfig', 'multiscale', 'exact')
+    >>> model = build_model("flow", {"preset": "seed", "arch": "mlp", "hidden_features": 8})
+    >>> isinstance(model, LikelihoodModel)
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from pairflow.options import ModelKind, check_choice
+
+__all__ = [
+    "GenerativeModel",
+    "LikelihoodModel",
+    "Autoencoding",
+    "SelfUpdating",
+    "DataInitialised",
+    "KindSpec",
+    "REGISTRY",
+    "kind_spec",
+    "kind_of",
+    "build_model",
+    "load",
+]
+
+
+# ---------------------------------------------------------------------- protocols
+@runtime_checkable
+class GenerativeModel(Protocol):
+    """Any pairflow model: it draws uint8 images and knows its config and device.
+
+    ``cond`` is always the pair label, (B,) int64 in 0..99 (or one int), for conditional
+    models only; images are uint8 pixels 0..255, or float images in [0, 1] (levels k / 255).
+    """
+
+    config: Any
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def sample(
+        self,
+        sample_shape: Any = ...,
+        cond: Tensor | int | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """uint8 images (n, C, H, W) at temperature T."""
+        ...
+
+
+@runtime_checkable
+class LikelihoodModel(GenerativeModel, Protocol):
+    """A model with a likelihood: exact (flows) or a bound (``bits_per_dim_is_bound``: VAE)."""
+
+    bits_per_dim_is_bound: bool
+
+    def log_prob(
+        self, x: Tensor, cond: Tensor | int | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """log p(x) (B,) in nats (or its lower bound)."""
+        ...
+
+    def bits_per_dim(
+        self, x: Tensor, cond: Tensor | int | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Bits per dimension (B,) on the 256-level scale (or its upper bound)."""
+        ...
+
+
+@runtime_checkable
+class Autoencoding(Protocol):
+    """A model that maps images to latents and back (flows exactly, the VAE approximately)."""
+
+    def encode(self, x: Tensor, cond: Tensor | int | None = None) -> Tensor: ...
+
+    def decode(self, z: Tensor, cond: Tensor | int | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class SelfUpdating(Protocol):
+    """A model that owns its update (the GAN: two optimisers, alternating steps).
+
+    The loop calls ``make_optimizers`` once and ``train_step`` for every batch in place of its
+    own step; without a likelihood the model also reports its own test numbers.
+    """
+
+    def make_optimizers(self, config: Any) -> dict[str, torch.optim.Optimizer]: ...
+
+    def train_step(
+        self,
+        x: Tensor,
+        cond: Tensor | None,
+        optimizers: dict[str, torch.optim.Optimizer],
+        generator: torch.Generator | None,
+        grad_clip: float | None,
+    ) -> dict[str, Tensor]:
+        """One update; returns at least ``loss`` and ``grad_norm``."""
+        ...
+
+    def test_metrics(
+        self, dataset: Any, device: torch.device, conditional: bool, batch_size: int = ...
+    ) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class DataInitialised(Protocol):
+    """A model with data-dependent initialisation (ActNorm), run before distributed wrapping."""
+
+    def data_init(self, x: Tensor, cond: Tensor | None = None) -> None: ...
+
+
+# ---------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class KindSpec:
+    """One model kind: how to build it and what it can do.
+
+    Arguments:
+        name: the kind's name (``--model``).
+        config_class: its config dataclass (from a preset: ``config_class.from_preset``).
+        build: config -> untrained model.
+        default_preset: the preset ``pairflow train --model NAME`` uses.
+        likelihood: ``"exact"``, ``"bound"`` (an ELBO) or None (no likelihood: GAN).
+        encodes: the model is :class:`Autoencoding`.
+        own_update: the model is :class:`SelfUpdating` (the loop calls its ``train_step``).
+        data_init: the model is :class:`DataInitialised`.
+        distributed: the kind trains under ``torchrun`` (DistributedDataParallel).
+    """
+
+    name: str
+    config_class: type
+    build: Callable[[Any], torch.nn.Module]
+    default_preset: str
+    likelihood: Literal["exact", "bound"] | None
+    encodes: bool = False
+    own_update: bool = False
+    data_init: bool = False
+    distributed: bool = True
+
+    @property
+    def presets(self) -> tuple[str, ...]:
+        return tuple(self.config_class.PRESETS)
+
+    @property
+    def bpd_key(self) -> str | None:
+        """The name its bits/dim goes by in logs: ``bpd``, ``bpd_bound`` or None."""
+        return {"exact": "bpd", "bound": "bpd_bound", None: None}[self.likelihood]
+
+    def protocols(self) -> list[type]:
+        """The protocols this kind's models declare they satisfy."""
+        declared = [LikelihoodModel if self.likelihood else GenerativeModel]
+        declared += [Autoencoding] if self.encodes else []
+        declared += [SelfUpdating] if self.own_update else []
+        declared += [DataInitialised] if self.data_init else []
+        return declared
+
+
+def _flow_spec() -> KindSpec:
+    from pairflow.flows import FlowConfig, PairFlow
+
+    return KindSpec("flow", FlowConfig, PairFlow, "multiscale", "exact", True, False, True)
+
+
+def _vae_spec() -> KindSpec:
+    from pairflow.baselines import PairVAE, VAEConfig
+
+    return KindSpec("vae", VAEConfig, PairVAE, "conv", "bound", encodes=True)
+
+
+def _gan_spec() -> KindSpec:
+    from pairflow.baselines import GANConfig, PairGAN
+
+    return KindSpec("gan", GANConfig, PairGAN, "dcgan", None, own_update=True, distributed=False)
+
+
+REGISTRY: dict[str, Callable[[], KindSpec]] = {
+    "flow": _flow_spec,
+    "vae": _vae_spec,
+    "gan": _gan_spec,
+}
+"""Kind name -> a function giving its :class:`KindSpec` (imports the model on first use)."""
+
+
+def kind_spec(kind: ModelKind | str) -> KindSpec:
+    """The :class:`KindSpec` of ``kind``; unknown kinds raise listing the valid ones."""
+    check_choice("model kind", kind, tuple(REGISTRY))
+    return REGISTRY[kind]()
+
+
+def kind_of(model: torch.nn.Module) -> KindSpec:
+    """The :class:`KindSpec` whose builder made ``model`` (by its class)."""
+    for name in REGISTRY:
+        spec = kind_spec(name)
+        if isinstance(spec.build, type) and isinstance(model, spec.build):
+            return spec
+    raise TypeError(f"{type(model).__name__} is not a registered pairflow model kind")
+
+
+def build_model(kind: ModelKind | str, model_config: dict[str, Any] | Any) -> torch.nn.Module:
+    """An untrained model of ``kind`` from its config (a dataclass or its dict)."""
+    spec = kind_spec(kind)
+    if isinstance(model_config, dict):
+        model_config = spec.config_class.from_dict(model_config)
+    return spec.build(model_config)
+
+
+def load(
+    name_or_path: str | os.PathLike, map_location: str | torch.device | None = None
+) -> torch.nn.Module:
+    """Load a model, ready to use (eval mode): a shipped name, a run folder or a checkpoint.
+
+    Arguments:
+        name_or_path: a shipped model's name (``"multiscale-cond"``, see
+            ``pairflow sample --list-pretrained``), a run folder (its ``best.pt``, else
+            ``last.pt``) or a checkpoint file.
+        map_location: the device to put it on (``"cpu"``, ``"cuda"``, ``"cuda:1"``); None: CPU.
+
+    Returns:
+        The model (a :class:`LikelihoodModel` for flows and the VAE).
+
+    Raises:
+        ValueError: an unknown name, a path that does not exist, or CUDA asked for and absent
+            (:class:`~pairflow.training.checkpoint.CheckpointError` for unreadable files).
+
+    Example:
+        >>> import pairflow
+        >>> flow = pairflow.load("multiscale-cond")
+        >>> flow.sample((4,), cond=37, temperature=0.7).shape
+        torch.Size([4, 1, 28, 56])
+    """
+    from pairflow.pretrained import list_pretrained, pretrained_path
+    from pairflow.training.checkpoint import load_model
+    from pairflow.utils import resolve_device
+
+    device = resolve_device(str(map_location)) if map_location is not None else None
+    text = os.fspath(name_or_path)
+    if not os.path.exists(text):
+        if text not in list_pretrained():
+            shipped = ", ".join(sorted(list_pretrained())) or "(none ship with this build)"
+            raise ValueError(
+                f"{text!r} is neither a file, a run folder nor a shipped model; shipped: {shipped}"
+            )
+        text = str(pretrained_path(text))
+    model, _ = load_model(text, map_location=device or "cpu")
+    return model
