@@ -128,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
 
     model, state, source = load_model_from_args(args)
     kind = state.get("kind", "flow")
-    has_likelihood = hasattr(model, "bits_per_dim")
+    from pairflow.models import kind_spec
+
+    has_likelihood = kind_spec(kind).likelihood is not None
     if not has_likelihood and not args.samples:
         raise UsageError(
             f"{source} is a {kind} model: it has no likelihood, so no bits/dim to evaluate; "

@@ -90,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
             "train one with --conditional or use a *-cond pretrained model"
         )
     if args.interpolate:
-        if not hasattr(model, "encode"):
+        from pairflow.models import kind_spec
+
+        if not kind_spec(state["kind"]).encodes:
             raise UsageError(
                 f"--interpolate needs a model with an encoder (flow or vae); {source} is a "
                 f"{state.get('kind')} model"

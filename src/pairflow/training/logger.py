@@ -1,0 +1,75 @@
+"""The run's metrics log: ``metrics.jsonl`` (one JSON record a line) and ``curves.png``."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+from pairflow.utils import atomic_write_text
+
+__all__ = ["MetricsLogger", "read_metrics"]
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a ``metrics.jsonl``.
+
+    A torn last line (a crash or ``kill -9`` in the middle of an append) is the expected
+    result of a crash: it is dropped with a warning. A bad line elsewhere raises.
+
+    Raises:
+        ValueError: naming the file and line of a malformed record that is not the last.
+    """
+    records: list[dict] = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                warnings.warn(
+                    f"{path}: line {number} is torn (a crash during an append); dropped",
+                    stacklevel=2,
+                )
+                break
+            raise ValueError(f"{path}: line {number} is not a JSON record ({err})") from err
+    return records
+
+
+class MetricsLogger:
+    """Rank-0 writer of metrics.jsonl and curves.png (a no-op on other ranks).
+
+    Arguments:
+        out: the run folder.
+        enabled: whether this process writes (rank 0).
+    """
+
+    def __init__(self, out: Path, enabled: bool):
+        self.path = out / "metrics.jsonl"
+        self.enabled = enabled
+        self.records: list[dict] = []
+        if enabled and self.path.exists():
+            self.records = read_metrics(self.path)
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, forget records logged after the checkpoint's step."""
+        self.records = [r for r in self.records if r.get("step", 0) <= step]
+        if self.enabled:
+            text = "".join(json.dumps(r) + "\n" for r in self.records)
+            atomic_write_text(self.path, text)
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.records.append(record)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def plot(self, path: Path) -> None:
+        if not self.enabled:
+            return
+        from pairflow.training.plots import plot_curves
+
+        plot_curves(self.records, path)

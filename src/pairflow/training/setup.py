@@ -1,0 +1,303 @@
+"""Everything a training run holds, built before its first step: :func:`setup` -> :class:`Run`.
+
+Data (the pair sets and the loader), the model (from its preset, a checkpoint to resume, or
+``--init-from`` weights), its optimisers and schedules, the dequantisation noise generator,
+the logger and, under ``torchrun``, the distributed wrapping.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pairflow.models import KindSpec, kind_spec
+from pairflow.training.checkpoint import CheckpointError, build_model, load_checkpoint
+from pairflow.training.config import TrainConfig
+from pairflow.training.distributed import Processes, init_processes
+from pairflow.training.logger import MetricsLogger
+from pairflow.training.speed import CompileOrEager, make_adam, set_threads
+from pairflow.utils import atomic_write_text, resolve_device
+
+__all__ = ["Run", "setup", "init_weights", "resolve_precision"]
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> the faster precision here (see :func:`pairflow.flows.resolve_precision`)."""
+    from pairflow.flows import resolve_precision as resolve
+
+    return resolve(precision, device)
+
+
+@dataclass
+class Run:
+    """The state of one training run; :mod:`pairflow.training.loop` steps it."""
+
+    config: TrainConfig
+    out: Path
+    procs: Processes
+    spec: KindSpec
+    model: nn.Module
+    model_config: dict[str, Any]
+    loss_fn: Any  # (x, cond, generator) -> bits/dim (B,), for kinds without their own update
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, Any]
+    train_set: Any
+    test_set: Any
+    loader: Any
+    noise: torch.Generator
+    logger: MetricsLogger
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best: float = math.inf
+    nonfinite_skipped: int = 0
+    best_step: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.procs.device
+
+
+class _NLL(nn.Module):
+    """Wraps a flow so that ``forward`` is the loss: DistributedDataParallel syncs gradients
+    only through ``forward``."""
+
+    def __init__(self, flow: nn.Module):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, x, cond, generator):
+        return self.flow.bits_per_dim(x, cond=cond, generator=generator)  # (B,)
+
+
+def lr_lambda(config: TrainConfig, steps_per_epoch: int):
+    """The learning-rate factor of each step: linear warm-up, then constant or cosine."""
+    warmup = config.warmup_steps
+    total = config.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if config.schedule == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+def build_data(config: TrainConfig, procs: Processes):
+    """The training pairs (redrawn each epoch), the fixed test pairs and this rank's loader."""
+    from pairflow.data import PairedMNIST, PairLoader, resolve_root
+
+    root = resolve_root(config.data_dir)
+    train_set = PairedMNIST(
+        root, train=True, seed=config.seed, num_pairs=config.num_pairs, balanced=config.balanced
+    )
+    # The test pairing never depends on the run's seed: test numbers compare across runs.
+    test_set = PairedMNIST(root, train=False, num_pairs=config.test_pairs)
+    loader = PairLoader(
+        train_set,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        seed=config.seed,
+        rank=procs.rank,
+        world_size=procs.world_size,
+    )
+    if len(loader) == 0:
+        raise ValueError(
+            f"batch size {config.batch_size} exceeds the {len(train_set)} training pairs "
+            f"per rank; lower --batch-size or raise --num-pairs"
+        )
+    return train_set, test_set, loader
+
+
+def model_config(config: TrainConfig, precision: str) -> dict[str, Any]:
+    """The model's config (as a dict) from the run's preset, overrides and precision."""
+    config_class = kind_spec(config.model).config_class
+    overrides = dict(config.model_overrides)
+    names = {f.name for f in fields(config_class)}
+    if "conditional" in names:
+        overrides.setdefault("conditional", config.conditional)
+    elif config.conditional:
+        raise ValueError(f"--model {config.model} has no conditional version")
+    if "precision" in names:
+        overrides.setdefault("precision", precision)
+    return asdict(config_class.from_preset(config.preset, **overrides))
+
+
+def init_weights(model: nn.Module, path: str | os.PathLike, kind: str = "flow") -> list[str]:
+    """Load the weights of checkpoint (or run folder) ``path`` into ``model`` to fine-tune it.
+
+    Every tensor of the checkpoint must exist in ``model`` with the same shape; parameters and
+    buffers only ``model`` has (e.g. the label prior of ``conditioning="both"`` added to an
+    ``"embedding"`` model) keep their initialisation, and their names are returned.
+
+    Raises:
+        CheckpointError: the checkpoint is of another model kind, or its weights do not fit.
+    """
+    from pairflow.training.packing import unpack_state_dict
+
+    state = load_checkpoint(path, map_location="cpu")
+    if state["kind"] != kind:
+        raise CheckpointError(
+            f"--init-from {path}: checkpoint holds a {state['kind']}, not a {kind}"
+        )
+    weights = unpack_state_dict(state["model"])
+    own = model.state_dict()
+    extra = sorted(set(weights) - set(own))
+    misfit = [k for k in weights if k in own and weights[k].shape != own[k].shape]
+    if extra or misfit:
+        detail = "; ".join(
+            part
+            for part in (
+                f"not in this model: {', '.join(extra[:5])}" if extra else "",
+                f"other shape: {', '.join(misfit[:5])}" if misfit else "",
+            )
+            if part
+        )
+        raise CheckpointError(
+            f"--init-from {path}: its weights do not fit this model ({detail}); "
+            "build the same architecture (preset and --set overrides)"
+        )
+    missing = sorted(set(own) - set(weights))
+    model.load_state_dict(weights, strict=False)
+    return missing
+
+
+def _resume_state(config: TrainConfig, out: Path) -> dict:
+    last = out / "last.pt"
+    if not last.is_file():
+        raise CheckpointError(f"--resume: no checkpoint {last} to resume from")
+    state = load_checkpoint(last, map_location="cpu")
+    saved = state["train_config"]
+    for key in ("preset", "model", "conditional"):
+        if saved.get(key) != getattr(config, key):
+            raise CheckpointError(
+                f"--resume: checkpoint {last} was trained with {key}={saved.get(key)!r}, "
+                f"but {key}={getattr(config, key)!r} was asked for; use a new --out"
+            )
+    return state
+
+
+def _optimizers(config: TrainConfig, spec: KindSpec, model: nn.Module, steps_per_epoch: int):
+    if spec.own_update:
+        optimizers = model.make_optimizers(config)
+    else:
+        adam = make_adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizers = {"model": adam}
+    schedulers = {
+        name: torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(config, steps_per_epoch))
+        for name, opt in optimizers.items()
+    }
+    return optimizers, schedulers
+
+
+def optimizer_state(run: Run) -> dict:
+    """Checkpoint entries: ``optimizer``/``scheduler`` for the one-optimiser models (the
+    format flows always had), ``optimizers``/``schedulers`` dicts by name otherwise."""
+    if list(run.optimizers) == ["model"]:
+        return {
+            "optimizer": run.optimizers["model"].state_dict(),
+            "scheduler": run.schedulers["model"].state_dict(),
+        }
+    return {
+        "optimizers": {k: o.state_dict() for k, o in run.optimizers.items()},
+        "schedulers": {k: s.state_dict() for k, s in run.schedulers.items()},
+    }
+
+
+def _restore(run: Run, state: dict) -> None:
+    """Continue exactly where checkpoint ``state`` stopped."""
+    run.model.load_state_dict(state["model"])
+    if list(run.optimizers) == ["model"]:
+        run.optimizers["model"].load_state_dict(state["optimizer"])
+        run.schedulers["model"].load_state_dict(state["scheduler"])
+    else:
+        for name in run.optimizers:
+            run.optimizers[name].load_state_dict(state["optimizers"][name])
+            run.schedulers[name].load_state_dict(state["schedulers"][name])
+    run.step, run.epoch = state["step"], state["epoch"]
+    run.batch_in_epoch = state["batch_in_epoch"]
+    run.best = state.get("best_test_bpd", math.inf)
+    run.best_step = state.get("best_step")
+    run.nonfinite_skipped = state.get("nonfinite_skipped", 0)
+    noise_states = state["rng"]["noise"]
+    rank = run.procs.rank
+    run.noise.set_state(noise_states[rank].cpu() if rank < len(noise_states) else noise_states[0])
+    run.train_set.load_state_dict(state["data"])
+    run.logger.truncate_after(run.step)
+
+
+def _wrap(run: Run, fresh: bool) -> None:
+    """The loss module: DDP-wrapped under torchrun, compiled with ``--compile``."""
+    config, spec = run.config, run.spec
+    if spec.own_update:
+        if config.compile:
+            import warnings
+
+            warnings.warn(
+                f"--compile does not apply to --model {config.model}; running eagerly",
+                stacklevel=3,
+            )
+        return
+    loss_module: nn.Module = _NLL(run.model)
+    if run.procs.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if fresh and spec.data_init:
+            # Data-dependent init (ActNorm) before wrapping: DDP then broadcasts rank 0's
+            # parameters and buffers, so every rank starts from the same model.
+            run.loader.set_epoch(0)
+            x0, y0 = next(iter(run.loader))
+            run.model.data_init(
+                x0.to(run.device), y0.to(run.device) if config.conditional else None
+            )
+        device_ids = [run.device.index] if run.device.type == "cuda" else None
+        loss_module = DistributedDataParallel(loss_module, device_ids=device_ids)
+    run.loss_fn = CompileOrEager(loss_module) if config.compile else loss_module
+
+
+def setup(config: TrainConfig, resume: bool = False) -> Run:
+    """Build a :class:`Run` from ``config``; ``resume`` continues from ``out/last.pt``."""
+    config.validate()
+    set_threads(config.threads)
+    procs = init_processes(resolve_device(config.device))
+    spec = kind_spec(config.model)
+    if spec.own_update and procs.world_size > 1:
+        raise ValueError(f"--model {config.model} trains in one process only; run without torchrun")
+    out = Path(config.out)
+    state = _resume_state(config, out) if resume else None
+    if procs.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    train_set, test_set, loader = build_data(config, procs)
+    precision = resolve_precision(config.precision, procs.device)
+    values = state["model_config"] if state is not None else model_config(config, precision)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, values).to(procs.device)  # a flow or a baseline
+    optimizers, schedulers = _optimizers(config, spec, model, len(loader))
+    # Dequantisation noise has its own generator so that its state can be checkpointed.
+    noise = torch.Generator(device=procs.device).manual_seed(config.seed * 1000 + procs.rank)
+    run = Run(
+        config, out, procs, spec, model, values, None, optimizers, schedulers,
+        train_set, test_set, loader, noise, MetricsLogger(out, enabled=procs.is_main),
+    )  # fmt: skip
+    if state is not None:
+        _restore(run, state)
+    elif config.init_from:
+        fresh = init_weights(model, config.init_from, config.model)
+        if procs.is_main:
+            new = f"; new, freshly initialised: {', '.join(fresh)}" if fresh else ""
+            print(f"initialised from {config.init_from}{new}")
+    _wrap(run, fresh=state is None and not config.init_from)
+    return run
