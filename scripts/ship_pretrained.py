@@ -16,8 +16,9 @@ import json
 from pathlib import Path
 
 from pairflow.data import PairedMNIST, resolve_root
+from pairflow.evaluation import evaluate_bpd
 from pairflow.pretrained import WEIGHTS_DIR
-from pairflow.training import evaluate_bpd, load_model
+from pairflow.training import load_model
 from pairflow.training.export import export_checkpoint
 from pairflow.utils import atomic_write_text
 

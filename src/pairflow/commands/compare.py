@@ -19,17 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from pairflow.cli import UsageError
-from pairflow.commands.evaluate import format_number
+from pairflow.evaluation.report import format_number
+from pairflow.metrics.table import METRICS
 
-# (key in eval JSON "metrics", column, number format, lower is better)
-COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
-    ("fd", "FD", ".3f", True),
-    ("inception_score", "IS", ".2f", False),
-    ("precision", "precision", ".3f", False),
-    ("recall", "recall", ".3f", False),
-    ("coverage", "coverage", ".2f", False),
-    ("kl_uniform", "KL", ".4f", True),
-    ("conditional_accuracy", "cond. accuracy", ".3f", False),
+# (key in eval JSON "metrics", column, number format, lower is better), from the one table;
+# the worst pair stays in each run's own report (one column per table is enough here).
+COLUMNS: tuple[tuple[str, str, str, bool], ...] = tuple(
+    (m.key, m.column, m.spec, m.lower_is_better)
+    for m in METRICS
+    if m.key != "conditional_accuracy_min"
 )
 
 

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    device = next(model.parameters()).device
+    device = model.device
     labels = None
     n = args.n
     if args.grid:
@@ -112,16 +112,12 @@ def run(args: argparse.Namespace) -> int:
     elif conditional:
         labels = torch.randint(0, 100, (n,), generator=torch.Generator().manual_seed(args.seed))
     total = n if labels is None else len(labels)
+    from pairflow.evaluation import draw_samples
+
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    chunks = []
-    with torch.no_grad():
-        for lo in range(0, total, args.batch_size):
-            hi = min(lo + args.batch_size, total)
-            cond = None if labels is None else labels[lo:hi].to(device)
-            chunks.append(
-                model.sample(hi - lo, temperature=args.temperature, generator=gen, cond=cond).cpu()
-            )
-    images = torch.cat(chunks)  # (N, 1, 28, 56) uint8
+    images = draw_samples(  # (N, 1, 28, 56) uint8
+        model, total, args.batch_size, temperature=args.temperature, generator=gen, labels=labels
+    )
     _write(images, labels, Path(args.out), grid_rows=10 if args.grid else None)
     return 0
 
@@ -176,7 +172,7 @@ def _interpolate(model, args: argparse.Namespace, conditional: bool) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(test), generator=gen)[: 2 * rows]
     x, y = test.get_batch(idx)
-    device = next(model.parameters()).device
+    device = model.device
     x = x.to(device)
     cond = y.to(device) if conditional else None
     with torch.no_grad():

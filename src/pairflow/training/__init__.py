@@ -1,5 +1,6 @@
 """Training, checkpoints and evaluation of pairflow models."""
 
+from pairflow.evaluation.likelihood import evaluate_bpd  # re-exported: its old home
 from pairflow.training.checkpoint import (
     CheckpointError,
     find_checkpoint,
@@ -8,7 +9,6 @@ from pairflow.training.checkpoint import (
     save_checkpoint,
 )
 from pairflow.training.config import TrainConfig, load_config_file, merge_config
-from pairflow.training.evaluation import evaluate_bpd
 from pairflow.training.loop import TrainingDiverged, resolve_precision, train
 
 __all__ = [

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
+from pairflow.evaluation import evaluate_bpd
 from pairflow.training.checkpoint import save_checkpoint
 from pairflow.training.config import TrainConfig
-from pairflow.training.evaluation import evaluate_bpd
 from pairflow.training.interrupt import GracefulInterrupt
 from pairflow.training.setup import (
     _NLL,  # noqa: F401  (benchmarks time the loop's loss module)

@@ -1,0 +1,63 @@
+"""The real-vs-real floor of the sample metrics, cached beside the report.
+
+The floor is the sample metrics of N real *training* pairs judged against the same N real
+test pairs as the samples: the best a model can reach with this many samples. It depends only
+on N, the seed, the data and the classifier (not on the model), and costs two classifier
+passes over N pairs (~20 s at N = 10,000), so it is kept in ``floor_nN_seedS.json`` and
+reused while the data root and classifier stay the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from torch import Tensor
+
+__all__ = ["REFERENCE_SEED", "FLOOR_CACHE_VERSION", "cached_floor"]
+
+REFERENCE_SEED = 0
+"""The test pairing every evaluation compares with, so that runs compare."""
+
+FLOOR_CACHE_VERSION = 1
+
+
+def cached_floor(
+    reference: Tensor, root: Path, classifier, seed: int, cache_dir: Path, batch_size: int = 500
+) -> tuple[dict, dict]:
+    """The floor for ``reference`` (N, 1, 28, 56), from ``cache_dir`` when the key matches.
+
+    Returns:
+        ``(floor, info)``: the metrics, and ``{"floor_cached", "floor_seconds"}``.
+    """
+    from pairflow.classifier import DEFAULT_WEIGHTS
+    from pairflow.metrics import real_vs_real_floor
+    from pairflow.utils import atomic_write_text
+
+    n = int(reference.shape[0])
+    key = {
+        "version": FLOOR_CACHE_VERSION,
+        "num_pairs": n,
+        "seed": seed,
+        "reference_seed": REFERENCE_SEED,
+        "root": str(Path(root).resolve()),
+        "classifier_sha256": hashlib.sha256(DEFAULT_WEIGHTS.read_bytes()).hexdigest(),
+    }
+    path = Path(cache_dir) / f"floor_n{n}_seed{seed}.json"
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached.get("key") == key:
+            return cached["floor"], {"floor_cached": True, "floor_seconds": 0.0}
+    except (OSError, ValueError, AttributeError):
+        pass  # absent or unreadable: compute it again
+    start = time.perf_counter()
+    # Held-out training pairs seeded apart from the samples' seed (seed + 1, as in
+    # benchmarks/real_floor.py, so seed 0 reproduces the floor in BENCHMARKS.md).
+    floor = real_vs_real_floor(
+        reference, root=root, classifier=classifier, seed=seed + 1, batch_size=batch_size
+    )
+    seconds = time.perf_counter() - start
+    atomic_write_text(path, json.dumps({"key": key, "floor": floor}, indent=1) + "\n")
+    return floor, {"floor_cached": False, "floor_seconds": seconds}

@@ -1,0 +1,109 @@
+"""Rendering evaluations: numbers, the bits/dim sentence, the Markdown report."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from pairflow.metrics.table import METRICS
+
+__all__ = ["format_number", "relative", "bpd_markdown", "report_markdown"]
+
+
+def relative(path: Path, start: Path) -> str:
+    """``path`` relative to ``start``, with forward slashes (for Markdown links)."""
+    return Path(os.path.relpath(path, start)).as_posix()
+
+
+def format_number(value: Any, spec: str) -> str:
+    """``value`` with ``spec``; NaN shows as ``NaN`` and a missing value as ``-``."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    return format(value, spec)
+
+
+def bpd_markdown(report: dict) -> str:
+    """The report's bits/dim sentence: exact (flows), a bound (VAE) or none (GAN)."""
+    if "bits_per_dim" in report:
+        return (
+            f"{report['split']} bits/dim: **{report['bits_per_dim']:.4f}** "
+            f"± {report['bits_per_dim_stderr']:.4f} (standard error over "
+            f"{report['num_pairs']:,} pairs, {report['dequantization_draws']} dequantisation "
+            "draw(s) each)."
+        )
+    if "bits_per_dim_bound" in report:
+        return (
+            f"{report['split']} bits/dim ≤ **{report['bits_per_dim_bound']:.4f}** "
+            f"± {report['bits_per_dim_bound_stderr']:.4f}: the negative ELBO, an upper bound "
+            f"on the model's bits/dim (standard error over {report['num_pairs']:,} pairs, "
+            f"{report['latent_draws']} latent draw(s) each)."
+        )
+    return f"None: a {report['kind']} model has no likelihood."
+
+
+def report_markdown(report: dict, outputs: dict[str, Path], curves: Path | None) -> str:
+    """The Markdown report of ``evaluate --samples``: bits/dim, the metric table beside the
+    floor, the sample grid and the training curves (``outputs``: paths of report and grid)."""
+    s = report["samples"]
+    here = outputs["report"].parent
+    kind = "conditional" if report["conditional"] else "unconditional"
+    lines = [
+        f"# Evaluation of `{report['source']}`",
+        "",
+        f"{report['kind']} model, preset `{report['preset']}`, {kind}, "
+        f"{report['params']:,} parameters, checkpoint step {report['step']}.",
+        "",
+        "## Bits/dim",
+        "",
+        bpd_markdown(report),
+        "",
+        "## Sample metrics",
+        "",
+        f"{s['num_samples']:,} samples at temperature {s['temperature']} (seed {s['seed']})"
+        + (", asked for the 100 pair labels in turn" if report["conditional"] else "")
+        + f", judged by the shipped pair classifier against {s['reference']}. "
+        f"The real-vs-real floor is the same metrics for real pairs in place of the samples "
+        f"({s['floor_held_out']}): the best a model can reach with this many samples.",
+        "",
+        "| metric | model | real-vs-real floor |",
+        "|---|---:|---:|",
+    ]
+    for metric in METRICS:
+        if metric.key in report["metrics"]:
+            m = report["metrics"][metric.key]
+            lines.append(
+                f"| {metric.label} | {format_number(m['model'], metric.spec)} | "
+                f"{format_number(m['floor'], metric.spec)} |"
+            )
+    lines += [""]
+    if report["conditional"]:
+        lines += [
+            f"Worst pair: {format_number(s['conditional_accuracy_min_pair'], '02d')}; "
+            f"fraction of all samples read as requested: "
+            f"{format_number(s['conditional_accuracy_overall'], '.3f')}.",
+            "",
+        ]
+    if s["nonfinite_samples"]:
+        lines += [f"**{s['nonfinite_samples']} samples were not finite**: the model diverged.", ""]
+    lines += [
+        f"Sampling: {s['samples_per_second']:.1f} samples/s ({s['sampling_seconds']:.1f} s); "
+        f"metrics {s['metrics_seconds']:.1f} s; floor "
+        + ("from the cache" if s["floor_cached"] else f"{s['floor_seconds']:.1f} s")
+        + ".",
+        "",
+        "## Samples",
+        "",
+        f"![samples]({relative(outputs['grid'], here)})",
+        "",
+        "## Training curves",
+        "",
+    ]
+    if curves is not None:
+        lines.append(f"![training curves]({relative(curves, here)})")
+    else:
+        lines.append("No training curves: no `metrics.jsonl` or `curves.png` beside the model.")
+    return "\n".join(lines) + "\n"

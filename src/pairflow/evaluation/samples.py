@@ -1,0 +1,117 @@
+"""Sample metrics of a model beside the real-vs-real floor: the body of ``evaluate --samples``."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+from pairflow.evaluation.floor import REFERENCE_SEED, cached_floor
+from pairflow.evaluation.report import relative
+from pairflow.evaluation.sampling import draw_samples
+from pairflow.metrics.table import METRICS
+
+__all__ = ["sample_metrics"]
+
+
+def sample_metrics(
+    model,
+    conditional: bool,
+    n: int,
+    root: Path,
+    grid_path: Path,
+    cache_dir: Path,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 500,
+    json_dir: Path | None = None,
+) -> dict:
+    """Draw ``n`` samples, judge them against ``n`` real test pairs beside the floor.
+
+    Conditional models are asked for every pair label in turn (00, 01, ..., 99, 00, ...).
+
+    Arguments:
+        model: a :class:`~pairflow.models.GenerativeModel`.
+        conditional: whether to ask for labels.
+        n: samples (and real test pairs; at most the test split's size).
+        root: the MNIST root.
+        grid_path: where the sample grid PNG goes.
+        cache_dir: the folder of the floor cache.
+        temperature, seed, batch_size: of the samples.
+        json_dir: the folder the grid's path is given relative to (default: its own).
+
+    Returns:
+        ``{"samples": details, "metrics": {key: {"model", "floor"}}}``.
+
+    Raises:
+        FileNotFoundError, ValueError: the data root lacks the test split.
+    """
+    import torch
+
+    from pairflow.classifier import load_classifier
+    from pairflow.data import PairedMNIST
+    from pairflow.images import save_grid
+    from pairflow.metrics import evaluate_samples
+
+    test = PairedMNIST(root, train=False, num_pairs=n, seed=REFERENCE_SEED)
+    if n > len(test.digits):
+        # N test pairs from fewer test digits would reuse digits and shrink the floor.
+        print(
+            f"pairflow evaluate: --samples {n} is more than the {len(test.digits)} test pairs "
+            f"of {root}; using N = {len(test.digits)} samples and real pairs",
+            file=sys.stderr,
+        )
+        n = len(test.digits)
+        test = PairedMNIST(root, train=False, num_pairs=n, seed=REFERENCE_SEED)
+    reference, _ = test.get_batch(torch.arange(n))  # (N, 1, 28, 56) uint8
+    device = model.device
+    classifier = load_classifier(device=device)
+
+    # Conditional models are asked for every pair label in turn: 00, 01, ..., 99, 00, ...
+    labels = torch.arange(n) % 100 if conditional else None
+    generator = torch.Generator(device=device).manual_seed(seed)
+    start = time.perf_counter()
+    samples = draw_samples(  # (N, 1, 28, 56) uint8
+        model, n, batch_size, temperature=temperature, generator=generator, labels=labels
+    )
+    sampling_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    metrics = evaluate_samples(
+        samples, reference, classifier, requested_labels=labels, batch_size=batch_size
+    )
+    metrics_seconds = time.perf_counter() - start
+    floor, floor_info = cached_floor(reference, root, classifier, seed, cache_dir, batch_size)
+
+    shown = 100 if conditional else 64
+    grid_images = samples[: min(n, shown)]
+    grid_labels = None if labels is None else [f"{int(v):02d}" for v in labels[: len(grid_images)]]
+    save_grid(grid_images, grid_path, nrow=10 if conditional else 8, labels=grid_labels)
+
+    table = {
+        m.key: {"model": metrics[m.key], "floor": floor[m.key]}
+        for m in METRICS
+        if conditional or not m.conditional_only
+    }
+    details = {
+        "num_samples": n,
+        "num_real": metrics["num_real"],
+        "temperature": temperature,
+        "seed": seed,
+        "requested_labels": "00..99 in turn (evenly)" if conditional else None,
+        "reference": f"{n} test pairs (pairing seed {REFERENCE_SEED})",
+        "floor_held_out": floor["held_out"],
+        "classifier": "shipped (pairflow/weights/classifier.pt)",
+        "nonfinite_samples": metrics["nonfinite_samples"],
+        "sampling_seconds": sampling_seconds,
+        "samples_per_second": n / sampling_seconds if sampling_seconds > 0 else math.inf,
+        "metrics_seconds": metrics_seconds,
+        **floor_info,
+        "grid": relative(grid_path, json_dir or grid_path.parent),
+    }
+    if conditional:
+        details["conditional_accuracy_min_pair"] = metrics["conditional_accuracy_min_pair"]
+        details["conditional_accuracy_overall"] = metrics["conditional_accuracy_overall"]
+        details["conditional_accuracy_per_pair"] = metrics["conditional_accuracy_per_pair"]
+    return {"samples": details, "metrics": table}

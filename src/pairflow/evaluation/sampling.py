@@ -1,0 +1,46 @@
+"""Drawing many samples in chunks: bounded memory, one generator, labels in order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+__all__ = ["iter_samples", "draw_samples"]
+
+
+@torch.no_grad()
+def iter_samples(
+    model,
+    n: int,
+    batch_size: int = 500,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    labels: Tensor | None = None,
+) -> Iterator[Tensor]:
+    """Yield uint8 sample chunks (<= batch_size, C, H, W) until ``n`` images are drawn.
+
+    Arguments:
+        model: any :class:`~pairflow.models.GenerativeModel`.
+        n: how many images (with ``labels``: ``len(labels)``, one per label).
+        batch_size: images per chunk (memory is bounded by one chunk).
+        temperature: sampling temperature.
+        generator: one generator for every chunk (the draws are reproducible).
+        labels: pair labels (n,) for a conditional model, None otherwise.
+    """
+    if labels is not None:
+        n = len(labels)
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+    device = model.device
+    for lo in range(0, n, batch_size):
+        hi = min(lo + batch_size, n)
+        cond = None if labels is None else labels[lo:hi].to(device)
+        chunk = model.sample((hi - lo,), cond=cond, temperature=temperature, generator=generator)
+        yield chunk.cpu()  # (hi - lo, C, H, W) uint8
+
+
+def draw_samples(model, n: int, batch_size: int = 500, **kwargs) -> Tensor:
+    """All of :func:`iter_samples` in one uint8 tensor (N, C, H, W)."""
+    return torch.cat(list(iter_samples(model, n, batch_size, **kwargs)))
