@@ -35,7 +35,7 @@ def _one_thread():
 
 def _tiny(kind: str, **overrides) -> torch.nn.Module:
     spec = kind_spec(kind)
-    values = {**TINY[kind], **overrides}
+    values = {**TINY.get(kind, {"preset": spec.default_preset}), **overrides}
     return spec.build(spec.config_class.from_preset(values.pop("preset"), **values))
 
 

@@ -92,6 +92,41 @@ def _outputs(args: argparse.Namespace) -> dict[str, Path] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_args(args)
+    outputs = _outputs(args)
+    from pairflow.data import resolve_root
+    from pairflow.models import kind_spec
+
+    model, state, source = load_model_from_args(args)
+    kind = state.get("kind", "flow")
+    spec = kind_spec(kind)
+    if spec.likelihood is None and not args.samples:
+        raise UsageError(
+            f"{source} is a {kind} model: it has no likelihood, so no bits/dim to evaluate; "
+            "use --samples N for its sample metrics"
+        )
+    root = resolve_root(args.data_dir)
+    conditional = bool(state["model_config"].get("conditional", False))
+    report: dict[str, Any] = {
+        "source": str(source),
+        "kind": kind,
+        "preset": state["model_config"].get("preset"),
+        "conditional": conditional,
+        "params": sum(p.numel() for p in model.parameters()),
+        "split": args.split,
+    }
+    start = time.perf_counter()
+    if spec.likelihood is not None:
+        report.update(_bits_per_dim(model, spec.likelihood == "bound", args, root, conditional))
+    report["seconds"] = time.perf_counter() - start
+    report["step"] = state.get("step")
+    if args.samples:
+        report.update(_samples(model, conditional, args, root, outputs))
+    _print_and_write(report, args, outputs)
+    return 0
+
+
+def _check_args(args: argparse.Namespace) -> None:
     if args.split not in ("test", "train"):
         raise UsageError(f"unknown --split {args.split!r}; valid: test, train")
     if args.draws < 1 or args.batch_size < 1:
@@ -105,94 +140,75 @@ def run(args: argparse.Namespace) -> int:
         )
     if not args.temperature > 0:
         raise UsageError(f"--temperature must be > 0, got {args.temperature}")
-    outputs = _outputs(args)
-    from pairflow.data import PairedMNIST, resolve_root
+
+
+def _bits_per_dim(model, bound: bool, args, root: Path, conditional: bool) -> dict[str, Any]:
+    """The report's bits/dim fields: exact (flows) or the negative ELBO (``bound``: VAE)."""
+    from pairflow.data import PairedMNIST
     from pairflow.evaluation import evaluate_bpd
 
-    model, state, source = load_model_from_args(args)
-    kind = state.get("kind", "flow")
-    from pairflow.models import kind_spec
-
-    has_likelihood = kind_spec(kind).likelihood is not None
-    if not has_likelihood and not args.samples:
-        raise UsageError(
-            f"{source} is a {kind} model: it has no likelihood, so no bits/dim to evaluate; "
-            "use --samples N for its sample metrics"
-        )
-    root = resolve_root(args.data_dir)
-    device = model.device
-    conditional = bool(state["model_config"].get("conditional", False))
-    report: dict[str, Any] = {
-        "source": str(source),
-        "kind": kind,
-        "preset": state["model_config"].get("preset"),
-        "conditional": conditional,
-        "params": sum(p.numel() for p in model.parameters()),
-        "split": args.split,
+    try:
+        dataset = PairedMNIST(root, train=args.split == "train", num_pairs=args.num_pairs)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from err
+    result = evaluate_bpd(
+        model,
+        dataset,
+        batch_size=args.batch_size,
+        device=model.device,
+        draws=args.draws,
+        conditional=conditional,
+    )
+    name, draws = (
+        ("bits_per_dim_bound", "latent_draws")
+        if bound
+        else ("bits_per_dim", "dequantization_draws")
+    )
+    return {
+        name: result["bpd"],
+        f"{name}_stderr": result["bpd_stderr"],
+        "num_pairs": result["num_pairs"],
+        draws: result["draws"],
     }
-    start = time.perf_counter()
-    if has_likelihood:
-        try:
-            dataset = PairedMNIST(root, train=args.split == "train", num_pairs=args.num_pairs)
-        except (FileNotFoundError, ValueError) as err:
-            raise UsageError(str(err)) from err
-        result = evaluate_bpd(
-            model,
-            dataset,
-            batch_size=args.batch_size,
-            device=device,
-            draws=args.draws,
-            conditional=conditional,
-        )
-        if kind_spec(kind).likelihood == "bound":  # a VAE: the negative ELBO
-            report["bits_per_dim_bound"] = result["bpd"]
-            report["bits_per_dim_bound_stderr"] = result["bpd_stderr"]
-            report["num_pairs"] = result["num_pairs"]
-            report["latent_draws"] = result["draws"]
-        else:
-            report["bits_per_dim"] = result["bpd"]
-            report["bits_per_dim_stderr"] = result["bpd_stderr"]
-            report["num_pairs"] = result["num_pairs"]
-            report["dequantization_draws"] = result["draws"]
-    report["seconds"] = time.perf_counter() - start
-    report["step"] = state.get("step")
-    if args.samples:
-        from pairflow.evaluation import sample_metrics
 
-        try:
-            report.update(
-                sample_metrics(
-                    model,
-                    conditional,
-                    args.samples,
-                    root,
-                    outputs["grid"],
-                    outputs["dir"],
-                    temperature=args.temperature,
-                    seed=args.seed,
-                    batch_size=args.batch_size,
-                    json_dir=outputs["json"].parent,
-                )  # fmt: skip
-            )
-        except (FileNotFoundError, ValueError) as err:
-            raise UsageError(str(err)) from err
+
+def _samples(model, conditional: bool, args, root: Path, outputs: dict) -> dict[str, Any]:
+    from pairflow.evaluation import sample_metrics
+
+    try:
+        return sample_metrics(
+            model,
+            conditional,
+            args.samples,
+            root,
+            outputs["grid"],
+            outputs["dir"],
+            temperature=args.temperature,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            json_dir=outputs["json"].parent,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from err
+
+
+def _print_and_write(report: dict, args: argparse.Namespace, outputs: dict | None) -> None:
     shown = report
     if "samples" in report:  # stdout skips the 100 per-pair accuracies (the file has them)
         samples = {k: v for k, v in report["samples"].items() if not k.endswith("_per_pair")}
         shown = {**report, "samples": samples}
     print(json.dumps(shown, indent=2))
-    if outputs is not None:
-        from pairflow.utils import atomic_write_text
+    if outputs is None:
+        return
+    from pairflow.evaluation import report_markdown
+    from pairflow.utils import atomic_write_text
 
-        atomic_write_text(outputs["json"], json.dumps(report, indent=2) + "\n")
-        print(f"wrote {outputs['json']}")
-        if args.samples:
-            from pairflow.evaluation import report_markdown
-
-            text = report_markdown(report, outputs, _curves(args, outputs))
-            atomic_write_text(outputs["report"], text)
-            print(f"wrote {outputs['report']}")
-    return 0
+    atomic_write_text(outputs["json"], json.dumps(report, indent=2) + "\n")
+    print(f"wrote {outputs['json']}")
+    if args.samples:
+        text = report_markdown(report, outputs, _curves(args, outputs))
+        atomic_write_text(outputs["report"], text)
+        print(f"wrote {outputs['report']}")
 
 
 def _curves(args: argparse.Namespace, outputs: dict[str, Path]) -> Path | None:
