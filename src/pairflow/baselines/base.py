@@ -42,10 +42,7 @@ class BaselineConfig(ModelConfig):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}.{field} must be a positive int, got {value!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}"
-            )
+        check_choice("precision", self.precision, Precision)
         # Two stride-2 stages down and up: the image sides must be multiples of 4.
         if self.height % 4 or self.width % 4:
             raise ValueError(

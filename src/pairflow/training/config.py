@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from pairflow.models import REGISTRY, kind_spec
-from pairflow.options import PrecisionOption, Schedule
+from pairflow.options import PrecisionOption, Schedule, check_choice
 from pairflow.utils import dataclass_from_dict
 
 __all__ = ["TrainConfig", "load_config_file", "merge_config"]
@@ -70,12 +70,8 @@ class TrainConfig:
                 f"unknown preset {self.preset!r}; valid presets: {', '.join(presets)}"
                 + ("" if self.model == "flow" else f" (for --model {self.model})")
             )
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        check_choice("precision", self.precision, PrecisionOption)
+        check_choice("schedule", self.schedule, Schedule)
         for name in ("epochs", "batch_size", "sample_n", "log_every", "max_nonfinite"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
