@@ -17,7 +17,7 @@ from typing import Any, ClassVar, get_args
 import torch
 from torch import Tensor, nn
 
-from pairflow.options import NUM_PAIR_CLASSES, Precision
+from pairflow.options import NUM_PAIR_CLASSES, Precision, check_choice
 from pairflow.utils import ModelConfig
 from pairflow.validation import check_pair_labels, check_pixels
 
