@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("pairflow.commands.compare", "several evaluated runs in one table and figure"),
     "export": ("pairflow.commands.export", "compact weights-only checkpoint (fp16 or int8)"),
     "classifier": ("pairflow.commands.classifier", "train or check the digit-pair classifier"),
+    "app": ("pairflow.commands.app", "a local web page: generate, explore and score pairs"),
 }
 
 

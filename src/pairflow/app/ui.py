@@ -1,0 +1,317 @@
+"""The page of ``pairflow app``: gradio widgets wired to :mod:`pairflow.app.core`.
+
+Three tabs (Generate, Explore, Score) share one model choice. Every handler catches what a
+user can get wrong and returns it as a message in the page; an unexpected error is logged on
+the server's stderr and shown as a one-line message, never a traceback, and the server keeps
+serving.
+
+gradio is imported here only: ``import pairflow.app`` works without it.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before gradio is imported: no usage statistics, no version check, no hub look-ups.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_SSR_MODE", "False")
+
+import functools  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import traceback  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from pairflow.app import core  # noqa: E402
+from pairflow.utils import atomic_write_bytes  # noqa: E402
+
+__all__ = ["build_app", "launch"]
+
+CANVAS_SCALE = 10  # the drawing canvas is 280x560 for a 28x56 pair
+INTRO = (
+    "# pairflow\n"
+    "RealNVP normalizing flows for MNIST digit pairs (28x56, label = left digit x 10 + right). "
+    "Pick a model, then **Generate** pairs, **Explore** its latent space, or **Score** a pair "
+    "you draw or upload."
+)
+
+
+def _message(text: str, kind: str = "error") -> str:
+    return f"**{'Error' if kind == 'error' else 'Note'}:** {text}"
+
+
+def _safe(n_outputs: int) -> Callable:
+    """Wrap a handler whose last output is its message box: errors become messages.
+
+    On an error every other output is cleared (None), so no stale result stays on screen.
+    """
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args):
+            try:
+                return fn(*args)
+            except core.AppInputError as err:
+                message = _message(str(err))
+            except Exception as err:  # a bug, not the user's fault: log it, keep serving
+                traceback.print_exc(file=sys.stderr)
+                message = _message(
+                    f"something went wrong ({type(err).__name__}: {str(err)[:300]}); "
+                    "the server log has the details"
+                )
+            return (*([None] * (n_outputs - 1)), message)
+
+        return wrapper
+
+    return decorate
+
+
+class _Handlers:
+    """The page's event handlers, holding the model cache and where downloads go."""
+
+    def __init__(self, data_dir: str | None, download_dir: Path, cache: core.ModelCache | None):
+        self.cache = cache or core.ModelCache()
+        self.data_dir = data_dir
+        self.download_dir = download_dir
+        self._counter = 0
+
+    def _model(self, choice: str, run: str) -> core.LoadedModel:
+        return self.cache.get(run.strip() if run and run.strip() else choice or "")
+
+    def _file(self, name: str, data: bytes) -> str:
+        # One folder per result: gradio serves files by path, and a later click must not
+        # change what an earlier download link returns.
+        self._counter += 1
+        folder = Path(tempfile.mkdtemp(prefix=f"{self._counter:05d}-", dir=self.download_dir))
+        return str(atomic_write_bytes(folder / name, data))
+
+    def describe(self, choice: str, run: str):
+        try:
+            return self._model(choice, run).describe()
+        except core.AppInputError as err:
+            return _message(str(err))
+
+    def generate(self, choice, run, pair, temperature, seed, count):
+        loaded = self._model(choice, run)
+        images, labels = core.generate(loaded, pair, count, temperature, seed)
+        grid = core.grid_image(images)
+        stem = f"pairflow-{loaded.name.replace('/', '_')}-{'any' if labels is None else pair}"
+        stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
+        png = self._file(f"{stem}.png", core.png_bytes(grid))
+        npz = self._file(f"{stem}.npz", core.npz_bytes(images, labels))
+        if labels is None:
+            what = "no label (unconditional model)"
+        elif len(set(labels.tolist())) == 1:
+            what = f"pair {int(labels[0]):02d}"
+        else:
+            what = "random pairs: " + " ".join(f"{int(v):02d}" for v in labels)
+        text = (
+            f"{len(images)} samples from {loaded.name}, {what}, temperature "
+            f"{float(temperature):g}, seed {int(seed)}; {core.grid_nrow(len(images))} per row"
+        )
+        return grid, gr.update(value=png, interactive=True), gr.update(value=npz, interactive=True), text
+
+    def explore(self, choice, run, mode, index_a, index_b, pair_a, pair_b, steps, temperature, seed):
+        loaded = self._model(choice, run)
+        if mode == "two test pairs":
+            strip, ends, labels = core.interpolate_test_pairs(
+                loaded, index_a, index_b, steps, self.data_dir
+            )
+            what = f"test pairs #{int(index_a)} ({int(ends[0]):02d}) -> #{int(index_b)} ({int(ends[1]):02d})"
+        else:
+            strip, ends, labels = core.interpolate_labels(
+                loaded, pair_a, pair_b, steps, temperature, seed
+            )
+            what = f"a sample of {int(ends[0]):02d} -> a sample of {int(ends[1]):02d}"
+        text = f"{len(strip)} steps along cos/sin latent path, {what}"
+        if labels is not None:
+            text += "; decoded with label " + " ".join(f"{v:02d}" for v in labels)
+        return core.grid_image(strip, nrow=len(strip)), text
+
+    def _score(self, choice, run, x: torch.Tensor, label: str):
+        loaded = self._model(choice, run)
+        result = core.score(loaded, x, label)
+        lines = []
+        if result.bits_per_dim is None:
+            lines.append(f"- bits/dim: not available for this model (a {loaded.kind} has no likelihood)")
+        else:
+            what = "bits/dim (upper bound: negative ELBO)" if loaded.kind == "vae" else "bits/dim"
+            given = ""
+            if result.label is not None:
+                source = "given" if result.label_source == "given" else "the classifier's reading"
+                given = f" given pair {result.label:02d} ({source})"
+            lines.append(f"- {what}{given}: **{result.bits_per_dim:.4f}**")
+        p = result.digit_probs
+        left, right = int(p[0].argmax()), int(p[1].argmax())
+        lines.append(
+            f"- classifier reads: **{result.reading:02d}** (left {left} p={float(p[0, left]):.3f}, "
+            f"right {right} p={float(p[1, right]):.3f})"
+        )
+        if result.class_posterior is None:
+            lines.append("- the flow's own p(y | x): not available for this model")
+        else:
+            top = torch.topk(result.class_posterior, 3)
+            best = ", ".join(f"{int(i):02d}: {float(v):.3f}" for v, i in zip(top.values, top.indices))
+            lines.append(f"- the flow's own p(y | x), top 3: {best}")
+        if result.reconstruction is None:
+            lines.append("- reconstruction: not available for this model (no encoder)")
+            picture = core.grid_image(x)
+        else:
+            lines.append(
+                f"- encode -> decode: largest pixel difference {result.max_reconstruction_error}"
+            )
+            picture = core.grid_image(torch.cat([x, result.reconstruction]), nrow=1)
+        return picture, "\n".join(lines)
+
+    def score_drawing(self, choice, run, drawing, label):
+        return self._score(choice, run, core.image_from_drawing(drawing), label)
+
+    def score_upload(self, choice, run, upload, label):
+        return self._score(choice, run, core.image_from_array(upload), label)
+
+
+def _blank_canvas() -> dict:
+    black = np.zeros((28 * CANVAS_SCALE, 56 * CANVAS_SCALE, 3), dtype=np.uint8)
+    return {"background": black, "layers": [], "composite": black}
+
+
+def build_app(
+    models: Sequence[str],
+    data_dir: str | None = None,
+    download_dir: str | Path | None = None,
+    cache: core.ModelCache | None = None,
+) -> gr.Blocks:
+    """The page: a model choice and the Generate, Explore and Score tabs.
+
+    Arguments:
+        models: names in the model list (shipped names and run folders); the first is chosen.
+        data_dir: MNIST root for the test pairs of Explore (default: $PAIRFLOW_DATA, ./data).
+        download_dir: where generated PNG/.npz files go (default: a new temporary folder).
+        cache: models already loaded (``pairflow app`` loads its ``--model`` list first).
+    """
+    folder = Path(download_dir or tempfile.mkdtemp(prefix="pairflow-app-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    h = _Handlers(data_dir, folder, cache)
+    with gr.Blocks(title="pairflow", analytics_enabled=False) as app:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            choice = gr.Dropdown(list(models), value=models[0] if models else None, label="model")
+            run = gr.Textbox(label="or a run folder / checkpoint (overrides the list)", elem_id="run")
+        info = gr.Markdown(h.describe(models[0], "") if models else "", elem_id="model-info")
+        for widget in (choice, run):
+            widget.change(h.describe, [choice, run], info)
+
+        with gr.Tab("Generate"):
+            with gr.Row():
+                pair = gr.Textbox("37", label="pair (00..99, or any)", elem_id="gen-pair")
+                temperature = gr.Slider(0.1, 1.5, 0.7, step=0.05, label="temperature")
+                seed = gr.Number(0, precision=0, label="seed", elem_id="gen-seed")
+                count = gr.Slider(1, core.MAX_COUNT, 16, step=1, label="count")
+            go = gr.Button("Generate", variant="primary", elem_id="gen-button")
+            message = gr.Markdown(elem_id="gen-message")
+            grid = gr.Image(label="samples", format="png", interactive=False, elem_id="gen-grid")
+            with gr.Row():
+                png = gr.DownloadButton("Download PNG", interactive=False, elem_id="gen-png")
+                npz = gr.DownloadButton("Download .npz", interactive=False, elem_id="gen-npz")
+            go.click(
+                _safe(4)(h.generate),
+                [choice, run, pair, temperature, seed, count],
+                [grid, png, npz, message],
+            )
+
+        with gr.Tab("Explore"):
+            mode = gr.Radio(
+                ["two test pairs", "two labels"], value="two test pairs", label="between"
+            )
+            with gr.Row():
+                index_a = gr.Number(0, precision=0, label="test pair A (index)", elem_id="exp-a")
+                index_b = gr.Number(1, precision=0, label="test pair B (index)", elem_id="exp-b")
+                pair_a = gr.Textbox("37", label="label A", elem_id="exp-label-a")
+                pair_b = gr.Textbox("80", label="label B", elem_id="exp-label-b")
+            with gr.Row():
+                steps = gr.Slider(2, 16, 10, step=1, label="steps")
+                exp_temperature = gr.Slider(0.1, 1.5, 0.7, step=0.05, label="temperature (labels)")
+                exp_seed = gr.Number(0, precision=0, label="seed (labels)")
+            explore = gr.Button("Interpolate", variant="primary", elem_id="exp-button")
+            exp_message = gr.Markdown(elem_id="exp-message")
+            strip = gr.Image(label="latent path", format="png", interactive=False, elem_id="exp-strip")
+            explore.click(
+                _safe(2)(h.explore),
+                [choice, run, mode, index_a, index_b, pair_a, pair_b, steps, exp_temperature, exp_seed],
+                [strip, exp_message],
+            )
+
+        with gr.Tab("Score"):
+            gr.Markdown(
+                "Draw white digits on the black 28x56 canvas (shown 10x), or upload a 28x56 "
+                "image (white on black). For a conditional model the bits/dim is "
+                "-log2 p(x | label) / 1568, with the label you give or else the classifier's."
+            )
+            label = gr.Textbox(label="condition on pair (blank: the classifier's reading)", elem_id="score-label")
+            with gr.Row():
+                with gr.Column():
+                    canvas = gr.Sketchpad(
+                        value=_blank_canvas(),
+                        type="numpy",
+                        image_mode="RGB",
+                        canvas_size=(56 * CANVAS_SCALE, 28 * CANVAS_SCALE),
+                        fixed_canvas=True,
+                        brush=gr.Brush(default_size=22, colors=["#ffffff"], color_mode="fixed"),
+                        label="draw a pair",
+                        elem_id="score-canvas",
+                    )
+                    score_draw = gr.Button("Score the drawing", elem_id="score-draw-button")
+                with gr.Column():
+                    upload = gr.Image(
+                        type="numpy",
+                        image_mode=None,
+                        sources=["upload"],
+                        label="or upload a pair",
+                        elem_id="score-upload",
+                    )
+                    score_upload = gr.Button("Score the upload", elem_id="score-upload-button")
+            score_message = gr.Markdown(elem_id="score-result")
+            picture = gr.Image(
+                label="the pair (top) and decode(encode(pair)) (below)",
+                format="png",
+                interactive=False,
+                elem_id="score-picture",
+            )
+            score_draw.click(
+                _safe(2)(h.score_drawing), [choice, run, canvas, label], [picture, score_message]
+            )
+            score_upload.click(
+                _safe(2)(h.score_upload), [choice, run, upload, label], [picture, score_message]
+            )
+    return app
+
+
+def launch(
+    models: Sequence[str],
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    data_dir: str | None = None,
+    cache: core.ModelCache | None = None,
+) -> None:
+    """Build the page and serve it until interrupted (blocks)."""
+    app = build_app(models, data_dir, cache=cache)
+    app.queue(default_concurrency_limit=1)
+    app.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        inbrowser=False,
+        show_error=False,
+        ssr_mode=False,
+        pwa=False,
+        mcp_server=False,
+        footer_links=[],
+        theme=gr.themes.Default(),
+    )

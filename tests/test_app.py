@@ -1,0 +1,521 @@
+"""`pairflow app`: the model functions behind the page, the command, and the page itself
+driven in headless Chromium (Debian's /usr/bin/chromium through playwright).
+
+The browser test starts `pairflow app` as a user would, on a free loopback port, with an
+audit hook in the server process that records every DNS look-up and socket connection that
+is not to loopback: the page must work offline.
+
+Set PAIRFLOW_APP_SCREENSHOT=FILE.png to save the browser's screenshot of the page (the
+README's docs/images/app.png is made that way).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flowtools import one_thread, randomize
+from pairflow.app import core
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def cond_model() -> core.LoadedModel:
+    return core.load_model("multiscale-cond")
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return core.shipped_classifier()
+
+
+@pytest.fixture(scope="module")
+def test_pairs(mnist_root):
+    from pairflow.data import PairedMNIST
+
+    return PairedMNIST(mnist_root, train=False)
+
+
+def tiles(grid: np.ndarray, n: int, nrow: int) -> torch.Tensor:
+    """Cut a grid (upscaled by 2, 2-pixel padding before it) back into (n, 1, 28, 56) pairs."""
+    small = grid[::2, ::2]
+    out = []
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        top, left = 2 + r * 30, 2 + c * 58
+        out.append(small[top : top + 28, left : left + 56])
+    return torch.from_numpy(np.stack(out)).unsqueeze(1)
+
+
+# ------------------------------------------------------------------ the plain functions
+def test_generate_pair_37_reads_as_37_and_is_reproducible(cond_model, classifier):
+    images, labels = core.generate(cond_model, pair="37", count=8, temperature=0.7, seed=3)
+    assert images.shape == (8, 1, 28, 56) and images.dtype == torch.uint8
+    assert labels.tolist() == [37] * 8
+    reads = classifier.predict_pairs(images)
+    assert (reads == 37).sum() >= 6, reads.tolist()
+    again, _ = core.generate(cond_model, pair="37", count=8, temperature=0.7, seed=3)
+    assert torch.equal(images, again)
+    other, _ = core.generate(cond_model, pair="37", count=8, temperature=0.7, seed=4)
+    assert not torch.equal(images, other)
+    # The same draws as the library call `pairflow sample --pair 37 --seed 3` makes.
+    direct = cond_model.model.sample(
+        8, temperature=0.7, generator=torch.Generator().manual_seed(3), cond=labels
+    )
+    assert torch.equal(images, direct)
+
+
+def test_generate_any_gives_random_labels_on_a_conditional_model(cond_model):
+    _, labels = core.generate(cond_model, pair="any", count=4, seed=0)
+    expected = torch.randint(0, 100, (4,), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(labels, expected)
+
+
+@pytest.mark.parametrize(
+    "pair, count, temperature, match",
+    [
+        ("123", 4, 0.7, "00..99"),
+        ("3x", 4, 0.7, "00..99"),
+        ("37", 0, 0.7, "count"),
+        ("37", 65, 0.7, "count"),
+        ("37", 4, 0.0, "temperature"),
+        ("37", 4, float("nan"), "temperature"),
+    ],
+)
+def test_generate_rejects_bad_settings(cond_model, pair, count, temperature, match):
+    with pytest.raises(core.AppInputError, match=match):
+        core.generate(cond_model, pair=pair, count=count, temperature=temperature)
+
+
+def test_unconditional_model_samples_only_without_a_label():
+    loaded = core.load_model("multiscale")
+    assert not loaded.conditional
+    with pytest.raises(core.AppInputError, match="unconditional"):
+        core.generate(loaded, pair="37", count=2)
+    images, labels = core.generate(loaded, pair="any", count=2)
+    assert labels is None and images.shape == (2, 1, 28, 56)
+
+
+def test_load_model_errors_name_the_problem(tmp_path):
+    with pytest.raises(core.AppInputError, match="no such run folder"):
+        core.load_model(str(tmp_path / "missing-run"))
+    with pytest.raises(core.AppInputError, match="holds no checkpoint"):
+        core.load_model(str(tmp_path))
+    (tmp_path / "best.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(core.AppInputError, match="could not be read"):
+        core.load_model(str(tmp_path))
+    with pytest.raises(core.AppInputError, match="no model chosen"):
+        core.load_model("  ")
+
+
+def test_grid_geometry_and_downloads_round_trip(cond_model):
+    from PIL import Image
+
+    images, labels = core.generate(cond_model, pair="05", count=6, seed=1)
+    nrow = core.grid_nrow(6)
+    grid = core.grid_image(images)
+    rows = math.ceil(6 / nrow)
+    assert grid.shape == (2 * (rows * 30 + 2), 2 * (nrow * 58 + 2))
+    assert torch.equal(tiles(grid, 6, nrow), images)
+    decoded = np.asarray(Image.open(io.BytesIO(core.png_bytes(grid))))
+    assert np.array_equal(decoded, grid)
+    arrays = np.load(io.BytesIO(core.npz_bytes(images, labels)))
+    assert np.array_equal(arrays["images"], images[:, 0].numpy())
+    assert arrays["labels"].tolist() == [5] * 6
+
+
+def test_interpolate_latents_runs_from_z0_to_z1_on_the_circle():
+    g = torch.Generator().manual_seed(0)
+    z0, z1 = torch.randn(3, 1, 2, 4, generator=g), torch.randn(3, 1, 2, 4, generator=g)
+    path = core.interpolate_latents(z0, z1, 5).view(3, 5, 1, 2, 4)
+    torch.testing.assert_close(path[:, 0], z0)
+    torch.testing.assert_close(path[:, -1], z1)
+    # the midpoint is (z0 + z1) / sqrt 2: for independent Gaussians, the same norm on average
+    torch.testing.assert_close(path[:, 2], (z0 + z1) / math.sqrt(2))
+
+
+@pytest.mark.mnist
+def test_interpolation_between_test_pairs_starts_and_ends_at_them(
+    cond_model, test_pairs, mnist_root
+):
+    x, y = test_pairs.get_batch(torch.tensor([4, 9]))
+    strip, ends, labels = core.interpolate_test_pairs(cond_model, 4, 9, 5, mnist_root)
+    assert strip.shape == (5, 1, 28, 56) and torch.equal(ends, y)
+    assert labels == [int(y[0])] * 2 + [int(y[1])] * 3  # the label switches at t = 0.5
+    # The flow is invertible: the ends are the real pairs again, up to float error (cos(pi/2)
+    # is 4e-8 in float32, not 0) moving a few pixels by a level or two.
+    for end, real in [(strip[0], x[0]), (strip[-1], x[1])]:
+        diff = (end.int() - real.int()).abs()
+        assert diff.max() <= 2 and (diff > 0).float().mean() < 0.01
+    with pytest.raises(core.AppInputError, match="not in 0..9999"):
+        core.interpolate_test_pairs(cond_model, 4, 10_000, 5, mnist_root)
+    with pytest.raises(core.AppInputError, match="steps"):
+        core.interpolate_test_pairs(cond_model, 4, 9, 1, mnist_root)
+    with pytest.raises(core.AppInputError, match="--data-dir"):
+        core.interpolate_test_pairs(cond_model, 4, 9, 5, mnist_root / "missing")
+
+
+def test_interpolation_between_labels(cond_model, classifier):
+    strip, ends, labels = core.interpolate_labels(cond_model, "37", "80", steps=4, seed=0)
+    assert ends.tolist() == [37, 80] and labels == [37, 37, 80, 80]
+    reads = classifier.predict_pairs(strip[[0, -1]]).tolist()
+    assert reads == [37, 80]
+    with pytest.raises(core.AppInputError, match="unconditional"):
+        core.interpolate_labels(core.load_model("multiscale"), "37", "80")
+
+
+def test_image_from_array_accepts_28x56_and_exact_multiples_only():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (28, 56), generator=g, dtype=torch.uint8).numpy()
+    assert np.array_equal(core.image_from_array(x)[0, 0].numpy(), x)
+    rgb = np.stack([x, x, x], axis=-1)
+    assert np.array_equal(core.image_from_array(rgb)[0, 0].numpy(), x)
+    rgba = np.concatenate([rgb, np.zeros_like(x)[..., None]], axis=-1)  # fully transparent
+    assert core.image_from_array(rgba).max() == 0
+    big = x.repeat(2, axis=0).repeat(2, axis=1)  # 56x112, as this app's grids are upscaled
+    assert np.array_equal(core.image_from_array(big)[0, 0].numpy(), x)
+    for shape in [(28, 28), (56, 56), (30, 60), (28, 57)]:
+        with pytest.raises(core.AppInputError, match=f"{shape[0]}x{shape[1]} pixels"):
+            core.image_from_array(np.zeros(shape, dtype=np.uint8))
+    with pytest.raises(core.AppInputError, match="no image"):
+        core.image_from_array(None)
+
+
+def test_image_from_drawing_averages_the_canvas_down_and_rejects_an_empty_one():
+    canvas = np.zeros((280, 560, 3), dtype=np.uint8)
+    canvas[50:230, 130:150] = 255  # a vertical stroke, 20 canvas pixels = 2 pair pixels wide
+    x = core.image_from_drawing({"composite": canvas, "layers": [], "background": None})
+    assert x.shape == (1, 1, 28, 56)
+    expected = np.zeros((28, 56), dtype=np.uint8)
+    expected[5:23, 13:15] = 255
+    assert np.array_equal(x[0, 0].numpy(), expected)
+    for empty in [None, {"composite": None}, np.zeros((280, 560, 4), dtype=np.uint8)]:
+        with pytest.raises(core.AppInputError, match="drawing is empty"):
+            core.image_from_drawing(empty)
+    with pytest.raises(core.AppInputError, match="1:2"):
+        core.image_from_drawing(np.full((280, 280), 255, dtype=np.uint8))
+
+
+@pytest.mark.mnist
+def test_score_of_a_real_test_pair(cond_model, test_pairs):
+    x, y = test_pairs.get_batch(torch.tensor([0]))
+    result = core.score(cond_model, x, label=f"{int(y[0]):02d}")
+    assert result.label == int(y[0]) and result.label_source == "given"
+    with torch.no_grad():
+        expected = cond_model.model.bits_per_dim(
+            x.expand(8, -1, -1, -1), torch.full((8,), int(y[0])), torch.Generator().manual_seed(0)
+        )
+    assert result.bits_per_dim == pytest.approx(float(expected.mean()), abs=1e-6)
+    assert 0.7 < result.bits_per_dim < 1.5  # the 1st..99th percentile of test pairs
+    assert result.reading == int(y[0])
+    torch.testing.assert_close(result.digit_probs.sum(-1), torch.ones(2))
+    assert result.class_posterior is None  # no shipped model has its own p(y | x)
+    assert result.max_reconstruction_error <= 1
+    # A blank label conditions on the classifier's reading; another label costs more bits.
+    blank = core.score(cond_model, x, label="")
+    assert blank.label == int(y[0]) and blank.label_source == "classifier"
+    wrong = core.score(cond_model, x, label=f"{(int(y[0]) + 11) % 100:02d}")
+    assert wrong.bits_per_dim > result.bits_per_dim + 0.01
+
+
+class _BayesFlow(torch.nn.Module):
+    """A small random conditional flow that also gives p(y | x) by Bayes' rule (uniform p(y)).
+
+    It is a real PairFlow plus the one method of core.HasClassPosterior, to check that the
+    page shows a model's own posterior when the model has one.
+    """
+
+    def __init__(self):
+        super().__init__()
+        from pairflow.flows import build_flow
+
+        self.flow = randomize(
+            build_flow("seed", conditional=True, num_couplings=2, hidden_features=8), seed=0
+        ).eval()
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.flow, name)
+
+    def class_log_posterior(self, x):
+        labels = torch.arange(100)
+        log_px_y = self.flow.log_prob(x.expand(100, -1, -1, -1), labels, torch.Generator())
+        return torch.log_softmax(log_px_y, 0)[None]
+
+
+def test_score_shows_a_models_own_posterior_only_when_it_has_one():
+    flow = _BayesFlow()
+    assert isinstance(flow, core.HasClassPosterior)
+    assert not isinstance(core.load_model("multiscale-cond").model, core.HasClassPosterior)
+    loaded = core.LoadedModel("bayes", flow, "flow", True, Path("bayes.pt"))
+    x = torch.zeros(1, 1, 28, 56, dtype=torch.uint8)
+    result = core.score(loaded, x, label="", draws=1)
+    assert result.class_posterior.shape == (100,)
+    torch.testing.assert_close(result.class_posterior.sum(), torch.tensor(1.0))
+
+
+# ------------------------------------------------------------------ the command
+def _run(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_app_without_gradio_says_what_to_install():
+    proc = _run(
+        "import sys; sys.modules['gradio'] = None\n"
+        "from pairflow.cli import main; sys.exit(main(['app']))"
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert 'pip install "pairflow[app]"' in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_app_with_a_missing_run_folder_exits_2(tmp_path):
+    pytest.importorskip("gradio")
+    proc = _run(
+        "import sys; from pairflow.cli import main; sys.exit(main(sys.argv[1:]))",
+        "app",
+        "--model",
+        str(tmp_path / "nope"),
+    )
+    assert proc.returncode == 2 and "no such run folder" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------ the page, in Chromium
+# Runs in the server process before pairflow: records non-loopback look-ups and connections.
+_SERVER = textwrap.dedent(
+    """
+    import sys
+    LOG = sys.argv.pop(1)
+    LOCAL = ("127.0.0.1", "::1", "localhost", "0.0.0.0")
+
+    def _hook(event, args):
+        if event in ("socket.connect", "socket.getaddrinfo"):
+            target = args[1] if event == "socket.connect" else args
+            host = target[0] if isinstance(target, tuple) and target else target
+            if isinstance(host, (str, bytes)) and not (
+                (host.decode() if isinstance(host, bytes) else host) in LOCAL
+                or str(host).startswith("/")
+            ):
+                with open(LOG, "a") as f:
+                    f.write(f"{event} {target!r}\\n")
+
+    sys.addaudithook(_hook)
+    from pairflow.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_serving(proc: subprocess.Popen, url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"pairflow app exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"pairflow app did not serve {url} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, mnist_root):
+    pytest.importorskip("gradio", reason='the app needs gradio: pip install "pairflow[app]"')
+    folder = tmp_path_factory.mktemp("app")
+    port, log = _free_port(), folder / "net.log"
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "GRADIO_TEMP_DIR": str(folder / "gradio"),
+        "TMPDIR": str(folder),
+    }
+    cmd = [sys.executable, "-c", _SERVER, str(log), "app", "--port", str(port)]
+    cmd += ["--data-dir", str(mnist_root), "--threads", "1"]
+    stderr = open(folder / "server.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=stderr, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_until_serving(proc, url)
+        yield {"url": url, "proc": proc, "net_log": log, "folder": folder}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        stderr.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    if not CHROMIUM.is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium chromium-driver")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        external: list[str] = []
+        page.on(
+            "request",
+            lambda r: external.append(r.url)
+            if not r.url.startswith((server["url"], "data:", "blob:"))
+            else None,
+        )
+        page.external_requests = external
+        page.goto(server["url"])
+        page.wait_for_selector("#gen-button")
+        yield page
+        browser.close()
+
+
+def _image_src_bytes(page, selector: str, previous: str | None = None) -> tuple[bytes, str]:
+    """Wait for a new <img> in ``selector`` and fetch what its src holds."""
+    locator = page.locator(f"{selector} img").first
+    deadline = time.monotonic() + 60
+    while True:
+        src = locator.get_attribute("src") if locator.count() else None
+        if src and src != previous:
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no new image in {selector}")
+        time.sleep(0.2)
+    return page.request.get(src).body(), src
+
+
+def _wait_text(page, selector: str, pattern: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = page.locator(selector).inner_text()
+        if re.search(pattern, text):
+            return text
+        time.sleep(0.2)
+    raise AssertionError(f"{selector} never showed {pattern!r}; it shows {text!r}")
+
+
+def _fill(page, elem_id: str, text: str) -> None:
+    page.locator(f"#{elem_id} textarea, #{elem_id} input").first.fill(text)
+
+
+@pytest.mark.slow
+@pytest.mark.mnist
+def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_path):
+    from PIL import Image
+
+    # --- Generate: pair 37 from multiscale-cond (the default model), 16 samples
+    _fill(page, "gen-pair", "37")
+    page.click("#gen-button")
+    data, src = _image_src_bytes(page, "#gen-grid")
+    grid = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    nrow = 4
+    assert grid.shape == (2 * (4 * 30 + 2), 2 * (nrow * 58 + 2))
+    shown = tiles(grid, 16, nrow)
+    reads = classifier.predict_pairs(shown)
+    assert (reads == 37).sum() >= 12, reads.tolist()
+    assert "16 samples from multiscale-cond, pair 37" in page.locator("#gen-message").inner_text()
+    shot = os.environ.get("PAIRFLOW_APP_SCREENSHOT")
+    if shot:
+        page.screenshot(path=shot, full_page=True)
+    with page.expect_download() as download:
+        page.click("#gen-png")
+    png = np.asarray(Image.open(download.value.path()))
+    assert np.array_equal(png, grid)
+    with page.expect_download() as download:
+        page.click("#gen-npz")
+    arrays = np.load(download.value.path())
+    assert np.array_equal(arrays["images"], shown[:, 0].numpy())
+    assert arrays["labels"].tolist() == [37] * 16
+
+    # --- bad input: a pair that is not 00..99, a run folder that does not exist
+    _fill(page, "gen-pair", "123")
+    page.click("#gen-button")
+    _wait_text(page, "#gen-message", r"Error.*pair '123'.*00\.\.99")
+    _fill(page, "gen-pair", "37")
+    _fill(page, "run", str(tmp_path / "no-such-run"))
+    page.click("#gen-button")
+    _wait_text(page, "#gen-message", r"Error.*no such run folder")
+    _wait_text(page, "#model-info", r"no such run folder")
+    _fill(page, "run", "")
+    _wait_text(page, "#model-info", r"multiscale-cond")
+
+    # --- Explore: test pairs 0 -> 1, 10 steps
+    page.get_by_role("tab", name="Explore").click()
+    page.click("#exp-button")
+    data, _ = _image_src_bytes(page, "#exp-strip")
+    strip = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    assert strip.shape == (2 * (30 + 2), 2 * (10 * 58 + 2))
+    ends = tiles(strip, 10, 10)[[0, -1]]
+    x, _ = test_pairs.get_batch(torch.tensor([0, 1]))
+    assert (ends.int() - x.int()).abs().max() <= 2
+    _wait_text(page, "#exp-message", r"10 steps")
+
+    # --- Score: upload real test pair 0 as a PNG, conditioned on its label
+    page.get_by_role("tab", name="Score").click()
+    x, y = test_pairs.get_batch(torch.tensor([0]))
+    label = f"{int(y[0]):02d}"
+    upload = tmp_path / "pair.png"
+    Image.fromarray(x[0, 0].numpy()).save(upload)
+    _fill(page, "score-label", label)
+    page.locator("#score-upload input[type=file]").set_input_files(str(upload))
+    page.wait_for_selector("#score-upload img")
+    page.click("#score-upload-button")
+    text = _wait_text(page, "#score-result", r"bits/dim given pair")
+    bpd = float(re.search(rf"bits/dim given pair {label} \(given\): ([0-9.]+)", text).group(1))
+    expected = core.score(cond_model, x, label=label).bits_per_dim
+    assert bpd == pytest.approx(expected, abs=1e-4)
+    assert 0.7 < bpd < 1.5  # the 1st..99th percentile of test pairs under multiscale-cond
+    assert f"classifier reads: {label}" in text
+    assert "p(y | x): not available for this model" in text
+    assert re.search(r"largest pixel difference [01]\b", text)
+
+    # --- bad input: a wrong-sized upload, an empty drawing
+    wrong = tmp_path / "wrong.png"
+    Image.fromarray(np.zeros((30, 30), dtype=np.uint8)).save(wrong)
+    page.locator("#score-upload input[type=file]").set_input_files(str(wrong))
+    time.sleep(1.0)
+    page.click("#score-upload-button")
+    _wait_text(page, "#score-result", r"Error.*30x30 pixels")
+    page.click("#score-draw-button")
+    _wait_text(page, "#score-result", r"Error.*drawing is empty")
+
+    # --- nothing left the machine, and the server is still serving
+    assert page.external_requests == []
+    net = server["net_log"].read_text() if server["net_log"].exists() else ""
+    assert net == "", f"the server looked up or connected to non-loopback hosts:\n{net}"
+    assert server["proc"].poll() is None
