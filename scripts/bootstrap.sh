@@ -27,6 +27,6 @@ fi
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   "$PY" -m pip install --quiet "${PAIRFLOW_TORCH:-torch==2.13.0}"
 fi
-"$PY" -m pip install --quiet -e ".[dev]"
+"$PY" -m pip install --quiet -e ".[dev,app]"
 "$PY" -c "import torch, pairflow; print(f'bootstrap: pairflow {pairflow.__version__}, torch {torch.__version__}')"
 touch "$stamp"

@@ -280,7 +280,11 @@ def test_score_shows_a_models_own_posterior_only_when_it_has_one():
 def _run(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -387,15 +391,19 @@ def page(server):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+        context = browser.new_context(
+            viewport={"width": 1280, "height": 1000}, accept_downloads=True
+        )
         page = context.new_page()
         page.set_default_timeout(60_000)
         external: list[str] = []
         page.on(
             "request",
-            lambda r: external.append(r.url)
-            if not r.url.startswith((server["url"], "data:", "blob:"))
-            else None,
+            lambda r: (
+                external.append(r.url)
+                if not r.url.startswith((server["url"], "data:", "blob:"))
+                else None
+            ),
         )
         page.external_requests = external
         page.goto(server["url"])
@@ -513,6 +521,21 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
     _wait_text(page, "#score-result", r"Error.*30x30 pixels")
     page.click("#score-draw-button")
     _wait_text(page, "#score-result", r"Error.*drawing is empty")
+
+    # --- Score a drawing: two vertical strokes, a 1 in each half, read as 11
+    _fill(page, "score-label", "")
+    box = page.locator("#score-canvas canvas").first.bounding_box()
+    for x0 in (0.3, 0.7):
+        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + 0.3 * box["height"])
+        page.mouse.down()
+        for k in range(1, 11):
+            y = 0.3 + 0.4 * k / 10
+            page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y * box["height"])
+        page.mouse.up()
+    page.click("#score-draw-button")
+    text = _wait_text(page, "#score-result", r"bits/dim given pair")
+    assert "classifier reads: 11" in text and "the classifier's reading" in text, text
+    float(re.search(r"bits/dim given pair 11 \(the classifier's reading\): ([0-9.]+)", text)[1])
 
     # --- nothing left the machine, and the server is still serving
     assert page.external_requests == []

@@ -111,8 +111,8 @@ class LoadedModel:
         """One line for the page: kind, conditioning and, for shipped weights, test bits/dim."""
         cond = "conditional on the pair label" if self.conditional else "unconditional"
         text = f"**{self.name}**: a {self.kind}, {cond}"
-        if self.test_bpd is not None:
-            text += f"; test bits/dim {self.test_bpd:.4f}"
+        if self.test_bpd is not None:  # a shipped model: its file says nothing more
+            return text + f"; shipped weights, test bits/dim {self.test_bpd:.4f}"
         return text + f" (`{self.source}`)"
 
 
@@ -242,7 +242,9 @@ def generate(
     if label is not None:
         labels = torch.full((n,), label, dtype=torch.int64)
     elif loaded.conditional:  # as `pairflow sample` does without --pair
-        labels = torch.randint(0, NUM_PAIR_CLASSES, (n,), generator=torch.Generator().manual_seed(s))
+        labels = torch.randint(
+            0, NUM_PAIR_CLASSES, (n,), generator=torch.Generator().manual_seed(s)
+        )
     gen = torch.Generator().manual_seed(s)
     with loaded.lock, torch.no_grad():
         images = loaded.model.sample(n, temperature=t, generator=gen, cond=labels)
@@ -276,7 +278,7 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 
 def npz_bytes(images: Tensor, labels: Tensor | None) -> bytes:
-    """``images`` (N, 28, 56) uint8 and ``labels`` (N,) int64 as ``.npz`` (``pairflow sample``'s)."""
+    """Images (N, 1, 28, 56) and labels (N,) as ``.npz``: ``images`` (N, 28, 56), ``labels``."""
     arrays = {"images": images[:, 0].numpy()}
     if labels is not None:
         arrays["labels"] = labels.numpy().astype(np.int64)
@@ -403,7 +405,9 @@ def interpolate_labels(
     labels = torch.tensor([a, b])
     t, s = _check_temperature(temperature), _check_seed(seed)
     with loaded.lock, torch.no_grad():
-        x = loaded.model.sample(2, temperature=t, generator=torch.Generator().manual_seed(s), cond=labels)
+        x = loaded.model.sample(
+            2, temperature=t, generator=torch.Generator().manual_seed(s), cond=labels
+        )
     strip, c = _interpolate(loaded, x, labels, steps)
     return strip, labels, c
 
@@ -428,7 +432,9 @@ def image_from_array(array: Any) -> Tensor:
     elif a.ndim == 2:
         gray = a.astype(np.float64)
     else:
-        raise AppInputError(f"expected a grayscale or colour image, got an array of shape {a.shape}")
+        raise AppInputError(
+            f"expected a grayscale or colour image, got an array of shape {a.shape}"
+        )
     h, w = gray.shape
     k = h // IMAGE_SHAPE[0]
     if k < 1 or (h, w) != (k * IMAGE_SHAPE[0], k * IMAGE_SHAPE[1]):

@@ -34,6 +34,7 @@ from pairflow.utils import atomic_write_bytes  # noqa: E402
 
 __all__ = ["build_app", "launch"]
 
+BUTTONS = ["download", "fullscreen"]  # not "share": it would upload to a hub
 CANVAS_SCALE = 10  # the drawing canvas is 280x560 for a 28x56 pair
 INTRO = (
     "# pairflow\n"
@@ -116,15 +117,23 @@ class _Handlers:
             f"{len(images)} samples from {loaded.name}, {what}, temperature "
             f"{float(temperature):g}, seed {int(seed)}; {core.grid_nrow(len(images))} per row"
         )
-        return grid, gr.update(value=png, interactive=True), gr.update(value=npz, interactive=True), text
+        return (
+            grid,
+            gr.update(value=png, interactive=True),
+            gr.update(value=npz, interactive=True),
+            text,
+        )
 
-    def explore(self, choice, run, mode, index_a, index_b, pair_a, pair_b, steps, temperature, seed):
+    def explore(
+        self, choice, run, mode, index_a, index_b, pair_a, pair_b, steps, temperature, seed
+    ):
         loaded = self._model(choice, run)
         if mode == "two test pairs":
             strip, ends, labels = core.interpolate_test_pairs(
                 loaded, index_a, index_b, steps, self.data_dir
             )
-            what = f"test pairs #{int(index_a)} ({int(ends[0]):02d}) -> #{int(index_b)} ({int(ends[1]):02d})"
+            a, b = int(index_a), int(index_b)
+            what = f"test pairs #{a} ({int(ends[0]):02d}) -> #{b} ({int(ends[1]):02d})"
         else:
             strip, ends, labels = core.interpolate_labels(
                 loaded, pair_a, pair_b, steps, temperature, seed
@@ -140,7 +149,9 @@ class _Handlers:
         result = core.score(loaded, x, label)
         lines = []
         if result.bits_per_dim is None:
-            lines.append(f"- bits/dim: not available for this model (a {loaded.kind} has no likelihood)")
+            lines.append(
+                f"- bits/dim: not available for this model (a {loaded.kind} has no likelihood)"
+            )
         else:
             what = "bits/dim (upper bound: negative ELBO)" if loaded.kind == "vae" else "bits/dim"
             given = ""
@@ -155,11 +166,14 @@ class _Handlers:
             f"right {right} p={float(p[1, right]):.3f})"
         )
         if result.class_posterior is None:
-            lines.append("- the flow's own p(y | x): not available for this model")
+            lines.append("- the model's own p(y | x): not available for this model")
         else:
             top = torch.topk(result.class_posterior, 3)
-            best = ", ".join(f"{int(i):02d}: {float(v):.3f}" for v, i in zip(top.values, top.indices))
-            lines.append(f"- the flow's own p(y | x), top 3: {best}")
+            best = ", ".join(
+                f"{int(i):02d}: {float(v):.3f}"
+                for v, i in zip(top.values, top.indices, strict=True)
+            )
+            lines.append(f"- the model's own p(y | x), top 3: {best}")
         if result.reconstruction is None:
             lines.append("- reconstruction: not available for this model (no encoder)")
             picture = core.grid_image(x)
@@ -203,7 +217,9 @@ def build_app(
         gr.Markdown(INTRO)
         with gr.Row():
             choice = gr.Dropdown(list(models), value=models[0] if models else None, label="model")
-            run = gr.Textbox(label="or a run folder / checkpoint (overrides the list)", elem_id="run")
+            run = gr.Textbox(
+                label="or a run folder / checkpoint (overrides the list)", elem_id="run"
+            )
         info = gr.Markdown(h.describe(models[0], "") if models else "", elem_id="model-info")
         for widget in (choice, run):
             widget.change(h.describe, [choice, run], info)
@@ -216,7 +232,13 @@ def build_app(
                 count = gr.Slider(1, core.MAX_COUNT, 16, step=1, label="count")
             go = gr.Button("Generate", variant="primary", elem_id="gen-button")
             message = gr.Markdown(elem_id="gen-message")
-            grid = gr.Image(label="samples", format="png", interactive=False, elem_id="gen-grid")
+            grid = gr.Image(
+                label="samples",
+                format="png",
+                interactive=False,
+                buttons=BUTTONS,
+                elem_id="gen-grid",
+            )
             with gr.Row():
                 png = gr.DownloadButton("Download PNG", interactive=False, elem_id="gen-png")
                 npz = gr.DownloadButton("Download .npz", interactive=False, elem_id="gen-npz")
@@ -241,10 +263,27 @@ def build_app(
                 exp_seed = gr.Number(0, precision=0, label="seed (labels)")
             explore = gr.Button("Interpolate", variant="primary", elem_id="exp-button")
             exp_message = gr.Markdown(elem_id="exp-message")
-            strip = gr.Image(label="latent path", format="png", interactive=False, elem_id="exp-strip")
+            strip = gr.Image(
+                label="latent path",
+                format="png",
+                interactive=False,
+                buttons=BUTTONS,
+                elem_id="exp-strip",
+            )
             explore.click(
                 _safe(2)(h.explore),
-                [choice, run, mode, index_a, index_b, pair_a, pair_b, steps, exp_temperature, exp_seed],
+                [
+                    choice,
+                    run,
+                    mode,
+                    index_a,
+                    index_b,
+                    pair_a,
+                    pair_b,
+                    steps,
+                    exp_temperature,
+                    exp_seed,
+                ],
                 [strip, exp_message],
             )
 
@@ -254,7 +293,9 @@ def build_app(
                 "image (white on black). For a conditional model the bits/dim is "
                 "-log2 p(x | label) / 1568, with the label you give or else the classifier's."
             )
-            label = gr.Textbox(label="condition on pair (blank: the classifier's reading)", elem_id="score-label")
+            label = gr.Textbox(
+                label="condition on pair (blank: the classifier's reading)", elem_id="score-label"
+            )
             with gr.Row():
                 with gr.Column():
                     canvas = gr.Sketchpad(
@@ -263,7 +304,7 @@ def build_app(
                         image_mode="RGB",
                         canvas_size=(56 * CANVAS_SCALE, 28 * CANVAS_SCALE),
                         fixed_canvas=True,
-                        brush=gr.Brush(default_size=22, colors=["#ffffff"], color_mode="fixed"),
+                        brush=gr.Brush(default_size=16, colors=["#ffffff"], color_mode="fixed"),
                         label="draw a pair",
                         elem_id="score-canvas",
                     )
@@ -282,6 +323,7 @@ def build_app(
                 label="the pair (top) and decode(encode(pair)) (below)",
                 format="png",
                 interactive=False,
+                buttons=BUTTONS,
                 elem_id="score-picture",
             )
             score_draw.click(

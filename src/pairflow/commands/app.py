@@ -22,9 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a shipped model name or a run folder / checkpoint for the model list; repeat "
         "for several (default: the shipped flows, multiscale-cond first)",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default loopback)"
+    )
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--data-dir", help="MNIST root for Explore's test pairs (default $PAIRFLOW_DATA or ./data)")
+    parser.add_argument(
+        "--data-dir", help="MNIST root for Explore's test pairs (default $PAIRFLOW_DATA or ./data)"
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
 
 
