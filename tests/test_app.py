@@ -29,6 +29,7 @@ import torch
 
 from flowtools import one_thread, randomize
 from pairflow.app import core
+from pairflow.models import kind_spec
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -117,7 +118,9 @@ def test_unconditional_model_samples_only_without_a_label():
 
 
 def test_load_model_errors_name_the_problem(tmp_path):
-    with pytest.raises(core.AppInputError, match="no such run folder"):
+    with pytest.raises(
+        core.AppInputError, match="neither a file, a run folder nor a shipped model"
+    ):
         core.load_model(str(tmp_path / "missing-run"))
     with pytest.raises(core.AppInputError, match="holds no checkpoint"):
         core.load_model(str(tmp_path))
@@ -269,7 +272,7 @@ def test_score_shows_a_models_own_posterior_only_when_it_has_one():
     flow = _BayesFlow()
     assert isinstance(flow, core.HasClassPosterior)
     assert not isinstance(core.load_model("multiscale-cond").model, core.HasClassPosterior)
-    loaded = core.LoadedModel("bayes", flow, "flow", True, Path("bayes.pt"))
+    loaded = core.LoadedModel("bayes", flow, kind_spec("flow"))
     x = torch.zeros(1, 1, 28, 56, dtype=torch.uint8)
     result = core.score(loaded, x, label="", draws=1)
     assert result.class_posterior.shape == (100,)
@@ -306,7 +309,9 @@ def test_app_with_a_missing_run_folder_exits_2(tmp_path):
         "--model",
         str(tmp_path / "nope"),
     )
-    assert proc.returncode == 2 and "no such run folder" in proc.stderr, proc.stderr
+    assert (
+        proc.returncode == 2 and "neither a file, a run folder nor a shipped model" in proc.stderr
+    ), proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -477,8 +482,8 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
     _fill(page, "gen-pair", "37")
     _fill(page, "run", str(tmp_path / "no-such-run"))
     page.click("#gen-button")
-    _wait_text(page, "#gen-message", r"Error.*no such run folder")
-    _wait_text(page, "#model-info", r"no such run folder")
+    _wait_text(page, "#gen-message", r"Error.*neither a file, a run folder nor a shipped model")
+    _wait_text(page, "#model-info", r"neither a file, a run folder")
     _fill(page, "run", "")
     _wait_text(page, "#model-info", r"multiscale-cond")
 

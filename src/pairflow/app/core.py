@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pairflow.models import KindSpec, kind_of
 from pairflow.validation import NUM_PAIR_CLASSES
 
 __all__ = [
@@ -78,42 +79,43 @@ class HasClassPosterior(Protocol):
 
 @dataclass
 class LoadedModel:
-    """A model ready for the page: the network and what the page needs to know about it.
+    """A model ready for the page: the network and what its kind declares it can do.
 
     Attributes:
         name: what the user chose (a shipped name or a run folder / checkpoint path).
         model: the network, in eval mode on the CPU.
-        kind: ``"flow"``, ``"vae"`` or ``"gan"`` (the checkpoint's kind).
-        conditional: whether it takes a pair label.
-        source: the checkpoint file it came from.
+        kind: the model kind's row in :data:`pairflow.models.REGISTRY` (its capabilities).
         test_bpd: the shipped model's measured test bits/dim (None for a run).
     """
 
     name: str
     model: torch.nn.Module
-    kind: str
-    conditional: bool
-    source: Path
+    kind: KindSpec
     test_bpd: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
+    def conditional(self) -> bool:
+        """Whether the model takes a pair label."""
+        return bool(self.model.config.conditional)
+
+    @property
     def has_encoder(self) -> bool:
-        """Flows and VAEs map images to latents and back; a GAN does not."""
-        return self.kind in ("flow", "vae")
+        """Flows and VAEs map images to latents and back (``Autoencoding``)."""
+        return self.kind.encodes
 
     @property
     def has_likelihood(self) -> bool:
         """Flows give exact bits/dim, VAEs an upper bound (negative ELBO), GANs none."""
-        return self.kind in ("flow", "vae")
+        return self.kind.likelihood is not None
 
     def describe(self) -> str:
         """One line for the page: kind, conditioning and, for shipped weights, test bits/dim."""
         cond = "conditional on the pair label" if self.conditional else "unconditional"
-        text = f"**{self.name}**: a {self.kind}, {cond}"
-        if self.test_bpd is not None:  # a shipped model: its file says nothing more
+        text = f"**{self.name}**: a {self.kind.name}, {cond}"
+        if self.test_bpd is not None:
             return text + f"; shipped weights, test bits/dim {self.test_bpd:.4f}"
-        return text + f" (`{self.source}`)"
+        return text
 
 
 def load_model(name_or_path: str) -> LoadedModel:
@@ -123,30 +125,19 @@ def load_model(name_or_path: str) -> LoadedModel:
         AppInputError: the name is neither a shipped model nor an existing checkpoint, or
             the checkpoint cannot be read.
     """
-    from pairflow.pretrained import list_pretrained, pretrained_path
-    from pairflow.training import CheckpointError
-    from pairflow.training import load_model as load_checkpoint_model
+    import pairflow
+    from pairflow.pretrained import list_pretrained
 
     name = str(name_or_path).strip()
     if not name:
         raise AppInputError("no model chosen: pick a shipped model or give a run folder")
-    shipped = list_pretrained()
     try:
-        path = pretrained_path(name) if name in shipped else Path(os.path.expanduser(name))
-        if name not in shipped and not path.exists():
-            valid = ", ".join(sorted(shipped)) or "(none ship with this build)"
-            raise AppInputError(
-                f"model {name!r}: no such run folder or checkpoint file, and not a shipped "
-                f"model (shipped: {valid})"
-            )
-        model, state = load_checkpoint_model(path, map_location="cpu")
-    except (CheckpointError, ValueError) as err:
-        if isinstance(err, AppInputError):
-            raise
+        model = pairflow.load(os.path.expanduser(name), map_location="cpu")
+    except ValueError as err:  # CheckpointError is one too
         raise AppInputError(f"model {name!r}: {err}") from err
-    conditional = bool(state["model_config"].get("conditional", False))
+    shipped = list_pretrained()
     test_bpd = shipped[name].get("test_bpd") if name in shipped else None
-    return LoadedModel(name, model, state["kind"], conditional, Path(path), test_bpd)
+    return LoadedModel(name, model, kind_of(model), test_bpd)
 
 
 class ModelCache:
@@ -321,7 +312,7 @@ def _interpolate(
     """The strip from x[0] to x[1]; a conditional model's label switches halfway."""
     if not loaded.has_encoder:
         raise AppInputError(
-            f"{loaded.name} is a {loaded.kind}: it has no encoder, so it cannot interpolate "
+            f"{loaded.name} is a {loaded.kind.name}: it has no encoder, so it cannot interpolate "
             "between images; choose a flow or a VAE"
         )
     cond = labels if loaded.conditional else None

@@ -150,10 +150,14 @@ class _Handlers:
         lines = []
         if result.bits_per_dim is None:
             lines.append(
-                f"- bits/dim: not available for this model (a {loaded.kind} has no likelihood)"
+                f"- bits/dim: not available for this model (a {loaded.kind.name} has no likelihood)"
             )
         else:
-            what = "bits/dim (upper bound: negative ELBO)" if loaded.kind == "vae" else "bits/dim"
+            what = (
+                "bits/dim (upper bound: negative ELBO)"
+                if loaded.kind.likelihood == "bound"
+                else "bits/dim"
+            )
             given = ""
             if result.label is not None:
                 source = "given" if result.label_source == "given" else "the classifier's reading"
