@@ -315,6 +315,21 @@ def test_app_with_a_missing_run_folder_exits_2(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_app_on_a_taken_port_exits_2():
+    pytest.importorskip("gradio")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        proc = _run(
+            "import sys; from pairflow.cli import main; sys.exit(main(sys.argv[1:]))",
+            *("app", "--model", "multiscale-cond", "--port", port),
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot serve on 127.0.0.1:{port}" in proc.stderr and "--port" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 # ------------------------------------------------------------------ the page, in Chromium
 # Runs in the server process before pairflow: records non-loopback look-ups and connections.
 _SERVER = textwrap.dedent(

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 
-# Before gradio is imported: no usage statistics, no version check, no hub look-ups.
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("GRADIO_SSR_MODE", "False")
+# Before gradio is imported: no usage statistics, no version check, no hub look-ups, no node
+# server. tests/test_app.py checks that the server and the page reach nothing but loopback.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["GRADIO_SSR_MODE"] = "False"
 
 import functools  # noqa: E402
 import sys  # noqa: E402
@@ -347,17 +348,18 @@ def launch(
     cache: core.ModelCache | None = None,
 ) -> None:
     """Build the page and serve it until interrupted (blocks)."""
-    app = build_app(models, data_dir, cache=cache)
-    app.queue(default_concurrency_limit=1)
-    app.launch(
-        server_name=host,
-        server_port=port,
-        share=False,
-        inbrowser=False,
-        show_error=False,
-        ssr_mode=False,
-        pwa=False,
-        mcp_server=False,
-        footer_links=[],
-        theme=gr.themes.Default(),
-    )
+    with tempfile.TemporaryDirectory(prefix="pairflow-app-") as downloads:
+        app = build_app(models, data_dir, downloads, cache=cache)
+        app.queue(default_concurrency_limit=1)  # one model call at a time on the CPU
+        app.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            inbrowser=False,
+            show_error=False,
+            ssr_mode=False,
+            pwa=False,
+            mcp_server=False,
+            footer_links=[],
+            theme=gr.themes.Default(),  # local fonts only (no web-font requests)
+        )

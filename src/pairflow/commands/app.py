@@ -64,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from pairflow.app import ui
 
-    print(f"pairflow app: serving on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
-    ui.launch(models, host=args.host, port=args.port, data_dir=args.data_dir, cache=cache)
+    print(f"pairflow app: starting on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
+    try:
+        ui.launch(models, host=args.host, port=args.port, data_dir=args.data_dir, cache=cache)
+    except OSError as err:  # the port is taken, or the host is not an address of this machine
+        raise UsageError(
+            f"cannot serve on {args.host}:{args.port} ({err}); choose another with --port"
+        ) from err
     return 0
