@@ -236,10 +236,12 @@ def generate(
         labels = torch.randint(
             0, NUM_PAIR_CLASSES, (n,), generator=torch.Generator().manual_seed(s)
         )
+    from pairflow.evaluation import draw_samples
+
     gen = torch.Generator().manual_seed(s)
-    with loaded.lock, torch.no_grad():
-        images = loaded.model.sample(n, temperature=t, generator=gen, cond=labels)
-    return images.cpu(), labels
+    with loaded.lock:
+        images = draw_samples(loaded.model, n, temperature=t, generator=gen, labels=labels)
+    return images, labels
 
 
 def grid_nrow(n: int) -> int:
