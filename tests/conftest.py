@@ -19,6 +19,18 @@ def real_mnist_root() -> Path | None:
     return None
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """``--precision auto`` may measure and cache; keep that out of the user's cache dir."""
+    old = os.environ.get("PAIRFLOW_CACHE_DIR")
+    os.environ["PAIRFLOW_CACHE_DIR"] = str(tmp_path_factory.mktemp("pairflow_cache"))
+    yield
+    if old is None:
+        os.environ.pop("PAIRFLOW_CACHE_DIR", None)
+    else:
+        os.environ["PAIRFLOW_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_mnist_root(tmp_path_factory) -> Path:
     """A data root with synthetic digit-like MNIST files: 256 train, 128 test, all 10 classes.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import warnings
@@ -11,9 +13,17 @@ import torch
 from torch import nn
 
 from flowtools import one_thread, randomize
+from pairflow import precision as precision_module
 from pairflow.flows import AffineCoupling, build_flow
 from pairflow.flows.masks import alternating_mask
 from pairflow.flows.nets import SeparateMLPs
+from pairflow.precision import (
+    PrecisionChoice,
+    StepProbe,
+    choose_precision,
+    cpu_info,
+    resolve_precision,
+)
 from pairflow.training import TrainConfig, load_checkpoint, train
 from pairflow.training.speed import CompileOrEager, clip_grad_norm, make_adam, set_threads
 
@@ -210,3 +220,141 @@ def test_bf16_conditioner_keeps_affine_maths_and_log_dets_in_fp32():
     # maths would be off by ~1e-2): the scale and shift are applied in fp32.
     torch.testing.assert_close(xr, x, rtol=0, atol=1e-5)
     torch.testing.assert_close(ld + ld_inv, torch.zeros_like(ld), rtol=0, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- --precision auto
+def _fake_cpu(monkeypatch, capability: str, amx: bool, avx512_bf16: bool) -> None:
+    info = {
+        "cpu": "Fake CPU", "cores": 2, "capability": capability, "amx": amx,
+        "avx512_bf16": avx512_bf16, "torch": torch.__version__,
+    }  # fmt: skip
+    monkeypatch.setattr(precision_module, "cpu_info", lambda: dict(info))
+
+
+class _Probe:
+    """Stands in for StepProbe's timing (the choice logic is under test, not the clock)."""
+
+    def __init__(self, fp32: float, bf16: float, key: str = "fake-model"):
+        self.seconds, self.key, self.calls = {"fp32": fp32, "bf16": bf16}, key, 0
+
+    def __call__(self) -> dict[str, float]:
+        self.calls += 1
+        return dict(self.seconds)
+
+
+@pytest.mark.parametrize(
+    "capability, amx, avx512_bf16, expected, why",
+    [
+        ("AVX512", True, True, "bf16", "with AMX"),  # a Sapphire Rapids-like Xeon
+        ("AVX512", False, False, "fp32", "neither AMX nor AVX512-BF16"),
+        ("AVX2", False, False, "fp32", "bf16 would be emulated"),  # most laptops, this EPYC
+        ("DEFAULT", False, False, "fp32", "emulated"),
+    ],
+)
+def test_auto_precision_from_the_cpu_capability(
+    monkeypatch, capability, amx, avx512_bf16, expected, why
+):
+    _fake_cpu(monkeypatch, capability, amx, avx512_bf16)
+    probe = _Probe(fp32=1.0, bf16=0.1)  # must not be asked: the capability decides
+    choice = choose_precision("auto", "cpu", probe, cache=os.devnull)
+    assert choice.precision == expected and why in choice.reason and capability in choice.reason
+    assert probe.calls == 0
+    assert resolve_precision("auto") == expected
+
+
+def test_auto_precision_on_cuda_follows_bf16_support(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert choose_precision("auto", "cuda").precision == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert choose_precision("auto", "cuda") == PrecisionChoice(
+        "fp32", "auto: this CUDA GPU has no bf16"
+    )
+    assert choose_precision("auto", "mps").precision == "fp32"
+
+
+def test_explicit_precisions_are_kept_and_unknown_ones_rejected(monkeypatch):
+    _fake_cpu(monkeypatch, "AVX2", False, False)
+    assert choose_precision("bf16") == PrecisionChoice("bf16", "asked for")  # even if slower
+    assert resolve_precision("fp32", "cuda") == "fp32"
+    with pytest.raises(ValueError, match="unknown precision 'half'; valid: fp32, bf16, auto"):
+        choose_precision("half")
+
+
+@pytest.mark.parametrize(
+    "fp32, bf16, expected",
+    [(1.0, 0.5, "bf16"), (1.0, 1.3, "fp32"), (1.0, 0.97, "fp32")],  # faster, slower, a tie
+)
+def test_avx512_bf16_without_amx_measures_and_caches(monkeypatch, tmp_path, fp32, bf16, expected):
+    _fake_cpu(monkeypatch, "AVX512", False, True)
+    cache = tmp_path / "cache" / "precision.json"
+    probe = _Probe(fp32, bf16)
+    first = choose_precision("auto", "cpu", probe, cache=cache)
+    assert first.precision == expected and "measured now, cached in" in first.reason
+    assert probe.calls == 1
+    assert json.loads(cache.read_text())["fake-model"]["bf16_s"] == bf16
+    second = choose_precision("auto", "cpu", probe, cache=cache)
+    assert second.precision == expected and probe.calls == 1  # from the cache
+    assert f"cached in {cache}" in second.reason and "measured now" not in second.reason
+    other = _Probe(fp32=1.0, bf16=0.5, key="another-shape")  # another model: measured anew
+    assert choose_precision("auto", "cpu", other, cache=cache).precision == "bf16"
+    assert other.calls == 1 and set(json.loads(cache.read_text())) == {"fake-model", other.key}
+    assert choose_precision("auto", "cpu", None, cache=cache).precision == "fp32"  # no model
+
+
+def test_a_damaged_cache_is_measured_again(monkeypatch, tmp_path):
+    _fake_cpu(monkeypatch, "AVX512", False, True)
+    cache = tmp_path / "precision.json"
+    cache.write_text("{not json")
+    probe = _Probe(fp32=1.0, bf16=0.5)
+    assert choose_precision("auto", "cpu", probe, cache=cache).precision == "bf16"
+    assert probe.calls == 1 and "fake-model" in json.loads(cache.read_text())
+
+
+def test_cpu_info_falls_back_to_proc_cpuinfo_flags(monkeypatch):
+    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.delattr(torch.cpu, name, raising=False)
+    flags = {"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}
+    monkeypatch.setattr(precision_module, "_cpuinfo_flags", lambda: flags)
+    info = cpu_info()
+    assert info["amx"] is True and info["avx512_bf16"] is True
+    monkeypatch.setattr(precision_module, "_cpuinfo_flags", lambda: {"avx2"})
+    assert cpu_info()["amx"] is False and cpu_info()["avx512_bf16"] is False
+
+
+def test_step_probe_times_both_precisions_and_leaves_the_rng_alone():
+    probe = StepProbe(
+        lambda p: build_flow("seed", hidden_features=8, precision=p, conditional=True),
+        {"preset": "seed", "hidden_features": 8, "precision": "fp32"},
+        batch=4,
+        rounds=1,
+    )
+    same_shape = StepProbe(lambda p: None, {"preset": "seed", "hidden_features": 8}, batch=4)
+    assert probe.key == same_shape.key  # the precision is not part of the model's shape
+    assert StepProbe(lambda p: None, {"preset": "seed"}, batch=4).key != probe.key
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    seconds = probe()
+    assert set(seconds) == {"fp32", "bf16"} and all(s > 0 for s in seconds.values())
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_train_prints_its_precision_and_measures_where_undecided(
+    tiny_mnist_root, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("PAIRFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    _fake_cpu(monkeypatch, "AVX2", False, False)
+    train(tiny_config(tiny_mnist_root, tmp_path / "a", max_steps=1, precision="auto"), False)
+    assert "precision: fp32 (auto: AVX2 CPU (Fake CPU) has neither AMX" in capsys.readouterr().out
+    assert not (tmp_path / "cache").exists()  # nothing measured
+    _fake_cpu(monkeypatch, "AVX512", False, True)  # the undecided case: the real probe runs
+    train(tiny_config(tiny_mnist_root, tmp_path / "b", max_steps=1, precision="auto"), False)
+    out = capsys.readouterr().out
+    assert "train step took" in out and "measured now, cached in" in out
+    cached = json.loads((tmp_path / "cache" / "precision.json").read_text())
+    (key,) = cached
+    assert "Fake CPU|AVX512|amx=False" in key and "batch=16" in key
+    saved = load_checkpoint(tmp_path / "b" / "last.pt")["model_config"]["precision"]
+    assert saved == ("bf16" if cached[key]["bf16_s"] < 0.95 * cached[key]["fp32_s"] else "fp32")
+    train(tiny_config(tiny_mnist_root, tmp_path / "c", max_steps=1, precision="auto"), False)
+    assert f"cached in {tmp_path / 'cache'}" in capsys.readouterr().out

@@ -36,35 +36,10 @@ from pairflow.flows.nets import ConvResNet, SeparateMLPs
 from pairflow.flows.preprocessing import Logit, dequantize, quantize
 from pairflow.options import NUM_LEVELS, check_choice
 from pairflow.options import Precision as _Precision
+from pairflow.precision import resolve_precision
 from pairflow.validation import as_pixel_batch, check_pair_labels
 
 __all__ = ["FlowConfig", "PairFlow", "PairEmbedding", "build_flow", "PRESETS", "resolve_precision"]
-
-
-def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
-    """Turn ``"auto"`` into ``"bf16"`` where the hardware has fast bfloat16, else ``"fp32"``.
-
-    Fast bfloat16 means: a CUDA GPU with bf16 support, or a CPU with AVX512-BF16 or AMX.
-
-    Arguments:
-        precision: ``"fp32"``, ``"bf16"`` or ``"auto"``.
-        device: the device the model runs on.
-    """
-    if precision in ("fp32", "bf16"):
-        return precision
-    if precision != "auto":
-        raise ValueError(f"unknown precision {precision!r}; valid: fp32, bf16, auto")
-    device = torch.device(device)
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        cpu = torch.cpu
-        fast = (
-            getattr(cpu, "_is_amx_tile_supported", lambda: False)()
-            or getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-        )
-        return "bf16" if fast else "fp32"
-    return "fp32"
 
 
 class PairEmbedding(nn.Embedding):

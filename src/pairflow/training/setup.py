@@ -22,17 +22,11 @@ from pairflow.training.checkpoint import CheckpointError, build_model, load_chec
 from pairflow.training.config import TrainConfig
 from pairflow.training.distributed import Processes, init_processes
 from pairflow.training.logger import MetricsLogger
-from pairflow.training.speed import CompileOrEager, make_adam, set_threads
+from pairflow.precision import StepProbe, choose_precision, resolve_precision
+from pairflow.training.speed import CompileOrEager, decide_compile, make_adam, set_threads
 from pairflow.utils import atomic_write_text, resolve_device
 
-__all__ = ["Run", "setup", "init_weights", "resolve_precision"]
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> the faster precision here (see :func:`pairflow.flows.resolve_precision`)."""
-    from pairflow.flows import resolve_precision as resolve
-
-    return resolve(precision, device)
+__all__ = ["Run", "setup", "init_weights", "resolve_precision"]  # the last from pairflow.precision
 
 
 @dataclass
@@ -133,6 +127,25 @@ def model_config(config: TrainConfig, precision: str) -> dict[str, Any]:
     if "precision" in names:
         overrides.setdefault("precision", precision)
     return asdict(config_class.from_preset(config.preset, **overrides))
+
+
+def _precision_probe(config: TrainConfig, device: torch.device, world_size: int):
+    """A :class:`~pairflow.precision.StepProbe` of the model to train, where one may decide.
+
+    None where it cannot or need not: the precision is given, the model has no precision
+    setting, or several ranks train (each would measure, and might choose, on its own).
+    """
+    if config.precision != "auto" or world_size > 1:
+        return None
+    fingerprint = model_config(config, "fp32")
+    if "precision" not in fingerprint:
+        return None
+    return StepProbe(
+        lambda p: build_model(config.model, model_config(config, p)),
+        {"model": config.model, **fingerprint},
+        config.batch_size,
+        device,
+    )
 
 
 def init_weights(model: nn.Module, path: str | os.PathLike, kind: str = "flow") -> list[str]:
@@ -242,7 +255,7 @@ def _wrap(run: Run, fresh: bool) -> None:
     """The loss module: DDP-wrapped under torchrun, compiled with ``--compile``."""
     config, spec = run.config, run.spec
     if spec.own_update:
-        if config.compile:
+        if config.compile is True:
             import warnings
 
             warnings.warn(
@@ -264,7 +277,13 @@ def _wrap(run: Run, fresh: bool) -> None:
             )
         device_ids = [run.device.index] if run.device.type == "cuda" else None
         loss_module = DistributedDataParallel(loss_module, device_ids=device_ids)
-    run.loss_fn = CompileOrEager(loss_module) if config.compile else loss_module
+    planned = config.epochs * len(run.loader) - run.step
+    if config.max_steps is not None:
+        planned = min(planned, config.max_steps - run.step)
+    use_compile, why = decide_compile(config.compile, run.model_config.get("arch"), planned)
+    if run.procs.is_main:
+        print(f"compile: {'yes' if use_compile else 'no'} ({why})", flush=True)
+    run.loss_fn = CompileOrEager(loss_module) if use_compile else loss_module
 
 
 def setup(config: TrainConfig, resume: bool = False) -> Run:
@@ -281,8 +300,16 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
     train_set, test_set, loader = build_data(config, procs)
-    precision = resolve_precision(config.precision, procs.device)
-    values = state["model_config"] if state is not None else model_config(config, precision)
+    if state is not None:
+        values = state["model_config"]
+        if procs.is_main and "precision" in values:
+            print(f"precision: {values['precision']} (the checkpoint's)", flush=True)
+    else:
+        probe = _precision_probe(config, procs.device, procs.world_size)
+        choice = choose_precision(config.precision, procs.device, probe)
+        values = model_config(config, choice.precision)
+        if procs.is_main and "precision" in values:
+            print(f"precision: {choice.precision} ({choice.reason})", flush=True)
     torch.manual_seed(config.seed)
     model = build_model(config.model, values).to(procs.device)  # a flow or a baseline
     optimizers, schedulers = _optimizers(config, spec, model, len(loader))
