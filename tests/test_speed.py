@@ -25,7 +25,14 @@ from pairflow.precision import (
     resolve_precision,
 )
 from pairflow.training import TrainConfig, load_checkpoint, train
-from pairflow.training.speed import CompileOrEager, clip_grad_norm, make_adam, set_threads
+from pairflow.training import speed as speed_module
+from pairflow.training.speed import (
+    CompileOrEager,
+    clip_grad_norm,
+    decide_compile,
+    make_adam,
+    set_threads,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -174,9 +181,49 @@ def test_train_with_compile_that_fails_matches_eager_training(
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
 
 
-def test_compile_must_be_a_bool(tiny_mnist_root, tmp_path):
-    with pytest.raises(ValueError, match="compile must be true or false, got 'yes'"):
+def test_compile_must_be_a_bool_or_auto(tiny_mnist_root, tmp_path):
+    with pytest.raises(ValueError, match="compile must be true, false or 'auto', got 'yes'"):
         tiny_config(tiny_mnist_root, tmp_path, compile="yes").validate()
+    assert TrainConfig().compile == "auto"
+    tiny_config(tiny_mnist_root, tmp_path, compile="auto").validate()
+
+
+def test_decide_compile_compiles_only_where_it_was_measured_to_pay():
+    many = speed_module.COMPILE_MIN_STEPS
+    assert decide_compile(True, "mlp", 1) == (True, "asked for")
+    assert decide_compile(False, "multiscale", 10 * many) == (False, "asked for")
+    assert decide_compile("auto", "multiscale", many, compiler="g++")[0] is True
+    few, why = decide_compile("auto", "multiscale", many - 1, compiler="g++")
+    assert not few and f"{many - 1} planned steps, fewer than the {many}" in why
+    assert not decide_compile("auto", "mlp", 10 * many, compiler="g++")[0]  # seed: no gain
+    assert not decide_compile("auto", None, 10 * many, compiler="g++")[0]  # not a flow
+    no_cxx = decide_compile("auto", "multiscale", 10 * many, compiler=None)
+    assert no_cxx == (False, "auto: no C++ compiler found, which torch.compile needs on CPU")
+    assert not decide_compile(True, "multiscale", 10 * many, custom_step=True)[0]  # the GAN
+    with pytest.raises(ValueError, match="compile must be true, false or 'auto', got 'on'"):
+        decide_compile("on", "multiscale", 1)
+
+
+def test_train_compiles_a_long_multiscale_run_by_default(
+    tiny_mnist_root, tmp_path, monkeypatch, capsys
+):
+    compiled = []
+
+    def recording_compile(module, **kwargs):
+        compiled.append(type(module).__name__)
+        return module
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    kw = dict(preset="multiscale", model_overrides={"hidden_channels": 4}, max_steps=2)
+    train(tiny_config(tiny_mnist_root, tmp_path / "short", **kw), progress=False)
+    assert compiled == [] and "compile: no (auto: 2 planned steps" in capsys.readouterr().out
+    monkeypatch.setattr(speed_module, "COMPILE_MIN_STEPS", 2)
+    monkeypatch.setattr(speed_module.shutil, "which", lambda name: f"/usr/bin/{name}")
+    train(tiny_config(tiny_mnist_root, tmp_path / "long", **kw), progress=False)
+    assert compiled == ["_NLL"] and "compile: yes (auto: 2 planned steps" in capsys.readouterr().out
+    kw["compile"] = False
+    train(tiny_config(tiny_mnist_root, tmp_path / "off", **kw), progress=False)
+    assert compiled == ["_NLL"] and "compile: no (asked for)" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------- threads
@@ -201,6 +248,7 @@ def test_cli_threads_and_compile_flags(tiny_mnist_root, tmp_path):
     assert bad.returncode == 2 and "threads must be a positive integer, got 0" in bad.stderr
     parser_help = subprocess.run([*args, "--help"], capture_output=True, text=True, timeout=120)
     assert "--threads" in parser_help.stdout and "--compile" in parser_help.stdout
+    assert "--no-compile" in parser_help.stdout
 
 
 # ---------------------------------------------------------------------------- bf16

@@ -69,9 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--compile",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="torch.compile the loss (slow first step; falls back to eager if compiling fails)",
+        help="torch.compile the loss (slow first step; falls back to eager if compiling "
+        "fails); default: auto, i.e. for multiscale runs long enough to pay it back",
     )
     parser.add_argument("--config", help="TOML/YAML/JSON file of settings; flags override it")
     parser.add_argument(

@@ -52,7 +52,9 @@ class TrainConfig:
     log_every: int = 20  # steps between train metric lines
     max_nonfinite: int = 20  # consecutive skipped steps before training stops
     threads: int | None = None  # torch intra-op threads (None: torch's default)
-    compile: bool = False  # torch.compile the loss (falls back to eager if compiling fails)
+    # torch.compile the loss: True, False or "auto" (where measured to pay, see
+    # training.speed.decide_compile); falls back to eager if compiling fails.
+    compile: bool | str = "auto"
     init_from: str | None = None  # run folder or checkpoint whose weights start this run
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -80,8 +82,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"compile must be true or false, got {self.compile!r}")
+        if not isinstance(self.compile, bool) and self.compile != "auto":
+            raise ValueError(f"compile must be true, false or 'auto', got {self.compile!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.time_budget is not None and not self.time_budget > 0:

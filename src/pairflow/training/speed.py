@@ -1,4 +1,4 @@
-"""Speed settings of a training run: intra-op threads, fused Adam, optional ``torch.compile``.
+"""Speed settings of a training run: intra-op threads, fused Adam, ``torch.compile`` when it pays.
 
 Each helper falls back to the plain PyTorch path, with a warning, where its lever is not
 available, so a run never fails for want of a speed-up. The measured effect of each lever is
@@ -7,6 +7,7 @@ in BENCHMARKS.md, "Speed".
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -14,7 +15,23 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["set_threads", "make_adam", "clip_grad_norm", "CompileOrEager"]
+__all__ = [
+    "set_threads",
+    "make_adam",
+    "clip_grad_norm",
+    "CompileOrEager",
+    "decide_compile",
+    "COMPILE_MIN_STEPS",
+]
+
+COMPILE_MIN_STEPS = 2000
+"""``--compile auto`` compiles a convolutional flow's loss for runs of at least this many steps.
+
+Compiling ``multiscale``'s loss costs 50-75 s before the first step on an idle AMX CPU and
+saves 1.1-1.3x per step afterwards (BENCHMARKS.md, "Speed"), so it pays back after a few
+hundred steps there; on a loaded or slower CPU the compile itself takes minutes, so the
+threshold keeps a margin of several times that. ``seed`` (fully connected) gained nothing
+from compiling on either CPU measured, so ``auto`` never compiles it."""
 
 
 def set_threads(threads: int | None) -> int:
@@ -176,3 +193,51 @@ class CompileOrEager:
             result = self.module(*args, **kwargs)  # raises if the error is not the compiler's
             self._fall_back(err)
             return result
+
+
+def decide_compile(
+    setting: bool | str,
+    arch: str | None,
+    planned_steps: int,
+    custom_step: bool = False,
+    compiler: str | None = "auto",
+) -> tuple[bool, str]:
+    """Whether to ``torch.compile`` the training loss, and why (``pairflow train`` prints it).
+
+    ``True`` and ``False`` are kept (``True`` is refused for a model with its own train step,
+    which the loop does not compile). ``"auto"`` compiles only where it was measured to pay:
+    a convolutional flow (``arch == "multiscale"``) in a run of at least
+    :data:`COMPILE_MIN_STEPS` planned steps, with a C++ compiler on the ``PATH``.
+
+    Arguments:
+        setting: ``True``, ``False`` or ``"auto"`` (``TrainConfig.compile``).
+        arch: the flow's ``arch`` (``"mlp"``, ``"multiscale"``), None for other models.
+        planned_steps: the steps the run will take if it runs to the end.
+        custom_step: the model steps its own optimisers (the GAN).
+        compiler: the C++ compiler found (``"auto"``: look for ``$CXX``, ``c++``, ``g++``).
+
+    Example:
+        >>> decide_compile("auto", "mlp", 10_000)
+        (False, 'auto: not for arch mlp, where compiling was measured to gain nothing')
+    """
+    if custom_step:
+        return False, "the model runs its own train step, which is not compiled"
+    if setting is True or setting is False:
+        return setting, "asked for"
+    if setting != "auto":
+        raise ValueError(f"compile must be true, false or 'auto', got {setting!r}")
+    if arch != "multiscale":
+        return False, f"auto: not for arch {arch}, where compiling was measured to gain nothing"
+    if planned_steps < COMPILE_MIN_STEPS:
+        return False, (
+            f"auto: {planned_steps} planned steps, fewer than the {COMPILE_MIN_STEPS} that pay "
+            "back the compile time"
+        )
+    if compiler == "auto":
+        import os
+
+        candidates = [os.environ.get("CXX"), "c++", "g++", "clang++"]
+        compiler = next((c for c in candidates if c and shutil.which(c)), None)
+    if compiler is None:
+        return False, "auto: no C++ compiler found, which torch.compile needs on CPU"
+    return True, f"auto: {planned_steps} planned steps of a convolutional flow"
