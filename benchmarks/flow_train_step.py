@@ -5,21 +5,21 @@ Usage:
         --set hidden_channels=64 --batch 64 --steps 10
 
 Prints one JSON object per (config, precision) with the median step time over ``--steps``
-timed steps (after 2 warm-up steps) on random pixel batches.
+timed steps (after 2 warm-up steps) on random pixel batches, and the machine it ran on (CPU,
+capability, AMX, cores, load).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from machine import machine_info  # this script's folder is on sys.path
 from pairflow.flows import build_flow
 
 
@@ -76,10 +76,7 @@ def main() -> None:
             "gflop_per_pair_fwd_bwd": round(train_flops / 1e9, 3),
             "achieved_gflop_s": round(train_flops * args.batch / step / 1e9, 1),
             "threads": args.threads,
-            "torch": torch.__version__,
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "loadavg_1min": round(os.getloadavg()[0], 2),
+            "machine": machine_info(),
         }
         print(json.dumps(result), flush=True)
 

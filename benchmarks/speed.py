@@ -2,8 +2,8 @@
 
 Prints one JSON object (and writes it to ``--out`` if given) with:
 
-- ``machine``: CPU model, cores, AMX/AVX512-BF16, torch version, torch threads,
-  OMP_WAIT_POLICY, load averages at start and end;
+- ``machine``: CPU model, cores, torch's capability string, AMX and AVX512-BF16, torch
+  version, torch threads, OMP_WAIT_POLICY, load averages (and ``uptime``) at start and end;
 - ``matmul_ceiling_gflop_s``: the best fp32 and bf16 matrix multiply rate of this process
   (square matrices, median of several runs per size, best size);
 - ``train``: for each preset x conditional x precision, pairs/s and seconds per epoch of
@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from machine import load, machine_info  # this script's folder is on sys.path
 from pairflow.data import PairedMNIST, PairLoader, make_synthetic_mnist, read_mnist, resolve_root
 from pairflow.flows import build_flow
 from pairflow.training.loop import _NLL
@@ -249,16 +250,7 @@ def main() -> None:
     result: dict = {
         "benchmark": "speed",
         "quick": quick,
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "cpu_flags": cpu_flags(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "torch_threads": threads,
-            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-            "load_average_1min_at_start": round(os.getloadavg()[0], 2),
-        },
+        "machine": {**machine_info(), "cpu_flags": cpu_flags()},
         "method": f"median of {runs} timed runs after warm-up per figure",
     }
 
@@ -352,7 +344,7 @@ def main() -> None:
                 for precision in ("fp32", "bf16") if preset == "seed" else ("bf16",):
                     lever("torch.compile", preset, precision, compile=True)
 
-    result["machine"]["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
+    result["machine"]["load_at_end"] = load()
     save(result, args.out)
     print(json.dumps(result, indent=1))
 
