@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from pairflow.models import KindSpec, kind_spec
+from pairflow.precision import StepProbe, choose_precision, resolve_precision
 from pairflow.training.checkpoint import CheckpointError, build_model, load_checkpoint
 from pairflow.training.config import TrainConfig
 from pairflow.training.distributed import Processes, init_processes
 from pairflow.training.logger import MetricsLogger
-from pairflow.precision import StepProbe, choose_precision, resolve_precision
 from pairflow.training.speed import CompileOrEager, decide_compile, make_adam, set_threads
 from pairflow.utils import atomic_write_text, resolve_device
 
