@@ -8,7 +8,8 @@ Candidates (each one timed chunk per round, in turn, A, B, C, A, B, C ..., media
   reported as ``first_step_s``, and ``compile_pays_after_steps`` is that extra time over the
   per-step saving: the run length from which compiling is worth it);
 - ``convs``: only the convolutions of the same step (forward, gradient of the input and of
-  the weight, the model's own shapes, channels-last): the ceiling the step can approach.
+  the weight, the model's own shapes, channels-last): the ceiling the step can approach;
+- ``square<N>``: an N x N fp32 matmul, the machine's best-case matmul rate.
 
 Prints one JSON object with the machine (CPU, capability, AMX, cores, load) and, per
 candidate, pairs/s, seconds per epoch of 60,000 pairs, achieved GFLOP/s and the fraction of
@@ -34,7 +35,7 @@ from torch import nn
 from machine import load, machine_info  # this script's folder is on sys.path
 from pairflow.flows import build_flow
 from pairflow.flows.nets import ConvResNet
-from seed_step import EPOCH_PAIRS, FlowStep
+from seed_step import EPOCH_PAIRS, FlowStep, SquareMatmul
 
 
 def log(*parts) -> None:
@@ -112,16 +113,19 @@ def main() -> None:
             made[name] = FlowStep(args.batch, args.precision, overrides, compile=True, **kw)
         elif name == "convs":
             made[name] = ConvsOnly(args.batch, overrides, args.precision)
+        elif name.startswith("square"):  # the machine's best-case fp32 matmul rate
+            made[name] = SquareMatmul(int(name[6:]))
         else:
             raise SystemExit(f"unknown candidate {name!r}")
     times: dict[str, list[float]] = {name: [] for name in made}
     for r in range(rounds + 1):  # round 0 warms up
         for name, step in made.items():
             start = time.perf_counter()
-            for _ in range(args.steps):
+            for _ in range(3 if isinstance(step, SquareMatmul) else args.steps):
                 step()
             if r:
-                times[name].append((time.perf_counter() - start) / args.steps)
+                n = 3 if isinstance(step, SquareMatmul) else args.steps
+                times[name].append((time.perf_counter() - start) / n)
         log(f"round {r}:", {k: round(v[-1], 4) for k, v in times.items() if v})
     out = {}
     for name, step in made.items():
@@ -143,6 +147,12 @@ def main() -> None:
         for entry in out.values():
             entry["fraction_of_convs_rate"] = round(
                 entry["achieved_gflop_s"] / out["convs"]["achieved_gflop_s"], 3
+            )
+    squares = [entry for name, entry in out.items() if name.startswith("square")]
+    if squares:
+        for entry in out.values():
+            entry["fraction_of_square_matmul_rate"] = round(
+                entry["achieved_gflop_s"] / squares[0]["achieved_gflop_s"], 3
             )
     if "compile" in out and "eager" in out:
         saving = out["eager"]["step_s"] - out["compile"]["step_s"]

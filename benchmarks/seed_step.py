@@ -95,6 +95,17 @@ class MatmulsOnly:
             torch.bmm(h.transpose(1, 2), g)  # gradient of the weights
 
 
+class SquareMatmul:
+    """An n x n by n x n fp32 matmul: the machine's best-case matmul rate, for reference."""
+
+    def __init__(self, n: int):
+        self.a, self.b = torch.randn(n, n), torch.randn(n, n)
+        self.flops, self.batch, self.first_step_s = 2 * n**3, 1, None
+
+    def __call__(self) -> None:
+        self.a @ self.b
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
@@ -115,7 +126,7 @@ def main() -> None:
         ],
         help="b<N>: the step at batch N; foreach: for-each Adam, batch 128; compile: "
         "torch.compile of the loss, batch 128; bf16: batch 128 in bf16; "
-        "matmul<N>: the matmuls only",
+        "matmul<N>: the matmuls only; square<N>: an N x N matmul (the machine's best case)",
     )
     parser.add_argument("--quick", action="store_true", help="a tiny model (smoke test)")
     args = parser.parse_args()
@@ -129,7 +140,9 @@ def main() -> None:
     made = {}
     for name in args.candidates:
         log("building", name)
-        if name.startswith("matmul"):
+        if name.startswith("square"):
+            made[name] = SquareMatmul(int(name[6:]))
+        elif name.startswith("matmul"):
             made[name] = MatmulsOnly(int(name[6:]), overrides)
         elif name.startswith("b"):
             made[name] = FlowStep(int(name[1:]), "fp32", overrides)
@@ -144,7 +157,7 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in made}
     for r in range(rounds + 1):  # round 0 warms up
         for name, step in made.items():
-            n = max(1, pairs // step.batch)
+            n = 3 if isinstance(step, SquareMatmul) else max(1, pairs // step.batch)
             start = time.perf_counter()
             for _ in range(n):
                 step()
@@ -166,7 +179,12 @@ def main() -> None:
         }
         if step.first_step_s is not None:
             out[name]["first_step_s"] = step.first_step_s
+    squares = [entry for name, entry in out.items() if name.startswith("square")]
     for name, entry in out.items():
+        if squares:
+            entry["fraction_of_square_matmul_rate"] = round(
+                entry["achieved_gflop_s"] / squares[0]["achieved_gflop_s"], 3
+            )
         ceiling = out.get(f"matmul{entry['batch']}")
         if ceiling and not name.startswith("matmul"):
             entry["fraction_of_matmul_rate"] = round(
