@@ -281,6 +281,13 @@ def _wrap(run: Run, fresh: bool) -> None:
     if config.max_steps is not None:
         planned = min(planned, config.max_steps - run.step)
     use_compile, why = decide_compile(config.compile, run.model_config.get("arch"), planned)
+    if use_compile and config.compile == "auto" and config.time_budget is not None:
+        if config.time_budget < AUTO_COMPILE_MIN_MINUTES:
+            # The compile itself takes a minute or more (many on a busy machine): a short
+            # budget (the demo's 4 minutes) would spend much of itself compiling.
+            use_compile = False
+            why = (f"auto: a {config.time_budget:g}-minute budget is too short to pay back "
+                   f"the compile time (from {AUTO_COMPILE_MIN_MINUTES} minutes)")  # fmt: skip
     if run.procs.is_main:
         print(f"compile: {'yes' if use_compile else 'no'} ({why})", flush=True)
     run.loss_fn = CompileOrEager(loss_module) if use_compile else loss_module
