@@ -28,6 +28,9 @@ from pairflow.utils import atomic_write_text, resolve_device
 
 __all__ = ["Run", "setup", "init_weights", "resolve_precision"]  # the last from pairflow.precision
 
+AUTO_COMPILE_MIN_MINUTES = 30
+"""``--compile auto`` leaves runs with a shorter ``--time-budget`` eager."""
+
 
 @dataclass
 class Run:
