@@ -94,12 +94,63 @@ def dataclass_from_dict(cls, values: dict, what: str | None = None):
 
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
+    what = what or f"{cls.__name__} field"
     if unknown:
-        what = what or f"{cls.__name__} field"
         raise ValueError(
             f"unknown {what}(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
         )
+    check_field_types(cls, values, what)
     return cls(**values)
+
+
+_TYPE_NAMES = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
+
+
+def check_field_types(cls, values: dict, what: str | None = None) -> None:
+    """Check each value of ``values`` against the annotation of dataclass ``cls``'s field.
+
+    Fields annotated ``int``, ``float``, ``bool``, ``str`` or ``dict[...]`` (each optionally
+    ``| None``) are checked: a bool is not an integer, an integer is a number, and a float must
+    be finite (``inf`` and ``nan`` are never a setting). Other annotations are not checked.
+
+    Raises:
+        ValueError: naming the key, the value and the expected type, e.g. ``config key lr:
+            expected a finite number, got 'fast' (str)``.
+    """
+    import math
+    import types
+    import typing
+
+    what = what or f"{cls.__name__} field"
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        hint = hints.get(key)
+        if hint is None:
+            continue
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        args = typing.get_args(hint) if union else (hint,)
+        if value is None and type(None) in args:
+            continue
+        kinds = [typing.get_origin(a) or a for a in args if a is not type(None)]
+        if len(kinds) != 1 or kinds[0] not in (int, float, bool, str, dict):
+            continue
+        kind = kinds[0]
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value)
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            expected = _TYPE_NAMES.get(kind, "a table of KEY = VALUE")
+            if type(None) in args:
+                expected += " (or none)"
+            raise ValueError(
+                f"{what} {key}: expected {expected}, got {value!r} ({type(value).__name__})"
+            )
 
 
 class ModelConfig:
