@@ -106,12 +106,20 @@ def dataclass_from_dict(cls, values: dict, what: str | None = None):
 _TYPE_NAMES = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
 
 
-def check_field_types(cls, values: dict, what: str | None = None) -> None:
+def check_field_types(
+    cls, values: dict, what: str | None = None, spell: Callable[[str], str] | None = None
+) -> None:
     """Check each value of ``values`` against the annotation of dataclass ``cls``'s field.
 
     Fields annotated ``int``, ``float``, ``bool``, ``str`` or ``dict[...]`` (each optionally
     ``| None``) are checked: a bool is not an integer, an integer is a number, and a float must
     be finite (``inf`` and ``nan`` are never a setting). Other annotations are not checked.
+
+    Arguments:
+        cls: the dataclass.
+        values: field name -> value.
+        what: how the message names a key (default ``"<class> field"``).
+        spell: how the message spells a key (default: as it is), e.g. ``lr (--lr)``.
 
     Raises:
         ValueError: naming the key, the value and the expected type, e.g. ``config key lr:
@@ -148,8 +156,9 @@ def check_field_types(cls, values: dict, what: str | None = None) -> None:
             expected = _TYPE_NAMES.get(kind, "a table of KEY = VALUE")
             if type(None) in args:
                 expected += " (or none)"
+            name = spell(key) if spell else key
             raise ValueError(
-                f"{what} {key}: expected {expected}, got {value!r} ({type(value).__name__})"
+                f"{what} {name}: expected {expected}, got {value!r} ({type(value).__name__})"
             )
 
 

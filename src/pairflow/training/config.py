@@ -62,7 +62,9 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check values; raise ``ValueError`` naming the bad field, its value and what is valid."""
-        check_field_types(type(self), self.to_dict(), "config key")
+        check_field_types(
+            type(self), self.to_dict(), "setting", lambda k: f"{k} (--{k.replace('_', '-')})"
+        )
         if self.model not in REGISTRY:
             raise ValueError(f"unknown model {self.model!r}; valid models: {', '.join(REGISTRY)}")
         presets = kind_spec(self.model).presets
