@@ -37,6 +37,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            _injected_fault(path, f)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -46,6 +47,36 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             pass
         raise
     return path
+
+
+_FAULT_COUNTS: dict[str, int] = {}
+
+
+def _injected_fault(path: Path, f: IO[bytes]) -> None:
+    """Test hook: ``PAIRFLOW_FAULT=ACTION:GLOB[:NTH]`` fails the NTH (default first) atomic
+    write of a file whose name matches GLOB, after its temporary file is written:
+    ``enospc`` raises "No space left on device", ``kill`` kills the process (SIGKILL).
+    The fault suite (tests/test_faults.py) uses it to crash a run at a chosen write."""
+    spec = os.environ.get("PAIRFLOW_FAULT")
+    if not spec:
+        return
+    import fnmatch
+
+    action, _, rest = spec.partition(":")
+    pattern, _, nth = rest.partition(":")
+    if not fnmatch.fnmatch(path.name, pattern):
+        return
+    _FAULT_COUNTS[spec] = count = _FAULT_COUNTS.get(spec, 0) + 1
+    if count != int(nth or 1):
+        return
+    if action == "kill":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "enospc":
+        import errno
+
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
