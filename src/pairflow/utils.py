@@ -117,10 +117,13 @@ def resolve_device(name: str = "auto"):
     return device
 
 
-def dataclass_from_dict(cls, values: dict, what: str | None = None):
+def dataclass_from_dict(
+    cls, values: dict, what: str | None = None, spell: Callable[[str], str] | None = None
+):
     """Build dataclass ``cls`` from a plain dict; unknown keys raise ``ValueError`` listing
     the valid fields (configs are stored as dicts in checkpoints). ``what`` names the keys in
-    that message (default: "<class> field")."""
+    that message (default: "<class> field"), ``spell`` how a key is written in it (see
+    :func:`check_field_types`, which checks the values' types)."""
     import dataclasses
 
     names = {f.name for f in dataclasses.fields(cls)}
@@ -130,7 +133,7 @@ def dataclass_from_dict(cls, values: dict, what: str | None = None):
         raise ValueError(
             f"unknown {what}(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
         )
-    check_field_types(cls, values, what)
+    check_field_types(cls, values, what, spell)
     return cls(**values)
 
 

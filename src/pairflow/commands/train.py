@@ -116,7 +116,9 @@ def _parse_overrides(items: list[str]) -> dict:
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
-            overrides[key] = value
+            # "inf"/"nan" are numbers to a user (and then refused as not finite), not strings.
+            is_float = value.strip().lower().lstrip("+-") in ("inf", "infinity", "nan")
+            overrides[key] = float(value) if is_float else value
     return overrides
 
 
@@ -198,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from pairflow.training.runfolder import RunFolderError, open_run_folder
 
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other: continue or start over")
     flags = {name: getattr(args, name) for name in _FLAGS}
     flags["conditional"] = args.conditional
     flags["balanced"] = args.balanced

@@ -19,6 +19,12 @@ PRECISIONS = get_args(PrecisionOption)
 SCHEDULES = get_args(Schedule)
 
 
+def _spell(key: str) -> str:
+    """A config key with its flag, for messages: ``grad_clip (--grad-clip)``."""
+    flag = "--set" if key == "model_overrides" else "--" + key.replace("_", "-")
+    return f"{key} ({flag})"
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs; saved in every checkpoint and as ``config.json``.
@@ -62,9 +68,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check values; raise ``ValueError`` naming the bad field, its value and what is valid."""
-        check_field_types(
-            type(self), self.to_dict(), "setting", lambda k: f"{k} (--{k.replace('_', '-')})"
-        )
+        check_field_types(type(self), self.to_dict(), "config key", _spell)
         if self.model not in REGISTRY:
             raise ValueError(f"unknown model {self.model!r}; valid models: {', '.join(REGISTRY)}")
         presets = kind_spec(self.model).presets
@@ -106,7 +110,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        return dataclass_from_dict(cls, values, what="config key")
+        return dataclass_from_dict(cls, values, what="config key", spell=_spell)
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
