@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from pairflow.cli import UsageError
@@ -244,6 +245,13 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     print(json.dumps(summary, indent=2))
+    final = [v for k, v in summary.items() if k in ("test_bpd", "test_bpd_bound")]
+    if final and not math.isfinite(final[0]):  # a diverged model must not look like a result
+        print(
+            f"pairflow train: the run ended with a diverged model (test bits/dim {final[0]}); "
+            "it was not checkpointed, see above for the last good checkpoint"
+        )
+        return 1
     kept = "best.pt, last.pt" if (Path(summary["out"]) / "best.pt").is_file() else "last.pt"
     print(f"run folder: {summary['out']} (curves.png, samples/, metrics.jsonl, {kept})")
     return 0

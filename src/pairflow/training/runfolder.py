@@ -200,6 +200,16 @@ def open_run_folder(
         if overwrite:
             for path in run_files(out):
                 _remove(path)
+        if resume and (out / "metrics.jsonl").is_file():
+            # A metrics.jsonl that cannot be continued is named before anything changes (the
+            # logger warns about a torn last line when it reads the file again).
+            import warnings
+
+            from pairflow.training.logger import read_metrics
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                read_metrics(out / "metrics.jsonl")
         if resume and not (out / "last.pt").is_file() and (out / "best.pt").is_file():
             from pairflow.utils import atomic_write_bytes
 
@@ -233,90 +243,3 @@ def _cleanup_created(out: Path, created: bool) -> None:
             out.rmdir()  # only if empty: never delete what someone else put there
         except OSError:
             pass
-
-
-class MetricsFileError(ValueError):
-    """A line of ``metrics.jsonl`` that is not a JSON record (other than a torn last line)."""
-
-
-def read_metrics(path: str | os.PathLike, warn=None) -> list[dict]:
-    """The records of a run's ``metrics.jsonl``, one JSON object a line.
-
-    A torn last line (a line without its newline that does not parse: a kill during an append)
-    is the expected result of a crash: it is dropped, with a warning naming the file and line.
-
-    Raises:
-        MetricsFileError: any other line is not a JSON object; the message names file and line.
-    """
-    import json
-
-    path = Path(path)
-    if not path.exists():
-        return []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise MetricsFileError(f"{path} cannot be read ({err})") from err
-    lines = text.split("\n")  # the last item is "" when the file ends with a newline
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError("not an object")
-        except ValueError as err:
-            if number == len(lines):  # no newline after it: torn by a crash mid-append
-                message = (
-                    f"{path}: line {number} is incomplete (the run was killed while writing "
-                    "it); dropped"
-                )
-                (warn or _warn)(message)
-                continue
-            raise MetricsFileError(
-                f"{path}: line {number} is not a JSON record ({err}): {line[:80]!r}; fix or "
-                "delete that line, then run again"
-            ) from err
-        records.append(record)
-    return records
-
-
-def _warn(message: str) -> None:
-    import sys
-
-    print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def good_checkpoints(out: str | os.PathLike, key: str = "bpd") -> str:
-    """Which checkpoints of run ``out`` hold a model worth keeping, for a divergence message.
-
-    Arguments:
-        out: the run folder.
-        key: the test metric's name in the checkpoints (``bpd``, or ``bpd_bound`` for a VAE).
-
-    Returns:
-        e.g. ``"best.pt (step 400, epoch 2, test bits/dim 1.2345)"``, or a sentence saying that
-        no checkpoint was written yet.
-    """
-    import math
-
-    from pairflow.training.checkpoint import load_checkpoint
-
-    out = Path(out)
-    found = []
-    for name in ("best.pt", "last.pt"):
-        if not (out / name).is_file():
-            continue
-        try:
-            state = load_checkpoint(out / name)
-        except ValueError:
-            continue
-        # best.pt's own test number is the best so far; last.pt records its own (if evaluated).
-        value = state.get("best_test_bpd") if name == "best.pt" else state.get("test_bpd")
-        metric = "test bits/dim" + (" bound" if key == "bpd_bound" else "")
-        number = f", {metric} {value:.4f}" if value is not None and math.isfinite(value) else ""
-        found.append(f"{out / name} (step {state.get('step')}, epoch {state.get('epoch')}{number})")
-    if not found:
-        return f"no checkpoint in {out} holds a good model yet"
-    return "the good checkpoints are " + " and ".join(found)
