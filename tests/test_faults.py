@@ -118,6 +118,7 @@ def test_overwrite_starts_over_and_keeps_other_files(run_copy, tiny_mnist_root):
     "extra, message",
     [
         (["--set", "hidden_features=true"], "hidden_features: expected an integer, got True"),
+        (["--set", "hidden_channels=true"], "hidden_channels: expected an integer, got True"),
         (["--set", "no_such_field=3"], "no_such_field"),
         (["--data-dir", "MISSING"], "MNIST file not found"),
     ],
