@@ -138,10 +138,8 @@ def run(args: argparse.Namespace) -> int:
 
     def chunks():
         """(offset, images (b, 1, H, W) uint8) a batch at a time: memory bounded by a batch."""
-        lo = 0
-        for images in iter_samples(
-            model, total, args.batch_size, temperature=args.temperature, generator=gen, labels=labels
-        ):
+        lo, options = 0, dict(temperature=args.temperature, generator=gen, labels=labels)
+        for images in iter_samples(model, total, args.batch_size, **options):
             yield lo, images
             lo += len(images)
 
