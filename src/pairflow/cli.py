@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"pairflow {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the machine, not the input: a full disk, a read-only folder
+        print(f"pairflow {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"pairflow {args.command}: interrupted", file=sys.stderr)
         return 130

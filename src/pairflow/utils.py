@@ -37,6 +37,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            _injected_fault(path, f)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -46,6 +47,36 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             pass
         raise
     return path
+
+
+_FAULT_COUNTS: dict[str, int] = {}
+
+
+def _injected_fault(path: Path, f: IO[bytes]) -> None:
+    """Test hook: ``PAIRFLOW_FAULT=ACTION:GLOB[:NTH]`` fails the NTH (default first) atomic
+    write of a file whose name matches GLOB, after its temporary file is written:
+    ``enospc`` raises "No space left on device", ``kill`` kills the process (SIGKILL).
+    The fault suite (tests/test_faults.py) uses it to crash a run at a chosen write."""
+    spec = os.environ.get("PAIRFLOW_FAULT")
+    if not spec:
+        return
+    import fnmatch
+
+    action, _, rest = spec.partition(":")
+    pattern, _, nth = rest.partition(":")
+    if not fnmatch.fnmatch(path.name, pattern):
+        return
+    _FAULT_COUNTS[spec] = count = _FAULT_COUNTS.get(spec, 0) + 1
+    if count != int(nth or 1):
+        return
+    if action == "kill":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "enospc":
+        import errno
+
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -86,20 +117,83 @@ def resolve_device(name: str = "auto"):
     return device
 
 
-def dataclass_from_dict(cls, values: dict, what: str | None = None):
+def dataclass_from_dict(
+    cls, values: dict, what: str | None = None, spell: Callable[[str], str] | None = None
+):
     """Build dataclass ``cls`` from a plain dict; unknown keys raise ``ValueError`` listing
     the valid fields (configs are stored as dicts in checkpoints). ``what`` names the keys in
-    that message (default: "<class> field")."""
+    that message (default: "<class> field"), ``spell`` how a key is written in it (see
+    :func:`check_field_types`, which checks the values' types)."""
     import dataclasses
 
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
+    what = what or f"{cls.__name__} field"
     if unknown:
-        what = what or f"{cls.__name__} field"
         raise ValueError(
             f"unknown {what}(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
         )
+    check_field_types(cls, values, what, spell)
     return cls(**values)
+
+
+_TYPE_NAMES = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
+
+
+def check_field_types(
+    cls, values: dict, what: str | None = None, spell: Callable[[str], str] | None = None
+) -> None:
+    """Check each value of ``values`` against the annotation of dataclass ``cls``'s field.
+
+    Fields annotated ``int``, ``float``, ``bool``, ``str`` or ``dict[...]`` (each optionally
+    ``| None``) are checked: a bool is not an integer, an integer is a number, and a float must
+    be finite (``inf`` and ``nan`` are never a setting). Other annotations are not checked.
+
+    Arguments:
+        cls: the dataclass.
+        values: field name -> value.
+        what: how the message names a key (default ``"<class> field"``).
+        spell: how the message spells a key (default: as it is), e.g. ``lr (--lr)``.
+
+    Raises:
+        ValueError: naming the key, the value and the expected type, e.g. ``config key lr:
+            expected a finite number, got 'fast' (str)``.
+    """
+    import math
+    import types
+    import typing
+
+    what = what or f"{cls.__name__} field"
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        hint = hints.get(key)
+        if hint is None:
+            continue
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        args = typing.get_args(hint) if union else (hint,)
+        if value is None and type(None) in args:
+            continue
+        kinds = [typing.get_origin(a) or a for a in args if a is not type(None)]
+        if len(kinds) != 1 or kinds[0] not in (int, float, bool, str, dict):
+            continue
+        kind = kinds[0]
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value)
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            expected = _TYPE_NAMES.get(kind, "a table of KEY = VALUE")
+            if type(None) in args:
+                expected += " (or none)"
+            name = spell(key) if spell else key
+            raise ValueError(
+                f"{what} {name}: expected {expected}, got {value!r} ({type(value).__name__})"
+            )
 
 
 class ModelConfig:

@@ -32,3 +32,34 @@ def load_model_from_args(args: argparse.Namespace):
     except (ValueError, CheckpointError) as err:
         raise UsageError(str(err)) from err
     return model, state, path
+
+
+def check_output_path(out, folder: bool = False, flag: str = "--out") -> None:
+    """Refuse an output path that cannot be written, before any work is done.
+
+    Arguments:
+        out: the file to write (or, with ``folder``, the folder to fill).
+        folder: ``out`` is a folder of outputs rather than one file.
+        flag: the option's name in the message.
+
+    Raises:
+        UsageError: a parent is a file, ``out`` is of the wrong kind (a folder where a file goes,
+            or the reverse), or the nearest existing folder does not take new files.
+    """
+    import tempfile
+    from pathlib import Path
+
+    out = Path(out)
+    if out.exists() and out.is_dir() != folder:
+        kind = "a folder" if out.is_dir() else "a file"
+        raise UsageError(f"{flag} {out} is {kind}; give {'a folder' if folder else 'a file'}")
+    existing = out if folder and out.is_dir() else out.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{flag} {out}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UsageError(f"{flag} {out}: cannot write in {existing} ({err.strerror})") from err

@@ -72,7 +72,14 @@ def run(args: argparse.Namespace) -> int:
         sample_n=64,
         log_every=10,
     )
-    summary = train(config, progress=True)
+    from pairflow.training.runfolder import RunFolderError, open_run_folder
+
+    try:
+        # A demo run starts over each time (its old files go first) and owns its folder.
+        with open_run_folder(config.out, overwrite=True):
+            summary = train(config, progress=True)
+    except RunFolderError as err:
+        raise UsageError(str(err)) from err
     print(
         f"      {summary['step']} steps, test bits/dim {summary['test_bpd']:.3f} "
         f"(on 2,000 fixed test pairs)"

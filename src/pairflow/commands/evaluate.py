@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -138,8 +139,10 @@ def _check_args(args: argparse.Namespace) -> None:
             f"--samples must be a number of samples >= 1 (or 0 for bits/dim only), "
             f"got {args.samples}"
         )
-    if not args.temperature > 0:
-        raise UsageError(f"--temperature must be > 0, got {args.temperature}")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise UsageError(f"--temperature must be > 0 and finite, got {args.temperature}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
 
 
 def _bits_per_dim(model, bound: bool, args, root: Path, conditional: bool) -> dict[str, Any]:

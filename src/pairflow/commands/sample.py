@@ -7,7 +7,11 @@ import math
 from pathlib import Path
 
 from pairflow.cli import UsageError
-from pairflow.commands._common import add_model_arguments, load_model_from_args
+from pairflow.commands._common import (
+    add_model_arguments,
+    check_output_path,
+    load_model_from_args,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,10 +82,21 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.n < 1:
         raise UsageError(f"--n must be a positive number of samples, got {args.n}")
-    if not args.temperature > 0:
-        raise UsageError(f"--temperature must be > 0, got {args.temperature}")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise UsageError(f"--temperature must be > 0 and finite, got {args.temperature}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
+    out = Path(args.out)
+    if args.interpolate:
+        if out.suffix.lower() != ".png":
+            raise UsageError(f"--interpolate writes a PNG; got --out {out}")
+        kind = "png"
+    else:
+        kind = _out_kind(out)
+    check_output_path(out, folder=kind == "folder")
+    pairs = parse_pairs(args.pair) if args.pair is not None else None
     model, state, source = load_model_from_args(args)
     conditional = bool(state["model_config"].get("conditional", False))
     if (args.pair is not None or args.grid) and not conditional:
@@ -106,53 +121,114 @@ def run(args: argparse.Namespace) -> int:
     n = args.n
     if args.grid:
         labels = torch.arange(100).repeat_interleave(max(1, n // 100) if n >= 100 else 1)
-    elif args.pair is not None:
-        pairs = parse_pairs(args.pair)
+    elif pairs is not None:
         labels = torch.tensor(pairs).repeat_interleave(n)  # n samples of each pair
     elif conditional:
         labels = torch.randint(0, 100, (n,), generator=torch.Generator().manual_seed(args.seed))
     total = n if labels is None else len(labels)
-    from pairflow.evaluation import draw_samples
+    if kind == "png" and total > MAX_GRID:
+        raise UsageError(
+            f"--out {out}: a PNG grid holds at most {MAX_GRID:,} samples, asked {total:,}; "
+            f"write them to a .npz file (about {_size(total, state)} uncompressed) or a folder "
+            "of PNGs, which are written a batch at a time"
+        )
+    from pairflow.evaluation import iter_samples
 
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    images = draw_samples(  # (N, 1, 28, 56) uint8
-        model, total, args.batch_size, temperature=args.temperature, generator=gen, labels=labels
-    )
-    _write(images, labels, Path(args.out), grid_rows=10 if args.grid else None)
+
+    def chunks():
+        """(offset, images (b, 1, H, W) uint8) a batch at a time: memory bounded by a batch."""
+        lo, options = 0, dict(temperature=args.temperature, generator=gen, labels=labels)
+        for images in iter_samples(model, total, args.batch_size, **options):
+            yield lo, images
+            lo += len(images)
+
+    try:
+        _write(chunks(), total, labels, out, kind, grid_rows=10 if args.grid else None)
+    except OSError as err:
+        raise UsageError(f"--out {out}: could not write ({err})") from err
+    print(f"wrote {total} samples to {out}")
     return 0
 
 
-def _write(images, labels, out: Path, grid_rows: int | None = None) -> None:
-    import io
+MAX_GRID = 10_000  # samples in one PNG grid (about 70 MB of picture at scale 2)
 
+
+def _size(total: int, state: dict) -> str:
+    config = state["model_config"]
+    size = total * config.get("channels", 1) * config.get("height", 28) * config.get("width", 56)
+    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
+
+
+def _out_kind(out: Path) -> str:
+    """``png`` (one grid), ``npz`` (arrays) or ``folder`` (one PNG per sample)."""
+    if out.is_dir():
+        return "folder"
+    suffix = out.suffix.lower()
+    if suffix in (".png", ".npz"):
+        return suffix[1:]
+    if suffix == "":
+        return "folder"
+    raise UsageError(f"--out {out}: use a .png file, a .npz file or a folder")
+
+
+def _write(chunks, total: int, labels, out: Path, kind: str, grid_rows: int | None = None) -> None:
+    """Write the samples that ``chunks`` yields as ``kind`` (see :func:`_out_kind`)."""
     import numpy as np
+    import torch
 
     from pairflow.images import save_grid, save_png
-    from pairflow.utils import atomic_write_bytes
 
     text = None if labels is None else [f"{int(v):02d}" for v in labels]
-    if out.suffix.lower() == ".png":
+    if kind == "png":  # at most MAX_GRID samples: one picture in memory
+        images = torch.cat([images for _, images in chunks])
         nrow = None
         if grid_rows is not None:
             nrow = len(images) // grid_rows
         elif labels is not None:
             nrow = min(len(images), 8)
         save_grid(images, out, nrow=nrow or max(1, round(math.sqrt(len(images) / 2))), labels=text)
-    elif out.suffix.lower() == ".npz":
-        arrays = {"images": images[:, 0].numpy()}
-        if labels is not None:
-            arrays["labels"] = labels.numpy().astype(np.int64)
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        atomic_write_bytes(out, buffer.getvalue())
-    elif out.suffix == "" or out.is_dir():
-        out.mkdir(parents=True, exist_ok=True)
-        for i, img in enumerate(images):
-            name = f"sample_{i:05d}" + (f"_{text[i]}" if text else "") + ".png"
-            save_png(img[0], out / name)
+    elif kind == "npz":
+        _write_npz(out, chunks, total, None if labels is None else labels.numpy().astype(np.int64))
     else:
-        raise UsageError(f"--out {out}: use a .png file, a .npz file or a folder")
-    print(f"wrote {len(images)} samples to {out}")
+        out.mkdir(parents=True, exist_ok=True)
+        for lo, images in chunks:
+            for i, img in enumerate(images, start=lo):
+                name = f"sample_{i:05d}" + (f"_{text[i]}" if text else "") + ".png"
+                save_png(img[0], out / name)
+
+
+def _write_npz(out: Path, chunks, total: int, labels) -> None:
+    """``images`` (N, H, W) uint8 (and ``labels`` (N,) int64) as a compressed .npz, streamed.
+
+    The .npz is a zip of .npy members: the images member is written a batch at a time after
+    its header (shape known up front), so memory stays at one batch however large N is.
+    """
+    import zipfile
+
+    import numpy as np
+
+    from pairflow.utils import atomic_write
+
+    def write(f) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+            with zf.open("images.npy", "w", force_zip64=True) as member:
+                header = None
+                for _, images in chunks:
+                    array = images[:, 0].numpy()  # (b, H, W) uint8
+                    if header is None:
+                        header = {
+                            "descr": np.lib.format.dtype_to_descr(array.dtype),
+                            "fortran_order": False,
+                            "shape": (total, *array.shape[1:]),
+                        }
+                        np.lib.format.write_array_header_2_0(member, header)
+                    member.write(np.ascontiguousarray(array).tobytes())
+            if labels is not None:
+                with zf.open("labels.npy", "w") as member:
+                    np.lib.format.write_array(member, labels)
+
+    atomic_write(out, write)
 
 
 def _interpolate(model, args: argparse.Namespace, conditional: bool) -> int:
@@ -168,7 +244,12 @@ def _interpolate(model, args: argparse.Namespace, conditional: bool) -> int:
     if args.steps < 2:
         raise UsageError(f"--steps must be >= 2, got {args.steps}")
     rows = max(1, min(args.n, 8))
-    test = PairedMNIST(resolve_root(args.data_dir), train=False)
+    from pairflow.data import MNISTFormatError
+
+    try:
+        test = PairedMNIST(resolve_root(args.data_dir), train=False)
+    except (FileNotFoundError, MNISTFormatError) as err:
+        raise UsageError(str(err)) from err
     gen = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(test), generator=gen)[: 2 * rows]
     x, y = test.get_batch(idx)
@@ -190,8 +271,9 @@ def _interpolate(model, args: argparse.Namespace, conditional: bool) -> int:
     from pairflow.images import save_grid
 
     out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"--interpolate writes a PNG; got --out {out}")
-    save_grid(images, out, nrow=args.steps)
+    try:
+        save_grid(images, out, nrow=args.steps)
+    except OSError as err:
+        raise UsageError(f"--out {out}: could not write ({err})") from err
     print(f"wrote {rows} interpolations of {args.steps} steps to {out}")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 
 from pairflow.cli import UsageError
 
@@ -79,6 +81,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="continue the run in --out from its last.pt"
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in an --out that holds a run: delete its checkpoints, metrics and "
+        "samples first",
+    )
+    parser.add_argument(
+        "--download", action="store_true", help="fetch the MNIST files into the root if missing"
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -86,6 +97,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a model config field, e.g. --set hidden_channels=64",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# What --resume applies from this invocation: stopping rules, the schedule's shape (the
+# learning-rate factor is recomputed each step; the base rate lives in the optimiser state),
+# clipping, where the data is, and how the run is executed and logged. Everything else is fixed
+# by last.pt (model, data pairing, batch size, optimiser) and refused when asked to change.
+RESUMABLE = (
+    "epochs", "max_steps", "time_budget", "warmup_steps", "schedule", "grad_clip", "data_dir",
+    "out", "device", "threads", "compile", "sample_n", "sample_temperature", "log_every",
+    "max_nonfinite",
+)  # fmt: skip
 
 
 def _parse_overrides(items: list[str]) -> dict:
@@ -97,22 +119,92 @@ def _parse_overrides(items: list[str]) -> dict:
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
-            overrides[key] = value
+            # "inf"/"nan" are numbers to a user (and then refused as not finite), not strings.
+            is_float = value.strip().lower().lstrip("+-") in ("inf", "infinity", "nan")
+            overrides[key] = float(value) if is_float else value
     return overrides
 
 
-def run(args: argparse.Namespace) -> int:
+def _resume_base(out: str, asked: dict) -> dict:
+    """The saved train config of ``out``'s checkpoint; UsageError if ``asked`` (flags and file
+    values given) changes what a resumed run cannot change."""
     from pathlib import Path
 
+    from pairflow.training import load_checkpoint
+
+    folder = Path(out)
+    last = folder / "last.pt"
+    if not last.is_file():
+        if (folder / "best.pt").is_file():
+            last = folder / "best.pt"  # a kill during the first last.pt write: see runfolder
+        else:
+            raise UsageError(f"--resume: no checkpoint {last}; train without --resume first")
+    saved = load_checkpoint(last)["train_config"]
+    for key in ("model", "preset", "conditional"):
+        if asked.get(key) is not None and asked[key] != saved.get(key):
+            raise UsageError(
+                f"--resume: {last} was trained with {key}={saved.get(key)!r}, "
+                f"not {asked[key]!r}; use a new --out to train another model"
+            )
+    fixed = [
+        (key, saved.get(key), value)
+        for key, value in asked.items()
+        if key not in RESUMABLE and value is not None and value != saved.get(key)
+    ]
+    if fixed:
+        detail = "; ".join(f"{_flag(k)}: the run has {s!r}, asked {v!r}" for k, s, v in fixed)
+        changeable = [_flag(k) for k in RESUMABLE if k in _FLAGS and k != "out"] + ["--compile"]
+        raise UsageError(
+            f"--resume cannot change {', '.join(_flag(k) for k, _, _ in fixed)} ({detail}): the "
+            f"model, data and optimiser come from {last}. Resume without them, or start a new "
+            "run with another --out (--init-from RUN to start from its weights). --resume can "
+            f"change {', '.join(changeable)}"
+        )
+    return saved
+
+
+def _flag(key: str) -> str:
+    """The command-line spelling of TrainConfig field ``key``."""
+    return "--set" if key == "model_overrides" else "--" + key.replace("_", "-")
+
+
+def _check_model_config(config) -> None:
+    """Build the model config the run will use, so that a bad --set fails before anything."""
+    from pairflow.training.checkpoint import model_config_class
+
+    overrides = dict(config.model_overrides)
+    model_config_class(config.model).from_preset(config.preset, **overrides)
+
+
+def _check_data(config, download: bool) -> None:
+    """The four MNIST files exist (fetched first with --download), before the run folder."""
+    from pairflow.data import download_mnist, resolve_root
+    from pairflow.data.mnist import MNIST_FILES, find_mnist_file
+
+    root = resolve_root(config.data_dir)
+    if download:
+        download_mnist(root, verbose=True)
+    for name in MNIST_FILES.values():
+        find_mnist_file(root, name)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    from pairflow.data import MNISTDownloadError, MNISTFormatError
     from pairflow.training import (
         CheckpointError,
         TrainingDiverged,
-        load_checkpoint,
         load_config_file,
         merge_config,
         train,
     )
+    from pairflow.training.runfolder import RunFolderError, open_run_folder
 
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other: continue or start over")
     flags = {name: getattr(args, name) for name in _FLAGS}
     flags["conditional"] = args.conditional
     flags["balanced"] = args.balanced
@@ -123,31 +215,45 @@ def run(args: argparse.Namespace) -> int:
         base = load_config_file(args.config) if args.config else {}
         if args.resume:
             out = flags["out"] or base.get("out") or "runs/default"
-            last = Path(out) / "last.pt"
-            saved = load_checkpoint(last)["train_config"] if last.is_file() else None
-            if saved is None:
-                raise UsageError(f"--resume: no checkpoint {last}; train without --resume first")
-            for key in ("model", "preset", "conditional"):
-                asked = flags.get(key) if flags.get(key) is not None else base.get(key)
-                if asked is not None and asked != saved.get(key):
-                    raise UsageError(
-                        f"--resume: {last} was trained with {key}={saved.get(key)!r}, "
-                        f"not {asked!r}; use a new --out to train another model"
-                    )
-            base = {**saved, **base}
+            asked = {**base, **{k: v for k, v in flags.items() if v is not None}}
+            base = {**_resume_base(out, asked), **base}
         config = merge_config(base, flags)
-    except (ValueError, CheckpointError) as err:
+        _check_model_config(config)
+        _check_data(config, args.download)
+    except (ValueError, CheckpointError, FileNotFoundError, MNISTDownloadError) as err:
         raise UsageError(str(err)) from err
+    # Under torchrun, rank 0 owns the folder; the other ranks write nothing there.
+    main_rank = os.environ.get("RANK", "0") == "0"
+    folder = (
+        open_run_folder(config.out, resume=args.resume, overwrite=args.overwrite)
+        if main_rank
+        else nullcontext()
+    )
     try:
-        summary = train(config, resume=args.resume, progress=not args.no_progress)
+        with folder:
+            summary = train(config, resume=args.resume, progress=not args.no_progress)
     except TrainingDiverged as err:
         print(f"pairflow train: {err}")
         return 1
-    except (FileNotFoundError, CheckpointError) as err:
+    except (RunFolderError, FileNotFoundError, CheckpointError, MNISTFormatError) as err:
         raise UsageError(str(err)) from err
     except ValueError as err:
         raise UsageError(str(err)) from err
+    except OSError as err:  # disk full, permissions: the checkpoints already written stay intact
+        print(
+            f"pairflow train: error: {err}. Checkpoints written before are intact"
+            f" (see {config.out}); free space or fix the folder, then continue with --resume",
+            file=sys.stderr,
+        )
+        return 1
     print(json.dumps(summary, indent=2))
+    final = [v for k, v in summary.items() if k in ("test_bpd", "test_bpd_bound")]
+    if final and not math.isfinite(final[0]):  # a diverged model must not look like a result
+        print(
+            f"pairflow train: the run ended with a diverged model (test bits/dim {final[0]}); "
+            "it was not checkpointed, see above for the last good checkpoint"
+        )
+        return 1
     kept = "best.pt, last.pt" if (Path(summary["out"]) / "best.pt").is_file() else "last.pt"
     print(f"run folder: {summary['out']} (curves.png, samples/, metrics.jsonl, {kept})")
     return 0

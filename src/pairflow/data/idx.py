@@ -48,7 +48,14 @@ class MNISTFormatError(ValueError):
 
 
 def _read_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as err:  # permissions, a directory, an I/O error
+        raise MNISTFormatError(
+            path, f"cannot be read ({err.strerror}); check the file's permissions"
+        ) from err
     if path.name.endswith(".gz"):
         try:
             return gzip.decompress(raw)

@@ -81,6 +81,11 @@ def find_mnist_file(root: str | os.PathLike | None, name: str) -> Path:
     for candidate in (directory / name, directory / f"{name}.gz"):
         if candidate.is_file():
             return candidate
+    for candidate in (directory / name, directory / f"{name}.gz"):
+        if candidate.is_dir():
+            raise MNISTFormatError(
+                candidate, "is a directory, not an MNIST file; remove it and put the file there"
+            )
     hint = ""
     root_path = resolve_root(root)
     for misplaced in (root_path, root_path / "raw"):
@@ -144,6 +149,10 @@ def read_mnist(
         raise MNISTFormatError(
             image_path,
             f"images are {images.shape[1]}x{images.shape[2]}, MNIST images are 28x28",
+        )
+    if len(images) == 0:
+        raise MNISTFormatError(
+            image_path, f"holds 0 images: a valid IDX file, but the {split} split needs images"
         )
     if len(images) != len(labels):
         raise MNISTFormatError(

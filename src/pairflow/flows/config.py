@@ -122,8 +122,9 @@ class FlowConfig(ModelConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"FlowConfig.{name} must be a positive int, got {value!r}")
-        if not 0 <= self.logit_alpha < 0.5:
-            raise ValueError(f"FlowConfig.logit_alpha must be in [0, 0.5), got {self.logit_alpha}")
+        # alpha = 0 maps a dequantised 0 to logit(0) = -inf: every bits/dim would be NaN.
+        if not 0 < self.logit_alpha < 0.5:
+            raise ValueError(f"FlowConfig.logit_alpha must be in (0, 0.5), got {self.logit_alpha}")
         if self.scale_bound <= 0:
             raise ValueError(f"FlowConfig.scale_bound must be > 0, got {self.scale_bound}")
         if self.label_prior and self.width % 2:

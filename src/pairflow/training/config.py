@@ -11,12 +11,18 @@ from typing import Any, get_args
 
 from pairflow.models import REGISTRY, kind_spec
 from pairflow.options import PrecisionOption, Schedule, check_choice
-from pairflow.utils import dataclass_from_dict
+from pairflow.utils import check_field_types, dataclass_from_dict
 
 __all__ = ["TrainConfig", "load_config_file", "merge_config"]
 
 PRECISIONS = get_args(PrecisionOption)
 SCHEDULES = get_args(Schedule)
+
+
+def _spell(key: str) -> str:
+    """A config key with its flag, for messages: ``grad_clip (--grad-clip)``."""
+    flag = "--set" if key == "model_overrides" else "--" + key.replace("_", "-")
+    return f"{key} ({flag})"
 
 
 @dataclass
@@ -64,6 +70,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check values; raise ``ValueError`` naming the bad field, its value and what is valid."""
+        check_field_types(type(self), self.to_dict(), "config key", _spell)
         if self.model not in REGISTRY:
             raise ValueError(f"unknown model {self.model!r}; valid models: {', '.join(REGISTRY)}")
         presets = kind_spec(self.model).presets
@@ -88,8 +95,14 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(f"time_budget must be > 0 minutes, got {self.time_budget!r}")
-        if self.warmup_steps < 0 or self.grad_clip <= 0:
-            raise ValueError("warmup_steps must be >= 0 and grad_clip > 0")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
+        if not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed (--seed) must be a non-negative integer, got {self.seed}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if not self.sample_temperature > 0:
             raise ValueError(f"sample_temperature must be > 0, got {self.sample_temperature!r}")
         return self
@@ -99,7 +112,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        return dataclass_from_dict(cls, values, what="config key")
+        return dataclass_from_dict(cls, values, what="config key", spell=_spell)
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -111,37 +124,54 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist")
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
-    try:
-        if suffix == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib
-            values = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ModuleNotFoundError as err:
-                raise ValueError(
-                    f"config file {path} is YAML but PyYAML is not installed; "
-                    "pip install pyyaml, or use a .toml file"
-                ) from err
-            values = yaml.safe_load(text) or {}
-        elif suffix == ".json":
-            values = json.loads(text)
-        else:
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ValueError(
+            f"config file {path}: unknown format {suffix!r}; use .toml, .yaml or .json"
+        )
+    if suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        parse = tomllib.loads
+    elif suffix == ".json":
+        parse = json.loads
+    else:
+        try:
+            import yaml
+        except ModuleNotFoundError as err:
             raise ValueError(
-                f"config file {path}: unknown format {suffix!r}; use .toml, .yaml or .json"
-            )
-    except ValueError:
-        raise
-    except Exception as err:  # parse errors of each format
+                f"config file {path} is YAML but PyYAML is not installed; "
+                "pip install pyyaml, or use a .toml file"
+            ) from err
+
+        def parse(text: str) -> Any:
+            return yaml.safe_load(text) or {}
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"config file {path} could not be read: {err}") from err
+    try:
+        values = parse(text)
+    except Exception as err:  # the parse errors of each format
         raise ValueError(f"config file {path} could not be parsed: {err}") from err
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must hold a table of settings")
     values = values.get("train", values)
-    return {k.replace("-", "_"): v for k, v in values.items()}
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path}: [train] must be a table of settings")
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    # Unknown keys and wrong types are named with the file they came from.
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(
+            f"config file {path}: unknown key(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(sorted(names))}"
+        )
+    check_field_types(TrainConfig, values, f"config file {path}: key")
+    return values
 
 
 def merge_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:

@@ -158,6 +158,9 @@ def end_of_epoch(run: Run, complete: bool = True) -> dict:
         _checkpoint(run, run.out / "best.pt", noise_states)
     if run.spec.likelihood is None or math.isfinite(test_bpd):
         _checkpoint(run, run.out / "last.pt", noise_states)
+    elif run.procs.is_main:
+        print(f"test {run.spec.bpd_key} is {test_bpd} at step {run.step}: the model diverged and "
+              f"was not saved. {_last_good(run)}.", flush=True)  # fmt: skip
     if run.procs.is_main and complete:
         print(f"epoch {run.epoch}: {_describe(fields)} (step {run.step})", flush=True)
     return fields
@@ -199,7 +202,9 @@ def _log_train(run: Run, loss, grad_norm, extra: dict, batch: int, bar) -> None:
     if bar is not None:
         bar.update(1)
     if run.step % run.config.log_every:
+        run.extra["unlogged"] = (loss.detach(), grad_norm, extra)  # logged if Ctrl-C comes
         return
+    run.extra.pop("unlogged", None)
     loss = run.procs.mean(loss)  # the global batch's loss, not rank 0's share
     now = time.perf_counter()
     rate = tick[1] / max(now - tick[0], 1e-9)
@@ -256,6 +261,18 @@ def _checkpoint(run: Run, path: Path, noise_states: list) -> None:
 
 def _save_interrupted(run: Run) -> None:
     if run.procs.world_size == 1:
+        unlogged = run.extra.pop("unlogged", None)
+        if unlogged is not None:  # the train record of the steps since the last one logged
+            loss, grad_norm, extra = unlogged
+            key = run.spec.bpd_key
+            scheduler = next(iter(run.schedulers.values()))
+            epoch = run.epoch + (1 if run.batch_in_epoch else 0)  # 0: that epoch is complete
+            run.logger.log({
+                "type": "train", "step": run.step, "epoch": epoch, "loss": loss.item(),
+                **({key: loss.item()} if key else {}), **{k: float(v) for k, v in extra.items()},
+                "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                "interrupted": True, "time": time.time(),
+            })  # fmt: skip
         _checkpoint(run, run.out / "last.pt", [run.noise.get_state()])
         print(f"\ninterrupted: checkpoint saved to {run.out / 'last.pt'} (step {run.step}); "
               "continue with --resume", flush=True)  # fmt: skip
