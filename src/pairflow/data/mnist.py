@@ -62,22 +62,28 @@ def resolve_root(root: str | os.PathLike | None = None) -> Path:
     return Path(root).expanduser()
 
 
-def raw_dir(root: str | os.PathLike | None = None) -> Path:
-    """``<root>/MNIST/raw``, where the four IDX files live."""
-    return resolve_root(root) / "MNIST" / "raw"
+def raw_dir(root: str | os.PathLike | None = None, folder: str = "MNIST") -> Path:
+    """``<root>/MNIST/raw`` (or ``<root>/<folder>/raw``), where the four IDX files live.
+
+    ``folder`` is torchvision's class name: ``"MNIST"``, ``"FashionMNIST"``.
+    """
+    return resolve_root(root) / folder / "raw"
 
 
 def _split(train: bool) -> str:
     return "train" if train else "test"
 
 
-def find_mnist_file(root: str | os.PathLike | None, name: str) -> Path:
-    """The path of MNIST file ``name`` under ``root``: the raw file if present, else ``.gz``.
+def find_mnist_file(root: str | os.PathLike | None, name: str, folder: str = "MNIST") -> Path:
+    """The path of IDX file ``name`` under ``root``: the raw file if present, else ``.gz``.
+
+    ``folder`` is ``"MNIST"`` or ``"FashionMNIST"`` (torchvision's layout, same file names).
 
     Raises:
         MNISTNotFoundError: neither exists; the message lists where it looked and what to do.
     """
-    directory = raw_dir(root)
+    directory = raw_dir(root, folder)
+    title = {"FashionMNIST": "Fashion-MNIST"}.get(folder, folder)
     for candidate in (directory / name, directory / f"{name}.gz"):
         if candidate.is_file():
             return candidate
@@ -92,13 +98,13 @@ def find_mnist_file(root: str | os.PathLike | None, name: str) -> Path:
         if (misplaced / f"{name}.gz").is_file() or (misplaced / name).is_file():
             hint = (
                 f" Found it in {misplaced} instead: the root is the directory that contains "
-                f"MNIST/raw/, so move the files to {directory}."
+                f"{folder}/raw/, so move the files to {directory}."
             )
     raise MNISTNotFoundError(
-        f"MNIST file not found: {directory / name}[.gz].{hint} To fetch the four MNIST files "
-        f"there, use download=True (CLI: --download); or point the root at an existing copy "
-        f"(the directory containing MNIST/raw/) with the root argument, --root / --data-dir, "
-        f"or the {ENV_VAR} environment variable."
+        f"{title} file not found: {directory / name}[.gz].{hint} To fetch the four {title} "
+        f"files there, use download=True (CLI: --download); or point the root at an existing "
+        f"copy (the directory containing {folder}/raw/) with the root argument, --root / "
+        f"--data-dir, or the {ENV_VAR} environment variable."
     )
 
 
@@ -118,13 +124,15 @@ def _read_checked(path: Path, kind: str) -> np.ndarray:
 
 
 def read_mnist(
-    root: str | os.PathLike | None = None, train: bool = True
+    root: str | os.PathLike | None = None, train: bool = True, folder: str = "MNIST"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Read one MNIST split from ``<root>/MNIST/raw/`` (raw or gzipped IDX files).
 
     Arguments:
         root: the data root (see :func:`resolve_root`).
         train: the 60,000-image training split if ``True``, else the 10,000-image test split.
+        folder: ``"MNIST"``, or ``"FashionMNIST"`` for Fashion-MNIST (the same IDX format
+            and file names under ``<root>/FashionMNIST/raw/``).
 
     Returns:
         ``(images, labels)``: images a uint8 tensor (N, 28, 28) with values 0..255 (ink is
@@ -141,14 +149,14 @@ def read_mnist(
         (torch.Size([10000, 28, 28]), [7, 2, 1, 0, 4])
     """
     split = _split(train)
-    image_path = find_mnist_file(root, MNIST_FILES[(split, "images")])
-    label_path = find_mnist_file(root, MNIST_FILES[(split, "labels")])
+    image_path = find_mnist_file(root, MNIST_FILES[(split, "images")], folder)
+    label_path = find_mnist_file(root, MNIST_FILES[(split, "labels")], folder)
     images = _read_checked(image_path, "images")
     labels = _read_checked(label_path, "labels")
     if tuple(images.shape[1:]) != IMAGE_SIZE:
         raise MNISTFormatError(
             image_path,
-            f"images are {images.shape[1]}x{images.shape[2]}, MNIST images are 28x28",
+            f"images are {images.shape[1]}x{images.shape[2]}, {folder} images are 28x28",
         )
     if len(images) == 0:
         raise MNISTFormatError(
