@@ -1,8 +1,9 @@
-"""Shared fixtures: a tiny synthetic MNIST root and the real MNIST root (skipped if absent)."""
+"""Shared fixtures: tiny synthetic roots; the real MNIST and Fashion-MNIST roots (or a skip)."""
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def real_mnist_root() -> Path | None:
-    """$PAIRFLOW_DATA, else ../shared/data next to the repo, if it holds MNIST/raw/."""
+def real_mnist_root(folder: str = "MNIST") -> Path | None:
+    """$PAIRFLOW_DATA, else ../shared/data next to the repo, if it holds <folder>/raw/."""
     candidates = [os.environ.get("PAIRFLOW_DATA"), REPO.parent / "shared" / "data"]
     for candidate in candidates:
-        if candidate and (Path(candidate) / "MNIST" / "raw").is_dir():
+        if candidate and (Path(candidate) / folder / "raw").is_dir():
             return Path(candidate)
     return None
 
@@ -50,3 +51,49 @@ def mnist_root() -> Path:
     if root is None:
         pytest.skip("real MNIST not found: set PAIRFLOW_DATA or provide ../shared/data")
     return root
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_root() -> Path:
+    """The real Fashion-MNIST root (read-only); skips the test when it is absent."""
+    root = real_mnist_root("FashionMNIST")
+    if root is None:
+        pytest.skip("real Fashion-MNIST not found: set PAIRFLOW_DATA or provide ../shared/data")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_fashion_root(tmp_path_factory) -> Path:
+    """A data root with synthetic files in Fashion-MNIST's layout (256 train, 128 test)."""
+    from pairflow.data.synthetic import make_synthetic_fashion_mnist
+
+    return make_synthetic_fashion_mnist(tmp_path_factory.mktemp("tiny_fashion"), 256, 128, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar_root(tmp_path_factory) -> Path:
+    """A data root with a synthetic CIFAR-10 archive in the real format (250 train, 50 test).
+
+    Shared by the whole session: do not modify it.
+    """
+    from pairflow.data.synthetic import make_synthetic_cifar10
+
+    return make_synthetic_cifar10(tmp_path_factory.mktemp("tiny_cifar"), 250, 50, archive=True)
+
+
+@pytest.fixture
+def mirror():
+    from httptools import Mirror
+
+    server = Mirror()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def refused_url():
+    """A loopback port nobody listens on: connections are refused, as when offline."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"

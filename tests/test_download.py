@@ -6,13 +6,11 @@ No test here touches the internet: every mirror is http://127.0.0.1:<port>/.
 from __future__ import annotations
 
 import hashlib
-import http.server
-import socket
-import threading
 
 import pytest
 
 import pairflow.data.download as download_module
+from httptools import corrupt
 from pairflow.data import MNISTDownloadError, PairedMNIST, download_mnist, raw_dir, read_mnist
 
 NAMES = [
@@ -23,50 +21,6 @@ NAMES = [
 ]
 
 
-class Mirror:
-    """A loopback HTTP server; ``routes[path] = (body, declared Content-Length)``."""
-
-    def __init__(self):
-        self.routes: dict[str, tuple[bytes, int]] = {}
-        self.requests: list[str] = []
-        mirror = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - the http.server API
-                mirror.requests.append(self.path)
-                if self.path not in mirror.routes:
-                    self.send_error(404)
-                    return
-                body, declared = mirror.routes[self.path]
-                self.send_response(200)
-                self.send_header("Content-Length", str(declared))
-                self.end_headers()
-                self.wfile.write(body)  # fewer bytes than declared: the client sees truncation
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def serve(self, prefix: str, files: dict[str, bytes], declared: dict[str, int] | None = None):
-        for name, body in files.items():
-            self.routes[f"/{prefix}/{name}"] = (body, (declared or {}).get(name, len(body)))
-        return f"{self.url}{prefix}/"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def mirror():
-    server = Mirror()
-    yield server
-    server.close()
-
-
 @pytest.fixture(scope="module")
 def good_files(tiny_mnist_root):
     return {name: (raw_dir(tiny_mnist_root) / name).read_bytes() for name in NAMES}
@@ -75,21 +29,6 @@ def good_files(tiny_mnist_root):
 @pytest.fixture(scope="module")
 def md5s(good_files):
     return {name: hashlib.md5(body).hexdigest() for name, body in good_files.items()}
-
-
-@pytest.fixture
-def refused_url():
-    """A loopback port nobody listens on: connections are refused, as when offline."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
-
-
-def corrupt(body: bytes) -> bytes:
-    flipped = bytearray(body)
-    flipped[len(body) // 2] ^= 0xFF
-    return bytes(flipped)
 
 
 def leftovers(root):

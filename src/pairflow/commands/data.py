@@ -1,7 +1,9 @@
-"""``pairflow data``: check the MNIST root, print counts and histograms, write a pair preview.
+"""``pairflow data``: check a data root, print counts and histograms, write a pair preview.
 
 Example:
     pairflow data --root ../shared/data --preview pairs.png
+    pairflow data --dataset fashion-mnist --root ../shared/data --preview fashion.png
+    pairflow data --dataset cifar10 --layout single --download --preview cifar.png
 """
 
 from __future__ import annotations
@@ -12,16 +14,42 @@ import json
 from pairflow.cli import UsageError
 
 
+def add_dataset_arguments(parser: argparse.ArgumentParser, layout: bool = True) -> None:
+    """``--dataset`` (and ``--layout``), shared by every command that reads a dataset."""
+    from pairflow.data.datasets import DATASETS, LAYOUTS
+
+    parser.add_argument(
+        "--dataset",
+        choices=tuple(DATASETS),
+        default="mnist",
+        help="which dataset: mnist (MNIST/raw/), fashion-mnist (FashionMNIST/raw/), cifar10 "
+        "(cifar-10-batches-py/ or cifar-10-python.tar.gz) under the root (default mnist)",
+    )
+    if layout:
+        parser.add_argument(
+            "--layout",
+            choices=LAYOUTS,
+            default="pair",
+            help="pair: two images side by side, label 10a+b (default); single: one image, "
+            "its class",
+        )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--root",
         "--data-dir",
         dest="root",
         metavar="DIR",
-        help="data root containing MNIST/raw/ (default $PAIRFLOW_DATA, else ./data)",
+        help="data root containing MNIST/raw/ (or the dataset's folder; default "
+        "$PAIRFLOW_DATA, else ./data)",
     )
+    add_dataset_arguments(parser)
     parser.add_argument(
-        "--download", action="store_true", help="fetch the MNIST files into the root if missing"
+        "--download",
+        action="store_true",
+        help="fetch the dataset's files into the root if missing (checked against the "
+        "published checksums)",
     )
     parser.add_argument("--preview", metavar="FILE", help="write a PNG of labelled pairs here")
     parser.add_argument(
@@ -51,8 +79,15 @@ def _pair_table(counts: list[list[int]]) -> str:
 
 def format_summary(info: dict) -> str:
     """Human-readable text of :func:`pairflow.data.summary`'s dict."""
-    lines = [f"MNIST root: {info['root']}"]
+    from pairflow.data.datasets import get_dataset
+
+    spec = get_dataset(info.get("dataset", "mnist"))
+    shape = "x".join(map(str, info.get("image_shape", (1, 28, 28))))
+    lines = [f"{spec.title} root: {info['root']}"]
     lines += [f"  {path}" for path in info["files"].values()]
+    if spec.name != "mnist":
+        classes = ", ".join(f"{i} {name}" for i, name in enumerate(spec.classes))
+        lines += [f"images {shape}; classes: {classes}"]
     lines += ["", "split   images   mean    std   digits 0..9"]
     for split, s in info["splits"].items():
         digits = " ".join(f"{c:>5}" for c in s["digit_counts"])
@@ -74,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
     from pairflow.data import (
         MNISTDownloadError,
         MNISTFormatError,
-        PairedMNIST,
-        download_mnist,
+        PairedDataset,
+        get_dataset,
         resolve_root,
         summary,
         write_preview,
@@ -86,14 +121,19 @@ def run(args: argparse.Namespace) -> int:
     root = resolve_root(args.root)
     try:
         if args.download:
-            download_mnist(root, verbose=True)
-        info = summary(root, num_pairs=args.num_pairs, seed=args.seed)
+            get_dataset(args.dataset).download(root, verbose=True)
+        info = summary(root, num_pairs=args.num_pairs, seed=args.seed, dataset=args.dataset)
     except (FileNotFoundError, MNISTFormatError, MNISTDownloadError) as err:
         raise UsageError(str(err)) from err
 
     if args.preview:
-        dataset = PairedMNIST(
-            root, train=args.preview_split == "train", num_pairs=args.num_pairs, seed=args.seed
+        dataset = PairedDataset(
+            args.dataset,
+            root,
+            train=args.preview_split == "train",
+            num_pairs=args.num_pairs,
+            seed=args.seed,
+            layout=args.layout,
         )
         path = write_preview(dataset, args.preview)
         info["preview"] = str(path)
@@ -102,5 +142,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_summary(info))
         if args.preview:
-            print(f"\npreview: {info['preview']} (first 32 {args.preview_split} pairs, labelled)")
+            what = "pairs" if args.layout == "pair" else "images"
+            print(f"\npreview: {info['preview']} (first 32 {args.preview_split} {what}, labelled)")
     return 0

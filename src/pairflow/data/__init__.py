@@ -44,7 +44,11 @@ from pairflow.data.mnist import MNISTNotFoundError, raw_dir, read_mnist, resolve
 from pairflow.data.paired import PairedDataset, PairedMNIST, PairingMixin
 from pairflow.data.preview import write_preview
 from pairflow.data.summary import summary
-from pairflow.data.synthetic import make_synthetic_mnist
+from pairflow.data.synthetic import (
+    make_synthetic_cifar10,
+    make_synthetic_fashion_mnist,
+    make_synthetic_mnist,
+)
 
 __all__ = [
     "CIFAR10_MD5",
@@ -70,6 +74,8 @@ __all__ = [
     "download_fashion_mnist",
     "download_mnist",
     "get_dataset",
+    "make_synthetic_cifar10",
+    "make_synthetic_fashion_mnist",
     "make_synthetic_mnist",
     "raw_dir",
     "read_cifar10",

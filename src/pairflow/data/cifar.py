@@ -65,8 +65,11 @@ CIFAR10_CLASSES = (
 )
 _ROW = 3 * 32 * 32
 
-# What CIFAR-10's pickles may reference: numpy's array reconstruction, nothing else.
+# What CIFAR-10's pickles may reference: numpy's array reconstruction, nothing else
+# (_codecs.encode: how protocol 2 spells a Python 3 bytes object, as in batches rewritten by
+# Python 3; a pure function).
 _ALLOWED_GLOBALS = {
+    ("_codecs", "encode"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("numpy.core.multiarray", "_reconstruct"),
@@ -108,7 +111,9 @@ def _unpickle(data: bytes, where: str) -> dict[str, Any]:
     try:
         obj = _BatchUnpickler(io.BytesIO(data), encoding="latin1").load()
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise CIFARFormatError(where, f"not a CIFAR-10 batch ({type(err).__name__}: {err})") from err
+        raise CIFARFormatError(
+            where, f"not a CIFAR-10 batch ({type(err).__name__}: {err})"
+        ) from err
     if not isinstance(obj, dict):
         raise CIFARFormatError(where, f"not a CIFAR-10 batch: a pickled {type(obj).__name__}")
     return _str_keys(obj)
@@ -118,9 +123,7 @@ def _parse_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     batch = _unpickle(data, where)
     missing = [key for key in ("data", "labels") if key not in batch]
     if missing:
-        raise CIFARFormatError(
-            where, f"not a CIFAR-10 batch: no {missing} (keys {sorted(batch)})"
-        )
+        raise CIFARFormatError(where, f"not a CIFAR-10 batch: no {missing} (keys {sorted(batch)})")
     images = np.asarray(batch["data"])
     labels = np.asarray(batch["labels"])
     if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != _ROW:
@@ -152,8 +155,9 @@ class _Source:
                 self.tar = tarfile.open(self.archive, "r:gz")
             except (tarfile.TarError, OSError, EOFError) as err:
                 raise CIFARFormatError(
-                    self.archive, f"cannot open the archive ({err}); it is truncated or "
-                    "corrupt, delete it and download it again"
+                    self.archive,
+                    f"cannot open the archive ({err}); it is truncated or "
+                    "corrupt, delete it and download it again",
                 ) from err
         else:
             raise CIFARNotFoundError(
@@ -177,7 +181,9 @@ class _Source:
                 raise KeyError(name)
             return member.read(), where
         except KeyError as err:
-            raise CIFARFormatError(self.archive, f"the archive has no {CIFAR10_FOLDER}/{name}") from err
+            raise CIFARFormatError(
+                self.archive, f"the archive has no {CIFAR10_FOLDER}/{name}"
+            ) from err
         except (tarfile.TarError, OSError, EOFError) as err:
             raise CIFARFormatError(
                 self.archive, f"cannot read {name} ({err}); the archive is truncated or corrupt"

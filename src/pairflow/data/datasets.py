@@ -76,7 +76,7 @@ class DatasetSpec:
     download: Callable[..., Path]
 
     def image_shape(self, layout: str = "pair") -> tuple[int, int, int]:
-        """``(C, H, W)`` of one item: two images side by side for ``"pair"``, one for ``"single"``."""
+        """``(C, H, W)`` of one item: two images side by side (``"pair"``) or one (``"single"``)."""
         check_layout(layout)
         return (self.channels, self.height, self.width * (2 if layout == "pair" else 1))
 
@@ -183,6 +183,4 @@ def get_dataset(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}"
-        ) from None
+        raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}") from None

@@ -214,9 +214,7 @@ def _download_idx(
             f"contains {folder}/raw/ (root argument, --root / --data-dir, or ${ENV_VAR}); or "
             f"download {gz_name} on a machine with internet and put it in {directory}/."
         )
-        _fetch_from_mirrors(
-            gz_name, directory, mirrors, md5, timeout, verbose, title, what_to_do
-        )
+        _fetch_from_mirrors(gz_name, directory, mirrors, md5, timeout, verbose, title, what_to_do)
         # A raw (uncompressed) file of the same name would shadow the fresh .gz.
         stale = directory / gz_name[: -len(".gz")]
         if stale.is_file():

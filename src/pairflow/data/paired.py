@@ -47,8 +47,8 @@ class PairingMixin:
     """Deterministic pairing of in-memory digits, shared by every paired dataset.
 
     A subclass sets ``self.digits`` (N, H, W) or (N, C, H, W) uint8 and ``self.digit_labels``
-    (N,) int64, then calls :meth:`_init_pairing`. Pairs are a pure function of ``(seed, epoch)`` for the
-    training split and of ``seed`` alone for the test split (whatever the epoch), so test
+    (N,) int64, then calls :meth:`_init_pairing`. Pairs are a pure function of ``(seed, epoch)``
+    for the training split and of ``seed`` alone for the test split (whatever the epoch), so test
     metrics compare across runs.
 
     Attributes:
@@ -342,7 +342,9 @@ class PairedDataset(PairingMixin, Dataset):
                 spec.download(self.root)
             digits, digit_labels = spec.read(self.root, train)
         elif download:
-            raise ValueError("download=True needs a dataset name, e.g. PairedDataset('cifar10', root)")
+            raise ValueError(
+                "download=True needs a dataset name, e.g. PairedDataset('cifar10', root)"
+            )
         elif digit_labels is None:
             raise TypeError("PairedDataset(digits, digit_labels): digit_labels is missing")
         self.digits = torch.as_tensor(digits)
