@@ -1,4 +1,8 @@
-"""Image grids: pack uint8 pair images into one picture and write it as PNG."""
+"""Image grids: pack uint8 pair images into one picture and write it as PNG.
+
+One-channel images (N, 1, H, W) give grayscale grids (H', W'); three-channel images
+(N, 3, H, W), channels R, G, B, give colour grids (H', W', 3), the layout PIL writes.
+"""
 
 from __future__ import annotations
 
@@ -21,28 +25,30 @@ def make_grid(
     """Tile images into one grid.
 
     Arguments:
-        images: uint8 tensor of shape (N, 1, H, W) (or (N, H, W)).
+        images: uint8 tensor of shape (N, 1, H, W) (or (N, H, W)), or (N, 3, H, W) (RGB).
         nrow: images per row; default ``ceil(sqrt(N * W / H)) `` rounded so the grid is squarish.
         padding: pixels between images.
         pad_value: gray level of the padding.
 
     Returns:
-        A uint8 tensor of shape (rows * (H + p) + p, nrow * (W + p) + p).
+        A uint8 tensor of shape (rows * (H + p) + p, nrow * (W + p) + p), with a trailing
+        channel axis of 3 for RGB images.
     """
-    if images.dim() == 4:
-        if images.shape[1] != 1:
-            raise ValueError(f"expected one channel, got shape {tuple(images.shape)}")
-        images = images[:, 0]
-    if images.dim() != 3 or images.shape[0] == 0:
-        raise ValueError(f"expected a non-empty (N, H, W) batch, got shape {tuple(images.shape)}")
-    images = images.detach().to("cpu", torch.uint8)
-    n, h, w = images.shape
+    if images.dim() == 3:
+        images = images[:, None]
+    if images.dim() != 4 or images.shape[0] == 0 or images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"expected a non-empty (N, H, W), (N, 1, H, W) or (N, 3, H, W) batch, got shape "
+            f"{tuple(images.shape)}"
+        )
+    images = images.detach().to("cpu", torch.uint8).permute(0, 2, 3, 1)  # (N, H, W, C)
+    n, h, w, channels = images.shape
     if nrow is None:
         nrow = max(1, round(math.sqrt(n * h / w)))
     nrow = min(nrow, n)
     rows = math.ceil(n / nrow)
     grid = torch.full(
-        (rows * (h + padding) + padding, nrow * (w + padding) + padding),
+        (rows * (h + padding) + padding, nrow * (w + padding) + padding, channels),
         pad_value,
         dtype=torch.uint8,
     )
@@ -50,14 +56,15 @@ def make_grid(
         r, c = divmod(i, nrow)
         top, left = padding + r * (h + padding), padding + c * (w + padding)
         grid[top : top + h, left : left + w] = images[i]
-    return grid
+    return grid[..., 0] if channels == 1 else grid
 
 
 def save_png(array: torch.Tensor, path: str | os.PathLike, scale: int = 1) -> Path:
-    """Write a uint8 (H, W) tensor as a grayscale PNG, atomically, upscaled by ``scale``."""
+    """Write a uint8 (H, W) tensor as a grayscale PNG (or (H, W, 3) as RGB), atomically,
+    upscaled by ``scale``."""
     from PIL import Image
 
-    img = Image.fromarray(array.numpy(), mode="L")
+    img = Image.fromarray(array.contiguous().numpy())  # (H, W): mode "L"; (H, W, 3): "RGB"
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     buffer = io.BytesIO()
@@ -72,7 +79,9 @@ def save_grid(
     scale: int = 2,
     labels: Sequence[str] | None = None,
 ) -> Path:
-    """Write a grid of uint8 images (N, 1, H, W) as PNG; optional text label under each image.
+    """Write a grid of uint8 images (N, C, H, W) as PNG; optional text label under each image.
+
+    C = 1 gives a grayscale PNG, C = 3 (R, G, B) a colour one.
 
     Arguments:
         images: uint8 images, pixel values 0..255.
@@ -93,18 +102,17 @@ def save_grid(
     rows = math.ceil(n / nrow)
     text_h = 12
     cell_h = (h + 2) * scale + text_h
-    canvas = Image.new("L", (grid.shape[1] * scale, rows * cell_h + 2 * scale), 255)
+    tiles = Image.fromarray(grid.contiguous().numpy())
+    canvas = Image.new(tiles.mode, (grid.shape[1] * scale, rows * cell_h + 2 * scale), "white")
     draw = ImageDraw.Draw(canvas)
-    tiles = Image.fromarray(grid.numpy(), mode="L").resize(
-        (grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST
-    )
+    tiles = tiles.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
     for i, text in enumerate(labels):
         r, c = divmod(i, nrow)
         x0, y0 = (2 + c * (w + 2)) * scale, (2 + r * (h + 2)) * scale
         tile = tiles.crop((x0, y0, x0 + w * scale, y0 + h * scale))
         ty = 2 * scale + r * cell_h
         canvas.paste(tile, (x0, ty))
-        draw.text((x0 + 2, ty + h * scale + 1), str(text), fill=0)
+        draw.text((x0 + 2, ty + h * scale + 1), str(text), fill="black")
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
     return atomic_write_bytes(path, buffer.getvalue())

@@ -1,4 +1,4 @@
-"""``pairflow train``: train a flow (or a VAE or GAN baseline) on MNIST digit pairs."""
+"""``pairflow train``: train a flow (or a VAE or GAN baseline) on image pairs (MNIST by default)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,15 @@ _FLAGS = {
     "time_budget": dict(type=float, help="stop after this many minutes of training"),
     "num_pairs": dict(type=int, help="training pairs per epoch (default 60,000)"),
     "test_pairs": dict(type=int, help="fixed test pairs evaluated each epoch (default 10,000)"),
-    "data_dir": dict(help="MNIST root holding MNIST/raw (default $PAIRFLOW_DATA or ./data)"),
+    "data_dir": dict(help="data root holding MNIST/raw (default $PAIRFLOW_DATA or ./data)"),
+    "dataset": dict(
+        choices=("mnist", "fashion-mnist", "cifar10"),
+        help="mnist (default), fashion-mnist or cifar10: the images the model learns",
+    ),
+    "layout": dict(
+        choices=("pair", "single"),
+        help="pair: two images side by side, label 10a+b (default); single: one image",
+    ),
     "out": dict(help="run folder (default runs/default)"),
     "device": dict(help="auto (default), cpu, cuda or cuda:N"),
     "precision": dict(
@@ -55,7 +63,7 @@ _FLAGS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, kwargs in _FLAGS.items():
-        kwargs = {k: v for k, v in kwargs.items() if k != "choices"}
+        kwargs = {k: v for k, v in kwargs.items() if k != "choices" or v is not None}
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kwargs)
     parser.add_argument(
         "--conditional",
@@ -139,8 +147,9 @@ def _resume_base(out: str, asked: dict) -> dict:
             last = folder / "best.pt"  # a kill during the first last.pt write: see runfolder
         else:
             raise UsageError(f"--resume: no checkpoint {last}; train without --resume first")
-    saved = load_checkpoint(last)["train_config"]
-    for key in ("model", "preset", "conditional"):
+    # Runs from before datasets were MNIST pairs.
+    saved = {"dataset": "mnist", "layout": "pair", **load_checkpoint(last)["train_config"]}
+    for key in ("model", "preset", "conditional", "dataset", "layout"):
         if asked.get(key) is not None and asked[key] != saved.get(key):
             raise UsageError(
                 f"--resume: {last} was trained with {key}={saved.get(key)!r}, "
@@ -177,15 +186,14 @@ def _check_model_config(config) -> None:
 
 
 def _check_data(config, download: bool) -> None:
-    """The four MNIST files exist (fetched first with --download), before the run folder."""
-    from pairflow.data import download_mnist, resolve_root
-    from pairflow.data.mnist import MNIST_FILES, find_mnist_file
+    """The dataset's files exist (fetched first with --download), before the run folder."""
+    from pairflow.data import get_dataset, resolve_root
 
     root = resolve_root(config.data_dir)
+    spec = get_dataset(config.dataset)
     if download:
-        download_mnist(root, verbose=True)
-    for name in MNIST_FILES.values():
-        find_mnist_file(root, name)
+        spec.download(root, verbose=True)
+    spec.require_files(root)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -85,6 +85,21 @@ class DatasetSpec:
         c, h, w = self.image_shape(layout)
         return c * h * w
 
+    def require_files(self, root: str | os.PathLike | None) -> None:
+        """Raise the dataset's not-found error (which says what to do) if files are missing.
+
+        A cheap check of presence, not of content (reading comes later).
+        """
+        if self.name == "cifar10":
+            from pairflow.data.cifar import _Source
+
+            _Source(self.location(root).parent).close()
+            return
+        from pairflow.data.mnist import MNIST_FILES, find_mnist_file
+
+        for name in MNIST_FILES.values():
+            find_mnist_file(root, name, self.folder.split("/")[0])
+
     def location(self, root: str | os.PathLike | None) -> Path:
         """Where this dataset's files are looked for under ``root``."""
         from pairflow.data.mnist import resolve_root

@@ -49,6 +49,8 @@ class TrainConfig:
     num_pairs: int | None = None  # training pairs per epoch; default: 60,000
     test_pairs: int | None = None  # fixed test pairs evaluated each epoch; default: 10,000
     data_dir: str | None = None
+    dataset: str = "mnist"  # mnist, fashion-mnist or cifar10 (pairflow.data.DATASETS)
+    layout: str = "pair"  # pair: two images side by side (label 10a+b); single: one image
     out: str = "runs/default"
     device: str = "auto"
     precision: str = "auto"
@@ -81,6 +83,10 @@ class TrainConfig:
             )
         check_choice("precision", self.precision, PrecisionOption)
         check_choice("schedule", self.schedule, Schedule)
+        from pairflow.data.datasets import DATASETS, LAYOUTS
+
+        check_choice("dataset", self.dataset, tuple(DATASETS))
+        check_choice("layout", self.layout, LAYOUTS)
         for name in ("epochs", "batch_size", "sample_n", "log_every", "max_nonfinite"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -93,14 +93,22 @@ def lr_lambda(config: TrainConfig, steps_per_epoch: int):
 
 def build_data(config: TrainConfig, procs: Processes):
     """The training pairs (redrawn each epoch), the fixed test pairs and this rank's loader."""
-    from pairflow.data import PairedMNIST, PairLoader, resolve_root
+    from pairflow.data import PairedDataset, PairLoader, resolve_root
 
     root = resolve_root(config.data_dir)
-    train_set = PairedMNIST(
-        root, train=True, seed=config.seed, num_pairs=config.num_pairs, balanced=config.balanced
+    train_set = PairedDataset(
+        config.dataset,
+        root,
+        train=True,
+        seed=config.seed,
+        num_pairs=config.num_pairs,
+        balanced=config.balanced,
+        layout=config.layout,
     )
     # The test pairing never depends on the run's seed: test numbers compare across runs.
-    test_set = PairedMNIST(root, train=False, num_pairs=config.test_pairs)
+    test_set = PairedDataset(
+        config.dataset, root, train=False, num_pairs=config.test_pairs, layout=config.layout
+    )
     loader = PairLoader(
         train_set,
         batch_size=config.batch_size,
@@ -120,8 +128,14 @@ def build_data(config: TrainConfig, procs: Processes):
 
 def model_config(config: TrainConfig, precision: str) -> dict[str, Any]:
     """The model's config (as a dict) from the run's preset, overrides and precision."""
+    from pairflow.dataset_presets import model_overrides_for
+
     config_class = kind_spec(config.model).config_class
-    overrides = dict(config.model_overrides)
+    # The dataset's shape and sizes, under what --set gave explicitly.
+    overrides = {
+        **model_overrides_for(config.model, config.preset, config.dataset, config.layout),
+        **config.model_overrides,
+    }
     names = {f.name for f in fields(config_class)}
     if "conditional" in names:
         overrides.setdefault("conditional", config.conditional)
