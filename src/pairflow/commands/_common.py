@@ -63,3 +63,9 @@ def check_output_path(out, folder: bool = False, flag: str = "--out") -> None:
             pass
     except OSError as err:
         raise UsageError(f"{flag} {out}: cannot write in {existing} ({err.strerror})") from err
+
+
+def dataset_of(state: dict) -> tuple[str, str]:
+    """``(dataset, layout)`` a checkpoint's model was trained on (MNIST pairs if not recorded)."""
+    config = state.get("train_config") or {}
+    return config.get("dataset") or "mnist", config.get("layout") or "pair"

@@ -1,4 +1,9 @@
-"""``pairflow sample``: draw digit pairs from a trained or shipped flow, VAE or GAN."""
+"""``pairflow sample``: draw image pairs from a trained or shipped flow, VAE or GAN.
+
+``--out FILE.npz`` holds ``images``: uint8 (N, H, W) for one-channel models (MNIST,
+Fashion-MNIST) and (N, C, H, W) for colour ones (CIFAR-10: channels R, G, B), and
+``labels`` (N,) int64 for conditional models.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from pairflow.cli import UsageError
 from pairflow.commands._common import (
     add_model_arguments,
     check_output_path,
+    dataset_of,
     load_model_from_args,
 )
 
@@ -112,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--interpolate needs a model with an encoder (flow or vae); {source} is a "
                 f"{state.get('kind')} model"
             )
-        return _interpolate(model, args, conditional)
+        return _interpolate(model, args, conditional, dataset_of(state))
 
     import torch
 
@@ -195,11 +201,12 @@ def _write(chunks, total: int, labels, out: Path, kind: str, grid_rows: int | No
         for lo, images in chunks:
             for i, img in enumerate(images, start=lo):
                 name = f"sample_{i:05d}" + (f"_{text[i]}" if text else "") + ".png"
-                save_png(img[0], out / name)
+                save_png(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), out / name)
 
 
 def _write_npz(out: Path, chunks, total: int, labels) -> None:
-    """``images`` (N, H, W) uint8 (and ``labels`` (N,) int64) as a compressed .npz, streamed.
+    """``images`` (N, H, W) uint8 for one channel, (N, C, H, W) for colour (and ``labels``
+    (N,) int64) as a compressed .npz, streamed.
 
     The .npz is a zip of .npy members: the images member is written a batch at a time after
     its header (shape known up front), so memory stays at one batch however large N is.
@@ -215,7 +222,8 @@ def _write_npz(out: Path, chunks, total: int, labels) -> None:
             with zf.open("images.npy", "w", force_zip64=True) as member:
                 header = None
                 for _, images in chunks:
-                    array = images[:, 0].numpy()  # (b, H, W) uint8
+                    # One channel: (b, H, W), as MNIST arrays usually are; colour: (b, C, H, W).
+                    array = (images[:, 0] if images.shape[1] == 1 else images).numpy()
                     if header is None:
                         header = {
                             "descr": np.lib.format.dtype_to_descr(array.dtype),
@@ -231,7 +239,9 @@ def _write_npz(out: Path, chunks, total: int, labels) -> None:
     atomic_write(out, write)
 
 
-def _interpolate(model, args: argparse.Namespace, conditional: bool) -> int:
+def _interpolate(
+    model, args: argparse.Namespace, conditional: bool, dataset: tuple[str, str]
+) -> int:
     """Rows of ``--steps`` images walking the latent path between two real test pairs.
 
     The path is z(t) = cos(t pi/2) z0 + sin(t pi/2) z1, which keeps the latent's Gaussian
@@ -239,7 +249,7 @@ def _interpolate(model, args: argparse.Namespace, conditional: bool) -> int:
     """
     import torch
 
-    from pairflow.data import PairedMNIST, resolve_root
+    from pairflow.data import PairedDataset, resolve_root
 
     if args.steps < 2:
         raise UsageError(f"--steps must be >= 2, got {args.steps}")
@@ -247,7 +257,8 @@ def _interpolate(model, args: argparse.Namespace, conditional: bool) -> int:
     from pairflow.data import MNISTFormatError
 
     try:
-        test = PairedMNIST(resolve_root(args.data_dir), train=False)
+        name, layout = dataset
+        test = PairedDataset(name, resolve_root(args.data_dir), train=False, layout=layout)
     except (FileNotFoundError, MNISTFormatError) as err:
         raise UsageError(str(err)) from err
     gen = torch.Generator().manual_seed(args.seed)
