@@ -43,7 +43,7 @@ def test_multiscale_flow_on_three_channels(conditional):
     cond = torch.tensor([37, 5]) if conditional else None
     check_transform(flow, _y((2, 3, 4, 8)), cond)
     if conditional:  # the position-aware prior covers each half of the 3-channel latent
-        assert flow.prior_loc.shape == (2, 10, 3, 4, 4)
+        assert flow.distribution.loc.shape == (2, 10, 3, 4, 4)
 
 
 def test_mlp_flow_on_three_channels():

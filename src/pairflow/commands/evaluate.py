@@ -4,10 +4,16 @@ Without ``--samples`` it prints (and, for a run folder, writes ``RUN/eval_SPLIT.
 bits/dim mean, standard error, pair count and time. A VAE's number is its negative ELBO, an
 upper bound, written as ``bits_per_dim_bound``; a GAN has no likelihood and only
 ``--samples``. With ``--samples N`` it also draws N samples, judges them against N real
-test pairs with the shipped pair classifier (:func:`pairflow.metrics.evaluate_samples`),
+test pairs with the pair classifier of its dataset (:func:`pairflow.metrics.evaluate_samples`),
 computes the same metrics for N real *training* pairs against the same test pairs (the
 real-vs-real floor, cached in ``floor_nN_seedS.json`` beside the outputs) and writes a
 Markdown report with the metric table, a sample grid and the training curves.
+
+The data are the model's own dataset (``train_config.dataset``: MNIST pairs when the
+checkpoint does not say); ``--dataset D`` scores D's pairs under the model instead, for the
+out-of-distribution check (MNIST test pairs under a Fashion-MNIST flow). Sample metrics use
+the classifier of the model's dataset (the shipped one, or ``--classifier FILE``) and the
+report says which.
 """
 
 from __future__ import annotations
@@ -20,13 +26,25 @@ from pathlib import Path
 from typing import Any
 
 from pairflow.cli import UsageError
-from pairflow.commands._common import add_model_arguments, load_model_from_args
+from pairflow.commands._common import add_model_arguments, dataset_of, load_model_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--split", default="test", help="bits/dim on test (default) or train")
-    parser.add_argument("--data-dir", help="MNIST root (default $PAIRFLOW_DATA or ./data)")
+    parser.add_argument("--data-dir", help="data root (default $PAIRFLOW_DATA or ./data)")
+    parser.add_argument(
+        "--dataset",
+        choices=("mnist", "fashion-mnist", "cifar10"),
+        help="whose pairs to score (default: the dataset the model was trained on); another "
+        "dataset of the same image shape gives the out-of-distribution bits/dim",
+    )
+    parser.add_argument(
+        "--classifier",
+        metavar="FILE",
+        help="classifier checkpoint judging --samples (default: the shipped one of the "
+        "model's dataset; `pairflow classifier train --dataset D` makes one)",
+    )
     parser.add_argument("--num-pairs", type=int, help="bits/dim on only the first N pairs")
     parser.add_argument(
         "--draws",
@@ -108,21 +126,27 @@ def run(args: argparse.Namespace) -> int:
         )
     root = resolve_root(args.data_dir)
     conditional = bool(state["model_config"].get("conditional", False))
+    trained_on, layout = dataset_of(state)
+    data = _check_dataset(args, state, source, trained_on, layout)
     report: dict[str, Any] = {
         "source": str(source),
         "kind": kind,
         "preset": state["model_config"].get("preset"),
         "conditional": conditional,
         "params": sum(p.numel() for p in model.parameters()),
+        "trained_on": trained_on,
+        "dataset": data,
+        "layout": layout,
         "split": args.split,
     }
     start = time.perf_counter()
     if spec.likelihood is not None:
-        report.update(_bits_per_dim(model, spec.likelihood == "bound", args, root, conditional))
+        bound = spec.likelihood == "bound"
+        report.update(_bits_per_dim(model, bound, args, root, conditional, data, layout))
     report["seconds"] = time.perf_counter() - start
     report["step"] = state.get("step")
     if args.samples:
-        report.update(_samples(model, conditional, args, root, outputs))
+        report.update(_samples(model, conditional, args, root, outputs, trained_on))
     _print_and_write(report, args, outputs)
     return 0
 
@@ -145,13 +169,44 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
 
 
-def _bits_per_dim(model, bound: bool, args, root: Path, conditional: bool) -> dict[str, Any]:
+def _check_dataset(args, state: dict, source, trained_on: str, layout: str) -> str:
+    """The dataset to score (``--dataset``, else the model's): of the model's image shape."""
+    from pairflow.data import get_dataset
+
+    name = args.dataset or trained_on
+    config = state["model_config"]
+    model_shape = (config.get("channels", 1), config.get("height", 28), config.get("width", 56))
+    data_shape = get_dataset(name).image_shape(layout)
+    if model_shape != data_shape:
+        raise UsageError(
+            f"{source} models {'x'.join(map(str, model_shape))} images ({trained_on}, {layout}); "
+            f"{name} {layout}s are {'x'.join(map(str, data_shape))}: only a dataset of the same "
+            "shape can be scored under it"
+        )
+    if args.samples and name != trained_on:
+        raise UsageError(
+            f"--samples judges the model against its own dataset ({trained_on}); drop "
+            f"--dataset {name}, which is for the bits/dim of other data"
+        )
+    if args.samples and layout != "pair":
+        raise UsageError(
+            "--samples judges pairs with the pair classifier; this model draws single images "
+            "(layout single): use its bits/dim, or train a pair model"
+        )
+    return name
+
+
+def _bits_per_dim(
+    model, bound: bool, args, root: Path, conditional: bool, data: str, layout: str
+) -> dict[str, Any]:
     """The report's bits/dim fields: exact (flows) or the negative ELBO (``bound``: VAE)."""
-    from pairflow.data import PairedMNIST
+    from pairflow.data import PairedDataset
     from pairflow.evaluation import evaluate_bpd
 
     try:
-        dataset = PairedMNIST(root, train=args.split == "train", num_pairs=args.num_pairs)
+        dataset = PairedDataset(
+            data, root, train=args.split == "train", num_pairs=args.num_pairs, layout=layout
+        )
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from err
     result = evaluate_bpd(
@@ -175,7 +230,9 @@ def _bits_per_dim(model, bound: bool, args, root: Path, conditional: bool) -> di
     }
 
 
-def _samples(model, conditional: bool, args, root: Path, outputs: dict) -> dict[str, Any]:
+def _samples(
+    model, conditional: bool, args, root: Path, outputs: dict, dataset: str
+) -> dict[str, Any]:
     from pairflow.evaluation import sample_metrics
 
     try:
@@ -190,6 +247,8 @@ def _samples(model, conditional: bool, args, root: Path, outputs: dict) -> dict[
             seed=args.seed,
             batch_size=args.batch_size,
             json_dir=outputs["json"].parent,
+            dataset=dataset,
+            classifier_path=args.classifier,
         )
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from err

@@ -25,14 +25,24 @@ FLOOR_CACHE_VERSION = 1
 
 
 def cached_floor(
-    reference: Tensor, root: Path, classifier, seed: int, cache_dir: Path, batch_size: int = 500
+    reference: Tensor,
+    root: Path,
+    classifier,
+    seed: int,
+    cache_dir: Path,
+    batch_size: int = 500,
+    dataset: str = "mnist",
+    weights: Path | None = None,
 ) -> tuple[dict, dict]:
-    """The floor for ``reference`` (N, 1, 28, 56), from ``cache_dir`` when the key matches.
+    """The floor for ``reference`` (N, C, H, W), from ``cache_dir`` when the key matches.
+
+    ``dataset`` draws the held-out training pairs; ``weights`` is the classifier's file (the
+    shipped one of ``dataset`` by default), part of the cache key.
 
     Returns:
         ``(floor, info)``: the metrics, and ``{"floor_cached", "floor_seconds"}``.
     """
-    from pairflow.classifier import DEFAULT_WEIGHTS
+    from pairflow.classifier import SHIPPED_WEIGHTS
     from pairflow.metrics import real_vs_real_floor
     from pairflow.utils import atomic_write_text
 
@@ -43,8 +53,12 @@ def cached_floor(
         "seed": seed,
         "reference_seed": REFERENCE_SEED,
         "root": str(Path(root).resolve()),
-        "classifier_sha256": hashlib.sha256(DEFAULT_WEIGHTS.read_bytes()).hexdigest(),
+        "classifier_sha256": hashlib.sha256(
+            (weights or SHIPPED_WEIGHTS[dataset]).read_bytes()
+        ).hexdigest(),
     }
+    if dataset != "mnist":  # the keys of MNIST caches written before datasets stay valid
+        key["dataset"] = dataset
     path = Path(cache_dir) / f"floor_n{n}_seed{seed}.json"
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
@@ -56,7 +70,12 @@ def cached_floor(
     # Held-out training pairs seeded apart from the samples' seed (seed + 1, as in
     # benchmarks/real_floor.py, so seed 0 reproduces the floor in BENCHMARKS.md).
     floor = real_vs_real_floor(
-        reference, root=root, classifier=classifier, seed=seed + 1, batch_size=batch_size
+        reference,
+        root=root,
+        classifier=classifier,
+        seed=seed + 1,
+        batch_size=batch_size,
+        dataset=dataset,
     )
     seconds = time.perf_counter() - start
     atomic_write_text(path, json.dumps({"key": key, "floor": floor}, indent=1) + "\n")

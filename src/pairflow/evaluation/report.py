@@ -55,7 +55,8 @@ def report_markdown(report: dict, outputs: dict[str, Path], curves: Path | None)
         f"# Evaluation of `{report['source']}`",
         "",
         f"{report['kind']} model, preset `{report['preset']}`, {kind}, "
-        f"{report['params']:,} parameters, checkpoint step {report['step']}.",
+        f"{report['params']:,} parameters, checkpoint step {report['step']}; trained on "
+        f"{report.get('trained_on', 'mnist')} {report.get('layout', 'pair')}s.",
         "",
         "## Bits/dim",
         "",
@@ -65,7 +66,7 @@ def report_markdown(report: dict, outputs: dict[str, Path], curves: Path | None)
         "",
         f"{s['num_samples']:,} samples at temperature {s['temperature']} (seed {s['seed']})"
         + (", asked for the 100 pair labels in turn" if report["conditional"] else "")
-        + f", judged by the shipped pair classifier against {s['reference']}. "
+        + f", judged by the {s['classifier']} against {s['reference']}. "
         f"The real-vs-real floor is the same metrics for real pairs in place of the samples "
         f"({s['floor_held_out']}): the best a model can reach with this many samples.",
         "",

@@ -26,6 +26,8 @@ def sample_metrics(
     seed: int = 0,
     batch_size: int = 500,
     json_dir: Path | None = None,
+    dataset: str = "mnist",
+    classifier_path: Path | None = None,
 ) -> dict:
     """Draw ``n`` samples, judge them against ``n`` real test pairs beside the floor.
 
@@ -35,26 +37,29 @@ def sample_metrics(
         model: a :class:`~pairflow.models.GenerativeModel`.
         conditional: whether to ask for labels.
         n: samples (and real test pairs; at most the test split's size).
-        root: the MNIST root.
+        root: the data root.
         grid_path: where the sample grid PNG goes.
         cache_dir: the folder of the floor cache.
         temperature, seed, batch_size: of the samples.
         json_dir: the folder the grid's path is given relative to (default: its own).
+        dataset: the model's dataset: its test pairs are the reference, its classifier judges.
+        classifier_path: a classifier checkpoint of ``dataset`` (default: the shipped one).
 
     Returns:
         ``{"samples": details, "metrics": {key: {"model", "floor"}}}``.
 
     Raises:
-        FileNotFoundError, ValueError: the data root lacks the test split.
+        FileNotFoundError, ValueError: the data root lacks the test split, the classifier
+            is missing or is of another dataset.
     """
     import torch
 
-    from pairflow.classifier import load_classifier
-    from pairflow.data import PairedMNIST
+    from pairflow.classifier import SHIPPED_WEIGHTS, load_classifier
+    from pairflow.data import PairedDataset
     from pairflow.images import save_grid
     from pairflow.metrics import evaluate_samples
 
-    test = PairedMNIST(root, train=False, num_pairs=n, seed=REFERENCE_SEED)
+    test = PairedDataset(dataset, root, train=False, num_pairs=n, seed=REFERENCE_SEED)
     if n > len(test.digits):
         # N test pairs from fewer test digits would reuse digits and shrink the floor.
         print(
@@ -63,16 +68,26 @@ def sample_metrics(
             file=sys.stderr,
         )
         n = len(test.digits)
-        test = PairedMNIST(root, train=False, num_pairs=n, seed=REFERENCE_SEED)
-    reference, _ = test.get_batch(torch.arange(n))  # (N, 1, 28, 56) uint8
+        test = PairedDataset(dataset, root, train=False, num_pairs=n, seed=REFERENCE_SEED)
+    reference, _ = test.get_batch(torch.arange(n))  # (N, C, H, 2W) uint8
     device = model.device
-    classifier = load_classifier(device=device)
+    weights = Path(classifier_path) if classifier_path else SHIPPED_WEIGHTS[dataset]
+    classifier = load_classifier(weights, device=device, dataset=dataset)
+    if classifier.config.dataset != dataset:
+        raise ValueError(
+            f"classifier {weights} was trained on {classifier.config.dataset}; the model is a "
+            f"{dataset} model: give a {dataset} classifier"
+        )
+    if weights == SHIPPED_WEIGHTS[dataset]:
+        classifier_name = f"shipped {dataset} classifier (pairflow/weights/{weights.name})"
+    else:
+        classifier_name = f"{dataset} classifier {weights}"
 
     # Conditional models are asked for every pair label in turn: 00, 01, ..., 99, 00, ...
     labels = torch.arange(n) % 100 if conditional else None
     generator = torch.Generator(device=device).manual_seed(seed)
     start = time.perf_counter()
-    samples = draw_samples(  # (N, 1, 28, 56) uint8
+    samples = draw_samples(  # (N, C, H, 2W) uint8
         model, n, batch_size, temperature=temperature, generator=generator, labels=labels
     )
     sampling_seconds = time.perf_counter() - start
@@ -82,7 +97,9 @@ def sample_metrics(
         samples, reference, classifier, requested_labels=labels, batch_size=batch_size
     )
     metrics_seconds = time.perf_counter() - start
-    floor, floor_info = cached_floor(reference, root, classifier, seed, cache_dir, batch_size)
+    floor, floor_info = cached_floor(
+        reference, root, classifier, seed, cache_dir, batch_size, dataset, weights
+    )
 
     shown = 100 if conditional else 64
     grid_images = samples[: min(n, shown)]
@@ -102,7 +119,7 @@ def sample_metrics(
         "requested_labels": "00..99 in turn (evenly)" if conditional else None,
         "reference": f"{n} test pairs (pairing seed {REFERENCE_SEED})",
         "floor_held_out": floor["held_out"],
-        "classifier": "shipped (pairflow/weights/classifier.pt)",
+        "classifier": classifier_name,
         "nonfinite_samples": metrics["nonfinite_samples"],
         "sampling_seconds": sampling_seconds,
         "samples_per_second": n / sampling_seconds if sampling_seconds > 0 else math.inf,

@@ -23,12 +23,14 @@ __all__ = ["evaluate_samples", "real_pairs", "real_vs_real_floor", "METRIC_KEYS"
 from pairflow.metrics.table import METRIC_KEYS  # noqa: E402  (the one table)
 
 
-def _check_images(name: str, images: Tensor) -> Tensor:
+def _check_images(name: str, images: Tensor, shape: tuple[int, int, int] | None = None) -> Tensor:
+    """Images (N, C, H, W); of ``shape`` (C, H, W) when given (the classifier's pairs)."""
     images = torch.as_tensor(images)
-    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 56):
+    if images.dim() != 4 or (shape is not None and tuple(images.shape[1:]) != tuple(shape)):
+        want = "(N, C, H, W)" if shape is None else f"(N, {', '.join(map(str, shape))})"
         raise ValueError(
-            f"{name} must be digit pairs of shape (N, 1, 28, 56) with pixel values 0..255, "
-            f"got {tuple(images.shape)}"
+            f"{name} must be image pairs of shape {want} with pixel values 0..255 "
+            f"(the classifier's), got {tuple(images.shape)}"
         )
     return images
 
@@ -46,6 +48,7 @@ def evaluate_samples(
     requested_labels: Tensor | None = None,
     k: int = 3,
     batch_size: int = 1000,
+    dataset: str = "mnist",
 ) -> dict[str, Any]:
     """Judge generated digit pairs against real ones with the pair classifier.
 
@@ -59,14 +62,17 @@ def evaluate_samples(
     dropped: every sample metric is then NaN and ``nonfinite_samples`` counts them.
 
     Arguments:
-        samples: generated pairs, (N, 1, 28, 56), pixel values 0..255 (uint8 or float).
-        real: real reference pairs (usually MNIST test pairs), (M, 1, 28, 56), same scale.
-        classifier: the judge; the shipped :func:`pairflow.classifier.load_classifier` weights
-            by default.
+        samples: generated pairs, (N, C, H, W) (the classifier's pair shape: (N, 1, 28, 56)
+            for MNIST), pixel values 0..255 (uint8 or float).
+        real: real reference pairs (usually test pairs of the same dataset), (M, C, H, W),
+            same scale.
+        classifier: the judge; by default the shipped
+            :func:`pairflow.classifier.load_classifier` weights of ``dataset``.
         requested_labels: for conditional samples, the pair label (10 * left + right) each
             sample was drawn for, int64 (N,).
         k: neighbourhood size of precision/recall.
         batch_size: pairs per classifier forward pass.
+        dataset: whose shipped classifier judges when ``classifier`` is None.
 
     Returns:
         A JSON-ready dict: ``num_samples``, ``num_real``, ``nonfinite_samples``, the
@@ -82,8 +88,13 @@ def evaluate_samples(
         >>> images, labels = real_pairs("/work/shared/data", 1000)  # doctest: +SKIP
         >>> evaluate_samples(flow.sample(1000), images)["fd"]  # doctest: +SKIP
     """
-    samples = _check_images("samples", samples)
-    real = _check_images("real", real)
+    if classifier is None:
+        from pairflow.classifier import load_classifier
+
+        classifier = load_classifier(dataset=dataset)
+    shape = classifier.config.pair_shape
+    samples = _check_images("samples", samples, shape)
+    real = _check_images("real", real, shape)
     if _nonfinite_count(real):
         raise ValueError(f"real holds {_nonfinite_count(real)} non-finite images: check the data")
     if requested_labels is not None:
@@ -93,10 +104,6 @@ def evaluate_samples(
                 f"requested_labels must have one label per sample, shape ({samples.shape[0]},), "
                 f"got {tuple(requested_labels.shape)}"
             )
-    if classifier is None:
-        from pairflow.classifier import load_classifier
-
-        classifier = load_classifier()
 
     result: dict[str, Any] = {
         "num_samples": int(samples.shape[0]),
@@ -146,23 +153,28 @@ def real_pairs(
     train: bool = False,
     seed: int = 0,
     balanced: bool = False,
+    dataset: str = "mnist",
 ) -> tuple[Tensor, Tensor]:
-    """Draw real MNIST pairs as one tensor: the reference set for :func:`evaluate_samples`.
+    """Draw real pairs as one tensor: the reference set for :func:`evaluate_samples`.
 
     Arguments:
-        root: MNIST root (see :func:`pairflow.data.resolve_root`).
+        root: data root (see :func:`pairflow.data.resolve_root`).
         num_pairs: how many pairs.
         train: draw from the training digits instead of the test digits.
         seed: seeds the pairing.
         balanced: as many pairs of each of the 100 labels as possible (for conditional
             models asked for every pair equally often).
+        dataset: ``"mnist"``, ``"fashion-mnist"`` or ``"cifar10"``.
 
     Returns:
-        ``(images uint8 (num_pairs, 1, 28, 56), labels int64 (num_pairs,))``.
+        ``(images uint8 (num_pairs, C, H, 2W), labels int64 (num_pairs,))``: (num_pairs, 1, 28,
+        56) for MNIST.
     """
-    from pairflow.data import PairedMNIST
+    from pairflow.data import PairedDataset
 
-    data = PairedMNIST(root, train=train, num_pairs=num_pairs, seed=seed, balanced=balanced)
+    data = PairedDataset(
+        dataset, root, train=train, num_pairs=num_pairs, seed=seed, balanced=balanced
+    )
     return data.get_batch(torch.arange(len(data)))
 
 
@@ -176,6 +188,7 @@ def real_vs_real_floor(
     balanced: bool = False,
     k: int = 3,
     batch_size: int = 1000,
+    dataset: str = "mnist",
 ) -> dict[str, Any]:
     """The metrics of :func:`evaluate_samples` for real pairs in place of samples.
 
@@ -196,6 +209,7 @@ def real_vs_real_floor(
         balanced: draw the default held-out set label-balanced.
         k: neighbourhood size of precision/recall.
         batch_size: pairs per classifier forward pass.
+        dataset: the dataset of the default held-out set (and of the default classifier).
 
     Returns:
         The dict of :func:`evaluate_samples`, with ``held_out`` naming where the set came from.
@@ -204,7 +218,7 @@ def real_vs_real_floor(
     source = "given"
     if held_out is None:
         held_out, held_out_labels = real_pairs(
-            root, reference.shape[0], train=True, seed=seed, balanced=balanced
+            root, reference.shape[0], train=True, seed=seed, balanced=balanced, dataset=dataset
         )
         source = f"{reference.shape[0]} training pairs, seed {seed}"
     result = evaluate_samples(
@@ -214,6 +228,7 @@ def real_vs_real_floor(
         requested_labels=held_out_labels,
         k=k,
         batch_size=batch_size,
+        dataset=dataset,
     )
     result["held_out"] = source
     return result
