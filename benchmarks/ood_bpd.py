@@ -79,7 +79,9 @@ def main() -> None:
             }
         own = scores[trained_on, trained_on].median()
         for name in images:
-            row[name]["fraction_below_own_median"] = float((scores[trained_on, name] < own).mean())
+            row[name]["fraction_below_own_median"] = float(
+                (scores[trained_on, name] < own).double().mean()
+            )
         results["models"][trained_on] = row
     results["threads"] = args.threads
     results["torch"] = torch.__version__

@@ -379,3 +379,21 @@ def test_written_archive_is_in_the_real_format(tiny_cifar_root):
     assert len(batch[b"labels"]) == 50 and isinstance(batch[b"labels"][0], int)
     x, _ = read_cifar10(tiny_cifar_root, train=False)
     assert np.array_equal(batch[b"data"][7, :1024].reshape(32, 32), x[7, 0].numpy())
+
+
+def test_shipped_fashion_classifier_is_small_and_for_fashion():
+    from pairflow.classifier import SHIPPED_WEIGHTS, load_classifier
+
+    path = SHIPPED_WEIGHTS["fashion-mnist"]
+    assert path.is_file() and path.stat().st_size < 1_000_000
+    clf = load_classifier(dataset="fashion-mnist")
+    assert clf.config.dataset == "fashion-mnist" and clf.config.pair_shape == (1, 28, 56)
+    assert clf.meta["dataset"] == "fashion-mnist" and clf.meta["pair_accuracy"] > 0.8
+
+
+@pytest.mark.fashion_mnist
+def test_shipped_fashion_classifier_reads_real_pairs(fashion_mnist_root):
+    from pairflow.classifier import evaluate_classifier, load_classifier
+
+    acc = evaluate_classifier(load_classifier(dataset="fashion-mnist"), fashion_mnist_root, 2000)
+    assert acc["digit_accuracy"] > 0.88  # 90.47% on all 10,000 test pairs (BENCHMARKS.md)
