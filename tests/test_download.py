@@ -10,7 +10,7 @@ import hashlib
 import pytest
 
 import pairflow.data.download as download_module
-from httptools import corrupt
+from httptools import Mirror, corrupt  # noqa: F401 - Mirror: test_faults imports it from here
 from pairflow.data import MNISTDownloadError, PairedMNIST, download_mnist, raw_dir, read_mnist
 
 NAMES = [

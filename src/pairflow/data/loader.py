@@ -40,8 +40,9 @@ class PairLoader:
         world_size: number of processes sharing the epoch.
 
     Yields:
-        ``(images, targets)``: uint8 tensor (B, 1, 28, 56) with values 0..255 and int64
-        tensor (B,) of pair labels.
+        ``(images, targets)``: uint8 tensor (B, C, H, W) with values 0..255 (the dataset's
+        ``image_shape``: (B, 1, 28, 56) for MNIST pairs, (B, 3, 32, 64) for CIFAR-10 pairs)
+        and int64 tensor (B,) of labels.
 
     Example:
         >>> loader = PairLoader(PairedMNIST(root), batch_size=128, seed=0)  # doctest: +SKIP

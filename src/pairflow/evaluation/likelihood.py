@@ -28,7 +28,7 @@ def evaluate_bpd(
 
     Arguments:
         model: a ``PairFlow`` (anything with ``bits_per_dim(x, cond=None, generator=None)``).
-        dataset: a ``PairedMNIST`` (uses ``get_batch``).
+        dataset: a paired dataset (``PairedDataset``, ``PairedMNIST``; uses ``get_batch``).
         batch_size: pairs per forward pass.
         device: where to compute.
         draws: dequantisation draws per pair.
