@@ -233,8 +233,8 @@ def test_input_validation():
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="unknown preset 'glow'; valid: seed, multiscale"):
-        FlowConfig.from_preset("glow")
+    with pytest.raises(ValueError, match="unknown preset 'flowpp'; valid: seed, multiscale, glow"):
+        FlowConfig.from_preset("flowpp")
     with pytest.raises(ValueError, match="unknown mask 'stripes'; valid: alternate"):
         FlowConfig.from_preset("seed", mask="stripes")
     with pytest.raises(ValueError, match="unknown FlowConfig field.*hiden_channels"):

@@ -45,8 +45,8 @@ Precision = Literal["fp32", "bf16"]
 PrecisionOption = Literal["fp32", "bf16", "auto"]
 """What a user may ask for: ``auto`` is resolved by :func:`pairflow.precision.resolve_precision`."""
 
-Arch = Literal["mlp", "multiscale"]
-"""Flow architectures: the flattened-vector RealNVP and the convolutional multi-scale one."""
+Arch = Literal["mlp", "multiscale", "glow"]
+"""Flow architectures: the flattened-vector RealNVP, the convolutional multi-scale one and Glow."""
 
 Conditioning = Literal["embedding", "prior", "both"]
 """How a conditional flow uses the pair label (see :class:`~pairflow.flows.FlowConfig`)."""

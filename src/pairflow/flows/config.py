@@ -16,6 +16,10 @@ Presets (``FlowConfig.from_preset``):
   are residual CNNs (64 channels, one residual block, weight normalisation). Checkerboard
   couplings read their kept pixels as a squeezed half-resolution image (same masks, 4x
   cheaper conditioners). About 0.79M parameters.
+- ``"glow"``: Glow (Kingma and Dhariwal 2018) on 1x28x56: squeeze to 4x14x28, 6 steps of
+  ActNorm, LU-parametrised invertible 1x1 convolution and channel-wise affine coupling,
+  factor out half, squeeze to 8x7x14, 6 more steps; the same conditioner CNNs as
+  ``"multiscale"`` (``--set coupling=additive`` for NICE's additive couplings).
 
 References:
     Dinh, Sohl-Dickstein and Bengio, "Density estimation using Real NVP", ICLR 2017.
@@ -26,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pairflow.flows.glow import COUPLINGS
 from pairflow.flows.masks import VECTOR_MASKS
 from pairflow.flows.multiscale import CHECKERBOARD_MODES
 from pairflow.options import Arch, Conditioning, Precision, check_choice
@@ -49,7 +54,8 @@ class FlowConfig(ModelConfig):
 
     Arguments:
         preset: name of the preset this config came from (informational).
-        arch: ``"mlp"`` (flattened-vector RealNVP) or ``"multiscale"`` (convolutional).
+        arch: ``"mlp"`` (flattened-vector RealNVP), ``"multiscale"`` (convolutional RealNVP)
+            or ``"glow"`` (:func:`~pairflow.flows.glow.glow_flow`).
         channels, height, width: image shape (C, H, W); 1x28x56 for digit pairs.
         logit_alpha: boundary a of the logit preprocessing (:class:`Logit`).
         scale_bound: soft bound b on each coupling's log-scale, s = b tanh(s~ / b).
@@ -62,6 +68,10 @@ class FlowConfig(ModelConfig):
         num_blocks: residual blocks per conditioner CNN.
         checkerboard_couplings, channel_couplings, final_couplings: per-scale layer counts.
         actnorm: ActNorm before each coupling (``multiscale`` arch).
+        glow_levels: levels of the ``glow`` arch (each squeezes; all but the last factor out
+            half the channels); H and W must be divisible by 2 ** glow_levels.
+        glow_steps: Glow steps (ActNorm, invertible 1x1 convolution, coupling) per level.
+        coupling: the ``glow`` arch's couplings: ``"affine"`` or ``"additive"``.
         checkerboard: ``"squeezed"`` or ``"masked"``: how checkerboard couplings feed their
             conditioner (same masks; see :func:`~pairflow.flows.multiscale_flow`).
         conditional: condition on pair labels (``cond`` = 10 * left + right).
@@ -97,6 +107,10 @@ class FlowConfig(ModelConfig):
     final_couplings: int = 4
     actnorm: bool = True
     checkerboard: str = "squeezed"
+    # arch "glow" (hidden_channels, num_blocks and scale_bound as for "multiscale")
+    glow_levels: int = 2
+    glow_steps: int = 6
+    coupling: str = "affine"
     # conditioning and speed
     conditional: bool = False
     conditioning: Conditioning = "embedding"
@@ -109,6 +123,7 @@ class FlowConfig(ModelConfig):
         check_choice("precision", self.precision, Precision)
         check_choice("checkerboard", self.checkerboard, CHECKERBOARD_MODES)
         check_choice("conditioning", self.conditioning, Conditioning)
+        check_choice("coupling", self.coupling, COUPLINGS)
         for name in (
             "channels",
             "height",
@@ -118,6 +133,8 @@ class FlowConfig(ModelConfig):
             "num_scales",
             "hidden_channels",
             "embed_dim",
+            "glow_levels",
+            "glow_steps",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -171,6 +188,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         # Fine-tuned from the same run for the same time, "both" matched or beat "embedding"
         # on every measured number (BENCHMARKS.md, "Conditioning"); "embedding" stays the
         # dataclass default so that configs saved without the field load as they were.
+        conditioning="both",
+    ),
+    # Glow (Kingma and Dhariwal 2018) at about the multiscale preset's cost per step: two
+    # levels (4x14x28, then 8x7x14) of 6 steps each, the same conditioner CNNs.
+    "glow": dict(
+        arch="glow",
+        glow_levels=2,
+        glow_steps=6,
+        coupling="affine",
+        hidden_channels=64,
+        num_blocks=1,
+        scale_bound=2.0,
         conditioning="both",
     ),
 }

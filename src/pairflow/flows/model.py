@@ -30,6 +30,7 @@ from pairflow.flows.base import Compose, Transform
 from pairflow.flows.config import PRESETS, FlowConfig
 from pairflow.flows.coupling import AffineCoupling
 from pairflow.flows.distributions import Distribution, PairLabelNormal, StandardNormal
+from pairflow.flows.glow import glow_flow
 from pairflow.flows.masks import vector_mask
 from pairflow.flows.multiscale import multiscale_flow
 from pairflow.flows.nets import ConvResNet, SeparateMLPs
@@ -103,6 +104,8 @@ class PairFlow(Transform):
         )
         if config.arch == "mlp":
             self.body = self._build_mlp(config, context)
+        elif config.arch == "glow":
+            self.body = self._build_glow(config, context)
         else:
             self.body = self._build_multiscale(config, context)
         self._apply_precision()
@@ -137,6 +140,20 @@ class PairFlow(Transform):
             scale_bound=config.scale_bound,
             actnorm=config.actnorm,
             checkerboard=config.checkerboard,
+        )
+
+    @staticmethod
+    def _build_glow(config: FlowConfig, context: int) -> Transform:
+        def factory(i: int, o: int) -> nn.Module:
+            return ConvResNet(i, o, config.hidden_channels, config.num_blocks, context)
+
+        return glow_flow(
+            config.shape,
+            factory,
+            num_levels=config.glow_levels,
+            steps_per_level=config.glow_steps,
+            coupling=config.coupling,
+            scale_bound=config.scale_bound,
         )
 
     # ----------------------------------------------------------------- precision
