@@ -52,6 +52,11 @@ _FLAGS = {
     "sample_n": dict(type=int, help="samples in each epoch's grid (default 64)"),
     "sample_temperature": dict(type=float, help="temperature of those samples (default 0.7)"),
     "log_every": dict(type=int, help="steps between logged train metrics (default 20)"),
+    "ema_decay": dict(
+        type=float,
+        help="keep an exponential moving average of the weights with this decay (e.g. 0.999) "
+        "and evaluate, sample and export with it (default 0: off)",
+    ),
     "init_from": dict(
         metavar="RUN",
         help="start from the weights of this run folder or checkpoint (fine-tuning; a fresh "

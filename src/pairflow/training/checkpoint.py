@@ -8,7 +8,10 @@ Keys: ``format`` ("pairflow-checkpoint"), ``version``, ``kind`` ("flow", "vae" o
 dict) and, for resuming, ``optimizer``, ``scheduler`` (or, for models with several
 optimisers such as the GAN, ``optimizers`` and ``schedulers``: dicts by name), ``step``,
 ``epoch``, ``batch_in_epoch``, ``rng`` (generator states), ``data`` (pairing state),
-``best_test_bpd`` (for a VAE: of its bound), ``nonfinite_skipped``.
+``best_test_bpd`` (for a VAE: of its bound), ``nonfinite_skipped`` and, for runs with
+``--ema-decay``, ``ema`` (:meth:`pairflow.training.ema.EMA.state_dict`: the averaged weights,
+which :func:`load_model`, ``--init-from`` and exports use; ``model`` stays the raw weights,
+for resuming).
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ import torch
 from pairflow.training.packing import unpack_state_dict
 from pairflow.utils import atomic_save
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "find_checkpoint", "load_model"]
+__all__ = [
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "find_checkpoint",
+    "load_model",
+    "evaluation_state_dict",
+]
 
 FORMAT = "pairflow-checkpoint"
 VERSION = 2
@@ -110,6 +120,13 @@ def upgrade_state(state: dict) -> dict:
     return state
 
 
+def evaluation_state_dict(state: dict) -> dict:
+    """The weights to evaluate and sample with: the moving average's where the run kept one."""
+    if "ema" in state:
+        return state["ema"]["shadow"]
+    return state["model"]
+
+
 def model_config_class(kind: str) -> type:
     """The config dataclass of model ``kind`` (see :data:`pairflow.models.REGISTRY`)."""
     from pairflow.models import REGISTRY, kind_spec
@@ -134,13 +151,15 @@ def load_model(
 ) -> tuple[torch.nn.Module, dict]:
     """Load a model (in eval mode) from a checkpoint file or run folder.
 
+    The weights are the moving average's where the run kept one (``--ema-decay``).
+
     Returns:
         ``(model, checkpoint_dict)``.
     """
     state = load_checkpoint(path, map_location=map_location)
     model = build_model(state["kind"], state["model_config"])
     try:
-        model.load_state_dict(unpack_state_dict(state["model"]))
+        model.load_state_dict(unpack_state_dict(evaluation_state_dict(state)))
     except RuntimeError as err:
         raise CheckpointError(
             f"checkpoint {path}: weights do not fit its model config ({str(err)[:300]})"

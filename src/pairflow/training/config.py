@@ -64,6 +64,7 @@ class TrainConfig:
     # training.speed.decide_compile); falls back to eager if compiling fails.
     compile: bool | str = "auto"
     init_from: str | None = None  # run folder or checkpoint whose weights start this run
+    ema_decay: float = 0.0  # > 0: evaluate, sample and select best.pt with averaged weights
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -116,6 +117,8 @@ class TrainConfig:
             raise ValueError(f"seed (--seed) must be a non-negative integer, got {self.seed}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
+            raise ValueError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay!r}")
         if not self.sample_temperature > 0:
             raise ValueError(f"sample_temperature must be > 0, got {self.sample_temperature!r}")
         return self

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pairflow.training.checkpoint import load_checkpoint, save_checkpoint
+from pairflow.training.checkpoint import evaluation_state_dict, load_checkpoint, save_checkpoint
 from pairflow.training.packing import DTYPES, pack_state_dict, unpack_state_dict
 
 __all__ = ["export_checkpoint", "pack_state_dict", "unpack_state_dict", "DTYPES"]
@@ -45,7 +45,7 @@ def export_checkpoint(
             "kind": state["kind"],
             "model_config": state["model_config"],
             "train_config": state.get("train_config"),
-            "model": pack_state_dict(state["model"], dtype),
+            "model": pack_state_dict(evaluation_state_dict(state), dtype),  # EMA's if kept
             "step": state.get("step"),
             "epoch": state.get("epoch"),
             "export": {"dtype": dtype, **metadata},

@@ -125,6 +125,8 @@ def train_step(run: Run, x: torch.Tensor, cond: torch.Tensor | None, bar=None) -
     run.extra["consecutive_bad"] = 0
     if not run.spec.own_update:
         run.optimizers["model"].step()
+    if run.ema is not None:
+        run.ema.update(model)
     for scheduler in run.schedulers.values():
         scheduler.step()
     run.step += 1
@@ -140,11 +142,12 @@ def end_of_epoch(run: Run, complete: bool = True) -> dict:
     ``best.pt`` is written when the test bits/dim improved; ``last.pt`` only when the model's
     test number is finite, so a diverged model never replaces the last good one.
     """
-    fields, test_bpd = _evaluate_test(run)
+    name = f"epoch_{run.epoch + 1:03d}.png" if complete else f"step_{run.step:06d}.png"
+    with run.averaged():  # --ema-decay: the averaged weights are what is tested and sampled
+        fields, test_bpd = _evaluate_test(run)
+        _write_samples(run, run.out / "samples" / name)
     run.logger.log({"type": "test", "step": run.step, "epoch": run.epoch + 1, **fields,
                     "time": time.time()})  # fmt: skip
-    name = f"epoch_{run.epoch + 1:03d}.png" if complete else f"step_{run.step:06d}.png"
-    _write_samples(run, run.out / "samples" / name)
     run.logger.plot(run.out / "curves.png")
     noise_states = run.procs.gather(run.noise.get_state())
     if run.procs.world_size > 1:
@@ -254,6 +257,7 @@ def _checkpoint(run: Run, path: Path, noise_states: list) -> None:
             "best_test_bpd": run.best,
             "best_step": run.best_step,
             "nonfinite_skipped": run.nonfinite_skipped,
+            **({"ema": run.ema.state_dict()} if run.ema is not None else {}),
         },
         path,
     )
@@ -301,7 +305,7 @@ def _describe(fields: dict) -> str:
     if "test_bpd" in fields:
         return f"test bits/dim {fields['test_bpd']:.4f}"
     if "test_bpd_bound" in fields:
-        return f"test bits/dim <= {fields['test_bpd_bound']:.4f} (negative ELBO)"
+        return f"test bits/dim <= {fields['test_bpd_bound']:.4f} (bound: negative ELBO)"
     return ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in fields.items())
 
 

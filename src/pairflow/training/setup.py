@@ -22,6 +22,7 @@ from pairflow.precision import StepProbe, choose_precision, resolve_precision
 from pairflow.training.checkpoint import CheckpointError, build_model, load_checkpoint
 from pairflow.training.config import TrainConfig
 from pairflow.training.distributed import Processes, init_processes
+from pairflow.training.ema import EMA
 from pairflow.training.logger import MetricsLogger
 from pairflow.training.speed import CompileOrEager, decide_compile, make_adam, set_threads
 from pairflow.utils import atomic_write_text, resolve_device
@@ -57,10 +58,17 @@ class Run:
     nonfinite_skipped: int = 0
     best_step: int | None = None
     extra: dict = field(default_factory=dict)
+    ema: EMA | None = None  # --ema-decay: the averaged weights that are evaluated and sampled
 
     @property
     def device(self) -> torch.device:
         return self.procs.device
+
+    def averaged(self):
+        """Context in which the model holds the weights to evaluate and sample with."""
+        from contextlib import nullcontext
+
+        return self.ema.averaged(self.model) if self.ema is not None else nullcontext()
 
 
 class _NLL(nn.Module):
@@ -168,6 +176,7 @@ def _precision_probe(config: TrainConfig, device: torch.device, world_size: int)
 def init_weights(model: nn.Module, path: str | os.PathLike, kind: str = "flow") -> list[str]:
     """Load the weights of checkpoint (or run folder) ``path`` into ``model`` to fine-tune it.
 
+    The weights are the moving average's where the run kept one (what it was evaluated with).
     Every tensor of the checkpoint must exist in ``model`` with the same shape; parameters and
     buffers only ``model`` has (e.g. the label prior of ``conditioning="both"`` added to an
     ``"embedding"`` model) keep their initialisation, and their names are returned.
@@ -175,6 +184,7 @@ def init_weights(model: nn.Module, path: str | os.PathLike, kind: str = "flow") 
     Raises:
         CheckpointError: the checkpoint is of another model kind, or its weights do not fit.
     """
+    from pairflow.training.checkpoint import evaluation_state_dict
     from pairflow.training.packing import unpack_state_dict
 
     state = load_checkpoint(path, map_location="cpu")
@@ -182,7 +192,7 @@ def init_weights(model: nn.Module, path: str | os.PathLike, kind: str = "flow") 
         raise CheckpointError(
             f"--init-from {path}: checkpoint holds a {state['kind']}, not a {kind}"
         )
-    weights = unpack_state_dict(state["model"])
+    weights = unpack_state_dict(evaluation_state_dict(state))  # the EMA's where kept
     own = model.state_dict()
     extra = sorted(set(weights) - set(own))
     misfit = [k for k in weights if k in own and weights[k].shape != own[k].shape]
@@ -350,5 +360,10 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         if procs.is_main:
             new = f"; new, freshly initialised: {', '.join(fresh)}" if fresh else ""
             print(f"initialised from {config.init_from}{new}")
+    if config.ema_decay > 0:
+        # The average starts from the weights loaded above; a resumed run continues its own.
+        run.ema = EMA(model, config.ema_decay)
+        if state is not None and "ema" in state:
+            run.ema.load_state_dict(state["ema"])
     _wrap(run, fresh=state is None and not config.init_from)
     return run
