@@ -48,7 +48,7 @@ PrecisionOption = Literal["fp32", "bf16", "auto"]
 Arch = Literal["mlp", "multiscale", "glow"]
 """Flow architectures: the flattened-vector RealNVP, the convolutional multi-scale one and Glow."""
 
-Conditioning = Literal["embedding", "prior", "both"]
+Conditioning = Literal["embedding", "prior", "both", "mixture"]
 """How a conditional flow uses the pair label (see :class:`~pairflow.flows.FlowConfig`)."""
 
 Schedule = Literal["constant", "cosine"]

@@ -14,6 +14,13 @@ checkpoint does not say); ``--dataset D`` scores D's pairs under the model inste
 out-of-distribution check (MNIST test pairs under a Fashion-MNIST flow). Sample metrics use
 the classifier of the model's dataset (the shipped one, or ``--classifier FILE``) and the
 report says which.
+
+A class-mixture flow (``conditioning="mixture"``) needs no label: its ``bits_per_dim`` is the
+exact unconditional one (log p(x), summed over the 100 labels), ``bits_per_dim_given_label``
+the conditional one, ``classification`` the flow's own pair accuracy by Bayes (argmax
+p(y | x)) beside the classifier's on the same pairs, and its samples are drawn without
+labels (y ~ p(y)), so the sample metrics are unconditional ones. A flow with variational
+dequantization reports ``bits_per_dim_bound`` and says which bound in ``bound``.
 """
 
 from __future__ import annotations
@@ -128,11 +135,13 @@ def run(args: argparse.Namespace) -> int:
     conditional = bool(state["model_config"].get("conditional", False))
     trained_on, layout = dataset_of(state)
     data = _check_dataset(args, state, source, trained_on, layout)
+    mixture = bool(getattr(getattr(model, "config", None), "label_mixture", False))
     report: dict[str, Any] = {
         "source": str(source),
         "kind": kind,
         "preset": state["model_config"].get("preset"),
         "conditional": conditional,
+        **({"class_mixture": True} if mixture else {}),
         "params": sum(p.numel() for p in model.parameters()),
         "trained_on": trained_on,
         "dataset": data,
@@ -140,13 +149,22 @@ def run(args: argparse.Namespace) -> int:
         "split": args.split,
     }
     start = time.perf_counter()
-    if spec.likelihood is not None:
-        bound = spec.likelihood == "bound"
-        report.update(_bits_per_dim(model, bound, args, root, conditional, data, layout))
+    # A bound: a VAE's negative ELBO, or a flow's with variational dequantization.
+    bound = spec.likelihood == "bound" or bool(getattr(model, "bits_per_dim_is_bound", False))
+    if spec.likelihood is not None and mixture:
+        report.update(_mixture_bits_per_dim(model, bound, args, root, data, layout))
+    elif spec.likelihood is not None:
+        report.update(
+            _bits_per_dim(model, bound, args, root, conditional, data, layout, kind == "flow")
+        )
+    if spec.likelihood is not None and bound and kind == "flow":
+        report["bound"] = "variational dequantization (Flow++): -E_q[log p(x+u) - log q(u|x)]"
     report["seconds"] = time.perf_counter() - start
     report["step"] = state.get("step")
     if args.samples:
-        report.update(_samples(model, conditional, args, root, outputs, trained_on))
+        # A class mixture samples without labels: its sample metrics are unconditional.
+        sampled_conditional = conditional and not mixture
+        report.update(_samples(model, sampled_conditional, args, root, outputs, trained_on))
     _print_and_write(report, args, outputs)
     return 0
 
@@ -196,10 +214,62 @@ def _check_dataset(args, state: dict, source, trained_on: str, layout: str) -> s
     return name
 
 
-def _bits_per_dim(
-    model, bound: bool, args, root: Path, conditional: bool, data: str, layout: str
+def _dataset(args, root: Path, data: str, layout: str):
+    from pairflow.data import PairedDataset
+
+    try:
+        return PairedDataset(
+            data, root, train=args.split == "train", num_pairs=args.num_pairs, layout=layout
+        )
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from err
+
+
+def _mixture_bits_per_dim(
+    model, bound: bool, args, root: Path, data: str, layout: str
 ) -> dict[str, Any]:
-    """The report's bits/dim fields: exact (flows) or the negative ELBO (``bound``: VAE)."""
+    """A class-mixture flow's fields, from one pass per draw: unconditional bits/dim, bits/dim
+    given the label, and its pair classification beside the classifier's."""
+    from pairflow.evaluation import classifier_accuracy, evaluate_mixture
+
+    dataset = _dataset(args, root, data, layout)
+    result = evaluate_mixture(
+        model, dataset, batch_size=args.batch_size, device=model.device, draws=args.draws
+    )
+    name = "bits_per_dim_bound" if bound else "bits_per_dim"  # variational dequantization
+    accuracy = None
+    if layout == "pair":
+        accuracy = classifier_accuracy(
+            dataset, model.device, args.batch_size, path=args.classifier, name=data
+        )
+    return {
+        name: result["bpd"],
+        f"{name}_stderr": result["bpd_stderr"],
+        f"{name}_given_label": result["bpd_given_label"],
+        f"{name}_given_label_stderr": result["bpd_given_label_stderr"],
+        "num_pairs": result["num_pairs"],
+        "dequantization_draws": result["draws"],
+        "classification": {
+            "flow_accuracy": result["accuracy"],
+            "classifier_accuracy": accuracy,
+            "num_pairs": result["num_pairs"],
+            "what": "fraction of pairs with both digits read right; flow: argmax p(y | x)",
+        },
+    }
+
+
+def _bits_per_dim(
+    model,
+    bound: bool,
+    args,
+    root: Path,
+    conditional: bool,
+    data: str,
+    layout: str,
+    flow: bool = True,
+) -> dict[str, Any]:
+    """The report's bits/dim fields: exact (flows) or a bound (``bound``: the negative ELBO
+    of a VAE, or of a flow with variational dequantization)."""
     from pairflow.data import PairedDataset
     from pairflow.evaluation import evaluate_bpd
 
@@ -217,11 +287,9 @@ def _bits_per_dim(
         draws=args.draws,
         conditional=conditional,
     )
-    name, draws = (
-        ("bits_per_dim_bound", "latent_draws")
-        if bound
-        else ("bits_per_dim", "dequantization_draws")
-    )
+    name = "bits_per_dim_bound" if bound else "bits_per_dim"
+    # A VAE's bound averages latent draws; a flow's (variational dequantization) noise draws.
+    draws = "latent_draws" if bound and not flow else "dequantization_draws"
     return {
         name: result["bpd"],
         f"{name}_stderr": result["bpd_stderr"],

@@ -37,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=1000, help="samples per inverse pass")
     parser.add_argument(
-        "--pair", help="conditional models: pair labels to draw, e.g. 37 or 37,05,99"
+        "--pair",
+        help="conditional models: pair labels to draw, e.g. 37 or 37,05,99 (a class-mixture "
+        "model without --pair draws its labels from p(y))",
     )
     parser.add_argument(
         "--grid",
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         labels = torch.arange(100).repeat_interleave(max(1, n // 100) if n >= 100 else 1)
     elif pairs is not None:
         labels = torch.tensor(pairs).repeat_interleave(n)  # n samples of each pair
-    elif conditional:
+    elif conditional and not getattr(getattr(model, "config", None), "label_mixture", False):
         labels = torch.randint(0, 100, (n,), generator=torch.Generator().manual_seed(args.seed))
     total = n if labels is None else len(labels)
     if kind == "png" and total > MAX_GRID:

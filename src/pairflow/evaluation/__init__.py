@@ -12,6 +12,7 @@ Example (needs the MNIST files)::
 
 from pairflow.evaluation.floor import REFERENCE_SEED, cached_floor
 from pairflow.evaluation.likelihood import evaluate_bpd
+from pairflow.evaluation.mixture import classifier_accuracy, evaluate_mixture
 from pairflow.evaluation.report import bpd_markdown, format_number, relative, report_markdown
 from pairflow.evaluation.samples import sample_metrics
 from pairflow.evaluation.sampling import draw_samples, iter_samples
@@ -20,8 +21,10 @@ __all__ = [
     "REFERENCE_SEED",
     "bpd_markdown",
     "cached_floor",
+    "classifier_accuracy",
     "draw_samples",
     "evaluate_bpd",
+    "evaluate_mixture",
     "format_number",
     "iter_samples",
     "relative",

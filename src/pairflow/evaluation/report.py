@@ -35,6 +35,14 @@ def bpd_markdown(report: dict) -> str:
             f"{report['num_pairs']:,} pairs, {report['dequantization_draws']} dequantisation "
             "draw(s) each)."
         )
+    if "bits_per_dim_bound" in report and "bound" in report:
+        return (
+            f"{report['split']} bits/dim ≤ **{report['bits_per_dim_bound']:.4f}** "
+            f"± {report['bits_per_dim_bound_stderr']:.4f}: a variational bound (variational "
+            "dequantization, Flow++), not the exact likelihood of the continuous model "
+            f"(standard error over {report['num_pairs']:,} pairs, "
+            f"{report['dequantization_draws']} dequantisation draw(s) each)."
+        )
     if "bits_per_dim_bound" in report:
         return (
             f"{report['split']} bits/dim ≤ **{report['bits_per_dim_bound']:.4f}** "
@@ -45,12 +53,33 @@ def bpd_markdown(report: dict) -> str:
     return f"None: a {report['kind']} model has no likelihood."
 
 
+def mixture_markdown(report: dict) -> list[str]:
+    """A class-mixture flow's lines: bits/dim given the label, its own classification."""
+    key = next((k for k in ("bits_per_dim_given_label", "bits_per_dim_bound_given_label")
+                if k in report), None)  # fmt: skip
+    if not report.get("class_mixture") or key is None:
+        return []
+    c = report["classification"]
+    bound = " (a variational bound)" if "bound" in key else ""
+    theirs = c["classifier_accuracy"]
+    return [
+        f"Given the label: {report[key]:.4f} ± {report[key + '_stderr']:.4f} bits/dim{bound}. "
+        f"As a pair classifier (argmax p(y | x)) the flow reads {c['flow_accuracy']:.4f} of "
+        "the pairs right; the pair classifier "
+        + (f"{theirs:.4f}." if theirs is not None else "was not run (single images)."),
+        "",
+    ]
+
+
 def report_markdown(report: dict, outputs: dict[str, Path], curves: Path | None) -> str:
     """The Markdown report of ``evaluate --samples``: bits/dim, the metric table beside the
     floor, the sample grid and the training curves (``outputs``: paths of report and grid)."""
     s = report["samples"]
     here = outputs["report"].parent
     kind = "conditional" if report["conditional"] else "unconditional"
+    if report.get("class_mixture"):
+        kind = "class-mixture prior (samples drawn without labels)"
+    asked = s["requested_labels"] is not None
     lines = [
         f"# Evaluation of `{report['source']}`",
         "",
@@ -62,10 +91,11 @@ def report_markdown(report: dict, outputs: dict[str, Path], curves: Path | None)
         "",
         bpd_markdown(report),
         "",
+        *mixture_markdown(report),
         "## Sample metrics",
         "",
         f"{s['num_samples']:,} samples at temperature {s['temperature']} (seed {s['seed']})"
-        + (", asked for the 100 pair labels in turn" if report["conditional"] else "")
+        + (", asked for the 100 pair labels in turn" if asked else "")
         + f", judged by the {s['classifier']} against {s['reference']}. "
         f"The real-vs-real floor is the same metrics for real pairs in place of the samples "
         f"({s['floor_held_out']}): the best a model can reach with this many samples.",
@@ -81,7 +111,7 @@ def report_markdown(report: dict, outputs: dict[str, Path], curves: Path | None)
                 f"{format_number(m['floor'], metric.spec)} |"
             )
     lines += [""]
-    if report["conditional"]:
+    if asked:
         lines += [
             f"Worst pair: {format_number(s['conditional_accuracy_min_pair'], '02d')}; "
             f"fraction of all samples read as requested: "

@@ -80,7 +80,11 @@ class FlowConfig(ModelConfig):
             coupling's conditioner. ``"prior"``: a label-dependent base distribution,
             N(mu, diag sigma^2) whose mean and scale over the left half of the latent are
             learned per left digit and over the right half per right digit (class-conditional
-            Glow's prior, made position-aware). ``"both"``: the two together.
+            Glow's prior, made position-aware). ``"both"``: the two together. ``"mixture"``:
+            FlowGMM's class-mixture prior (:class:`~pairflow.flows.mixture.ClassMixture`):
+            the label prior's 100 Gaussians weighted by the training pairs' label
+            frequencies; the body never sees the label, so one pass gives log p(x | y) for
+            every y, log p(x) and p(y | x), and the model samples with or without a label.
         embed_dim: size of each digit's embedding in a conditional model.
         precision: ``"fp32"`` or ``"bf16"`` (conditioner nets under bf16 autocast; the affine
             maths, log-determinants and prior stay in fp32).
@@ -144,7 +148,7 @@ class FlowConfig(ModelConfig):
             raise ValueError(f"FlowConfig.logit_alpha must be in (0, 0.5), got {self.logit_alpha}")
         if self.scale_bound <= 0:
             raise ValueError(f"FlowConfig.scale_bound must be > 0, got {self.scale_bound}")
-        if self.label_prior and self.width % 2:
+        if (self.label_prior or self.label_mixture) and self.width % 2:
             raise ValueError(
                 f"FlowConfig: conditioning={self.conditioning!r} splits the latent into left "
                 f"and right halves; the width must be even, got {self.width}"
@@ -159,6 +163,11 @@ class FlowConfig(ModelConfig):
     def label_prior(self) -> bool:
         """Whether the base distribution depends on the label (conditional models)."""
         return self.conditional and self.conditioning in ("prior", "both")
+
+    @property
+    def label_mixture(self) -> bool:
+        """Whether the base distribution is the class mixture (the label optional everywhere)."""
+        return self.conditional and self.conditioning == "mixture"
 
 
 PRESETS: dict[str, dict[str, Any]] = {

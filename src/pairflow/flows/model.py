@@ -32,6 +32,7 @@ from pairflow.flows.coupling import AffineCoupling
 from pairflow.flows.distributions import Distribution, PairLabelNormal, StandardNormal
 from pairflow.flows.glow import glow_flow
 from pairflow.flows.masks import vector_mask
+from pairflow.flows.mixture import ClassMixture
 from pairflow.flows.multiscale import multiscale_flow
 from pairflow.flows.nets import ConvResNet, SeparateMLPs
 from pairflow.flows.preprocessing import Logit, dequantize, quantize
@@ -99,9 +100,13 @@ class PairFlow(Transform):
         self.logit = Logit(config.logit_alpha)
         context = config.embed_dim if config.label_embedding else 0
         self.embedding = PairEmbedding(config.embed_dim) if config.label_embedding else None
-        self.distribution: Distribution = (
-            PairLabelNormal(config.shape) if config.label_prior else StandardNormal(config.shape)
-        )
+        self.distribution: Distribution
+        if config.label_mixture:
+            self.distribution = ClassMixture(config.shape)
+        elif config.label_prior:
+            self.distribution = PairLabelNormal(config.shape)
+        else:
+            self.distribution = StandardNormal(config.shape)
         if config.arch == "mlp":
             self.body = self._build_mlp(config, context)
         elif config.arch == "glow":
@@ -177,11 +182,11 @@ class PairFlow(Transform):
     # ----------------------------------------------------------------- transform
     def _context(self, cond: Tensor | None) -> Tensor | None:
         """The couplings' context: the label embedding (B, 2, E), or None."""
-        if not self.config.conditional:
-            return None
+        if self.embedding is None:
+            return None  # the body never sees the label (the class mixture relies on it)
         if cond is None:
             raise ValueError("this model is conditional: pass cond, pair labels (B,) in 0..99")
-        return None if self.embedding is None else self.embedding(cond)
+        return self.embedding(cond)
 
     def prior_params(self, cond: Tensor | None) -> tuple[Tensor, Tensor] | None:
         """Mean and log-scale (B, C, H, W) of the label prior for labels ``cond``.
@@ -192,6 +197,8 @@ class PairFlow(Transform):
         """
         if not isinstance(self.distribution, PairLabelNormal):
             return None
+        if cond is None and self.config.label_mixture:
+            return None  # the mixture without a label: no single component
         return self.distribution.params(cond)
 
     def log_prior(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
@@ -224,6 +231,8 @@ class PairFlow(Transform):
     _device = device
 
     def _check_cond(self, cond: Tensor | int | None, batch: int) -> Tensor | None:
+        if cond is None and self.config.label_mixture:
+            return None  # the class mixture takes a label or marginalises over it
         return check_pair_labels(cond, batch, self.config.conditional, self.device)
 
     # ----------------------------------------------------------------- likelihood
@@ -239,7 +248,9 @@ class PairFlow(Transform):
         Arguments:
             x: images: uint8 pixels 0..255, or floats in [0, 1] holding levels k / 255;
                 (B, C, H, W), (C, H, W) or (H, W).
-            cond: pair labels (B,) int64 in 0..99 (or one int), conditional models only.
+            cond: pair labels (B,) int64 in 0..99 (or one int), conditional models only;
+                optional for the class mixture (``conditioning="mixture"``): with labels
+                log p(y | label), without the exact marginal, a log-sum-exp over the labels.
             generator: random generator for the dequantization noise u ~ U[0, 1): the same
                 seed gives the same value.
             draws: number of dequantization draws averaged (lower variance; each draw is
@@ -262,6 +273,49 @@ class PairFlow(Transform):
             total = total + self.log_prior(z, cond) + logabsdet
         out = total / draws if draws > 1 else total
         return out[0] if unbatched else out
+
+    def class_log_likelihoods(
+        self,
+        x: Tensor,
+        generator: torch.Generator | None = None,
+        noise: str = "uniform",
+    ) -> Tensor:
+        """log p(y | label) for all 100 labels from one pass: (B, 100), in nats.
+
+        Class-mixture models only. Add ``log p(label)``
+        (``self.distribution.log_class_probs()``) and log-sum-exp over labels for log p(y);
+        normalise over labels for p(label | x).
+
+        Arguments:
+            x: images, as in :meth:`log_prob`, batched (B, C, H, W).
+            generator: random generator for the dequantization noise.
+            noise: ``"uniform"`` (a random draw) or ``"center"`` (bin centres).
+        """
+        self._require_mixture("class_log_likelihoods")
+        x, _ = as_pixel_batch(x, self.config.shape, self.device)
+        z, logabsdet = self(dequantize(x, generator, noise=noise))
+        return self.distribution.log_prob_components(z) + logabsdet[:, None]
+
+    @torch.no_grad()
+    def class_posterior(self, x: Tensor) -> Tensor:
+        """p(label | x) (B, 100) by Bayes, dequantized at bin centres; rows sum to one.
+
+        Class-mixture models only: the flow as a pair classifier (argmax: :meth:`classify`).
+        """
+        log_lik = self.class_log_likelihoods(x, noise="center")
+        return torch.softmax(self.distribution.log_class_probs() + log_lik, dim=1)
+
+    def classify(self, x: Tensor) -> Tensor:
+        """The most probable pair label of each image, int64 (B,) (class-mixture models)."""
+        return self.class_posterior(x).argmax(dim=1)
+
+    def _require_mixture(self, what: str) -> None:
+        if not self.config.label_mixture:
+            raise ValueError(
+                f"{what} needs a class-mixture model (conditional, conditioning='mixture'); "
+                f"this one has conditional={self.config.conditional}, "
+                f"conditioning={self.config.conditioning!r}"
+            )
 
     def bits_per_dim(
         self,
@@ -308,7 +362,8 @@ class PairFlow(Transform):
         Arguments:
             sample_shape: as in ``torch.distributions``: ``()`` one image (C, H, W),
                 ``(n,)`` or ``n`` a batch (n, C, H, W), ``(a, b)`` -> (a, b, C, H, W).
-            cond: pair labels (n,) or one int for all, conditional models only.
+            cond: pair labels (n,) or one int for all, conditional models only (optional for
+                the class mixture, which then draws them from p(label)).
             temperature: T > 0, the latent's standard deviation (T < 1: cleaner, less varied).
             generator: random generator for z (reproducible samples).
 

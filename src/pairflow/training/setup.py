@@ -214,6 +214,23 @@ def init_weights(model: nn.Module, path: str | os.PathLike, kind: str = "flow") 
     return missing
 
 
+@torch.no_grad()
+def fit_mixture(flow, train_set, device, num_pairs: int = 1000, batch_size: int = 250) -> None:
+    """Fit a class mixture's Gaussians to the latents of the first ``num_pairs`` training pairs.
+
+    The maximum-likelihood means and scales for the body as it is (see
+    :meth:`~pairflow.flows.mixture.ClassMixture.fit`); 1,000 pairs give each digit about 100
+    latents per side and cost a few hundred forward passes' worth of time, not an epoch's.
+    """
+    n = min(num_pairs, len(train_set))
+    latents, labels = [], []
+    for lo in range(0, n, batch_size):
+        x, y = train_set.get_batch(torch.arange(lo, min(lo + batch_size, n)))
+        latents.append(flow.encode(x.to(device)))  # (B, C, H, W); the body takes no label
+        labels.append(y.to(device))
+    flow.distribution.fit(torch.cat(latents), torch.cat(labels))
+
+
 def _resume_state(config: TrainConfig, out: Path) -> dict:
     last = out / "last.pt"
     if not last.is_file():
@@ -353,6 +370,7 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         config, out, procs, spec, model, values, None, optimizers, schedulers,
         train_set, test_set, loader, noise, MetricsLogger(out, enabled=procs.is_main),
     )  # fmt: skip
+    fresh: list[str] = []  # --init-from: what the checkpoint did not hold
     if state is not None:
         _restore(run, state)
     elif config.init_from:
@@ -360,6 +378,12 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         if procs.is_main:
             new = f"; new, freshly initialised: {', '.join(fresh)}" if fresh else ""
             print(f"initialised from {config.init_from}{new}")
+    if state is None and getattr(model.config, "label_mixture", False):
+        # The class mixture's weights p(y): the training pairs' label frequencies.
+        model.distribution.set_class_counts(train_set.pair_label_counts())
+        if config.init_from and "distribution.loc" in fresh:
+            # A trained body under a new mixture: its Gaussians start at their optimum.
+            fit_mixture(model, train_set, procs.device)
     if config.ema_decay > 0:
         # The average starts from the weights loaded above; a resumed run continues its own.
         run.ema = EMA(model, config.ema_decay)

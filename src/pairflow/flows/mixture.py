@@ -1,0 +1,153 @@
+"""The class-mixture prior: a flow's base distribution as a mixture over the 100 pair classes.
+
+With it, one pass through a flow body that never sees the label gives the exact
+log p(x | y) for every label, the exact log p(x) (a log-sum-exp over labels) and p(y | x) by
+Bayes, so the same flow is a density model, a sampler with or without a label, and a pair
+classifier.
+
+References:
+    Izmailov, Kirichenko, Finzi and Wilson, "Semi-supervised learning with normalizing flows"
+    (FlowGMM), ICML 2020.
+    Kingma and Dhariwal, "Glow", NeurIPS 2018 (the class-conditional prior).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from pairflow.flows.distributions import PairLabelNormal
+from pairflow.options import NUM_PAIR_CLASSES
+
+__all__ = ["ClassMixture"]
+
+
+class ClassMixture(PairLabelNormal):
+    r"""Mixture over pair labels y of the position-aware label Gaussians, weighted by p(y).
+
+    .. math:: p(z) = \sum_{y=0}^{99} p(y)\, \mathcal N(z; \mu_y, \mathrm{diag}\, \sigma_y^2),
+
+    where, for y = 10 a + b, the mean and scale over the left half of the latent are the left
+    digit a's and over the right half the right digit b's: the components are exactly those
+    of :class:`~pairflow.flows.distributions.PairLabelNormal` (same parameters, zero
+    initialised). The weights p(y) are a buffer, the training pairs' label frequencies
+    (:meth:`set_class_counts`), not learned.
+
+    ``log_prob(z, cond)`` is log p(z | y) given labels and the mixture's log p(z) without;
+    ``sample(n, cond=None)`` first draws y ~ p(y), then z = mu_y + T sigma_y eps. Because each
+    component factorises over the two halves, all 100 component densities cost 20
+    half-latent Gaussians: log N(z; mu_y, sigma_y) = L[a] + R[b].
+
+    Arguments:
+        shape: the latent's shape (C, H, W); W must be even.
+
+    Example:
+        >>> prior = ClassMixture((1, 4, 8))
+        >>> z = torch.randn(3, 1, 4, 8)
+        >>> prior.log_prob(z).shape, prior.log_posterior(z).exp().sum(1)
+        (torch.Size([3]), tensor([1.0000, 1.0000, 1.0000]))
+        >>> z, y = prior.sample_with_labels(5, generator=torch.Generator().manual_seed(0))
+        >>> z.shape, y.shape
+        (torch.Size([5, 1, 4, 8]), torch.Size([5]))
+    """
+
+    label_optional = True
+    """The label may be left out everywhere: the mixture marginalises over it."""
+
+    def __init__(self, shape: tuple[int, int, int]):
+        super().__init__(shape)
+        self.register_buffer("class_probs", torch.full((NUM_PAIR_CLASSES,), 1 / NUM_PAIR_CLASSES))
+
+    # ----------------------------------------------------------------- weights
+    @torch.no_grad()
+    def set_class_counts(self, counts: Tensor) -> None:
+        """Set p(y) to the label frequencies ``counts`` (100 counts, or 10 x 10 [left, right])."""
+        counts = torch.as_tensor(counts, dtype=torch.float64).reshape(-1)
+        if counts.numel() != NUM_PAIR_CLASSES or bool((counts < 0).any()) or counts.sum() <= 0:
+            raise ValueError(
+                f"class counts must be {NUM_PAIR_CLASSES} non-negative numbers, not all zero; "
+                f"got {counts.numel()} values summing to {float(counts.sum())}"
+            )
+        self.class_probs.copy_((counts / counts.sum()).to(self.class_probs))
+
+    def log_class_probs(self) -> Tensor:
+        """log p(y), (100,); -inf for labels never seen in training."""
+        return torch.log(self.class_probs)
+
+    @torch.no_grad()
+    def fit(self, z: Tensor, cond: Tensor) -> None:
+        """Set the Gaussians to their maximum-likelihood values for latents z with labels cond.
+
+        For fixed latents the log-likelihood sum_i log N(z_i; mu_{y_i}, sigma_{y_i}) is
+        maximised, per half and digit, by the mean and standard deviation of that half over
+        the latents whose label has that digit there (the components share these). Used to
+        start a class mixture on a trained flow body (``--init-from``) from its optimum
+        rather than from N(0, I).
+
+        Arguments:
+            z: latents (N, C, H, W).
+            cond: their pair labels (N,); every digit must occur on both sides.
+        """
+        w = self.shape[2] // 2
+        for side, (part, digit) in enumerate(((z[..., :w], cond // 10), (z[..., w:], cond % 10))):
+            for d in range(10):
+                chosen = part[digit == d]
+                if len(chosen) < 2:
+                    raise ValueError(f"fit needs >= 2 latents with digit {d} on side {side}")
+                self.loc[side, d] = chosen.mean(0)
+                self.log_scale[side, d] = chosen.std(0, correction=0).clamp_min(1e-4).log()
+
+    # ----------------------------------------------------------------- densities
+    def log_prob_components(self, z: Tensor) -> Tensor:
+        """log N(z; mu_y, sigma_y^2) for every label y: (B, 100), column y = 10 a + b."""
+        w = self.shape[2] // 2
+        sides = []
+        for side, part in enumerate((z[..., :w], z[..., w:])):  # (B, C, H, W/2) each
+            u = (part[:, None] - self.loc[side]) * torch.exp(-self.log_scale[side])
+            terms = -0.5 * u.pow(2) - self.log_scale[side]  # (B, 10, C, H, W/2)
+            sides.append(terms.flatten(2).sum(2))  # (B, 10)
+        left, right = sides
+        d = z[0].numel()
+        return (left[:, :, None] + right[:, None, :]).flatten(1) - 0.5 * d * math.log(2 * math.pi)
+
+    def log_joint(self, z: Tensor) -> Tensor:
+        """log p(y) + log N(z; mu_y, sigma_y^2) for every label: (B, 100)."""
+        return self.log_class_probs() + self.log_prob_components(z)
+
+    def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        """log p(z | cond) (B,) given labels; log p(z) = logsumexp_y log p(y) p(z | y) without."""
+        if cond is not None:
+            return super().log_prob(z, cond)
+        return torch.logsumexp(self.log_joint(z), dim=1)
+
+    def log_posterior(self, z: Tensor) -> Tensor:
+        """log p(y | z) by Bayes, (B, 100); each row's exp sums to one."""
+        return torch.log_softmax(self.log_joint(z), dim=1)
+
+    # ----------------------------------------------------------------- sampling
+    def sample_labels(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n labels y ~ p(y), int64 (n,) on the distribution's device."""
+        probs = self.class_probs
+        if generator is not None:
+            probs = probs.to(generator.device)
+        y = torch.multinomial(probs, n, replacement=True, generator=generator)
+        return y.to(self.class_probs.device)
+
+    def sample_with_labels(
+        self,
+        n: int,
+        cond: Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Draw y ~ p(y) (unless ``cond`` gives them), then z; returns (z (n, C, H, W), y (n,))."""
+        if cond is None:
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise ValueError(f"n must be an int >= 1, got {n!r}")
+            cond = self.sample_labels(n, generator)
+        return super().sample(n, cond, temperature=temperature, generator=generator), cond
+
+    def sample(self, n, cond=None, temperature=1.0, generator=None) -> Tensor:
+        return self.sample_with_labels(n, cond, temperature, generator)[0]

@@ -1,0 +1,62 @@
+"""A class-mixture flow end to end: train with labels, sample without, evaluate and classify."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from clitools import pairflow
+from pairflow.training import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def mix_run(tmp_path_factory, tiny_mnist_root):
+    out = tmp_path_factory.mktemp("mix") / "run"
+    pairflow(
+        "train", "--preset", "multiscale", "--conditional", "--epochs", "1", "--batch-size", "16",
+        "--num-pairs", "64", "--test-pairs", "32", "--data-dir", str(tiny_mnist_root),
+        "--out", str(out), "--device", "cpu", "--precision", "fp32", "--sample-n", "4",
+        "--no-progress", "--threads", "1", "--ema-decay", "0.9",
+        "--set", "hidden_channels=4", "--set", "conditioning=mixture",
+    )  # fmt: skip
+    return out
+
+
+def test_training_sets_p_y_and_logs_the_mixture_numbers(mix_run, tiny_mnist_root):
+    from pairflow.data import PairedMNIST
+
+    state = load_checkpoint(mix_run / "last.pt")
+    train_set = PairedMNIST(tiny_mnist_root, train=True, seed=0, num_pairs=64)
+    counts = train_set.pair_label_counts().flatten().double()
+    probs = state["ema"]["shadow"]["distribution.class_probs"].double()
+    np.testing.assert_allclose(probs.numpy(), (counts / counts.sum()).numpy(), rtol=1e-6)
+    records = [json.loads(line) for line in (mix_run / "metrics.jsonl").read_text().splitlines()]
+    test = [r for r in records if r["type"] == "test"][-1]
+    assert {"test_bpd", "test_bpd_given_label", "test_accuracy"} <= set(test)
+    # log p(x) >= log p(x, y) = log p(x | y) + log p(y): the marginal costs at most -log p(y).
+    assert test["test_bpd"] <= test["test_bpd_given_label"] + 1e-6 + np.log2(100) / (28 * 56)
+
+
+def test_sample_without_a_pair_draws_labels_from_p_y(mix_run, tmp_path):
+    out = tmp_path / "s.npz"
+    pairflow("sample", str(mix_run), "--n", "6", "--out", str(out))
+    images = np.load(out)["images"]
+    assert images.shape[0] == 6
+    pairflow("sample", str(mix_run), "--pair", "37", "--n", "2", "--out", str(tmp_path / "p.png"))
+
+
+def test_evaluate_mixture_fields(mix_run, tiny_mnist_root, tmp_path):
+    out = tmp_path / "eval"
+    common = ["--data-dir", str(tiny_mnist_root), "--device", "cpu", "--out", str(out)]
+    pairflow("evaluate", str(mix_run), "--num-pairs", "40", "--samples", "30", *common)
+    report = json.loads((out / "eval_test.json").read_text())
+    assert report["class_mixture"] is True
+    assert report["bits_per_dim"] <= report["bits_per_dim_given_label"] + 0.01
+    c = report["classification"]
+    assert 0 <= c["flow_accuracy"] <= 1 and 0 <= c["classifier_accuracy"] <= 1
+    assert c["num_pairs"] == 40
+    assert report["samples"]["requested_labels"] is None  # drawn without labels
+    assert "conditional_accuracy" not in report["metrics"]
+    assert "As a pair classifier" in (out / "report.md").read_text()
