@@ -10,6 +10,8 @@ import pytest
 from clitools import pairflow
 from pairflow.training import load_checkpoint
 
+pytestmark = pytest.mark.slow  # CLI runs: train, sample and evaluate with --samples
+
 
 @pytest.fixture(scope="module")
 def mix_run(tmp_path_factory, tiny_mnist_root):
@@ -60,3 +62,39 @@ def test_evaluate_mixture_fields(mix_run, tiny_mnist_root, tmp_path):
     assert report["samples"]["requested_labels"] is None  # drawn without labels
     assert "conditional_accuracy" not in report["metrics"]
     assert "As a pair classifier" in (out / "report.md").read_text()
+
+
+def test_init_from_fits_the_mixture_to_the_trained_body(tiny_mnist_root, tmp_path):
+    import torch
+
+    from pairflow.data import PairedMNIST
+    from pairflow.flows.mixture import ClassMixture
+    from pairflow.flows.preprocessing import dequantize
+    from pairflow.training import TrainConfig, load_model, train
+
+    base = dict(
+        preset="multiscale", batch_size=16, warmup_steps=2, num_pairs=200, test_pairs=32,
+        data_dir=str(tiny_mnist_root), device="cpu", precision="fp32", sample_n=4, epochs=1,
+    )  # fmt: skip
+    tiny = {"hidden_channels": 4}
+    train(TrainConfig(**base, out=str(tmp_path / "a"), model_overrides=tiny), progress=False)
+    mix = {**tiny, "conditioning": "mixture"}
+    config = TrainConfig(
+        **base, max_steps=1, lr=1e-9, conditional=True, init_from=str(tmp_path / "a"),
+        out=str(tmp_path / "b"), model_overrides=mix,
+    )  # fmt: skip
+    train(config, progress=False)
+    fitted = load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    # The same fit by hand: the base model's latents of the training pairs, per digit.
+    body, _ = load_model(tmp_path / "a")
+    pairs = PairedMNIST(tiny_mnist_root, train=True, seed=0, num_pairs=200)
+    x, y = pairs.get_batch(torch.arange(200))
+    expected = ClassMixture((1, 28, 56))
+    with torch.no_grad():  # uniform dequantisation, as in training, with the fit's seed
+        z, _ = body(dequantize(x, torch.Generator().manual_seed(0)))
+    expected.fit(z, y)
+    assert fitted["distribution.loc"].abs().max() > 0.01
+    torch.testing.assert_close(fitted["distribution.loc"], expected.loc.detach(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        fitted["distribution.log_scale"], expected.log_scale.detach(), atol=1e-4, rtol=0
+    )

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pairflow.flows.dequantization import DEQUANTIZATIONS
 from pairflow.flows.glow import COUPLINGS
 from pairflow.flows.masks import VECTOR_MASKS
 from pairflow.flows.multiscale import CHECKERBOARD_MODES
@@ -86,6 +87,10 @@ class FlowConfig(ModelConfig):
             frequencies; the body never sees the label, so one pass gives log p(x | y) for
             every y, log p(x) and p(y | x), and the model samples with or without a label.
         embed_dim: size of each digit's embedding in a conditional model.
+        dequantization: ``"uniform"`` (u ~ U[0, 1): bits/dim is the exact likelihood of the
+            continuous model) or ``"variational"`` (Flow++'s u ~ q(u | x), a conditional flow
+            trained with the model: bits/dim is then a variational bound, reported as such).
+        dequant_channels, dequant_couplings: width and coupling count of that q(u | x).
         precision: ``"fp32"`` or ``"bf16"`` (conditioner nets under bf16 autocast; the affine
             maths, log-determinants and prior stay in fp32).
     """
@@ -119,6 +124,9 @@ class FlowConfig(ModelConfig):
     conditional: bool = False
     conditioning: Conditioning = "embedding"
     embed_dim: int = 8
+    dequantization: str = "uniform"
+    dequant_channels: int = 16
+    dequant_couplings: int = 2
     precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
@@ -128,6 +136,7 @@ class FlowConfig(ModelConfig):
         check_choice("checkerboard", self.checkerboard, CHECKERBOARD_MODES)
         check_choice("conditioning", self.conditioning, Conditioning)
         check_choice("coupling", self.coupling, COUPLINGS)
+        check_choice("dequantization", self.dequantization, DEQUANTIZATIONS)
         for name in (
             "channels",
             "height",
@@ -139,6 +148,7 @@ class FlowConfig(ModelConfig):
             "embed_dim",
             "glow_levels",
             "glow_steps",
+            "dequant_channels",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

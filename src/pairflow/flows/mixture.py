@@ -97,7 +97,7 @@ class ClassMixture(PairLabelNormal):
                 if len(chosen) < 2:
                     raise ValueError(f"fit needs >= 2 latents with digit {d} on side {side}")
                 self.loc[side, d] = chosen.mean(0)
-                self.log_scale[side, d] = chosen.std(0, correction=0).clamp_min(1e-4).log()
+                self.log_scale[side, d] = chosen.std(0, correction=0).clamp_min(1e-2).log()
 
     # ----------------------------------------------------------------- densities
     def log_prob_components(self, z: Tensor) -> Tensor:

@@ -29,6 +29,7 @@ from pairflow.flows.actnorm import ActNorm
 from pairflow.flows.base import Compose, Transform
 from pairflow.flows.config import PRESETS, FlowConfig
 from pairflow.flows.coupling import AffineCoupling
+from pairflow.flows.dequantization import VariationalDequantizer
 from pairflow.flows.distributions import Distribution, PairLabelNormal, StandardNormal
 from pairflow.flows.glow import glow_flow
 from pairflow.flows.masks import vector_mask
@@ -90,9 +91,12 @@ class PairFlow(Transform):
         (torch.Size([2, 1, 4, 8]), torch.uint8)
     """
 
-    bits_per_dim_is_bound = False
-    """Exact: with uniform dequantization bits/dim is the exact likelihood of the continuous
-    model (an upper bound of the discrete one, as every flow paper reports)."""
+    @property
+    def bits_per_dim_is_bound(self) -> bool:
+        """False with uniform dequantization: bits/dim is the exact likelihood of the continuous
+        model (an upper bound of the discrete one, as every flow paper reports). True with
+        variational dequantization: a variational bound (Flow++), and every output says so."""
+        return self.config.dequantization == "variational"
 
     def __init__(self, config: FlowConfig):
         super().__init__()
@@ -107,6 +111,11 @@ class PairFlow(Transform):
             self.distribution = PairLabelNormal(config.shape)
         else:
             self.distribution = StandardNormal(config.shape)
+        self.dequantizer = None
+        if config.dequantization == "variational":
+            self.dequantizer = VariationalDequantizer(
+                config.shape, config.dequant_channels, config.dequant_couplings
+            )
         if config.arch == "mlp":
             self.body = self._build_mlp(config, context)
         elif config.arch == "glow":
@@ -260,7 +269,10 @@ class PairFlow(Transform):
             (B,) float32 (a 0-d tensor for one unbatched image): log p(z) + log|det dz/dy|,
             where p is the base distribution and the log-determinant includes the logit
             preprocessing and every flow layer. This is a density on [0, 1]^D; see
-            :meth:`bits_per_dim` for the discrete 256-level scale.
+            :meth:`bits_per_dim` for the discrete 256-level scale. With variational
+            dequantization (``config.dequantization="variational"``) u ~ q(u | x) and
+            log q(u | x) is subtracted: a one-sample variational lower bound (Flow++), so
+            :attr:`bits_per_dim_is_bound` is True.
         """
         x, unbatched = as_pixel_batch(x, self.config.shape, self.device)
         cond = self._check_cond(cond, x.shape[0])
@@ -268,11 +280,18 @@ class PairFlow(Transform):
             raise ValueError(f"draws must be an int >= 1, got {draws!r}")
         total = 0
         for _ in range(draws):
-            y = dequantize(x, generator)  # (B, C, H, W) in [0, 1)
+            y, log_q = self._dequantize(x, generator)  # (B, C, H, W) in [0, 1), (B,)
             z, logabsdet = self(y, cond)
-            total = total + self.log_prior(z, cond) + logabsdet
+            total = total + self.log_prior(z, cond) + logabsdet - log_q
         out = total / draws if draws > 1 else total
         return out[0] if unbatched else out
+
+    def _dequantize(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """y = (x + u) / 256 and log q(u | x): 0 for uniform u, the learned q's otherwise."""
+        if self.dequantizer is None:
+            return dequantize(x, generator), x.new_zeros(x.shape[0], dtype=torch.float32)
+        u, log_q = self.dequantizer(x, generator)
+        return (x.to(torch.float32) + u) / NUM_LEVELS, log_q
 
     def class_log_likelihoods(
         self,
@@ -293,8 +312,12 @@ class PairFlow(Transform):
         """
         self._require_mixture("class_log_likelihoods")
         x, _ = as_pixel_batch(x, self.config.shape, self.device)
-        z, logabsdet = self(dequantize(x, generator, noise=noise))
-        return self.distribution.log_prob_components(z) + logabsdet[:, None]
+        if noise == "uniform":
+            y, log_q = self._dequantize(x, generator)  # log q(u | x): variational only
+        else:
+            y, log_q = dequantize(x, noise=noise), 0.0
+        z, logabsdet = self(y)
+        return self.distribution.log_prob_components(z) + (logabsdet - log_q)[:, None]
 
     @torch.no_grad()
     def class_posterior(self, x: Tensor) -> Tensor:

@@ -190,7 +190,7 @@ def _skip(run: Run, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
 def _last_good(run: Run) -> str:
     """Where the last good model is, in words."""
     if run.best_step is not None and math.isfinite(run.best):
-        key = run.spec.bpd_key or "test metric"
+        key = run.bpd_key or "test metric"
         return (f"The last good checkpoint is {run.out / 'best.pt'} (step {run.best_step}, "
                 f"test {key} {run.best:.4f})")  # fmt: skip
     if (run.out / "last.pt").is_file():
@@ -212,7 +212,7 @@ def _log_train(run: Run, loss, grad_norm, extra: dict, batch: int, bar) -> None:
     now = time.perf_counter()
     rate = tick[1] / max(now - tick[0], 1e-9)
     tick[:] = [now, 0]
-    key = run.spec.bpd_key
+    key = run.bpd_key
     scheduler = next(iter(run.schedulers.values()))
     run.logger.log({
         "type": "train", "step": run.step, "epoch": run.epoch + 1, "loss": loss.item(),
@@ -228,7 +228,7 @@ def _log_train(run: Run, loss, grad_norm, extra: dict, batch: int, bar) -> None:
 
 def _evaluate_test(run: Run) -> tuple[dict, float]:
     """The test record's fields and the number ``best.pt`` is chosen by (NaN: none)."""
-    key, conditional = run.spec.bpd_key, run.config.conditional
+    key, conditional = run.bpd_key, run.config.conditional
     if key is None:
         fields = run.model.test_metrics(run.test_set, device=run.device, conditional=conditional)
         return fields, math.nan
@@ -300,7 +300,7 @@ def _progress_bar(run: Run):
 
 
 def _summary(run: Run, fields: dict, stopped: str) -> dict:
-    key = run.spec.bpd_key
+    key = run.bpd_key
     if key is not None:
         last = fields.get(f"test_{key}", math.nan)
         tests = {f"test_{key}": last, f"best_test_{key}": run.best}
