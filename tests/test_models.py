@@ -131,6 +131,11 @@ def test_load_takes_a_shipped_name_a_run_folder_and_a_checkpoint(tmp_path):
         torch.testing.assert_close(
             loaded.log_prob(x, generator=g), flow.log_prob(x, generator=g.manual_seed(0))
         )
+    from pairflow.precision import resolve_precision
+
+    assert shipped.precision == resolve_precision("auto", "cpu")  # the fast one here
+    assert pairflow.load("multiscale-cond", precision=None).precision == "bf16"  # as trained
+    assert pairflow.load("multiscale-cond", precision="fp32").precision == "fp32"
     with pytest.raises(ValueError, match="neither a file, a run folder nor a shipped model"):
         pairflow.load("multiscale-cnd")
     if not torch.cuda.is_available():

@@ -31,7 +31,7 @@ _SUBMODULES = {
 __all__ = ["load", "__version__"]
 
 
-def load(name_or_path, map_location=None):
+def load(name_or_path, map_location=None, precision="auto"):
     """Load a shipped model, a run folder or a checkpoint (:func:`pairflow.models.load`).
 
     Example:
@@ -42,7 +42,7 @@ def load(name_or_path, map_location=None):
     """
     from pairflow.models import load as _load
 
-    return _load(name_or_path, map_location=map_location)
+    return _load(name_or_path, map_location=map_location, precision=precision)
 
 
 def __getattr__(name: str) -> Any:

@@ -227,7 +227,9 @@ def build_model(kind: ModelKind | str, model_config: dict[str, Any] | Any) -> to
 
 
 def load(
-    name_or_path: str | os.PathLike, map_location: str | torch.device | None = None
+    name_or_path: str | os.PathLike,
+    map_location: str | torch.device | None = None,
+    precision: str | None = "auto",
 ) -> torch.nn.Module:
     """Load a model, ready to use (eval mode): a shipped name, a run folder or a checkpoint.
 
@@ -236,6 +238,11 @@ def load(
             ``pairflow sample --list-pretrained``), a run folder (its ``best.pt``, else
             ``last.pt``) or a checkpoint file.
         map_location: the device to put it on (``"cpu"``, ``"cuda"``, ``"cuda:1"``); None: CPU.
+        precision: the compute precision of its networks here: ``"auto"`` (default) the
+            faster one on this device (:func:`pairflow.precision.resolve_precision`: bf16
+            with AMX or a CUDA GPU, fp32 elsewhere), ``"fp32"``, ``"bf16"``, or None for the
+            one it was trained in. The weights are the same; only the arithmetic changes
+            (bits/dim by ~1e-4).
 
     Returns:
         The model (a :class:`LikelihoodModel` for flows and the VAE).
@@ -264,4 +271,8 @@ def load(
             )
         text = str(pretrained_path(text))
     model, _ = load_model(text, map_location=device or "cpu")
+    if precision is not None:
+        from pairflow.precision import resolve_precision
+
+        model.precision = resolve_precision(precision, model.device)
     return model

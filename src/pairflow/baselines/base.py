@@ -65,6 +65,15 @@ class PairModel(nn.Module):
 
     _device = device
 
+    @property
+    def precision(self) -> str:
+        """``"fp32"`` or ``"bf16"`` (the networks under autocast); settable."""
+        return self.config.precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self.config.precision = check_choice("precision", value, Precision)
+
     def _autocast(self):
         """bf16 autocast for the networks when ``config.precision == "bf16"``; the
         likelihood maths runs outside it, in float32."""
