@@ -76,7 +76,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 run.train_set.set_epoch(run.epoch)
                 run.loader.set_epoch(run.epoch)
                 run.model.train()
-                bar = _progress_bar(run) if progress and run.procs.is_main else None
+                bar = _progress_bar(run, start) if progress and run.procs.is_main else None
                 for i, (x, y) in enumerate(run.loader):
                     if i < run.batch_in_epoch:  # resuming mid-epoch: already seen
                         continue
@@ -292,11 +292,13 @@ def _save_interrupted(run: Run) -> None:
               "continue with --resume", flush=True)  # fmt: skip
 
 
-def _progress_bar(run: Run):
-    from tqdm.auto import tqdm
+def _progress_bar(run: Run, start: float):
+    """Of the time budget when one is set (the clock ends such runs), else of the batches."""
+    from pairflow.training.progress import training_bar
 
-    return tqdm(total=len(run.loader), desc=f"epoch {run.epoch + 1}/{run.config.epochs}",
-                initial=run.batch_in_epoch, unit="batch", mininterval=1.0, leave=True)  # fmt: skip
+    return training_bar(epoch=run.epoch, epochs=run.config.epochs, steps_per_epoch=len(run.loader),
+                        batch_in_epoch=run.batch_in_epoch, step=run.step,
+                        time_budget=run.config.time_budget, start_time=start)  # fmt: skip
 
 
 def _summary(run: Run, fields: dict, stopped: str) -> dict:
