@@ -2,18 +2,26 @@
 
 1. checks the MNIST root (downloading it when missing and allowed) and writes a preview of
    labelled pairs;
-2. trains a small multi-scale flow for a few minutes on the CPU, writing its curves and
-   samples;
+2. fine-tunes the shipped flow of the preset for a few minutes on the CPU (or, with
+   ``--from-scratch``, trains a fresh one: a few minutes from scratch teach little more than
+   strokes), writing its curves and samples every (short) epoch;
 3. draws samples from each shipped pretrained model;
-and says where it put everything.
+4. puts the run's samples beside the shipped models' in one figure, ``demo.png``, with a
+   caption under each panel saying how that model was made;
+and lists every file it wrote.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from pairflow.cli import UsageError
+
+TEMPERATURE = 0.7  # the temperature of every sample the demo draws (the README's)
+NUM_SAMPLES = 32  # samples per model in the figure
+EPOCH_PAIRS = 6400  # pairs per demo epoch: 100 steps, so curves and grids come every ~2 min
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,79 +39,216 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fail instead of downloading MNIST when the root lacks it",
     )
     parser.add_argument(
-        "--preset", default="multiscale", help="preset to train (default multiscale)"
+        "--preset", default="multiscale", help="preset to train: multiscale (default) or seed"
     )
+    parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train fresh weights instead of fine-tuning the shipped model of the preset",
+    )
+    parser.add_argument(
+        "--max-steps", type=int, help="also stop after this many steps (tiny runs, tests)"
+    )
+    parser.add_argument(
+        "--test-pairs",
+        type=int,
+        default=2000,
+        help="fixed test pairs evaluated each epoch (default 2000)",
+    )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: one per core)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from pairflow.commands._common import data_usage_error
     from pairflow.data import PairedMNIST, resolve_root, write_preview
+    from pairflow.images import save_grid
     from pairflow.pretrained import list_pretrained, pretrained_path
-    from pairflow.training import TrainConfig, load_model, train
+    from pairflow.training import CheckpointError, TrainConfig, load_model, train
 
     if not args.minutes > 0:
         raise UsageError(f"--minutes must be > 0, got {args.minutes}")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UsageError(f"--max-steps must be >= 1, got {args.max_steps}")
+    if args.test_pairs < 1:
+        raise UsageError(f"--test-pairs must be >= 1, got {args.test_pairs}")
     out = Path(args.out)
     root = resolve_root(args.data_dir)
     try:
         train_set = PairedMNIST(root, train=True, download=not args.no_download)
         test_set = PairedMNIST(root, train=False, download=False)
     except (FileNotFoundError, ValueError, OSError) as err:
-        raise UsageError(str(err)) from err
+        raise data_usage_error(err, root, download_flag="(leave out --no-download)") from err
     print(
-        f"[1/3] MNIST at {root}: {len(train_set.digits)} train and {len(test_set.digits)} "
+        f"[1/4] MNIST at {root}: {len(train_set.digits)} train and {len(test_set.digits)} "
         "test digits"
     )
     preview = write_preview(test_set, out / "pairs.png")
     print(f"      preview of labelled test pairs: {preview}")
 
-    print(f"[2/3] training a {args.preset} flow for {args.minutes:g} minutes")
+    shipped = list_pretrained()
+    base = None if args.from_scratch else _shipped_of_preset(shipped, args.preset)
+    if base is None:
+        how = "from scratch"
+        print(f"[2/4] training a {args.preset} flow from scratch for {args.minutes:g} minutes")
+    else:
+        how = f"the shipped `{base}` fine-tuned"
+        print(
+            f"[2/4] fine-tuning the shipped {base} flow (test bits/dim "
+            f"{shipped[base]['test_bpd']:.4f}) for {args.minutes:g} minutes; "
+            "--from-scratch trains fresh weights instead"
+        )
     config = TrainConfig(
         preset=args.preset,
-        epochs=100,
+        epochs=1000,  # the clock (or --max-steps) ends the run
         time_budget=args.minutes,
+        max_steps=args.max_steps,
         batch_size=64,
-        lr=1e-3,
-        warmup_steps=100,
+        lr=1e-3 if base is None else 5e-4,
+        warmup_steps=100 if base is None else 50,
+        num_pairs=EPOCH_PAIRS,
         data_dir=str(root),
         out=str(out / "train"),
-        test_pairs=2000,
+        test_pairs=args.test_pairs,
         sample_n=64,
+        sample_temperature=TEMPERATURE,
         log_every=10,
+        threads=args.threads,
+        init_from=None if base is None else str(pretrained_path(base)),
     )
     from pairflow.training.runfolder import RunFolderError, open_run_folder
 
+    started = time.perf_counter()
     try:
         # A demo run starts over each time (its old files go first) and owns its folder.
         with open_run_folder(config.out, overwrite=True):
-            summary = train(config, progress=True)
-    except RunFolderError as err:
+            summary = train(config, progress=not args.no_progress)
+    except (ValueError, CheckpointError, RunFolderError) as err:
         raise UsageError(str(err)) from err
-    print(
-        f"      {summary['step']} steps, test bits/dim {summary['test_bpd']:.3f} "
-        f"(on 2,000 fixed test pairs)"
+    steps, bpd = summary["step"], summary["test_bpd"]
+    minutes = (time.perf_counter() - started) / 60
+    print(f"      {steps} steps, test bits/dim {bpd:.3f} (on {args.test_pairs:,} fixed test pairs)")
+
+    print(f"[3/4] samples from the shipped pretrained models (temperature {TEMPERATURE})")
+    panels = []
+    run_dir = out / "train"
+    model, _ = load_model(run_dir / "last.pt")
+    images = _draw(model, torch, conditional=False)
+    same = "; the same latents as the shipped panel of its preset" if base else ""
+    panels.append(
+        (
+            "this demo's run",
+            f"{how} for {steps:,} steps of 64 pairs ({minutes:.1f} min) on {root}; "
+            f"test bits/dim {bpd:.3f} on {args.test_pairs:,} test pairs{same}",
+            save_grid(images, out / "demo_run_samples.png", nrow=8),
+        )
     )
+    for name, meta in sorted(shipped.items()):
+        model, _ = load_model(pretrained_path(name))
+        conditional = bool(meta.get("conditional"))
+        images, labels = _draw(model, torch, conditional=conditional), None
+        if conditional:
+            labels = [f"{int(c):02d}" for c in _labels(torch)]
+        path = save_grid(images, out / f"pretrained_{name}.png", nrow=8, labels=labels)
+        caption = f"{_how_trained(meta)}; test bits/dim {meta['test_bpd']:.4f} on 10,000 pairs"
+        if conditional:
+            caption += "; asked for the pair under each image"
+        panels.append((f"shipped `{name}`", caption, path))
+    print(f"[4/4] all samples side by side, captioned: {out / 'demo.png'}")
+    figure = demo_figure(panels, out / "demo.png")
 
-    print("[3/3] samples from the shipped pretrained models")
-    written = []
-    for name, meta in sorted(list_pretrained().items()):
-        model, state = load_model(pretrained_path(name))
-        gen = torch.Generator().manual_seed(0)
-        cond = torch.arange(64) % 100 if meta.get("conditional") else None
-        with torch.no_grad():
-            images = model.sample(64, temperature=0.7, generator=gen, cond=cond)
-        from pairflow.images import save_grid
-
-        labels = None if cond is None else [f"{int(c):02d}" for c in cond]
-        written.append(save_grid(images, out / f"pretrained_{name}.png", nrow=8, labels=labels))
-    if not written:
-        print("      (no pretrained weights ship with this build)")
     print("\nwhere things are:")
-    print(f"  {out / 'pairs.png'}            labelled real pairs")
-    print(f"  {out / 'train' / 'curves.png'}     train/test bits/dim against steps")
-    print(f"  {out / 'train' / 'samples'}/       sample grids of the demo run")
-    print(f"  {out / 'train' / 'best.pt'}        its checkpoint (pairflow sample / evaluate)")
-    for path in written:
-        print(f"  {path}")
+    listing = [
+        (figure, "the run's samples beside the shipped models', each captioned"),
+        (out / "pairs.png", "labelled real test pairs"),
+        (run_dir / "curves.png", "the run's train/test bits/dim against steps"),
+    ]
+    listing += [(p, "the run's samples at an epoch's end (or the stop)") for p in _grids(run_dir)]
+    listing += [
+        (run_dir / "last.pt", f"its checkpoint: pairflow sample {run_dir} (or evaluate)"),
+        (run_dir / "best.pt", "its best checkpoint by test bits/dim"),
+    ]
+    listing += [(path, "") for _, _, path in panels]
+    width = max(len(str(p)) for p, _ in listing)
+    for path, what in listing:
+        if Path(path).is_file():
+            print(f"  {str(path):{width}s}  {what}".rstrip())
     return 0
+
+
+def _shipped_of_preset(shipped: dict, preset: str) -> str | None:
+    """The unconditional shipped model trained with ``preset`` (its name is the preset)."""
+    meta = shipped.get(preset)
+    if meta is None or meta.get("conditional") or meta.get("preset") != preset:
+        return None
+    return preset
+
+
+def _labels(torch):
+    return torch.arange(NUM_SAMPLES) * 3 % 100  # 00, 03, ..., 93: pairs from every row
+
+
+def _draw(model, torch, conditional: bool):
+    """NUM_SAMPLES samples at TEMPERATURE, seed 0: the same latents for every model."""
+    gen = torch.Generator().manual_seed(0)
+    cond = _labels(torch) if conditional else None
+    with torch.no_grad():
+        return model.sample(NUM_SAMPLES, temperature=TEMPERATURE, generator=gen, cond=cond).cpu()
+
+
+def _how_trained(meta: dict) -> str:
+    """One line from the shipped model's index entry: preset, steps, budget, start."""
+    tc = meta.get("train_config", {})
+    text = f"{meta.get('preset')} preset, {meta.get('step', 0):,} steps of {tc.get('batch_size')}"
+    if tc.get("time_budget"):
+        text += f" pairs in at most {tc['time_budget']:g} min"
+    else:
+        text += f" pairs ({tc.get('epochs')} epochs)"
+    if tc.get("init_from"):
+        text += f", fine-tuned from {tc['init_from']}"
+    return text
+
+
+def _grids(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "samples").glob("*.png"))
+
+
+def demo_figure(panels: list[tuple[str, str, Path]], path: Path) -> Path:
+    """One PNG: each panel's sample grid with its title above and its caption below."""
+    import io
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from pairflow.utils import atomic_write_bytes
+
+    cols = 2
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(7.5 * cols, 3.4 * rows), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, caption, grid) in zip(axes.flat, panels, strict=False):
+        with Image.open(grid) as img:
+            ax.imshow(img.convert("L"), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(title, fontsize=11, fontweight="bold")
+        ax.text(
+            0.5,
+            -0.03,
+            "\n".join(textwrap.wrap(caption, 95)),
+            transform=ax.transAxes,
+            ha="center",
+            va="top",
+            fontsize=8,
+        )
+    fig.suptitle(f"MNIST digit pairs sampled at temperature {TEMPERATURE}", fontsize=12)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -59,9 +59,9 @@ _FLAGS = {
     ),
     "init_from": dict(
         metavar="RUN",
-        help="start from the weights of this run folder or checkpoint (fine-tuning; a fresh "
-        "optimiser and schedule). Parameters the new model adds, e.g. a label prior via --set "
-        "conditioning=both, keep their initialisation",
+        help="start from the weights of this run folder, checkpoint or shipped model (e.g. "
+        "multiscale; fine-tuning with a fresh optimiser and schedule). Parameters the new "
+        "model adds, e.g. a label prior via --set conditioning=both, keep their initialisation",
     ),
 }
 
@@ -138,6 +138,19 @@ def _parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
+def _shipped_init(name: str) -> str:
+    """``--init-from NAME`` of a shipped model (``pairflow sample --list-pretrained``): its file."""
+    from pairflow.pretrained import list_pretrained, pretrained_path
+
+    if name not in list_pretrained():
+        valid = ", ".join(sorted(list_pretrained())) or "none ship with this build"
+        raise UsageError(
+            f"--init-from {name}: no such run folder or checkpoint, and no shipped model of "
+            f"that name (shipped: {valid})"
+        )
+    return str(pretrained_path(name))
+
+
 def _resume_base(out: str, asked: dict) -> dict:
     """The saved train config of ``out``'s checkpoint; UsageError if ``asked`` (flags and file
     values given) changes what a resumed run cannot change."""
@@ -206,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
     from pathlib import Path
 
-    from pairflow.data import MNISTDownloadError, MNISTFormatError
+    from pairflow.data import MNISTDownloadError, MNISTFormatError, MNISTNotFoundError
     from pairflow.training import (
         CheckpointError,
         TrainingDiverged,
@@ -233,8 +246,15 @@ def run(args: argparse.Namespace) -> int:
         config = merge_config(base, flags)
         _check_model_config(config)
         _check_data(config, args.download)
+    except MNISTNotFoundError as err:  # say it in flags
+        from pairflow.commands._common import data_usage_error
+
+        root = err.missing.parents[2] if err.missing is not None else "?"  # root/MNIST/raw/file
+        raise data_usage_error(err, root, download_flag="add --download") from err
     except (ValueError, CheckpointError, FileNotFoundError, MNISTDownloadError) as err:
         raise UsageError(str(err)) from err
+    if config.init_from and not Path(config.init_from).exists():
+        config.init_from = _shipped_init(config.init_from)
     # Under torchrun, rank 0 owns the folder; the other ranks write nothing there.
     main_rank = os.environ.get("RANK", "0") == "0"
     folder = (
