@@ -69,3 +69,30 @@ def dataset_of(state: dict) -> tuple[str, str]:
     """``(dataset, layout)`` a checkpoint's model was trained on (MNIST pairs if not recorded)."""
     config = state.get("train_config") or {}
     return config.get("dataset") or "mnist", config.get("layout") or "pair"
+
+
+def data_usage_error(err: Exception, root, download_flag: str | None = None) -> UsageError:
+    """The CLI's message for a data-root error: the library's advice, in flags.
+
+    Arguments:
+        err: what reading the data root raised (``MNISTNotFoundError`` gets rephrased,
+            anything else keeps its message).
+        root: the data root that was resolved.
+        download_flag: how this command downloads (e.g. ``"add --download"``); ``None``:
+            it does not, so the message points at ``pairflow data --download``.
+    """
+    from pairflow.data import MNISTNotFoundError
+
+    if not isinstance(err, MNISTNotFoundError) or err.missing is None:
+        return UsageError(str(err))
+    title, folder = err.title, err.folder
+    fetch = (
+        f"to fetch the four {title} files there, {download_flag}"
+        if download_flag
+        else f"to fetch the four {title} files there, run `pairflow data --root {root} --download`"
+    )
+    return UsageError(
+        f"{title} file not found: {err.missing}[.gz].{err.hint} The data root is --data-dir, "
+        f"else $PAIRFLOW_DATA, else ./data (here: {root}); {fetch}, or point --data-dir or "
+        f"$PAIRFLOW_DATA at an existing copy (the directory containing {folder}/raw/)."
+    )

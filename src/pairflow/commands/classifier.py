@@ -15,6 +15,7 @@ import shlex
 import time
 
 from pairflow.cli import UsageError
+from pairflow.commands._common import data_usage_error
 from pairflow.commands.data import add_dataset_arguments
 
 
@@ -122,7 +123,7 @@ def _train(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - start
         acc = evaluate_classifier(model, root, num_pairs=args.eval_pairs)
     except (FileNotFoundError, ValueError) as err:
-        raise UsageError(str(err)) from err
+        raise data_usage_error(err, root) from err
     meta = {
         **acc,
         "train_seconds": round(seconds, 1),
@@ -171,7 +172,7 @@ def _eval(args: argparse.Namespace) -> int:
             model, resolve_root(args.data_dir), num_pairs=args.num_pairs, seed=args.seed
         )
     except (FileNotFoundError, ValueError) as err:
-        raise UsageError(str(err)) from err
+        raise data_usage_error(err, resolve_root(args.data_dir)) from err
     if args.json:
         print(
             json.dumps(

@@ -12,6 +12,7 @@ import argparse
 import json
 
 from pairflow.cli import UsageError
+from pairflow.commands._common import data_usage_error
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, layout: bool = True) -> None:
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             get_dataset(args.dataset).download(root, verbose=True)
         info = summary(root, num_pairs=args.num_pairs, seed=args.seed, dataset=args.dataset)
     except (FileNotFoundError, MNISTFormatError, MNISTDownloadError) as err:
-        raise UsageError(str(err)) from err
+        raise data_usage_error(err, root, download_flag="add --download") from err
 
     if args.preview:
         dataset = PairedDataset(

@@ -39,7 +39,26 @@ _MAGIC = {"images": 0x00000803, "labels": 0x00000801}
 
 
 class MNISTNotFoundError(FileNotFoundError):
-    """An MNIST file is missing from the root; the message says which and what to do."""
+    """An MNIST file is missing from the root; the message says which and what to do.
+
+    ``missing`` is the path looked for (without ``.gz``), ``hint`` where the file was found
+    misplaced (or ``""``), ``title`` and ``folder`` the data set's name and folder: the
+    command line rephrases the advice in flags from them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        missing: Path | None = None,
+        hint: str = "",
+        title: str = "MNIST",
+        folder: str = "MNIST",
+    ) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.hint = hint
+        self.title = title  # the data set's name, e.g. "Fashion-MNIST"
+        self.folder = folder  # its folder under the root, e.g. "FashionMNIST"
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
@@ -104,7 +123,11 @@ def find_mnist_file(root: str | os.PathLike | None, name: str, folder: str = "MN
         f"{title} file not found: {directory / name}[.gz].{hint} To fetch the four {title} "
         f"files there, use download=True (CLI: --download); or point the root at an existing "
         f"copy (the directory containing {folder}/raw/) with the root argument, --root / "
-        f"--data-dir, or the {ENV_VAR} environment variable."
+        f"--data-dir, or the {ENV_VAR} environment variable.",
+        missing=directory / name,
+        hint=hint,
+        title=title,
+        folder=folder,
     )
 
 
