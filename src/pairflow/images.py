@@ -16,7 +16,25 @@ import torch
 
 from pairflow.utils import atomic_write_bytes
 
-__all__ = ["make_grid", "save_grid", "save_png"]
+__all__ = ["grid_columns", "make_grid", "save_grid", "save_png"]
+
+
+def grid_columns(n: int) -> int:
+    """Images per row for ``n`` images: a near-square count, with as few empty cells as can be.
+
+    Starts at ``ceil(sqrt(n))`` columns and tries up to half again as many, keeping the
+    fewest empty cells in the last row (ties: fewer columns), so 16 -> 4x4, 64 -> 8x8,
+    100 -> 10x10, 10 -> 5x2, 12 -> 4x3.
+
+    Example:
+        >>> [grid_columns(n) for n in (1, 2, 8, 10, 12, 16, 64, 100)]
+        [1, 2, 4, 5, 4, 4, 8, 10]
+    """
+    if n < 1:
+        raise ValueError(f"need at least one image, got {n}")
+    start = math.ceil(math.sqrt(n))
+    candidates = range(start, max(start, math.ceil(1.5 * start)) + 1)
+    return min(candidates, key=lambda c: (-n % c, c)) if n > 2 else n
 
 
 def make_grid(
@@ -26,7 +44,7 @@ def make_grid(
 
     Arguments:
         images: uint8 tensor of shape (N, 1, H, W) (or (N, H, W)), or (N, 3, H, W) (RGB).
-        nrow: images per row; default ``ceil(sqrt(N * W / H)) `` rounded so the grid is squarish.
+        nrow: images per row; default :func:`grid_columns` (16 images: 4x4).
         padding: pixels between images.
         pad_value: gray level of the padding.
 
@@ -44,7 +62,7 @@ def make_grid(
     images = images.detach().to("cpu", torch.uint8).permute(0, 2, 3, 1)  # (N, H, W, C)
     n, h, w, channels = images.shape
     if nrow is None:
-        nrow = max(1, round(math.sqrt(n * h / w)))
+        nrow = grid_columns(n)
     nrow = min(nrow, n)
     rows = math.ceil(n / nrow)
     grid = torch.full(
@@ -86,7 +104,7 @@ def save_grid(
     Arguments:
         images: uint8 images, pixel values 0..255.
         path: the PNG file to write (atomically).
-        nrow: images per row.
+        nrow: images per row (default :func:`grid_columns`).
         scale: nearest-neighbour upscaling so 28-pixel digits stay legible.
         labels: one string per image, drawn under it.
     """
@@ -98,7 +116,7 @@ def save_grid(
     n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
     if len(labels) != n:
         raise ValueError(f"got {len(labels)} labels for {n} images")
-    nrow = min(nrow or max(1, round(math.sqrt(n * h / w))), n)
+    nrow = min(nrow or grid_columns(n), n)
     rows = math.ceil(n / nrow)
     text_h = 12
     cell_h = (h + 2) * scale + text_h

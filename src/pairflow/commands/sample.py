@@ -19,6 +19,8 @@ from pairflow.commands._common import (
     load_model_from_args,
 )
 
+DEFAULT_OUT = "samples.png"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
@@ -32,24 +34,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents (default 0)")
     parser.add_argument(
         "--out",
-        default="samples.png",
-        help="FILE.png (grid), FILE.npz (arrays) or a folder (one PNG each)",
+        help=f"FILE.png (grid), FILE.npz (arrays) or a folder (one PNG each); default "
+        f"{DEFAULT_OUT} in the current folder",
     )
     parser.add_argument("--batch-size", type=int, default=1000, help="samples per inverse pass")
     parser.add_argument(
         "--pair",
-        help="conditional models: pair labels to draw, e.g. 37 or 37,05,99 (a class-mixture "
-        "model without --pair draws its labels from p(y))",
+        help="conditional models: pair labels to draw, two digits each (left, right), e.g. 37 "
+        "or 37,05,99; --n samples of each (a class-mixture model without --pair draws its "
+        "labels from p(y))",
     )
     parser.add_argument(
         "--grid",
         action="store_true",
-        help="conditional models: the 10x10 table of all pairs (row = left digit)",
+        help="conditional models: the 10x10 table of all pairs (row = left digit); not with --pair",
     )
     parser.add_argument(
         "--interpolate",
         action="store_true",
-        help="latent interpolation between real test pairs instead of sampling",
+        help="latent interpolation between real test pairs instead of sampling (conditional "
+        "models: each row under the start pair's label)",
     )
     parser.add_argument("--steps", type=int, default=10, help="interpolation steps (default 10)")
     parser.add_argument("--data-dir", help="MNIST root for --interpolate")
@@ -61,11 +65,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_pairs(text: str) -> list[int]:
-    """``"37,05,99"`` -> ``[37, 5, 99]``; each label is one or two digits 00..99."""
+    """``"37,05,99"`` -> ``[37, 5, 99]``; each label is two digits, left then right.
+
+    A single digit is refused rather than guessed: ``3`` could mean 03 or 30.
+    """
     labels = []
     for item in text.split(","):
         item = item.strip()
-        if not (item.isdigit() and 1 <= len(item) <= 2):
+        if len(item) == 1 and item.isdigit():
+            raise UsageError(
+                f"--pair: {item!r} is one digit, but a pair label has two, left then right: "
+                f"give 0{item} (a left 0 and a right {item}) or {item}0"
+            )
+        if not (item.isascii() and item.isdigit() and len(item) == 2):
             raise UsageError(
                 f"--pair: {item!r} is not a digit pair; give two digits 00..99 (e.g. 37 or 05), "
                 "comma-separated for several"
@@ -96,6 +108,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.seed < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.pair is not None and args.grid:
+        raise UsageError(
+            "--pair and --grid exclude each other: --grid draws all 100 pairs; give --pair "
+            "LABELS for some of them"
+        )
+    pairs = parse_pairs(args.pair) if args.pair is not None else None
+    if args.out is None:
+        args.out = DEFAULT_OUT
+        print(f"no --out given: writing {DEFAULT_OUT} in the current folder")
     out = Path(args.out)
     if args.interpolate:
         if out.suffix.lower() != ".png":
@@ -104,7 +125,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         kind = _out_kind(out)
     check_output_path(out, folder=kind == "folder")
-    pairs = parse_pairs(args.pair) if args.pair is not None else None
     model, state, source = load_model_from_args(args)
     conditional = bool(state["model_config"].get("conditional", False))
     if (args.pair is not None or args.grid) and not conditional:
@@ -151,8 +171,13 @@ def run(args: argparse.Namespace) -> int:
             yield lo, images
             lo += len(images)
 
+    rows = None  # near-square
+    if args.grid:
+        rows = 10
+    elif pairs is not None and len(pairs) > 1 and n <= 16:
+        rows = len(pairs)  # one row per requested pair
     try:
-        _write(chunks(), total, labels, out, kind, grid_rows=10 if args.grid else None)
+        _write(chunks(), total, labels, out, kind, grid_rows=rows)
     except OSError as err:
         raise UsageError(f"--out {out}: could not write ({err})") from err
     print(f"wrote {total} samples to {out}")
@@ -190,12 +215,9 @@ def _write(chunks, total: int, labels, out: Path, kind: str, grid_rows: int | No
     text = None if labels is None else [f"{int(v):02d}" for v in labels]
     if kind == "png":  # at most MAX_GRID samples: one picture in memory
         images = torch.cat([images for _, images in chunks])
-        nrow = None
-        if grid_rows is not None:
-            nrow = len(images) // grid_rows
-        elif labels is not None:
-            nrow = min(len(images), 8)
-        save_grid(images, out, nrow=nrow or max(1, round(math.sqrt(len(images) / 2))), labels=text)
+        # A table's rows (the 100 pairs, or one row per --pair label), else near-square.
+        nrow = len(images) // grid_rows if grid_rows is not None else None
+        save_grid(images, out, nrow=nrow, labels=text)
     elif kind == "npz":
         _write_npz(out, chunks, total, None if labels is None else labels.numpy().astype(np.int64))
     else:
@@ -248,9 +270,16 @@ def _interpolate(
 
     The path is z(t) = cos(t pi/2) z0 + sin(t pi/2) z1, which keeps the latent's Gaussian
     norm (a straight line would pass through low-norm, blurry latents).
+
+    A conditional model reads the label as an integer (a digit embedding and the prior's
+    per-digit mean and scale), so there is no label halfway between 37 and 05 to decode
+    with, and switching labels halfway makes the row jump. Each row is therefore encoded and
+    decoded under one label, the start pair's: the flow is invertible for every label, so the
+    row still begins and ends on the two real pairs, and changes smoothly in between.
     """
     import torch
 
+    from pairflow.commands._common import data_usage_error
     from pairflow.data import PairedDataset, resolve_root
 
     if args.steps < 2:
@@ -258,17 +287,19 @@ def _interpolate(
     rows = max(1, min(args.n, 8))
     from pairflow.data import MNISTFormatError
 
+    root = resolve_root(args.data_dir)
     try:
         name, layout = dataset
-        test = PairedDataset(name, resolve_root(args.data_dir), train=False, layout=layout)
-    except (FileNotFoundError, MNISTFormatError) as err:
-        raise UsageError(str(err)) from err
+        test = PairedDataset(name, root, train=False, layout=layout)
+    except (FileNotFoundError, MNISTFormatError, ValueError) as err:
+        raise data_usage_error(err, root) from err
     gen = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(test), generator=gen)[: 2 * rows]
     x, y = test.get_batch(idx)
     device = model.device
     x = x.to(device)
-    cond = y.to(device) if conditional else None
+    # Conditional: both ends under the start pair's label (see the docstring).
+    cond = y[:rows].repeat(2).to(device) if conditional else None
     with torch.no_grad():
         z = model.encode(x, cond=cond)
         z0, z1 = z[:rows], z[rows:]
@@ -277,9 +308,7 @@ def _interpolate(
         angle = (t * math.pi / 2).view(shape)
         path = torch.cos(angle) * z0.unsqueeze(1) + torch.sin(angle) * z1.unsqueeze(1)
         path = path.reshape(rows * args.steps, *z.shape[1:])
-        c = None
-        if conditional:  # the label goes from the start pair's to the end pair's halfway
-            c = torch.where(t.view(1, -1) < 0.5, cond[:rows, None], cond[rows:, None]).reshape(-1)
+        c = None if cond is None else cond[:rows].repeat_interleave(args.steps)
         images = model.decode(path, cond=c).cpu()
     from pairflow.images import save_grid
 
@@ -289,4 +318,13 @@ def _interpolate(
     except OSError as err:
         raise UsageError(f"--out {out}: could not write ({err})") from err
     print(f"wrote {rows} interpolations of {args.steps} steps to {out}")
+    if conditional:
+        ends = zip(y[:rows].tolist(), y[rows:].tolist(), strict=True)
+        pairs = ", ".join(f"{a:02d} -> {b:02d}" for a, b in ends)
+        print(
+            f"conditional model: each row is decoded under its start pair's label ({pairs}); "
+            "a label is an integer with no value halfway between two pairs, and switching it "
+            "halfway would make the row jump. The flow is invertible under any label, so each "
+            "row still starts and ends on the real pairs."
+        )
     return 0
