@@ -163,7 +163,7 @@ def _bpd_text(row: dict) -> str:
 
 def compare_markdown(rows: list[dict], floors: list[dict], figure: Path | None) -> str:
     """The comparison table (runs, then the floor rows) with a short legend."""
-    head = ["model", "kind", "preset", "conditional", "params", "bits/dim", "N"]
+    head = ["model", "kind", "preset", "conditional", "params", "bits/dim", "samples", "T"]
     head += [label for _, label, _, _ in COLUMNS] + ["samples/s"]
     lines = [
         "# Model comparison",
@@ -181,21 +181,23 @@ def compare_markdown(rows: list[dict], floors: list[dict], figure: Path | None) 
             format_number(row["params"], ","),
             _bpd_text(row),
             format_number(row["num_samples"], ","),
+            format_number(row["temperature"], "g"),
         ]
         cells += [format_number(row["metrics"].get(k), spec) for k, _, spec, _ in COLUMNS]
         cells.append(format_number(row["samples_per_second"], ".1f"))
         lines.append("| " + " | ".join(cells) + " |")
     for floor in floors:
         cells = [f"real vs real (N={floor['num_samples']:,})", "-", "-", "-", "-", "-"]
-        cells.append(format_number(floor["num_samples"], ","))
+        cells += [format_number(floor["num_samples"], ","), "-"]
         cells += [format_number(floor["metrics"].get(k), spec) for k, _, spec, _ in COLUMNS]
         cells.append("-")
         lines.append("| " + " | ".join(cells) + " |")
     lower = ", ".join(label for _, label, _, low in COLUMNS if low)
     lines += [
         "",
-        f"Lower is better for bits/dim, {lower}; higher for the rest. Sample metrics are "
-        "judged by the shipped pair classifier against N real test pairs; the real-vs-real "
+        f"Lower is better for bits/dim, {lower}; higher for the rest. Each run's samples "
+        "(N of them, drawn at temperature T) are judged by the shipped pair classifier "
+        "against N real test pairs; the real-vs-real "
         "rows put N real training pairs in place of the samples (the best reachable at that "
         'N; FD grows as N shrinks, so compare runs at the same N). "≤" marks a bound on '
         "bits/dim (e.g. a VAE's ELBO), not an exact likelihood.",
@@ -269,7 +271,11 @@ def compare_figure(rows: list[dict], path: Path) -> Path | None:
             ax = fig.add_subplot(inner[0, i])
             with Image.open(row["grid"]) as img:
                 ax.imshow(img.convert("L"), cmap="gray", vmin=0, vmax=255)
-            ax.set_title(row["name"], fontsize=8)
+            drawn = (
+                f"{format_number(row['num_samples'], ',')} samples at "
+                f"T = {format_number(row['temperature'], 'g')}"
+            )
+            ax.set_title(f"{row['name']}\n{drawn}", fontsize=8)
             ax.axis("off")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

@@ -28,12 +28,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from pairflow.cli import UsageError
 from pairflow.commands._common import add_model_arguments, dataset_of, load_model_from_args
+
+DEFAULT_TEMPERATURE = 0.7  # the same as `pairflow sample`'s: the README's numbers use it
+PRETRAINED_OUT = "runs/pretrained-{name}"  # --pretrained's default report folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,8 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--temperature",
         type=float,
-        default=1.0,
-        help="sampling temperature for --samples (default 1.0: the model's own distribution)",
+        default=DEFAULT_TEMPERATURE,
+        help=f"sampling temperature for --samples (default {DEFAULT_TEMPERATURE}, as pairflow "
+        "sample and the README's numbers; 1.0 is the model's own distribution)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the samples and of the floor (default 0)"
@@ -80,7 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         help="FILE.json, or a folder (gets eval_SPLIT.json, report.md, PNGs); default: the "
-        "run folder; without it, --pretrained and checkpoint files only print the JSON",
+        f"run folder, {PRETRAINED_OUT.format(name='NAME')} for --pretrained NAME, "
+        "eval_STEM/ beside a checkpoint file STEM.pt",
     )
 
 
@@ -88,14 +94,15 @@ def _outputs(args: argparse.Namespace) -> dict[str, Path] | None:
     """Where the JSON, report, sample grid, curves and floor cache go (None: print only)."""
     out = args.out
     if out is None:
-        if args.run is None or not Path(args.run).is_dir():
-            if args.samples:
-                raise UsageError(
-                    "--samples writes a report: give --out DIR (needed with --pretrained or "
-                    "a checkpoint file; a run folder is its own default)"
-                )
-            return None
-        out = args.run
+        if args.run is not None and Path(args.run).is_dir():
+            out = args.run
+        elif args.pretrained is not None:
+            out = PRETRAINED_OUT.format(name=args.pretrained)
+        elif args.run is not None and Path(args.run).is_file():
+            out = str(Path(args.run).with_name(f"eval_{Path(args.run).stem}"))
+        else:
+            return None  # load_model_from_args names what is wrong
+        print(f"no --out given: writing the evaluation to {out}/", file=sys.stderr)
     out = Path(out)
     if out.suffix.lower() == ".json":
         stem = out.stem
