@@ -51,7 +51,7 @@ SERVERS: tuple[str, ...] = ("pairflow app",)
 APPEND: tuple[tuple[str, str], ...] = (
     ("pairflow train", TINY_TRAIN),
     ("torchrun --nproc_per_node 2 -m pairflow train", TINY_TRAIN),
-    ("pairflow evaluate", "--num-pairs 16 --samples 32 --no-progress"),
+    ("pairflow evaluate", "--num-pairs 16 --samples 32"),
 )
 
 
@@ -126,17 +126,19 @@ def clone(tmp_path_factory, tiny_mnist_root) -> dict:
     return {"work": work, "env": env}
 
 
-@pytest.mark.slow
-def test_readme_bash_blocks_run_as_printed(clone):
-    lines = ["set -euo pipefail"]
+@pytest.fixture(scope="module")
+def readme_session(clone) -> subprocess.CompletedProcess:
+    """The README's bash blocks, run once in the clone (the python blocks use their runs)."""
+    lines = ["set -euo pipefail", "TIMEFORMAT='  (%R s)'"]  # each command's seconds, to stderr
     for block in readme_blocks("bash"):
         for line in block.splitlines():
             command = runnable(line) if line.strip() else None
             if command:
-                lines += [f"echo {shlex.quote('$ ' + command)}", command]
+                quoted = shlex.quote("$ " + command)
+                lines += [f"echo {quoted}; echo {quoted} >&2", f"time {command}"]
     # Everything after the README's set-up lines runs with the README's data root, no other.
     assert any(line.startswith("export PAIRFLOW_DATA=") for line in lines)
-    proc = subprocess.run(
+    return subprocess.run(
         ["bash", "-c", "\n".join(lines)],
         cwd=clone["work"],
         env=clone["env"],
@@ -144,6 +146,11 @@ def test_readme_bash_blocks_run_as_printed(clone):
         text=True,
         timeout=900,
     )
+
+
+@pytest.mark.slow
+def test_readme_bash_blocks_run_as_printed(clone, readme_session):
+    proc = readme_session
     assert proc.returncode == 0, f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
     work = clone["work"]
     # Every file the README promises for the demo, under the name it gives (its
@@ -159,8 +166,10 @@ def test_readme_bash_blocks_run_as_printed(clone):
 
 
 @pytest.mark.slow
-def test_readme_python_blocks_run(clone):
-    """Each ```python block, in a shell set up by the README's own set-up lines."""
+def test_readme_python_blocks_run(clone, readme_session):
+    """Each ```python block, in a shell set up by the README's own set-up lines, after the
+    bash blocks (so a block may load the runs they trained)."""
+    assert readme_session.returncode == 0, "the bash blocks failed; see the test above"
     blocks = readme_blocks("python")
     assert blocks, "the README has no python block"
     setup = [

@@ -34,7 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from pairflow.cli import UsageError
-from pairflow.commands._common import add_model_arguments, dataset_of, load_model_from_args
+from pairflow.commands._common import (
+    add_model_arguments,
+    data_usage_error,
+    dataset_of,
+    load_model_from_args,
+)
 
 DEFAULT_TEMPERATURE = 0.7  # the same as `pairflow sample`'s: the README's numbers use it
 PRETRAINED_OUT = "runs/pretrained-{name}"  # --pretrained's default report folder
@@ -285,7 +290,7 @@ def _bits_per_dim(
             data, root, train=args.split == "train", num_pairs=args.num_pairs, layout=layout
         )
     except (FileNotFoundError, ValueError) as err:
-        raise UsageError(str(err)) from err
+        raise data_usage_error(err, root) from err
     result = evaluate_bpd(
         model,
         dataset,
@@ -326,7 +331,7 @@ def _samples(
             classifier_path=args.classifier,
         )
     except (FileNotFoundError, ValueError) as err:
-        raise UsageError(str(err)) from err
+        raise data_usage_error(err, root) from err
 
 
 def _print_and_write(report: dict, args: argparse.Namespace, outputs: dict | None) -> None:

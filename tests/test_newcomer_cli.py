@@ -1,0 +1,206 @@
+"""What a new user meets first (issue 15): the demo, defaults that are said out loud, refused
+ambiguities, near-square grids, errors in flags, and a training bar that follows the clock."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pairflow.images import grid_columns, make_grid
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def pairflow_in(cwd: Path, *args, check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m pairflow ARGS`` run from folder ``cwd`` (defaults are relative to it)."""
+    path = [SRC, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    env.pop("PAIRFLOW_DATA", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pairflow", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+# ---- layout ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "n, columns", [(1, 1), (2, 2), (3, 3), (8, 4), (10, 5), (12, 4), (16, 4), (64, 8), (100, 10)]
+)
+def test_grid_columns_are_near_square_without_needless_gaps(n, columns):
+    assert grid_columns(n) == columns
+
+
+def test_sixteen_images_tile_four_by_four():
+    images = torch.randint(0, 256, (16, 1, 28, 56), dtype=torch.uint8)
+    grid = make_grid(images, padding=2)
+    assert grid.shape == (4 * 30 + 2, 4 * 58 + 2)
+    assert torch.equal(grid[2:30, 2 + 3 * 58 : 2 + 3 * 58 + 56], images[3, 0])  # row 0, col 3
+    assert torch.equal(grid[2 + 3 * 30 : 2 + 3 * 30 + 28, 2 : 2 + 56], images[12, 0])
+
+
+# ---- sample: refused ambiguities and the default --out --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--pair", "3"], "give 03 (a left 0 and a right 3) or 30"),
+        (["--pair", "37,5"], "give 05"),
+        (["--pair", "37", "--grid"], "--pair and --grid exclude each other"),
+    ],
+)
+def test_sample_refuses_ambiguous_pairs(tmp_path, args, message):
+    proc = pairflow_in(tmp_path, "sample", "--pretrained", "multiscale-cond", *args, check=False)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.iterdir())  # refused before writing anything
+
+
+def test_sample_announces_its_default_out_and_help_shows_it(tmp_path):
+    proc = pairflow_in(tmp_path, "sample", "--pretrained", "seed", "--n", "16")
+    assert "no --out given: writing samples.png" in proc.stdout
+    with Image.open(tmp_path / "samples.png") as img:  # 4x4 tiles of 28x56, scaled 2x
+        assert img.size == (2 * (4 * 58 + 2), 2 * (4 * 30 + 2))
+    help_text = pairflow_in(tmp_path, "sample", "--help").stdout
+    assert "default samples.png" in " ".join(help_text.split())
+
+
+def test_one_row_per_requested_pair(tmp_path):
+    pairflow_in(tmp_path, "sample", "--pretrained", "multiscale-cond", "--pair", "37,05",
+                "--n", "3", "--out", "two.png")  # fmt: skip
+    with Image.open(tmp_path / "two.png") as img:
+        assert img.width == 2 * (3 * 58 + 2)  # 3 per row: one row of 37s, one of 05s
+
+
+def test_conditional_interpolation_keeps_one_label_and_ends_on_the_real_pairs(
+    tmp_path, tiny_mnist_root
+):
+    from pairflow.data import PairedMNIST
+
+    proc = pairflow_in(tmp_path, "sample", "--pretrained", "multiscale-cond", "--interpolate",
+                       "--n", "2", "--steps", "3", "--seed", "4", "--data-dir", tiny_mnist_root,
+                       "--out", "walk.png")  # fmt: skip
+    assert "decoded under its start pair's label" in proc.stdout
+    # The rows start and end on the real test pairs (the same ones the command drew).
+    test = PairedMNIST(tiny_mnist_root, train=False)
+    idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(4))[:4]
+    x, _ = test.get_batch(idx)
+    with Image.open(tmp_path / "walk.png") as img:
+        grid = torch.from_numpy(np.array(img))[::2, ::2]  # undo the 2x scale
+    for row, (start, end) in enumerate([(x[0], x[2]), (x[1], x[3])]):
+        top = 2 + row * 30
+        first = grid[top : top + 28, 2 : 2 + 56].int()
+        last = grid[top : top + 28, 2 + 2 * 58 : 2 + 2 * 58 + 56].int()
+        assert (first - start[0].int()).abs().max() <= 2
+        assert (last - end[0].int()).abs().max() <= 2
+
+
+# ---- errors speak in flags -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["data", "--root", "NOWHERE"], "add --download"),
+        (["evaluate", "--pretrained", "seed", "--data-dir", "NOWHERE"], "pairflow data --root"),
+        (["sample", "--pretrained", "seed", "--interpolate", "--data-dir", "NOWHERE"], "--data"),
+    ],
+)
+def test_missing_mnist_message_speaks_in_flags(tmp_path, args, flag):
+    args = [str(tmp_path / "nowhere") if a == "NOWHERE" else a for a in args]
+    proc = pairflow_in(tmp_path, *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "MNIST file not found" in proc.stderr and flag in proc.stderr
+    assert "download=True" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---- evaluate defaults -----------------------------------------------------------------------
+
+
+def test_evaluate_pretrained_writes_a_default_report_folder(tmp_path, tiny_mnist_root):
+    proc = pairflow_in(tmp_path, "evaluate", "--pretrained", "seed", "--samples", "16",
+                       "--num-pairs", "8", "--data-dir", tiny_mnist_root)  # fmt: skip
+    out = tmp_path / "runs" / "pretrained-seed"
+    assert "no --out given: writing the evaluation to runs/pretrained-seed/" in proc.stderr
+    data = json.loads((out / "eval_test.json").read_text())
+    assert data["samples"]["temperature"] == 0.7 and data["samples"]["num_samples"] == 16
+    assert (out / "report.md").is_file()
+    help_text = " ".join(pairflow_in(tmp_path, "evaluate", "--help").stdout.split())
+    assert "default 0.7" in help_text and "runs/pretrained-NAME" in help_text
+
+
+def test_evaluate_checkpoint_file_reports_beside_it(tmp_path, tiny_mnist_root):
+    from pairflow.pretrained import pretrained_path
+
+    ckpt = tmp_path / "mine" / "seed.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(pretrained_path("seed").read_bytes())
+    pairflow_in(tmp_path, "evaluate", ckpt, "--samples", "16", "--num-pairs", "8",
+                "--data-dir", tiny_mnist_root)  # fmt: skip
+    assert (tmp_path / "mine" / "eval_seed" / "eval_test.json").is_file()
+
+
+# ---- training: --init-from NAME and a bar of the time budget ----------------------------------
+
+
+def test_init_from_a_shipped_name_and_the_time_budget_bar(tmp_path, tiny_mnist_root):
+    proc = pairflow_in(tmp_path, "train", "--preset", "seed", "--init-from", "seed",
+                       "--time-budget", "5", "--max-steps", "2", "--num-pairs", "64",
+                       "--test-pairs", "16", "--sample-n", "4", "--threads", "1",
+                       "--data-dir", tiny_mnist_root, "--out", "ft")  # fmt: skip
+    assert "initialised from" in proc.stdout and "seed.pt" in proc.stdout
+    assert "s of the time budget" in proc.stderr and "/300 s" in proc.stderr
+    assert "epoch 1/" not in proc.stderr  # not the epochs the clock will never reach
+    bad = pairflow_in(tmp_path, "train", "--init-from", "no-such-model", "--out", "x",
+                      check=False)  # fmt: skip
+    assert bad.returncode == 2 and "shipped: multiscale" in bad.stderr
+
+
+def test_time_budget_bar_counts_seconds_from_the_budget_start():
+    from pairflow.training.progress import TimeBudgetBar, training_bar
+
+    bar = TimeBudgetBar(1.0, time.perf_counter() - 30, epoch=2, step=5, disable=True)
+    assert bar._bar.total == 60 and 29 <= bar._bar.n <= 31
+    bar.update(1)
+    assert bar.step == 6 and bar._describe() == "epoch 3, step 6"
+    bar.close()
+    plain = training_bar(epoch=0, epochs=4, steps_per_epoch=10, batch_in_epoch=0, step=0,
+                         time_budget=None, start_time=time.perf_counter())  # fmt: skip
+    assert plain.total == 10 and plain.desc.startswith("epoch 1/4")
+    plain.close()
+
+
+# ---- the demo, end to end on tiny sizes ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_tiny(tmp_path, tiny_mnist_root):
+    proc = pairflow_in(tmp_path, "demo", "--data-dir", tiny_mnist_root, "--max-steps", "2",
+                       "--test-pairs", "16", "--threads", "1", "--no-progress")  # fmt: skip
+    out = tmp_path / "runs" / "demo"
+    assert "fine-tuning the shipped multiscale flow" in proc.stdout
+    for name in ("demo.png", "pairs.png", "demo_run_samples.png", "train/curves.png",
+                 "train/last.pt", "train/samples/step_000002.png",
+                 "pretrained_multiscale.png", "pretrained_multiscale-cond.png",
+                 "pretrained_seed.png"):  # fmt: skip
+        assert (out / name).is_file(), name
+        assert f"runs/demo/{name}" in proc.stdout  # listed where the demo says what it wrote
+    with Image.open(out / "demo.png") as img:
+        assert img.format == "PNG" and img.width > 1000
