@@ -204,3 +204,47 @@ def test_demo_end_to_end_tiny(tmp_path, tiny_mnist_root):
         assert f"runs/demo/{name}" in proc.stdout  # listed where the demo says what it wrote
     with Image.open(out / "demo.png") as img:
         assert img.format == "PNG" and img.width > 1000
+
+
+# ---- evaluate: progress bars and a summary line ----------------------------------------------
+
+
+def test_evaluate_bars_count_every_pass_and_stay_off_without_a_terminal(tiny_mnist_root):
+    from pairflow.classifier import load_classifier
+    from pairflow.metrics import evaluate_samples, real_vs_real_floor
+    from pairflow.metrics.evaluate import real_pairs
+    from pairflow.progress import bars
+
+    opened: list[list] = []
+
+    class Counting:  # a real bar's interface; records what it was told
+        def __init__(self, total: int, desc: str) -> None:
+            opened.append([desc, total, 0, False])
+
+        def update(self, n: int = 1) -> None:
+            opened[-1][2] += n
+
+        def close(self) -> None:
+            opened[-1][3] = True
+
+    real, _ = real_pairs(tiny_mnist_root, 24)
+    fake = torch.randint(0, 256, (20, 1, 28, 56), dtype=torch.uint8)
+    classifier = load_classifier()
+    plain = evaluate_samples(fake, real, classifier, batch_size=7)
+    counted = evaluate_samples(fake, real, classifier, batch_size=7, progress=Counting)
+    assert counted["fd"] == pytest.approx(plain["fd"], rel=1e-5)  # chunking changes nothing
+    real_vs_real_floor(real, root=tiny_mnist_root, classifier=classifier, progress=Counting)
+    assert opened == [["classifier features", 44, 44, True], ["real-vs-real floor", 48, 48, True]]
+    assert bars(enabled=False) is None and bars(enabled=True) is not None
+    assert bars() is None  # pytest's stderr is not a terminal
+
+
+def test_evaluate_prints_a_summary_line_before_the_json(tmp_path, tiny_mnist_root):
+    proc = pairflow_in(tmp_path, "evaluate", "--pretrained", "seed", "--samples", "16",
+                       "--num-pairs", "8", "--data-dir", tiny_mnist_root,
+                       "--out", "ev")  # fmt: skip
+    summary = [line for line in proc.stderr.splitlines() if line.startswith("seed: ")]
+    assert len(summary) == 1, proc.stderr
+    assert "test bits/dim" in summary[0] and "16 samples at T=0.7: FD" in summary[0]
+    assert "%|" not in proc.stderr  # no bar when stderr is not a terminal
+    json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])  # stdout stays JSON

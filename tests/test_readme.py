@@ -29,7 +29,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 
-TINY_TRAIN = "--max-steps 2 --num-pairs 64 --test-pairs 16 --sample-n 4 --threads 1 --no-progress"
+TINY_TRAIN = (
+    "--max-steps 2 --batch-size 8 --num-pairs 64 --test-pairs 16 --sample-n 4 --threads 1 "
+    "--no-progress"
+)
 # README line (its start, after stripping) -> the line that runs instead (None: skipped, with
 # the reason). First match wins.
 REPLACE: tuple[tuple[str, str | None, str], ...] = (
@@ -137,7 +140,7 @@ def readme_session(clone) -> subprocess.CompletedProcess:
                 quoted = shlex.quote("$ " + command)
                 lines += [f"echo {quoted}; echo {quoted} >&2", f"time {command}"]
     # Everything after the README's set-up lines runs with the README's data root, no other.
-    assert any(line.startswith("export PAIRFLOW_DATA=") for line in lines)
+    assert any(line.startswith("time export PAIRFLOW_DATA=") for line in lines)
     return subprocess.run(
         ["bash", "-c", "\n".join(lines)],
         cwd=clone["work"],

@@ -88,6 +88,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="seed of the samples and of the floor (default 0)"
     )
     parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (they show only on a terminal anyway)",
+    )
+    parser.add_argument(
         "--out",
         help="FILE.json, or a folder (gets eval_SPLIT.json, report.md, PNGs); default: the "
         f"run folder, {PRETRAINED_OUT.format(name='NAME')} for --pretrained NAME, "
@@ -134,6 +139,10 @@ def run(args: argparse.Namespace) -> int:
     outputs = _outputs(args)
     from pairflow.data import resolve_root
     from pairflow.models import kind_spec
+    from pairflow.progress import bars
+
+    # Bars for bits/dim, sampling, features and the floor: on a terminal, unless --no-progress.
+    args.progress = bars(enabled=False if args.no_progress else None)
 
     model, state, source = load_model_from_args(args)
     kind = state.get("kind", "flow")
@@ -298,6 +307,7 @@ def _bits_per_dim(
         device=model.device,
         draws=args.draws,
         conditional=conditional,
+        progress=args.progress,
     )
     name = "bits_per_dim_bound" if bound else "bits_per_dim"
     # A VAE's bound averages latent draws; a flow's (variational dequantization) noise draws.
@@ -329,6 +339,7 @@ def _samples(
             json_dir=outputs["json"].parent,
             dataset=dataset,
             classifier_path=args.classifier,
+            progress=args.progress,
         )
     except (FileNotFoundError, ValueError) as err:
         raise data_usage_error(err, root) from err
@@ -339,6 +350,7 @@ def _print_and_write(report: dict, args: argparse.Namespace, outputs: dict | Non
     if "samples" in report:  # stdout skips the 100 per-pair accuracies (the file has them)
         samples = {k: v for k, v in report["samples"].items() if not k.endswith("_per_pair")}
         shown = {**report, "samples": samples}
+    print(summary_line(report), file=sys.stderr, flush=True)  # for people; stdout stays JSON
     print(json.dumps(shown, indent=2))
     if outputs is None:
         return
@@ -351,6 +363,41 @@ def _print_and_write(report: dict, args: argparse.Namespace, outputs: dict | Non
         text = report_markdown(report, outputs, _curves(args, outputs))
         atomic_write_text(outputs["report"], text)
         print(f"wrote {outputs['report']}")
+
+
+def summary_line(report: dict) -> str:
+    """One line for people, before the JSON: what was measured, the headline numbers beside
+    their floors, and the time."""
+    from pairflow.evaluation import format_number
+
+    parts = []
+    if "bits_per_dim" in report:
+        parts.append(
+            f"{report['split']} bits/dim {report['bits_per_dim']:.4f} ± "
+            f"{report['bits_per_dim_stderr']:.4f} on {report['num_pairs']:,} pairs"
+        )
+    elif "bits_per_dim_bound" in report:
+        parts.append(
+            f"{report['split']} bits/dim ≤ {report['bits_per_dim_bound']:.4f} on "
+            f"{report['num_pairs']:,} pairs"
+        )
+    seconds = report["seconds"]
+    if "samples" in report:
+        s, m = report["samples"], report["metrics"]
+        seconds += s["sampling_seconds"] + s["metrics_seconds"] + s["floor_seconds"]
+        fd = m["fd"]
+        text = (
+            f"{s['num_samples']:,} samples at T={s['temperature']:g}: FD "
+            f"{format_number(fd['model'], '.1f')} (floor {format_number(fd['floor'], '.1f')})"
+        )
+        if "conditional_accuracy" in m:
+            c = m["conditional_accuracy"]
+            text += (
+                f", conditional accuracy {format_number(c['model'], '.3f')} "
+                f"(floor {format_number(c['floor'], '.3f')})"
+            )
+        parts.append(text)
+    return f"{Path(report['source']).stem}: " + "; ".join(parts) + f"; {seconds:.0f} s"
 
 
 def _curves(args: argparse.Namespace, outputs: dict[str, Path]) -> Path | None:

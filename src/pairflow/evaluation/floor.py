@@ -33,11 +33,15 @@ def cached_floor(
     batch_size: int = 500,
     dataset: str = "mnist",
     weights: Path | None = None,
+    progress=None,
 ) -> tuple[dict, dict]:
     """The floor for ``reference`` (N, C, H, W), from ``cache_dir`` when the key matches.
 
     ``dataset`` draws the held-out training pairs; ``weights`` is the classifier's file (the
     shipped one of ``dataset`` by default), part of the cache key.
+
+    ``progress`` is a bar factory (:func:`pairflow.progress.bars`) for its classifier passes
+    when the floor is computed; None: silent.
 
     Returns:
         ``(floor, info)``: the metrics, and ``{"floor_cached", "floor_seconds"}``.
@@ -76,6 +80,7 @@ def cached_floor(
         seed=seed + 1,
         batch_size=batch_size,
         dataset=dataset,
+        progress=progress,
     )
     seconds = time.perf_counter() - start
     atomic_write_text(path, json.dumps({"key": key, "floor": floor}, indent=1) + "\n")

@@ -19,6 +19,7 @@ def evaluate_bpd(
     draws: int = 1,
     seed: int = 1234,
     conditional: bool = False,
+    progress=None,
 ) -> dict:
     """Bits/dim of ``model`` on every pair of ``dataset`` (in its fixed order).
 
@@ -34,6 +35,7 @@ def evaluate_bpd(
         draws: dequantisation draws per pair.
         seed: seed of the dequantisation noise.
         conditional: pass the pair labels as ``cond``.
+        progress: a bar factory (:func:`pairflow.progress.bars`); None: silent.
 
     Returns:
         ``{"bpd": mean, "bpd_stderr": s.e., "num_pairs": N, "draws": draws, "seconds": t}``.
@@ -47,6 +49,9 @@ def evaluate_bpd(
     start = time.perf_counter()
     n = len(dataset)
     per_pair = torch.empty(n, dtype=torch.float64)
+    from pairflow.progress import open_bar
+
+    bar = open_bar(progress, n, "bits/dim")
     for lo in range(0, n, batch_size):
         idx = torch.arange(lo, min(lo + batch_size, n))
         x, y = dataset.get_batch(idx)
@@ -56,6 +61,8 @@ def evaluate_bpd(
         for _ in range(draws):
             total += model.bits_per_dim(x, cond=cond, generator=generator).double()
         per_pair[lo : lo + len(idx)] = (total / draws).cpu()
+        bar.update(len(idx))
+    bar.close()
     model.train(was_training)
     mean = per_pair.mean().item()
     stderr = per_pair.std().item() / math.sqrt(n) if n > 1 else float("nan")

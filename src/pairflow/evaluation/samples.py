@@ -28,6 +28,7 @@ def sample_metrics(
     json_dir: Path | None = None,
     dataset: str = "mnist",
     classifier_path: Path | None = None,
+    progress=None,
 ) -> dict:
     """Draw ``n`` samples, judge them against ``n`` real test pairs beside the floor.
 
@@ -44,6 +45,8 @@ def sample_metrics(
         json_dir: the folder the grid's path is given relative to (default: its own).
         dataset: the model's dataset: its test pairs are the reference, its classifier judges.
         classifier_path: a classifier checkpoint of ``dataset`` (default: the shipped one).
+        progress: a bar factory (:func:`pairflow.progress.bars`) for the sampling, the
+            classifier's features and the floor; None: silent.
 
     Returns:
         ``{"samples": details, "metrics": {key: {"model", "floor"}}}``.
@@ -88,17 +91,36 @@ def sample_metrics(
     generator = torch.Generator(device=device).manual_seed(seed)
     start = time.perf_counter()
     samples = draw_samples(  # (N, C, H, 2W) uint8
-        model, n, batch_size, temperature=temperature, generator=generator, labels=labels
+        model,
+        n,
+        batch_size,
+        temperature=temperature,
+        generator=generator,
+        labels=labels,
+        progress=progress,
     )
     sampling_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
     metrics = evaluate_samples(
-        samples, reference, classifier, requested_labels=labels, batch_size=batch_size
+        samples,
+        reference,
+        classifier,
+        requested_labels=labels,
+        batch_size=batch_size,
+        progress=progress,
     )
     metrics_seconds = time.perf_counter() - start
     floor, floor_info = cached_floor(
-        reference, root, classifier, seed, cache_dir, batch_size, dataset, weights
+        reference,
+        root,
+        classifier,
+        seed,
+        cache_dir,
+        batch_size,
+        dataset,
+        weights,
+        progress=progress,
     )
 
     shown = 100 if conditional else 64

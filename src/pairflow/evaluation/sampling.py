@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from pairflow.progress import ProgressFactory, open_bar
+
 __all__ = ["iter_samples", "draw_samples"]
 
 
@@ -18,6 +20,7 @@ def iter_samples(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     labels: Tensor | None = None,
+    progress: ProgressFactory | None = None,
 ) -> Iterator[Tensor]:
     """Yield uint8 sample chunks (<= batch_size, C, H, W) until ``n`` images are drawn.
 
@@ -28,17 +31,26 @@ def iter_samples(
         temperature: sampling temperature.
         generator: one generator for every chunk (the draws are reproducible).
         labels: pair labels (n,) for a conditional model, None otherwise.
+        progress: a bar factory (:func:`pairflow.progress.bars`) counting the images drawn;
+            None: silent.
     """
     if labels is not None:
         n = len(labels)
     if n < 1 or batch_size < 1:
         raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
     device = model.device
-    for lo in range(0, n, batch_size):
-        hi = min(lo + batch_size, n)
-        cond = None if labels is None else labels[lo:hi].to(device)
-        chunk = model.sample((hi - lo,), cond=cond, temperature=temperature, generator=generator)
-        yield chunk.cpu()  # (hi - lo, C, H, W) uint8
+    bar = open_bar(progress, n, f"sampling at T={temperature:g}")
+    try:
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)
+            cond = None if labels is None else labels[lo:hi].to(device)
+            chunk = model.sample(
+                (hi - lo,), cond=cond, temperature=temperature, generator=generator
+            )
+            bar.update(hi - lo)
+            yield chunk.cpu()  # (hi - lo, C, H, W) uint8
+    finally:
+        bar.close()
 
 
 def draw_samples(model, n: int, batch_size: int = 500, **kwargs) -> Tensor:

@@ -17,6 +17,7 @@ from pairflow.metrics.precision_recall import precision_recall
 
 if TYPE_CHECKING:
     from pairflow.classifier import PairClassifier
+    from pairflow.progress import ProgressFactory
 
 __all__ = ["evaluate_samples", "real_pairs", "real_vs_real_floor", "METRIC_KEYS"]
 
@@ -49,6 +50,8 @@ def evaluate_samples(
     k: int = 3,
     batch_size: int = 1000,
     dataset: str = "mnist",
+    progress: ProgressFactory | None = None,
+    desc: str = "classifier features",
 ) -> dict[str, Any]:
     """Judge generated digit pairs against real ones with the pair classifier.
 
@@ -73,6 +76,9 @@ def evaluate_samples(
         k: neighbourhood size of precision/recall.
         batch_size: pairs per classifier forward pass.
         dataset: whose shipped classifier judges when ``classifier`` is None.
+        progress: a bar factory (:func:`pairflow.progress.bars`) for the classifier passes
+            over samples and real pairs; None: silent.
+        desc: that bar's description.
 
     Returns:
         A JSON-ready dict: ``num_samples``, ``num_real``, ``nonfinite_samples``, the
@@ -123,8 +129,14 @@ def evaluate_samples(
             )
         return result
 
-    fake_feats, fake_logits = classifier.embed(samples, batch_size)  # (N, F), (N, 2, 10)
-    real_feats, _ = classifier.embed(real, batch_size)  # (M, F)
+    from pairflow.progress import open_bar
+
+    bar = open_bar(progress, samples.shape[0] + real.shape[0], desc)
+    try:
+        fake_feats, fake_logits = _embed(classifier, samples, batch_size, bar)  # (N, F), (N, 2, 10)
+        real_feats, _ = _embed(classifier, real, batch_size, bar)  # (M, F)
+    finally:
+        bar.close()
     pred = 10 * fake_logits.argmax(-1)[:, 0] + fake_logits.argmax(-1)[:, 1]  # (N,)
     precision, recall = precision_recall(real_feats, fake_feats, k=k)
     result.update(
@@ -145,6 +157,17 @@ def evaluate_samples(
             conditional_accuracy_per_pair=acc.to_dict()["per_pair"],
         )
     return result
+
+
+def _embed(classifier, images: Tensor, batch_size: int, bar) -> tuple[Tensor, Tensor]:
+    """``classifier.embed`` batch by batch, counting each batch on ``bar``."""
+    feats, logits = [], []
+    for batch in images.split(batch_size):
+        f, lg = classifier.embed(batch, batch_size)
+        feats.append(f)
+        logits.append(lg)
+        bar.update(batch.shape[0])
+    return torch.cat(feats), torch.cat(logits)
 
 
 def real_pairs(
@@ -189,6 +212,7 @@ def real_vs_real_floor(
     k: int = 3,
     batch_size: int = 1000,
     dataset: str = "mnist",
+    progress: ProgressFactory | None = None,
 ) -> dict[str, Any]:
     """The metrics of :func:`evaluate_samples` for real pairs in place of samples.
 
@@ -210,6 +234,7 @@ def real_vs_real_floor(
         k: neighbourhood size of precision/recall.
         batch_size: pairs per classifier forward pass.
         dataset: the dataset of the default held-out set (and of the default classifier).
+        progress: a bar factory for its classifier passes (None: silent).
 
     Returns:
         The dict of :func:`evaluate_samples`, with ``held_out`` naming where the set came from.
@@ -229,6 +254,8 @@ def real_vs_real_floor(
         k=k,
         batch_size=batch_size,
         dataset=dataset,
+        progress=progress,
+        desc="real-vs-real floor",
     )
     result["held_out"] = source
     return result
