@@ -152,6 +152,7 @@ def readme_session(clone) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # ~2 minutes on an idle 2-core machine; the limit is for loaded ones
 def test_readme_bash_blocks_run_as_printed(clone, readme_session):
     proc = readme_session
     assert proc.returncode == 0, f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
