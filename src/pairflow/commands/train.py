@@ -245,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
             base = {**_resume_base(out, asked), **base}
         config = merge_config(base, flags)
         _check_model_config(config)
+        if config.init_from and not Path(config.init_from).exists():
+            config.init_from = _shipped_init(config.init_from)  # a shipped model's name
         _check_data(config, args.download)
     except MNISTNotFoundError as err:  # say it in flags
         from pairflow.commands._common import data_usage_error
@@ -253,8 +255,6 @@ def run(args: argparse.Namespace) -> int:
         raise data_usage_error(err, root, download_flag="add --download") from err
     except (ValueError, CheckpointError, FileNotFoundError, MNISTDownloadError) as err:
         raise UsageError(str(err)) from err
-    if config.init_from and not Path(config.init_from).exists():
-        config.init_from = _shipped_init(config.init_from)
     # Under torchrun, rank 0 owns the folder; the other ranks write nothing there.
     main_rank = os.environ.get("RANK", "0") == "0"
     folder = (
