@@ -14,6 +14,7 @@ from pairflow.models import (
     DataInitialised,
     GenerativeModel,
     LikelihoodModel,
+    PairClassifier,
     SelfUpdating,
     kind_of,
     kind_spec,
@@ -52,6 +53,7 @@ def test_every_kind_satisfies_exactly_what_it_declares(kind):
     assert isinstance(model, SelfUpdating) == spec.own_update
     assert isinstance(model, Autoencoding) == spec.encodes
     assert isinstance(model, DataInitialised) == spec.data_init
+    assert isinstance(model, PairClassifier) == spec.classifies
     assert spec.default_preset in spec.presets
     # The protocol's calls work with its keywords.
     images = model.sample((3,), cond=None, temperature=0.8, generator=torch.Generator())

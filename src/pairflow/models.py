@@ -24,18 +24,21 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pairflow.options import ModelKind, check_choice
+
+if TYPE_CHECKING:  # importing the contract costs no torch import (the CLI's --help stays fast)
+    import torch
+    from torch import Tensor
 
 __all__ = [
     "GenerativeModel",
     "LikelihoodModel",
     "Autoencoding",
     "SelfUpdating",
+    "PairClassifier",
+    "has_label_mixture",
     "DataInitialised",
     "KindSpec",
     "REGISTRY",
@@ -100,6 +103,28 @@ class Autoencoding(Protocol):
 
 
 @runtime_checkable
+class PairClassifier(Protocol):
+    """A model that may carry a prior over the pair labels (a flow with a class mixture).
+
+    ``label_mixture`` says whether this instance does: then it samples without a label
+    (y ~ p(y) first), its ``log_prob(x)`` is marginal over the labels, and
+    ``class_posterior(x)`` (B, 100) gives p(y | x) by Bayes (``classify``: the argmax).
+    """
+
+    @property
+    def label_mixture(self) -> bool: ...
+
+    def class_posterior(self, x: Tensor) -> Tensor: ...
+
+    def classify(self, x: Tensor) -> Tensor: ...
+
+
+def has_label_mixture(model: Any) -> bool:
+    """Whether ``model`` is a :class:`PairClassifier` with a label mixture in use."""
+    return isinstance(model, PairClassifier) and bool(model.label_mixture)
+
+
+@runtime_checkable
 class SelfUpdating(Protocol):
     """A model that owns its update (the GAN: two optimisers, alternating steps).
 
@@ -144,6 +169,8 @@ class KindSpec:
         default_preset: the preset ``pairflow train --model NAME`` uses.
         likelihood: ``"exact"``, ``"bound"`` (an ELBO) or None (no likelihood: GAN).
         encodes: the model is :class:`Autoencoding`.
+        classifies: the model is a :class:`PairClassifier` (its config chooses whether it
+            carries a label mixture).
         own_update: the model is :class:`SelfUpdating` (the loop calls its ``train_step``).
         data_init: the model is :class:`DataInitialised`.
         distributed: the kind trains under ``torchrun`` (DistributedDataParallel).
@@ -155,6 +182,7 @@ class KindSpec:
     default_preset: str
     likelihood: Literal["exact", "bound"] | None
     encodes: bool = False
+    classifies: bool = False
     own_update: bool = False
     data_init: bool = False
     distributed: bool = True
@@ -172,6 +200,7 @@ class KindSpec:
         """The protocols this kind's models declare they satisfy."""
         declared = [LikelihoodModel if self.likelihood else GenerativeModel]
         declared += [Autoencoding] if self.encodes else []
+        declared += [PairClassifier] if self.classifies else []
         declared += [SelfUpdating] if self.own_update else []
         declared += [DataInitialised] if self.data_init else []
         return declared
@@ -180,7 +209,12 @@ class KindSpec:
 def _flow_spec() -> KindSpec:
     from pairflow.flows import FlowConfig, PairFlow
 
-    return KindSpec("flow", FlowConfig, PairFlow, "multiscale", "exact", True, False, True)
+    # "exact" with uniform dequantization; a flow with variational dequantization reports a
+    # bound, which the model itself says (``bits_per_dim_is_bound``, part of LikelihoodModel).
+    return KindSpec(
+        "flow", FlowConfig, PairFlow, "multiscale", "exact", encodes=True, classifies=True,
+        data_init=True,
+    )  # fmt: skip
 
 
 def _vae_spec() -> KindSpec:

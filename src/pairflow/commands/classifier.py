@@ -15,8 +15,7 @@ import shlex
 import time
 
 from pairflow.cli import UsageError
-from pairflow.commands._common import data_usage_error
-from pairflow.commands.data import add_dataset_arguments
+from pairflow.commands._common import add_dataset_arguments, data_usage_error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,28 +12,7 @@ import argparse
 import json
 
 from pairflow.cli import UsageError
-from pairflow.commands._common import data_usage_error
-
-
-def add_dataset_arguments(parser: argparse.ArgumentParser, layout: bool = True) -> None:
-    """``--dataset`` (and ``--layout``), shared by every command that reads a dataset."""
-    from pairflow.data.datasets import DATASETS, LAYOUTS
-
-    parser.add_argument(
-        "--dataset",
-        choices=tuple(DATASETS),
-        default="mnist",
-        help="which dataset: mnist (MNIST/raw/), fashion-mnist (FashionMNIST/raw/), cifar10 "
-        "(cifar-10-batches-py/ or cifar-10-python.tar.gz) under the root (default mnist)",
-    )
-    if layout:
-        parser.add_argument(
-            "--layout",
-            choices=LAYOUTS,
-            default="pair",
-            help="pair: two images side by side, label 10a+b (default); single: one image, "
-            "its class",
-        )
+from pairflow.commands._common import add_dataset_arguments, data_usage_error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -60,13 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from pairflow.commands._common import data_usage_error
     from pairflow.data import PairedMNIST, resolve_root, write_preview
-    from pairflow.images import save_grid
-    from pairflow.pretrained import list_pretrained, pretrained_path
-    from pairflow.training import CheckpointError, TrainConfig, load_model, train
 
     if not args.minutes > 0:
         raise UsageError(f"--minutes must be > 0, got {args.minutes}")
@@ -87,6 +83,17 @@ def run(args: argparse.Namespace) -> int:
     )
     preview = write_preview(test_set, out / "pairs.png")
     print(f"      preview of labelled test pairs: {preview}")
+
+    summary, how, base, minutes = _train(args, root, out)
+    panels, figure = _figure(args, root, out, summary, how, base, minutes)
+    _print_listing(out, panels, figure)
+    return 0
+
+
+def _train(args: argparse.Namespace, root: Path, out: Path):
+    """[2/4]: the demo's own short run; (summary, how it was made, shipped base, minutes)."""
+    from pairflow.pretrained import list_pretrained, pretrained_path
+    from pairflow.training import CheckpointError, TrainConfig, train
 
     shipped = list_pretrained()
     base = None if args.from_scratch else _shipped_of_preset(shipped, args.preset)
@@ -130,11 +137,23 @@ def run(args: argparse.Namespace) -> int:
     steps, bpd = summary["step"], summary["test_bpd"]
     minutes = (time.perf_counter() - started) / 60
     print(f"      {steps} steps, test bits/dim {bpd:.3f} (on {args.test_pairs:,} fixed test pairs)")
+    return summary, how, base, minutes
 
+
+def _figure(args, root: Path, out: Path, summary: dict, how: str, base, minutes: float):
+    """[3/4] and [4/4]: samples of the run and of every shipped model, one captioned figure."""
+    import torch
+
+    import pairflow
+    from pairflow.images import save_grid
+    from pairflow.pretrained import list_pretrained
+
+    shipped = list_pretrained()
+    steps, bpd = summary["step"], summary["test_bpd"]
     print(f"[3/4] samples from the shipped pretrained models (temperature {TEMPERATURE})")
     panels = []
     run_dir = out / "train"
-    model, _ = load_model(run_dir / "last.pt")
+    model = pairflow.load(run_dir / "last.pt")  # at the precision that is fast here
     images = _draw(model, torch, conditional=False)
     same = "; the same latents as the shipped panel of its preset" if base else ""
     panels.append(
@@ -146,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     for name, meta in sorted(shipped.items()):
-        model, _ = load_model(pretrained_path(name))
+        model = pairflow.load(name)
         conditional = bool(meta.get("conditional"))
         images, labels = _draw(model, torch, conditional=conditional), None
         if conditional:
@@ -159,6 +178,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"[4/4] all samples side by side, captioned: {out / 'demo.png'}")
     figure = demo_figure(panels, out / "demo.png")
 
+    return panels, figure
+
+
+def _print_listing(out: Path, panels: list, figure) -> None:
+    run_dir = out / "train"
     print("\nwhere things are:")
     listing = [
         (figure, "the run's samples beside the shipped models', each captioned"),
@@ -175,7 +199,6 @@ def run(args: argparse.Namespace) -> int:
     for path, what in listing:
         if Path(path).is_file():
             print(f"  {str(path):{width}s}  {what}".rstrip())
-    return 0
 
 
 def _shipped_of_preset(shipped: dict, preset: str) -> str | None:

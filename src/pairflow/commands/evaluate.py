@@ -40,6 +40,7 @@ from pairflow.commands._common import (
     dataset_of,
     load_model_from_args,
 )
+from pairflow.models import has_label_mixture
 
 DEFAULT_TEMPERATURE = 0.7  # the same as `pairflow sample`'s: the README's numbers use it
 PRETRAINED_OUT = "runs/pretrained-{name}"  # --pretrained's default report folder
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     conditional = bool(state["model_config"].get("conditional", False))
     trained_on, layout = dataset_of(state)
     data = _check_dataset(args, state, source, trained_on, layout)
-    mixture = bool(getattr(getattr(model, "config", None), "label_mixture", False))
+    mixture = has_label_mixture(model)
     report: dict[str, Any] = {
         "source": str(source),
         "kind": kind,
@@ -164,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         "conditional": conditional,
         **({"class_mixture": True} if mixture else {}),
         "params": sum(p.numel() for p in model.parameters()),
+        "precision": model.precision,  # of the networks in this evaluation (--precision)
         "trained_on": trained_on,
         "dataset": data,
         "layout": layout,
@@ -171,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     }
     start = time.perf_counter()
     # A bound: a VAE's negative ELBO, or a flow's with variational dequantization.
-    bound = spec.likelihood == "bound" or bool(getattr(model, "bits_per_dim_is_bound", False))
+    bound = spec.likelihood is not None and model.bits_per_dim_is_bound  # LikelihoodModel
     if spec.likelihood is not None and mixture:
         report.update(_mixture_bits_per_dim(model, bound, args, root, data, layout))
     elif spec.likelihood is not None:

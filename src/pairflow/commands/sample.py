@@ -18,6 +18,7 @@ from pairflow.commands._common import (
     dataset_of,
     load_model_from_args,
 )
+from pairflow.models import has_label_mixture
 
 DEFAULT_OUT = "samples.png"
 
@@ -88,31 +89,8 @@ def parse_pairs(text: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     if args.list_pretrained:
-        from pairflow.pretrained import list_pretrained
-
-        models = list_pretrained()
-        if not models:
-            print("no pretrained models ship with this build")
-        for name, meta in sorted(models.items()):
-            kind = "conditional" if meta.get("conditional") else "unconditional"
-            print(
-                f"{name:20s} {meta.get('preset', '?'):11s} {kind:13s} "
-                f"test bits/dim {meta.get('test_bpd', float('nan')):.4f}"
-            )
-        return 0
-    if args.n < 1:
-        raise UsageError(f"--n must be a positive number of samples, got {args.n}")
-    if not (math.isfinite(args.temperature) and args.temperature > 0):
-        raise UsageError(f"--temperature must be > 0 and finite, got {args.temperature}")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
-    if args.pair is not None and args.grid:
-        raise UsageError(
-            "--pair and --grid exclude each other: --grid draws all 100 pairs; give --pair "
-            "LABELS for some of them"
-        )
+        return _list_pretrained()
+    _check_args(args)
     pairs = parse_pairs(args.pair) if args.pair is not None else None
     if args.out is None:
         args.out = DEFAULT_OUT
@@ -141,7 +119,42 @@ def run(args: argparse.Namespace) -> int:
                 f"{state.get('kind')} model"
             )
         return _interpolate(model, args, conditional, dataset_of(state))
+    return _sample(model, state, args, pairs, conditional, out, kind)
 
+
+def _list_pretrained() -> int:
+    from pairflow.pretrained import list_pretrained
+
+    models = list_pretrained()
+    if not models:
+        print("no pretrained models ship with this build")
+    for name, meta in sorted(models.items()):
+        kind = "conditional" if meta.get("conditional") else "unconditional"
+        print(
+            f"{name:20s} {meta.get('preset', '?'):11s} {kind:13s} "
+            f"test bits/dim {meta.get('test_bpd', float('nan')):.4f}"
+        )
+    return 0
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.n < 1:
+        raise UsageError(f"--n must be a positive number of samples, got {args.n}")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise UsageError(f"--temperature must be > 0 and finite, got {args.temperature}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.pair is not None and args.grid:
+        raise UsageError(
+            "--pair and --grid exclude each other: --grid draws all 100 pairs; give --pair "
+            "LABELS for some of them"
+        )
+
+
+def _sample(model, state, args, pairs, conditional: bool, out: Path, kind: str) -> int:
+    """Draw ``--n`` samples (of each ``--pair``, or the ``--grid``) and write them to ``out``."""
     import torch
 
     device = model.device
@@ -151,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         labels = torch.arange(100).repeat_interleave(max(1, n // 100) if n >= 100 else 1)
     elif pairs is not None:
         labels = torch.tensor(pairs).repeat_interleave(n)  # n samples of each pair
-    elif conditional and not getattr(getattr(model, "config", None), "label_mixture", False):
+    elif conditional and not has_label_mixture(model):
         labels = torch.randint(0, 100, (n,), generator=torch.Generator().manual_seed(args.seed))
     total = n if labels is None else len(labels)
     if kind == "png" and total > MAX_GRID:

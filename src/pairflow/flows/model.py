@@ -319,6 +319,11 @@ class PairFlow(Transform):
         z, logabsdet = self(y)
         return self.distribution.log_prob_components(z) + (logabsdet - log_q)[:, None]
 
+    @property
+    def label_mixture(self) -> bool:
+        """Whether the base distribution is the class mixture (conditioning="mixture")."""
+        return self.config.label_mixture
+
     @torch.no_grad()
     def class_posterior(self, x: Tensor) -> Tensor:
         """p(label | x) (B, 100) by Bayes, dequantized at bin centres; rows sum to one.

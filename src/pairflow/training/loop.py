@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from pairflow.evaluation import evaluate_bpd, evaluate_mixture
+from pairflow.models import has_label_mixture
 from pairflow.training.checkpoint import save_checkpoint
 from pairflow.training.config import TrainConfig
 from pairflow.training.interrupt import GracefulInterrupt
@@ -232,7 +233,7 @@ def _evaluate_test(run: Run) -> tuple[dict, float]:
     if key is None:
         fields = run.model.test_metrics(run.test_set, device=run.device, conditional=conditional)
         return fields, math.nan
-    if getattr(getattr(run.model, "config", None), "label_mixture", False):
+    if has_label_mixture(run.model):
         # One pass: unconditional bits/dim (selects best.pt), given the label, and p(y | x).
         r = evaluate_mixture(run.model, run.test_set, device=run.device, batch_size=500)
         fields = {

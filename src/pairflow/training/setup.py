@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pairflow.models import KindSpec, kind_spec
+from pairflow.models import KindSpec, has_label_mixture, kind_spec
 from pairflow.precision import StepProbe, choose_precision, resolve_precision
 from pairflow.training.checkpoint import CheckpointError, build_model, load_checkpoint
 from pairflow.training.config import TrainConfig
@@ -70,7 +70,7 @@ class Run:
         bits/dim is a bound (a flow with variational dequantization)."""
         if self.spec.likelihood is None:
             return None
-        return "bpd_bound" if getattr(self.model, "bits_per_dim_is_bound", False) else "bpd"
+        return "bpd_bound" if self.model.bits_per_dim_is_bound else "bpd"  # LikelihoodModel
 
     def averaged(self):
         """Context in which the model holds the weights to evaluate and sample with."""
@@ -393,7 +393,7 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         if procs.is_main:
             new = f"; new, freshly initialised: {', '.join(fresh)}" if fresh else ""
             print(f"initialised from {config.init_from}{new}")
-    if state is None and getattr(model.config, "label_mixture", False):
+    if state is None and has_label_mixture(model):
         # The class mixture's weights p(y): the training pairs' label frequencies.
         model.distribution.set_class_counts(train_set.pair_label_counts())
         if config.init_from and "distribution.loc" in fresh:
