@@ -32,6 +32,18 @@ def _private_cache_dir(tmp_path_factory):
         os.environ["PAIRFLOW_CACHE_DIR"] = old
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A command run in-process with ``--threads N`` sets torch's global thread count; put it
+    back after each test, so that a test's numbers do not depend on which ran before it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_mnist_root(tmp_path_factory) -> Path:
     """A data root with synthetic digit-like MNIST files: 256 train, 128 test, all 10 classes.

@@ -157,7 +157,12 @@ def test_second_evaluation_reuses_the_cached_floor(evaluated, tiny_mnist_root, c
         "--num-pairs", "8", "--out", run / "t10.json")  # fmt: skip
     third = json.loads((run / "t10.json").read_text())
     assert third["samples"]["floor_cached"] is False
-    assert third["metrics"]["fd"]["floor"] == first["metrics"]["fd"]["floor"]  # seeded
+    # seeded: the same pairs give the same floor. To float rounding only: after other
+    # in-process commands (tests/test_datasets_cli.py) the recomputed FD differed in its 9th
+    # digit; other pairs would move it by far more than 1e-6.
+    assert third["metrics"]["fd"]["floor"] == pytest.approx(
+        first["metrics"]["fd"]["floor"], rel=1e-6
+    )
     assert "per_pair" not in out
 
 
