@@ -38,7 +38,7 @@ def load_model_from_args(args: argparse.Namespace):
         model, state = load_model(path, map_location=device)
     except (ValueError, CheckpointError) as err:
         raise UsageError(str(err)) from err
-    precision = getattr(args, "precision", "auto")  # commands without the flag: auto
+    precision = args.precision  # add_model_arguments' --precision
     if precision != "saved":
         from pairflow.precision import resolve_precision
 
