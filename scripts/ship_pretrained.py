@@ -15,10 +15,11 @@ import argparse
 import json
 from pathlib import Path
 
-from pairflow.data import PairedMNIST, resolve_root
+from pairflow.data import PairedDataset, resolve_root
 from pairflow.evaluation import evaluate_bpd
 from pairflow.pretrained import WEIGHTS_DIR
 from pairflow.training import load_model
+from pairflow.training.checkpoint import load_checkpoint
 from pairflow.training.export import export_checkpoint
 from pairflow.utils import atomic_write_text
 
@@ -28,16 +29,26 @@ def main() -> None:
     parser.add_argument("specs", nargs="+", metavar="NAME=RUN:DTYPE")
     parser.add_argument("--data-dir")
     args = parser.parse_args()
-    test = PairedMNIST(resolve_root(args.data_dir), train=False)
+    root = resolve_root(args.data_dir)
     index_path = WEIGHTS_DIR / "index.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
     for spec in args.specs:
         name, _, rest = spec.partition("=")
         run, _, dtype = rest.rpartition(":")
         out = WEIGHTS_DIR / f"{name}.pt"
-        export_checkpoint(run, out, dtype=dtype, name=name)
+        source = load_checkpoint(run)
+        source_train = source.get("train_config") or {}
+        dataset = source_train.get("dataset", "mnist")
+        counts = None
+        if "label_probs" in source:  # predates p(label): the training pairs' label counts
+            counts = PairedDataset(
+                dataset, root, train=True, seed=source_train.get("seed", 0),
+                balanced=bool(source_train.get("balanced")),
+            ).pair_label_counts()  # fmt: skip
+        export_checkpoint(run, out, dtype=dtype, label_counts=counts, name=name)
         model, state = load_model(out)
         conditional = bool(state["model_config"].get("conditional", False))
+        test = PairedDataset(dataset, root, train=False)
         result = evaluate_bpd(model, test, conditional=conditional)
         train_config = dict(state.get("train_config") or {})
         if train_config.get("init_from"):  # a local path: keep only the run's folder name
@@ -47,6 +58,7 @@ def main() -> None:
             "file": out.name,
             "preset": state["model_config"].get("preset"),
             "conditional": conditional,
+            "dataset": dataset,
             "test_bpd": round(result["bpd"], 4),
             "test_bpd_stderr": round(result["bpd_stderr"], 4),
             "test_pairs": result["num_pairs"],
@@ -57,7 +69,7 @@ def main() -> None:
                 k: train_config.get(k)
                 for k in ("preset", "conditional", "batch_size", "lr", "warmup_steps",
                           "schedule", "precision", "time_budget", "epochs", "seed",
-                          "init_from")
+                          "init_from", "dataset", "ema_decay")
             },
             "conditioning": state["model_config"].get("conditioning") if conditional else None,
         }  # fmt: skip

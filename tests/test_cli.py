@@ -138,7 +138,8 @@ def test_resume_with_another_preset_is_refused(trained_run, tiny_mnist_root, tmp
     assert proc.returncode == 2 and "trained with preset='seed'" in proc.stderr
 
 
-def test_ctrl_c_saves_a_checkpoint_that_resumes(tiny_mnist_root, tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_that_resumes(tiny_mnist_root, tmp_path, sig, code):
     out = tmp_path / "run"
     args = tiny_train_args(tiny_mnist_root, out, "--epochs", "1000")
     proc = subprocess.Popen([sys.executable, "-m", "pairflow", *args],
@@ -147,10 +148,10 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tiny_mnist_root, tmp_path):
     while not (out / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.2)  # wait for the first epoch's checkpoint: training is under way
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)  # SIGTERM: what kill, a scheduler's time limit or a container sends
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert "checkpoint saved" in stdout
+    assert proc.returncode == code, stderr
+    assert "checkpoint saved" in stdout and sig.name in stderr
     state = load_checkpoint(out / "last.pt")
     assert state["step"] >= 4
     pairflow(*tiny_train_args(tiny_mnist_root, out, "--epochs", str(state["epoch"] + 1),

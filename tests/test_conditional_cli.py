@@ -60,3 +60,37 @@ def test_list_pretrained_names_each_shipped_model(tmp_path):
     proc = pairflow("sample", "--list-pretrained")
     for name in list_pretrained():
         assert name in proc.stdout
+
+
+def test_training_sets_p_y_and_sampling_without_a_pair_draws_from_it(
+    cond_run, tiny_mnist_root, tmp_path
+):
+    import torch
+
+    from pairflow.data import PairedMNIST
+    from pairflow.training import load_model
+
+    model, _ = load_model(cond_run)
+    counts = PairedMNIST(tiny_mnist_root, train=True, num_pairs=64, seed=0).pair_label_counts()
+    counts = counts.flatten()  # (10, 10) [left, right] -> label 10 a + b
+    torch.testing.assert_close(model.log_label_probs().exp(), counts.float() / counts.sum())
+    out = tmp_path / "free.npz"
+    pairflow("sample", str(cond_run), "--n", "200", "--out", str(out))
+    drawn = set(np.load(out)["labels"].tolist())
+    seen = set(torch.nonzero(counts.flatten()).flatten().tolist())
+    assert drawn <= seen and len(drawn) > 10  # 64 training pairs: at most 64 of 100 labels
+
+
+def test_evaluate_gives_the_exact_unconditional_bits_per_dim(cond_run, tiny_mnist_root):
+    import json
+
+    proc = pairflow("evaluate", str(cond_run), "--data-dir", str(tiny_mnist_root),
+                    "--num-pairs", "4", "--marginal-pairs", "4")  # fmt: skip
+    report = json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])
+    free = report["unconditional"]
+    # log p(x) >= log p(y) + log p(x | y): the exact number is at most the bound, and more
+    # than the given-label number minus the labels' bits (it sums over every label).
+    assert free["num_pairs"] == 4 and free["label_passes"] == 100
+    assert free["bits_per_dim"] <= free["bits_per_dim_upper_bound"] + 1e-9
+    assert free["bits_per_dim_given_label"] == pytest.approx(report["bits_per_dim"], abs=1e-6)
+    assert 0 <= report["classification"]["flow_accuracy"] <= 1

@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:  # the machine, not the input: a full disk, a read-only folder
         print(f"pairflow {args.command}: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"pairflow {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        name = getattr(err, "signal_name", "SIGINT")
+        print(f"pairflow {args.command}: interrupted ({name})", file=sys.stderr)
+        return getattr(err, "exit_code", 130)

@@ -39,6 +39,7 @@ __all__ = [
     "SelfUpdating",
     "PairClassifier",
     "has_label_mixture",
+    "has_label_prior",
     "DataInitialised",
     "KindSpec",
     "REGISTRY",
@@ -104,15 +105,24 @@ class Autoencoding(Protocol):
 
 @runtime_checkable
 class PairClassifier(Protocol):
-    """A model that may carry a prior over the pair labels (a flow with a class mixture).
+    """A model that carries a prior p(y) over the pair labels (a conditional flow).
 
-    ``label_mixture`` says whether this instance does: then it samples without a label
-    (y ~ p(y) first), its ``log_prob(x)`` is marginal over the labels, and
-    ``class_posterior(x)`` (B, 100) gives p(y | x) by Bayes (``classify``: the argmax).
+    A conditional instance samples without a label (``sample_labels``: y ~ p(y) first), its
+    ``log_prob(x)`` without a label is marginal over the labels, and ``class_posterior(x)``
+    (B, 100) gives p(y | x) by Bayes (``classify``: the argmax). ``label_passes`` is what
+    that costs in passes through the model: 1 for a class mixture (``label_mixture``), whose
+    body never sees the label, 100 where the couplings read it.
     """
 
     @property
     def label_mixture(self) -> bool: ...
+
+    @property
+    def label_passes(self) -> int: ...
+
+    def log_label_probs(self) -> Tensor: ...
+
+    def sample_labels(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...
 
     def class_posterior(self, x: Tensor) -> Tensor: ...
 
@@ -122,6 +132,11 @@ class PairClassifier(Protocol):
 def has_label_mixture(model: Any) -> bool:
     """Whether ``model`` is a :class:`PairClassifier` with a label mixture in use."""
     return isinstance(model, PairClassifier) and bool(model.label_mixture)
+
+
+def has_label_prior(model: Any) -> bool:
+    """Whether ``model`` is a conditional :class:`PairClassifier`: it has p(y) to draw from."""
+    return isinstance(model, PairClassifier) and model.label_passes > 0
 
 
 @runtime_checkable

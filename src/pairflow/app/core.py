@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pairflow.models import KindSpec, kind_of
+from pairflow.models import KindSpec, has_label_prior, kind_of
 from pairflow.validation import NUM_PAIR_CLASSES
 
 __all__ = [
@@ -59,6 +59,11 @@ IMAGE_SHAPE = (28, 56)  # (H, W) of one digit pair
 GRID_SCALE = 2  # nearest-neighbour upscaling of grids and strips, so digits stay legible
 GRID_PADDING = 2  # pixels between tiles before upscaling (pairflow.images.make_grid)
 MAX_COUNT = 64  # samples per click: 64 take several seconds on one CPU thread
+
+
+def model_labels(model, n: int, seed: int) -> Tensor:
+    """n labels drawn from a conditional flow's p(y) (the training pairs' frequencies)."""
+    return model.sample_labels(n, torch.Generator(device=model.device).manual_seed(seed)).cpu()
 
 
 class AppInputError(ValueError):
@@ -158,8 +163,8 @@ class ModelCache:
 def parse_pair(text: str | int | None, conditional: bool) -> int | None:
     """A pair label ``"00".."99"`` -> int, or ``"any"`` (or blank) -> None.
 
-    ``"any"`` on a conditional model means a random label per image; an unconditional
-    model accepts only ``"any"``.
+    ``"any"`` on a conditional model means a label per image drawn from the model's p(y); an
+    unconditional model accepts only ``"any"``.
 
     Raises:
         AppInputError: not two digits, or a label for an unconditional model.
@@ -218,7 +223,7 @@ def generate(
 
     Arguments:
         loaded: the model.
-        pair: ``"37"`` (conditional models), or ``"any"``: a random label per image
+        pair: ``"37"`` (conditional models), or ``"any"``: a label per image drawn from p(y)
             (conditional models) or no label (unconditional ones).
         count: 1..MAX_COUNT images.
         temperature: scale of the latent's standard deviation (> 0).
@@ -232,7 +237,9 @@ def generate(
     labels = None
     if label is not None:
         labels = torch.full((n,), label, dtype=torch.int64)
-    elif loaded.conditional:  # as `pairflow sample` does without --pair
+    elif loaded.conditional and has_label_prior(loaded.model):  # as `pairflow sample` does
+        labels = model_labels(loaded.model, n, s)
+    elif loaded.conditional:
         labels = torch.randint(
             0, NUM_PAIR_CLASSES, (n,), generator=torch.Generator().manual_seed(s)
         )

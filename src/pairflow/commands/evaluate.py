@@ -69,6 +69,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="dequantisation (flow) or latent (VAE) draws averaged per pair (default 1)",
     )
+    parser.add_argument(
+        "--marginal-pairs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="conditional flows whose couplings read the label: also the exact unconditional "
+        "bits/dim, log p(x) summed over the 100 labels (100 passes per pair), and the flow's "
+        "own pair accuracy by Bayes, on the first N pairs (default 0: off; a class mixture "
+        "always reports them, from one pass)",
+    )
+    parser.add_argument(
+        "--labels",
+        choices=("even", "prior"),
+        default="even",
+        help="conditional models, --samples: the labels asked for: even (default: 00..99 in "
+        "turn, for the per-pair accuracy) or prior (drawn from the model's p(label), the "
+        "training pairs' frequencies: the label-free sampler, judged like an unconditional one)",
+    )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument(
         "--samples",
@@ -180,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
         report.update(
             _bits_per_dim(model, bound, args, root, conditional, data, layout, kind == "flow")
         )
+        if conditional and kind == "flow":
+            report.update(_label_free(model, bound, args, root, data, layout, report, state))
     if spec.likelihood is not None and bound and kind == "flow":
         report["bound"] = "variational dequantization (Flow++): -E_q[log p(x+u) - log q(u|x)]"
     report["seconds"] = time.perf_counter() - start
@@ -197,6 +217,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"unknown --split {args.split!r}; valid: test, train")
     if args.draws < 1 or args.batch_size < 1:
         raise UsageError("--draws and --batch-size must be >= 1")
+    if args.marginal_pairs < 0:
+        raise UsageError(f"--marginal-pairs must be >= 0, got {args.marginal_pairs}")
     if args.num_pairs is not None and args.num_pairs < 1:
         raise UsageError(f"--num-pairs must be >= 1, got {args.num_pairs}")
     if args.samples < 0:
@@ -281,6 +303,65 @@ def _mixture_bits_per_dim(
     }
 
 
+def _label_free(
+    model, bound: bool, args, root: Path, data: str, layout: str, report: dict, state: dict
+) -> dict[str, Any]:
+    """A conditional flow (couplings reading the label) as a model of p(x) alone.
+
+    Always: the upper bound -log p(x) <= -log p(y) - log p(x | y) for the true label y, on
+    every pair (free: the given-label bits/dim plus the labels' mean -log2 p(y) over D).
+    With ``--marginal-pairs N``: the exact log p(x) = logsumexp_y [log p(y) + log p(x | y)]
+    on the first N pairs (100 passes each) and the flow's pair accuracy by Bayes.
+    """
+    import torch
+
+    from pairflow.evaluation import classifier_accuracy, evaluate_mixture
+
+    name = "bits_per_dim_bound" if bound else "bits_per_dim"
+    dataset = _dataset(args, root, data, layout)
+    _, labels = dataset.get_batch(torch.arange(len(dataset)))
+    log_p = model.log_label_probs().double().cpu()[labels]  # (N,) nats
+    d = model.config.num_dims
+    label_bits = (-log_p / math.log(2) / d).mean().item()
+    fields: dict[str, Any] = {
+        "unconditional": {
+            f"{name}_upper_bound": report[name] + label_bits,
+            "what": "-log p(x) <= -log p(y) - log p(x | y) for the true label y, on the same "
+            "pairs: the given-label bits/dim plus E[-log2 p(y)] / D",
+            "label_prior": state.get("label_probs", "the training pairs' label frequencies"),
+        }
+    }
+    if args.marginal_pairs:
+        n = min(args.marginal_pairs, args.num_pairs or args.marginal_pairs)
+        args_n = argparse.Namespace(**{**vars(args), "num_pairs": n})
+        subset = _dataset(args_n, root, data, layout)
+        result = evaluate_mixture(
+            model, subset, batch_size=args.batch_size, device=model.device,
+            draws=args.draws, progress=args.progress,
+        )  # fmt: skip
+        accuracy = None
+        if layout == "pair":
+            accuracy = classifier_accuracy(
+                subset, model.device, args.batch_size, path=args.classifier, name=data
+            )
+        fields["unconditional"].update({
+            name: result["bpd"],
+            f"{name}_stderr": result["bpd_stderr"],
+            f"{name}_given_label": result["bpd_given_label"],
+            f"{name}_given_label_stderr": result["bpd_given_label_stderr"],
+            "num_pairs": result["num_pairs"],
+            "label_passes": result["label_passes"],
+            "seconds": result["seconds"],
+        })  # fmt: skip
+        fields["classification"] = {
+            "flow_accuracy": result["accuracy"],
+            "classifier_accuracy": accuracy,
+            "num_pairs": result["num_pairs"],
+            "what": "fraction of pairs with both digits read right; flow: argmax p(y | x)",
+        }
+    return fields
+
+
 def _bits_per_dim(
     model,
     bound: bool,
@@ -342,6 +423,7 @@ def _samples(
             dataset=dataset,
             classifier_path=args.classifier,
             progress=args.progress,
+            labels_from=args.labels,
         )
     except (FileNotFoundError, ValueError) as err:
         raise data_usage_error(err, root) from err

@@ -18,7 +18,7 @@ from pairflow.commands._common import (
     dataset_of,
     load_model_from_args,
 )
-from pairflow.models import has_label_mixture
+from pairflow.models import has_label_prior
 
 DEFAULT_OUT = "samples.png"
 
@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pair",
         help="conditional models: pair labels to draw, two digits each (left, right), e.g. 37 "
-        "or 37,05,99; --n samples of each (a class-mixture model without --pair draws its "
-        "labels from p(y))",
+        "or 37,05,99; --n samples of each (without --pair a conditional flow draws each "
+        "sample's label from its p(y), the training pairs' label frequencies)",
     )
     parser.add_argument(
         "--grid",
@@ -164,7 +164,10 @@ def _sample(model, state, args, pairs, conditional: bool, out: Path, kind: str) 
         labels = torch.arange(100).repeat_interleave(max(1, n // 100) if n >= 100 else 1)
     elif pairs is not None:
         labels = torch.tensor(pairs).repeat_interleave(n)  # n samples of each pair
-    elif conditional and not has_label_mixture(model):
+    elif conditional and has_label_prior(model):  # a flow: y ~ p(y), the training frequencies
+        labels = model.sample_labels(n, torch.Generator(device=device).manual_seed(args.seed))
+        labels = labels.cpu()
+    elif conditional:  # a conditional baseline: uniform labels
         labels = torch.randint(0, 100, (n,), generator=torch.Generator().manual_seed(args.seed))
     total = n if labels is None else len(labels)
     if kind == "png" and total > MAX_GRID:

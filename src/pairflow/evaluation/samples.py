@@ -29,10 +29,14 @@ def sample_metrics(
     dataset: str = "mnist",
     classifier_path: Path | None = None,
     progress=None,
+    labels_from: str = "even",
 ) -> dict:
     """Draw ``n`` samples, judge them against ``n`` real test pairs beside the floor.
 
-    Conditional models are asked for every pair label in turn (00, 01, ..., 99, 00, ...).
+    Conditional models are asked for every pair label in turn (00, 01, ..., 99, 00, ...),
+    or with ``labels_from="prior"`` for labels drawn from the model's p(label)
+    (``model.sample_labels``): the label-free sampler, whose unconditional metrics compare
+    with an unconditional model's.
 
     Arguments:
         model: a :class:`~pairflow.models.GenerativeModel`.
@@ -47,6 +51,7 @@ def sample_metrics(
         classifier_path: a classifier checkpoint of ``dataset`` (default: the shipped one).
         progress: a bar factory (:func:`pairflow.progress.bars`) for the sampling, the
             classifier's features and the floor; None: silent.
+        labels_from: ``"even"`` or ``"prior"``, the labels a conditional model is asked for.
 
     Returns:
         ``{"samples": details, "metrics": {key: {"model", "floor"}}}``.
@@ -86,9 +91,13 @@ def sample_metrics(
     else:
         classifier_name = f"{dataset} classifier {weights}"
 
+    if labels_from not in ("even", "prior"):
+        raise ValueError(f"labels_from must be 'even' or 'prior', got {labels_from!r}")
+    generator = torch.Generator(device=device).manual_seed(seed)
     # Conditional models are asked for every pair label in turn: 00, 01, ..., 99, 00, ...
     labels = torch.arange(n) % 100 if conditional else None
-    generator = torch.Generator(device=device).manual_seed(seed)
+    if conditional and labels_from == "prior":
+        labels = model.sample_labels(n, generator).cpu()  # y ~ p(y), then x ~ p(x | y)
     start = time.perf_counter()
     samples = draw_samples(  # (N, C, H, 2W) uint8
         model,
@@ -138,7 +147,11 @@ def sample_metrics(
         "num_real": metrics["num_real"],
         "temperature": temperature,
         "seed": seed,
-        "requested_labels": "00..99 in turn (evenly)" if conditional else None,
+        "requested_labels": None
+        if not conditional
+        else "00..99 in turn (evenly)"
+        if labels_from == "even"
+        else "drawn from the model's p(label) (the label-free sampler)",
         "reference": f"{n} test pairs (pairing seed {REFERENCE_SEED})",
         "floor_held_out": floor["held_out"],
         "classifier": classifier_name,

@@ -134,6 +134,18 @@ class PairLabelNormal(Distribution):
     def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         return log_diagonal_normal(z, *self.params(cond))
 
+    def log_prob_components(self, z: Tensor) -> Tensor:
+        """log N(z; mu_y, sigma_y^2) for every label y: (B, 100), column y = 10 a + b."""
+        w = self.shape[2] // 2
+        sides = []
+        for side, part in enumerate((z[..., :w], z[..., w:])):  # (B, C, H, W/2) each
+            u = (part[:, None] - self.loc[side]) * torch.exp(-self.log_scale[side])
+            terms = -0.5 * u.pow(2) - self.log_scale[side]  # (B, 10, C, H, W/2)
+            sides.append(terms.flatten(2).sum(2))  # (B, 10)
+        left, right = sides
+        d = z[0].numel()
+        return (left[:, :, None] + right[:, None, :]).flatten(1) - 0.5 * d * math.log(2 * math.pi)
+
     def sample(self, n, cond=None, temperature=1.0, generator=None) -> Tensor:
         eps = self._noise(n, temperature, generator)  # (n, C, H, W), T eps
         loc, log_scale = self.params(cond)

@@ -13,15 +13,34 @@ References:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from pairflow.flows.distributions import PairLabelNormal
 from pairflow.options import NUM_PAIR_CLASSES
 
-__all__ = ["ClassMixture"]
+__all__ = ["ClassMixture", "label_frequencies", "draw_labels"]
+
+
+def label_frequencies(counts: Tensor) -> Tensor:
+    """p(y) (100,) float64 from label counts (100 counts, or 10 x 10 [left, right])."""
+    counts = torch.as_tensor(counts, dtype=torch.float64).reshape(-1)
+    if counts.numel() != NUM_PAIR_CLASSES or bool((counts < 0).any()) or counts.sum() <= 0:
+        raise ValueError(
+            f"class counts must be {NUM_PAIR_CLASSES} non-negative numbers, not all zero; "
+            f"got {counts.numel()} values summing to {float(counts.sum())}"
+        )
+    return counts / counts.sum()
+
+
+def draw_labels(probs: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """n labels y ~ probs (100,), int64 (n,) on probs' device (drawn on the generator's)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    device = probs.device
+    if generator is not None:
+        probs = probs.to(generator.device)
+    return torch.multinomial(probs.float(), n, replacement=True, generator=generator).to(device)
 
 
 class ClassMixture(PairLabelNormal):
@@ -64,17 +83,11 @@ class ClassMixture(PairLabelNormal):
     @torch.no_grad()
     def set_class_counts(self, counts: Tensor) -> None:
         """Set p(y) to the label frequencies ``counts`` (100 counts, or 10 x 10 [left, right])."""
-        counts = torch.as_tensor(counts, dtype=torch.float64).reshape(-1)
-        if counts.numel() != NUM_PAIR_CLASSES or bool((counts < 0).any()) or counts.sum() <= 0:
-            raise ValueError(
-                f"class counts must be {NUM_PAIR_CLASSES} non-negative numbers, not all zero; "
-                f"got {counts.numel()} values summing to {float(counts.sum())}"
-            )
-        self.class_probs.copy_((counts / counts.sum()).to(self.class_probs))
+        self.class_probs.copy_(label_frequencies(counts).to(self.class_probs))
 
     def log_class_probs(self) -> Tensor:
         """log p(y), (100,); -inf for labels never seen in training."""
-        return torch.log(self.class_probs)
+        return torch.log(self.class_probs / self.class_probs.sum())  # exact after fp16 export
 
     @torch.no_grad()
     def fit(self, z: Tensor, cond: Tensor) -> None:
@@ -100,18 +113,6 @@ class ClassMixture(PairLabelNormal):
                 self.log_scale[side, d] = chosen.std(0, correction=0).clamp_min(1e-2).log()
 
     # ----------------------------------------------------------------- densities
-    def log_prob_components(self, z: Tensor) -> Tensor:
-        """log N(z; mu_y, sigma_y^2) for every label y: (B, 100), column y = 10 a + b."""
-        w = self.shape[2] // 2
-        sides = []
-        for side, part in enumerate((z[..., :w], z[..., w:])):  # (B, C, H, W/2) each
-            u = (part[:, None] - self.loc[side]) * torch.exp(-self.log_scale[side])
-            terms = -0.5 * u.pow(2) - self.log_scale[side]  # (B, 10, C, H, W/2)
-            sides.append(terms.flatten(2).sum(2))  # (B, 10)
-        left, right = sides
-        d = z[0].numel()
-        return (left[:, :, None] + right[:, None, :]).flatten(1) - 0.5 * d * math.log(2 * math.pi)
-
     def log_joint(self, z: Tensor) -> Tensor:
         """log p(y) + log N(z; mu_y, sigma_y^2) for every label: (B, 100)."""
         return self.log_class_probs() + self.log_prob_components(z)
@@ -129,11 +130,7 @@ class ClassMixture(PairLabelNormal):
     # ----------------------------------------------------------------- sampling
     def sample_labels(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n labels y ~ p(y), int64 (n,) on the distribution's device."""
-        probs = self.class_probs
-        if generator is not None:
-            probs = probs.to(generator.device)
-        y = torch.multinomial(probs, n, replacement=True, generator=generator)
-        return y.to(self.class_probs.device)
+        return draw_labels(self.class_probs, n, generator)
 
     def sample_with_labels(
         self,

@@ -33,11 +33,11 @@ from pairflow.flows.dequantization import VariationalDequantizer
 from pairflow.flows.distributions import Distribution, PairLabelNormal, StandardNormal
 from pairflow.flows.glow import glow_flow
 from pairflow.flows.masks import vector_mask
-from pairflow.flows.mixture import ClassMixture
+from pairflow.flows.mixture import ClassMixture, draw_labels, label_frequencies
 from pairflow.flows.multiscale import multiscale_flow
 from pairflow.flows.nets import ConvResNet, SeparateMLPs
 from pairflow.flows.preprocessing import Logit, dequantize, quantize
-from pairflow.options import NUM_LEVELS, check_choice
+from pairflow.options import NUM_LEVELS, NUM_PAIR_CLASSES, check_choice
 from pairflow.options import Precision as _Precision
 from pairflow.precision import resolve_precision
 from pairflow.validation import as_pixel_batch, check_pair_labels
@@ -111,6 +111,13 @@ class PairFlow(Transform):
             self.distribution = PairLabelNormal(config.shape)
         else:
             self.distribution = StandardNormal(config.shape)
+        if config.conditional and not config.label_mixture:
+            # p(y), the training pairs' label frequencies (set by training; uniform until
+            # then): with it the label is optional, as for the class mixture. Sampling
+            # without one draws y ~ p(y); log p(x) without one sums over the 100 labels.
+            self.register_buffer(
+                "label_probs", torch.full((NUM_PAIR_CLASSES,), 1 / NUM_PAIR_CLASSES)
+            )
         self.dequantizer = None
         if config.dequantization == "variational":
             self.dequantizer = VariationalDequantizer(
@@ -239,9 +246,11 @@ class PairFlow(Transform):
 
     _device = device
 
-    def _check_cond(self, cond: Tensor | int | None, batch: int) -> Tensor | None:
-        if cond is None and self.config.label_mixture:
-            return None  # the class mixture takes a label or marginalises over it
+    def _check_cond(
+        self, cond: Tensor | int | None, batch: int, optional: bool = True
+    ) -> Tensor | None:
+        if cond is None and self.config.conditional and optional:
+            return None  # a conditional model takes a label or marginalises over it
         return check_pair_labels(cond, batch, self.config.conditional, self.device)
 
     # ----------------------------------------------------------------- likelihood
@@ -258,8 +267,10 @@ class PairFlow(Transform):
             x: images: uint8 pixels 0..255, or floats in [0, 1] holding levels k / 255;
                 (B, C, H, W), (C, H, W) or (H, W).
             cond: pair labels (B,) int64 in 0..99 (or one int), conditional models only;
-                optional for the class mixture (``conditioning="mixture"``): with labels
-                log p(y | label), without the exact marginal, a log-sum-exp over the labels.
+                optional there: with labels log p(y | label), without them the exact
+                marginal log p(y) = logsumexp over the 100 labels of log p(label) +
+                log p(y | label) (one pass for the class mixture, 100 where the couplings
+                read the label: :attr:`label_passes`).
             generator: random generator for the dequantization noise u ~ U[0, 1): the same
                 seed gives the same value.
             draws: number of dequantization draws averaged (lower variance; each draw is
@@ -278,8 +289,13 @@ class PairFlow(Transform):
         cond = self._check_cond(cond, x.shape[0])
         if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
             raise ValueError(f"draws must be an int >= 1, got {draws!r}")
+        marginal = cond is None and self.config.conditional and not self.config.label_mixture
         total = 0
         for _ in range(draws):
+            if marginal:  # log p(x) = logsumexp_y [log p(y) + log p(x | y)]
+                log_lik = self.class_log_likelihoods(x, generator)
+                total = total + torch.logsumexp(self.log_label_probs() + log_lik, dim=1)
+                continue
             y, log_q = self._dequantize(x, generator)  # (B, C, H, W) in [0, 1), (B,)
             z, logabsdet = self(y, cond)
             total = total + self.log_prior(z, cond) + logabsdet - log_q
@@ -299,50 +315,90 @@ class PairFlow(Transform):
         generator: torch.Generator | None = None,
         noise: str = "uniform",
     ) -> Tensor:
-        """log p(y | label) for all 100 labels from one pass: (B, 100), in nats.
+        """log p(x | label) for all 100 labels: (B, 100), in nats, from one dequantization draw.
 
-        Class-mixture models only. Add ``log p(label)``
-        (``self.distribution.log_class_probs()``) and log-sum-exp over labels for log p(y);
-        normalise over labels for p(label | x).
+        Conditional models only. Add :meth:`log_label_probs` and log-sum-exp over labels for
+        log p(x); normalise over labels for p(label | x). Where the body never sees the label
+        (the class mixture, ``conditioning="prior"``) this is one pass through the flow; where
+        the couplings read it (``"embedding"``, ``"both"``) it is 100 passes, one per label,
+        all on the same dequantized y, so the marginal is exact but costs 100 times a
+        conditional evaluation (:attr:`label_passes`).
 
         Arguments:
             x: images, as in :meth:`log_prob`, batched (B, C, H, W).
             generator: random generator for the dequantization noise.
             noise: ``"uniform"`` (a random draw) or ``"center"`` (bin centres).
         """
-        self._require_mixture("class_log_likelihoods")
+        self._require_conditional("class_log_likelihoods")
         x, _ = as_pixel_batch(x, self.config.shape, self.device)
         if noise == "uniform":
             y, log_q = self._dequantize(x, generator)  # log q(u | x): variational only
         else:
-            y, log_q = dequantize(x, noise=noise), 0.0
-        z, logabsdet = self(y)
-        return self.distribution.log_prob_components(z) + (logabsdet - log_q)[:, None]
+            y, log_q = dequantize(x, noise=noise), x.new_zeros(x.shape[0], dtype=torch.float32)
+        if self.embedding is None:  # one pass: the body is the same for every label
+            z, logabsdet = self(y)
+            return self.distribution.log_prob_components(z) + (logabsdet - log_q)[:, None]
+        columns = []
+        for label in range(NUM_PAIR_CLASSES):
+            cond = torch.full((x.shape[0],), label, dtype=torch.int64, device=x.device)
+            z, logabsdet = self(y, cond)
+            columns.append(self.log_prior(z, cond) + logabsdet - log_q)
+        return torch.stack(columns, dim=1)
 
     @property
     def label_mixture(self) -> bool:
         """Whether the base distribution is the class mixture (conditioning="mixture")."""
         return self.config.label_mixture
 
+    @property
+    def label_passes(self) -> int:
+        """Passes through the flow body that :meth:`class_log_likelihoods` (hence log p(x)
+        without a label, and p(label | x)) costs: 1 where the body never sees the label, 100
+        where the couplings read it; 0 for an unconditional model."""
+        if not self.config.conditional:
+            return 0
+        return 1 if self.embedding is None else NUM_PAIR_CLASSES
+
+    # ----------------------------------------------------------------- labels
+    def log_label_probs(self) -> Tensor:
+        """log p(label) (100,): the training pairs' label frequencies (conditional models);
+        -inf for labels never seen. Uniform in a model that was never trained."""
+        self._require_conditional("log_label_probs")
+        probs = self.distribution.class_probs if self.config.label_mixture else self.label_probs
+        return torch.log(probs / probs.sum())  # normalised again: exact after an fp16 export
+
+    @torch.no_grad()
+    def set_label_counts(self, counts: Tensor) -> None:
+        """Set p(label) to the frequencies ``counts`` (100 counts, or 10 x 10 [left, right])."""
+        self._require_conditional("set_label_counts")
+        probs = self.distribution.class_probs if self.config.label_mixture else self.label_probs
+        probs.copy_(label_frequencies(counts).to(probs))
+
+    def sample_labels(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n pair labels y ~ p(label), int64 (n,) on the model's device (conditional models)."""
+        self._require_conditional("sample_labels")
+        probs = self.distribution.class_probs if self.config.label_mixture else self.label_probs
+        return draw_labels(probs, n, generator)
+
     @torch.no_grad()
     def class_posterior(self, x: Tensor) -> Tensor:
         """p(label | x) (B, 100) by Bayes, dequantized at bin centres; rows sum to one.
 
-        Class-mixture models only: the flow as a pair classifier (argmax: :meth:`classify`).
+        Conditional models: the flow as a pair classifier (argmax: :meth:`classify`); costs
+        :attr:`label_passes` passes through the flow.
         """
         log_lik = self.class_log_likelihoods(x, noise="center")
-        return torch.softmax(self.distribution.log_class_probs() + log_lik, dim=1)
+        return torch.softmax(self.log_label_probs() + log_lik, dim=1)
 
     def classify(self, x: Tensor) -> Tensor:
-        """The most probable pair label of each image, int64 (B,) (class-mixture models)."""
+        """The most probable pair label of each image, int64 (B,) (conditional models)."""
         return self.class_posterior(x).argmax(dim=1)
 
-    def _require_mixture(self, what: str) -> None:
-        if not self.config.label_mixture:
+    def _require_conditional(self, what: str) -> None:
+        if not self.config.conditional:
             raise ValueError(
-                f"{what} needs a class-mixture model (conditional, conditioning='mixture'); "
-                f"this one has conditional={self.config.conditional}, "
-                f"conditioning={self.config.conditioning!r}"
+                f"{what} needs a conditional model (one trained with labels); this one is "
+                "unconditional (config.conditional=False)"
             )
 
     def bits_per_dim(
@@ -390,8 +446,9 @@ class PairFlow(Transform):
         Arguments:
             sample_shape: as in ``torch.distributions``: ``()`` one image (C, H, W),
                 ``(n,)`` or ``n`` a batch (n, C, H, W), ``(a, b)`` -> (a, b, C, H, W).
-            cond: pair labels (n,) or one int for all, conditional models only (optional for
-                the class mixture, which then draws them from p(label)).
+            cond: pair labels (n,) or one int for all, conditional models only; optional
+                there: without them each image's label is drawn from p(label) first, the
+                training pairs' label frequencies (:meth:`sample_labels`).
             temperature: T > 0, the latent's standard deviation (T < 1: cleaner, less varied).
             generator: random generator for z (reproducible samples).
 
@@ -403,6 +460,8 @@ class PairFlow(Transform):
         if len(shape) and (n < 1 or isinstance(sample_shape, bool)):
             raise ValueError(f"n must be an int >= 1, got {sample_shape!r}")
         cond = self._check_cond(cond, n)
+        if cond is None and self.config.conditional:
+            cond = self.sample_labels(n, generator)  # the label-free sampler: y ~ p(y) first
         z = self.distribution.sample(n, cond, temperature=temperature, generator=generator)
         y, _ = self.inverse(z, cond)
         return quantize(y).reshape(*shape, *self.config.shape)
@@ -417,7 +476,7 @@ class PairFlow(Transform):
             float32 (B, C, H, W) ((C, H, W) for one unbatched image).
         """
         x, unbatched = as_pixel_batch(x, self.config.shape, self.device)
-        cond = self._check_cond(cond, x.shape[0])
+        cond = self._check_cond(cond, x.shape[0], optional=self.embedding is None)
         z, _ = self(dequantize(x, noise="center"), cond)
         return z[0] if unbatched else z
 
@@ -430,7 +489,7 @@ class PairFlow(Transform):
             raise ValueError(
                 f"expected latents of shape (B, {', '.join(map(str, shape))}), got {got}"
             )
-        cond = self._check_cond(cond, z.shape[0])
+        cond = self._check_cond(cond, z.shape[0], optional=self.embedding is None)
         y, _ = self.inverse(z.to(self.device, torch.float32), cond)
         return quantize(y)
 

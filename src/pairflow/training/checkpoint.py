@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from pairflow.options import NUM_PAIR_CLASSES
 from pairflow.training.packing import unpack_state_dict
 from pairflow.utils import atomic_save
 
@@ -35,10 +36,13 @@ __all__ = [
 ]
 
 FORMAT = "pairflow-checkpoint"
-VERSION = 2
+VERSION = 3
 """2: a flow's base distribution and label embedding are submodules (``distribution.*``,
 ``embedding.*``); version-1 checkpoints (``prior_loc``, ``prior_log_scale``,
-``digit_embedding.*``) are migrated on load (:func:`upgrade_state`)."""
+``digit_embedding.*``) are migrated on load (:func:`upgrade_state`).
+3: a conditional flow (other than the class mixture, whose ``distribution.class_probs`` it
+already had) holds p(label) as the buffer ``label_probs``; older ones load with the uniform
+p(label) and say so in ``state["label_probs"]``."""
 
 _FLOW_V1_NAMES = {
     "prior_loc": "distribution.loc",
@@ -117,6 +121,19 @@ def upgrade_state(state: dict) -> dict:
             renamed[name] = value
         state["model"] = renamed
         state["version"] = 2
+    config = state["model_config"]
+    if (
+        state.get("version", 1) < 3
+        and state["kind"] == "flow"
+        and config.get("conditional")
+        and config.get("conditioning", "embedding") != "mixture"
+    ):
+        uniform = torch.full((NUM_PAIR_CLASSES,), 1 / NUM_PAIR_CLASSES)
+        for weights in (state["model"], state.get("ema", {}).get("shadow")):
+            if weights is not None and "label_probs" not in weights:
+                weights["label_probs"] = uniform.clone()
+        state["label_probs"] = "uniform: the checkpoint predates p(label)"
+    state["version"] = VERSION
     return state
 
 

@@ -26,7 +26,11 @@ __all__ = ["export_checkpoint", "pack_state_dict", "unpack_state_dict", "DTYPES"
 
 
 def export_checkpoint(
-    source: str | os.PathLike, out: str | os.PathLike, dtype: str = "fp16", **metadata
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    dtype: str = "fp16",
+    label_counts=None,
+    **metadata,
 ) -> Path:
     """Write a weights-only checkpoint of ``source`` (run folder or checkpoint) to ``out``.
 
@@ -34,18 +38,30 @@ def export_checkpoint(
         source: run folder (its ``best.pt``) or checkpoint file.
         out: the exported file (written atomically).
         dtype: ``fp32``, ``fp16`` or ``int8`` weight storage.
+        label_counts: a conditional flow's training label counts (100): sets its p(label)
+            where the checkpoint predates it (format version < 3 loads it as uniform).
         metadata: extra plain values stored under ``"export"``.
 
     Returns:
         The path written.
     """
     state = load_checkpoint(source)
+    weights = dict(evaluation_state_dict(state))  # the moving average's if the run kept one
+    if label_counts is not None:
+        import torch
+
+        from pairflow.flows.mixture import label_frequencies
+
+        if "label_probs" not in weights:
+            raise ValueError(f"{source} is not a conditional flow with p(label) to set")
+        weights["label_probs"] = label_frequencies(label_counts).to(torch.float32)
+        metadata = {**metadata, "label_probs": "set from the training pairs' label counts"}
     return save_checkpoint(
         {
             "kind": state["kind"],
             "model_config": state["model_config"],
             "train_config": state.get("train_config"),
-            "model": pack_state_dict(evaluation_state_dict(state), dtype),  # EMA's if kept
+            "model": pack_state_dict(weights, dtype),
             "step": state.get("step"),
             "epoch": state.get("epoch"),
             "export": {"dtype": dtype, **metadata},

@@ -67,7 +67,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
 
     Raises:
         TrainingDiverged: after ``config.max_nonfinite`` consecutive non-finite steps.
-        KeyboardInterrupt: after saving ``last.pt`` at the interrupted step.
+        KeyboardInterrupt: after saving ``last.pt`` at the interrupted step (a
+            :class:`~pairflow.training.interrupt.Stopped` for Ctrl-C or SIGTERM).
     """
     run = setup(config, resume)
     start, stopped, fields = time.perf_counter(), "epochs", {}
@@ -86,7 +87,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                     train_step(run, x, cond, bar)
                     run.batch_in_epoch = i + 1
                     if interrupt.requested:
-                        raise KeyboardInterrupt  # the step is complete: save it below
+                        raise interrupt.stop()  # the step is complete: save it below
                     if config.max_steps is not None and run.step >= config.max_steps:
                         stopped = "max_steps"
                     elif config.time_budget and run.procs.out_of_time(start, config.time_budget):
@@ -97,7 +98,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                     bar.close()
                 fields = end_of_epoch(run, complete=stopped == "epochs")
                 if interrupt.requested:
-                    raise KeyboardInterrupt  # the epoch is complete and saved
+                    raise interrupt.stop()  # the epoch is complete and saved
         except KeyboardInterrupt:
             _save_interrupted(run)
             raise

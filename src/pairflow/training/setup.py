@@ -393,9 +393,11 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         if procs.is_main:
             new = f"; new, freshly initialised: {', '.join(fresh)}" if fresh else ""
             print(f"initialised from {config.init_from}{new}")
+    if state is None and config.model == "flow" and model.config.conditional:
+        # p(y), the training pairs' label frequencies: the mixture's weights, and the label
+        # draws of every conditional flow sampled without a label.
+        model.set_label_counts(train_set.pair_label_counts())
     if state is None and has_label_mixture(model):
-        # The class mixture's weights p(y): the training pairs' label frequencies.
-        model.distribution.set_class_counts(train_set.pair_label_counts())
         if config.init_from and "distribution.loc" in fresh:
             # A trained body under a new mixture: its Gaussians start at their optimum.
             fit_mixture(model, train_set, procs.device)
