@@ -23,3 +23,4 @@ def test_python_api_section_runs_as_written(capsys):
     assert printed[0] == "torch.Size([16, 1, 28, 56]) torch.uint8 cpu"
     assert printed[1] == "torch.Size([16])"
     assert 0.5 < float(printed[2]) < 3  # bits/dim of a sample of the shipped model
+    assert printed[3] == "[37, 37, 37, 37]"  # the flow's own p(y | x) reads its samples of 37
