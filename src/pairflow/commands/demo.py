@@ -165,6 +165,8 @@ def _figure(args, root: Path, out: Path, summary: dict, how: str, base, minutes:
         )
     )
     for name, meta in sorted(shipped.items()):
+        if meta.get("dataset", "mnist") != "mnist":
+            continue  # the demo is about MNIST pairs; `pairflow sample --list-pretrained` has all
         model = pairflow.load(name)
         conditional = bool(meta.get("conditional"))
         images, labels = _draw(model, torch, conditional=conditional), None

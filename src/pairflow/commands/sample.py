@@ -131,8 +131,8 @@ def _list_pretrained() -> int:
     for name, meta in sorted(models.items()):
         kind = "conditional" if meta.get("conditional") else "unconditional"
         print(
-            f"{name:20s} {meta.get('preset', '?'):11s} {kind:13s} "
-            f"test bits/dim {meta.get('test_bpd', float('nan')):.4f}"
+            f"{name:24s} {meta.get('dataset', 'mnist'):13s} {meta.get('preset', '?'):11s} "
+            f"{kind:13s} test bits/dim {meta.get('test_bpd', float('nan')):.4f}"
         )
     return 0
 
