@@ -91,6 +91,11 @@ class FlowConfig(ModelConfig):
             continuous model) or ``"variational"`` (Flow++'s u ~ q(u | x), a conditional flow
             trained with the model: bits/dim is then a variational bound, reported as such).
         dequant_channels, dequant_couplings: width and coupling count of that q(u | x).
+        noise_sigma: TarFlow's Gaussian noise augmentation (Zhai et al. 2024): sigma > 0 adds
+            N(0, sigma^2) noise to the logit-space image h before the body, so the flow models
+            the noisy h~ = h + sigma eps (its bits/dim are of noisy data: reported apart), and
+            sampling ends with one score-based denoising step h = h~ + sigma^2 grad log p(h~)
+            (Tweedie's formula). 0 (default): off.
         precision: ``"fp32"`` or ``"bf16"`` (conditioner nets under bf16 autocast; the affine
             maths, log-determinants and prior stay in fp32).
     """
@@ -127,6 +132,7 @@ class FlowConfig(ModelConfig):
     dequantization: str = "uniform"
     dequant_channels: int = 16
     dequant_couplings: int = 2
+    noise_sigma: float = 0.0
     precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
@@ -156,6 +162,8 @@ class FlowConfig(ModelConfig):
         # alpha = 0 maps a dequantised 0 to logit(0) = -inf: every bits/dim would be NaN.
         if not 0 < self.logit_alpha < 0.5:
             raise ValueError(f"FlowConfig.logit_alpha must be in (0, 0.5), got {self.logit_alpha}")
+        if not (isinstance(self.noise_sigma, (int, float)) and 0 <= self.noise_sigma < 10):
+            raise ValueError(f"FlowConfig.noise_sigma must be in [0, 10), got {self.noise_sigma!r}")
         if self.scale_bound <= 0:
             raise ValueError(f"FlowConfig.scale_bound must be > 0, got {self.scale_bound}")
         if (self.label_prior or self.label_mixture) and self.width % 2:

@@ -297,7 +297,7 @@ class PairFlow(Transform):
                 total = total + torch.logsumexp(self.log_label_probs() + log_lik, dim=1)
                 continue
             y, log_q = self._dequantize(x, generator)  # (B, C, H, W) in [0, 1), (B,)
-            z, logabsdet = self(y, cond)
+            z, logabsdet = self._latent(y, cond, self._noise(y, generator))
             total = total + self.log_prior(z, cond) + logabsdet - log_q
         out = total / draws if draws > 1 else total
         return out[0] if unbatched else out
@@ -308,6 +308,38 @@ class PairFlow(Transform):
             return dequantize(x, generator), x.new_zeros(x.shape[0], dtype=torch.float32)
         u, log_q = self.dequantizer(x, generator)
         return (x.to(torch.float32) + u) / NUM_LEVELS, log_q
+
+    def _noise(self, y: Tensor, generator: torch.Generator | None) -> Tensor | None:
+        """TarFlow's training noise eps ~ N(0, I) of y's shape (None when noise_sigma is 0)."""
+        if not self.config.noise_sigma:
+            return None
+        return torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+
+    def _latent(self, y: Tensor, cond: Tensor | None, eps: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``forward(y, cond)`` with the noise ``noise_sigma * eps`` added in logit space."""
+        if eps is None:
+            return self(y, cond)
+        ctx = self._context(cond)
+        h, ld_logit = self.logit(y)
+        z, ld_body = self.body(h + self.config.noise_sigma * eps, ctx)
+        return z, ld_logit + ld_body
+
+    def denoise_logits(self, h: Tensor, cond: Tensor | None = None) -> Tensor:
+        """One score-based denoising step in logit space: h + sigma^2 grad_h log p(h).
+
+        Tweedie's formula, for a model trained on noisy h~ = h + sigma eps
+        (``config.noise_sigma``): E[h | h~] = h~ + sigma^2 grad log p(h~), with log p(h~)
+        the flow's own density of h~ (base log-density plus the body's log-determinant).
+        ``cond``: labels where the model is conditional (the class mixture may omit them).
+        """
+        sigma = self.config.noise_sigma
+        ctx = self._context(cond)
+        with torch.enable_grad():
+            h = h.detach().requires_grad_(True)
+            z, ld_body = self.body(h, ctx)
+            log_p = self.log_prior(z, cond) + ld_body
+            (grad,) = torch.autograd.grad(log_p.sum(), h)
+        return (h + sigma**2 * grad).detach()
 
     def class_log_likelihoods(
         self,
@@ -335,13 +367,14 @@ class PairFlow(Transform):
             y, log_q = self._dequantize(x, generator)  # log q(u | x): variational only
         else:
             y, log_q = dequantize(x, noise=noise), x.new_zeros(x.shape[0], dtype=torch.float32)
+        eps = self._noise(y, generator)  # the same for every label
         if self.embedding is None:  # one pass: the body is the same for every label
-            z, logabsdet = self(y)
+            z, logabsdet = self._latent(y, None, eps)
             return self.distribution.log_prob_components(z) + (logabsdet - log_q)[:, None]
         columns = []
         for label in range(NUM_PAIR_CLASSES):
             cond = torch.full((x.shape[0],), label, dtype=torch.int64, device=x.device)
-            z, logabsdet = self(y, cond)
+            z, logabsdet = self._latent(y, cond, eps)
             columns.append(self.log_prior(z, cond) + logabsdet - log_q)
         return torch.stack(columns, dim=1)
 
@@ -437,6 +470,7 @@ class PairFlow(Transform):
         cond: Tensor | int | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        denoise: bool = True,
     ) -> Tensor:
         """Draw images: z from the base distribution at temperature T, x = inverse(z).
 
@@ -451,6 +485,8 @@ class PairFlow(Transform):
                 training pairs' label frequencies (:meth:`sample_labels`).
             temperature: T > 0, the latent's standard deviation (T < 1: cleaner, less varied).
             generator: random generator for z (reproducible samples).
+            denoise: for a model trained with noise (``config.noise_sigma`` > 0), end with
+                the denoising step :meth:`denoise_logits` (TarFlow); ignored otherwise.
 
         Returns:
             uint8 images of shape ``sample_shape + (C, H, W)``.
@@ -463,7 +499,10 @@ class PairFlow(Transform):
         if cond is None and self.config.conditional:
             cond = self.sample_labels(n, generator)  # the label-free sampler: y ~ p(y) first
         z = self.distribution.sample(n, cond, temperature=temperature, generator=generator)
-        y, _ = self.inverse(z, cond)
+        h, _ = self.body.inverse(z, self._context(cond))
+        if self.config.noise_sigma and denoise:
+            h = self.denoise_logits(h, cond)  # the model's samples are of noisy data
+        y, _ = self.logit.inverse(h)
         return quantize(y).reshape(*shape, *self.config.shape)
 
     @torch.no_grad()
