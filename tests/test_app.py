@@ -86,9 +86,9 @@ def test_generate_pair_37_reads_as_37_and_is_reproducible(cond_model, classifier
     assert torch.equal(images, direct)
 
 
-def test_generate_any_gives_random_labels_on_a_conditional_model(cond_model):
+def test_generate_any_draws_labels_from_the_models_p_y(cond_model):
     _, labels = core.generate(cond_model, pair="any", count=4, seed=0)
-    expected = torch.randint(0, 100, (4,), generator=torch.Generator().manual_seed(0))
+    expected = cond_model.model.sample_labels(4, torch.Generator().manual_seed(0))
     assert torch.equal(labels, expected)
 
 
@@ -232,7 +232,8 @@ def test_score_of_a_real_test_pair(cond_model, test_pairs):
     assert 0.7 < result.bits_per_dim < 1.5  # the 1st..99th percentile of test pairs
     assert result.reading == int(y[0])
     torch.testing.assert_close(result.digit_probs.sum(-1), torch.ones(2))
-    assert result.class_posterior is None  # no shipped model has its own p(y | x)
+    # The conditional flow's own p(y | x): Bayes over the 100 labels, the true one on top.
+    assert result.posterior_top[0] == int(y[0]) and result.posterior_top[1] > 0.5
     assert result.max_reconstruction_error <= 1
     # A blank label conditions on the classifier's reading; another label costs more bits.
     blank = core.score(cond_model, x, label="")
@@ -241,42 +242,31 @@ def test_score_of_a_real_test_pair(cond_model, test_pairs):
     assert wrong.bits_per_dim > result.bits_per_dim + 0.01
 
 
-class _BayesFlow(torch.nn.Module):
-    """A small random conditional flow that also gives p(y | x) by Bayes' rule (uniform p(y)).
+def test_score_shows_a_conditional_flows_own_posterior():
+    from pairflow.flows import build_flow
 
-    It is a real PairFlow plus the one method of core.HasClassPosterior, to check that the
-    page shows a model's own posterior when the model has one.
-    """
-
-    def __init__(self):
-        super().__init__()
-        from pairflow.flows import build_flow
-
-        self.flow = randomize(
-            build_flow("seed", conditional=True, num_couplings=2, hidden_features=8), seed=0
-        ).eval()
-
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.flow, name)
-
-    def class_log_posterior(self, x):
-        labels = torch.arange(100)
-        log_px_y = self.flow.log_prob(x.expand(100, -1, -1, -1), labels, torch.Generator())
-        return torch.log_softmax(log_px_y, 0)[None]
-
-
-def test_score_shows_a_models_own_posterior_only_when_it_has_one():
-    flow = _BayesFlow()
-    assert isinstance(flow, core.HasClassPosterior)
-    assert not isinstance(core.load_model("multiscale-cond").model, core.HasClassPosterior)
+    flow = randomize(
+        build_flow("seed", conditional=True, num_couplings=2, hidden_features=8), seed=0
+    ).eval()
+    counts = torch.arange(1, 101, dtype=torch.float32)  # a p(y) that is not uniform
+    flow.set_label_counts(counts)
     loaded = core.LoadedModel("bayes", flow, kind_spec("flow"))
-    x = torch.zeros(1, 1, 28, 56, dtype=torch.uint8)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (1, 1, 28, 56), generator=g, dtype=torch.uint8)
     result = core.score(loaded, x, label="", draws=1)
-    assert result.class_posterior.shape == (100,)
-    torch.testing.assert_close(result.class_posterior.sum(), torch.tensor(1.0))
+    posterior = result.class_posterior
+    assert posterior.shape == (100,) and bool((posterior > 0).all())
+    torch.testing.assert_close(posterior.sum(), torch.tensor(1.0))
+    top, prob = result.posterior_top
+    assert top == int(posterior.argmax()) and prob == pytest.approx(float(posterior.max()))
+    # It is p(y | x) proportional to p(y) p(x | y), at the bin centres.
+    with torch.no_grad():
+        log_joint = counts.log() + flow.class_log_likelihoods(x, noise="center")[0]
+    torch.testing.assert_close(posterior, log_joint.softmax(0), rtol=1e-4, atol=1e-6)
+    # An unconditional model has none.
+    plain = randomize(build_flow("seed", num_couplings=2, hidden_features=8)).eval()
+    result = core.score(core.LoadedModel("plain", plain, kind_spec("flow")), x, draws=1)
+    assert result.class_posterior is None and result.posterior_top is None
 
 
 # ------------------------------------------------------------------ the command
@@ -528,8 +518,8 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
     expected = core.score(cond_model, x, label=label).bits_per_dim
     assert bpd == pytest.approx(expected, abs=1e-4)
     assert 0.7 < bpd < 1.5  # the 1st..99th percentile of test pairs under multiscale-cond
-    assert f"classifier reads: {label}" in text
-    assert "p(y | x): not available for this model" in text
+    assert f"MNIST classifier reads: {label}" in text
+    assert f"the model's own p(y | x): {label} p=" in text
     assert re.search(r"largest pixel difference [01]\b", text)
 
     # --- bad input: a wrong-sized upload, an empty drawing
@@ -554,7 +544,7 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
         page.mouse.up()
     page.click("#score-draw-button")
     text = _wait_text(page, "#score-result", r"bits/dim given pair")
-    assert "classifier reads: 11" in text and "the classifier's reading" in text, text
+    assert "MNIST classifier reads: 11" in text and "the classifier's reading" in text, text
     float(re.search(r"bits/dim given pair 11 \(the classifier's reading\): ([0-9.]+)", text)[1])
 
     # --- nothing left the machine, and the server is still serving

@@ -5,6 +5,12 @@ widgets, so everything here is testable without a browser or gradio. Errors a us
 (an unknown model, a pair label that is not 00..99, an image of the wrong size, an empty
 drawing) raise :class:`AppInputError` with a message meant for the page.
 
+Every model carries the dataset and layout it was trained on (from its checkpoint: MNIST,
+Fashion-MNIST or CIFAR-10, pairs or single images), hence its image shape (C, H, W): images
+in and out have that shape, colour ones (C = 3, channels R, G, B) stay in colour, Explore's
+real test pairs come from that dataset, and Score reads with that dataset's shipped
+classifier (none ships for CIFAR-10: the page says so).
+
 Example:
     >>> from pairflow.app import core
     >>> model = core.load_model("multiscale-cond")  # doctest: +SKIP
@@ -22,7 +28,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,8 +42,8 @@ __all__ = [
     "LoadedModel",
     "ModelCache",
     "ScoreResult",
-    "HasClassPosterior",
     "load_model",
+    "label_text",
     "parse_pair",
     "generate",
     "grid_image",
@@ -49,13 +55,15 @@ __all__ = [
     "interpolate_labels",
     "image_from_array",
     "image_from_drawing",
+    "check_drawable",
+    "shipped_classifier",
     "score",
     "GRID_SCALE",
     "GRID_PADDING",
     "MAX_COUNT",
 ]
 
-IMAGE_SHAPE = (28, 56)  # (H, W) of one digit pair
+MNIST_PAIR = (1, 28, 56)  # (C, H, W) of an MNIST (or Fashion-MNIST) pair
 GRID_SCALE = 2  # nearest-neighbour upscaling of grids and strips, so digits stay legible
 GRID_PADDING = 2  # pixels between tiles before upscaling (pairflow.images.make_grid)
 MAX_COUNT = 64  # samples per click: 64 take several seconds on one CPU thread
@@ -70,34 +78,57 @@ class AppInputError(ValueError):
     """Bad input from the page; the message is shown to the user as it is."""
 
 
-@runtime_checkable
-class HasClassPosterior(Protocol):
-    """A model that gives its own p(y | x) over the 100 pair labels (a class-mixture prior).
-
-    No shipped model has one: the shipped conditional flows model p(x | y), not p(y | x).
-    """
-
-    def class_log_posterior(self, x: Tensor) -> Tensor:
-        """log p(y | x), float (B, 100), for pixel values 0..255 of shape (B, 1, 28, 56)."""
-        ...
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(str(v) for v in shape)
 
 
 @dataclass
 class LoadedModel:
-    """A model ready for the page: the network and what its kind declares it can do.
+    """A model ready for the page: the network, its data and what its kind can do.
 
     Attributes:
         name: what the user chose (a shipped name or a run folder / checkpoint path).
         model: the network, in eval mode on the CPU.
         kind: the model kind's row in :data:`pairflow.models.REGISTRY` (its capabilities).
         test_bpd: the shipped model's measured test bits/dim (None for a run).
+        dataset: the dataset it was trained on (a name in :data:`pairflow.data.DATASETS`).
+        layout: ``"pair"`` (two images side by side) or ``"single"``.
     """
 
     name: str
     model: torch.nn.Module
     kind: KindSpec
     test_bpd: float | None = None
+    dataset: str = "mnist"
+    layout: str = "pair"
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def spec(self):
+        """The dataset's :class:`pairflow.data.DatasetSpec` (title, classes, shape)."""
+        from pairflow.data import get_dataset
+
+        return get_dataset(self.dataset)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the model's images: 1x28x56 for MNIST pairs, 3x32x64 for CIFAR-10."""
+        return self.spec.image_shape(self.layout)
+
+    @property
+    def items(self) -> str:
+        """What one image is, in words: ``"Fashion-MNIST pair"``, ``"CIFAR-10 image"``."""
+        return f"{self.spec.title} {'pair' if self.layout == 'pair' else 'image'}"
+
+    @property
+    def an_item(self) -> str:
+        """:attr:`items` with its article: ``"an MNIST pair"``, ``"a CIFAR-10 pair"``."""
+        return f"{'an' if self.dataset == 'mnist' else 'a'} {self.items}"
+
+    @property
+    def drawable(self) -> bool:
+        """Whether the page's drawing canvas (1 channel, 28x56) makes this model's images."""
+        return self.image_shape == MNIST_PAIR
 
     @property
     def conditional(self) -> bool:
@@ -114,35 +145,65 @@ class LoadedModel:
         """Flows give exact bits/dim, VAEs an upper bound (negative ELBO), GANs none."""
         return self.kind.likelihood is not None
 
+    def choice_label(self) -> str:
+        """The model list's entry: the name and its data (``"run (CIFAR-10 pairs)"``)."""
+        return f"{self.name} ({self.items}s)"
+
     def describe(self) -> str:
-        """One line for the page: kind, conditioning and, for shipped weights, test bits/dim."""
-        cond = "conditional on the pair label" if self.conditional else "unconditional"
-        text = f"**{self.name}**: a {self.kind.name}, {cond}"
+        """One line for the page: kind, data, conditioning, how to score, shipped test bits/dim."""
+        label = "pair label" if self.layout == "pair" else "class"
+        cond = f"conditional on the {label}" if self.conditional else "unconditional"
+        c, h, w = self.image_shape
+        colour = "colour" if c == 3 else "grayscale"
+        text = (
+            f"**{self.name}**: a {self.kind.name} of {self.items}s ({_shape_text(self.image_shape)}"
+            f", {colour}), {cond}"
+        )
         if self.test_bpd is not None:
-            return text + f"; shipped weights, test bits/dim {self.test_bpd:.4f}"
+            text += f"; shipped weights, test bits/dim {self.test_bpd:.4f}"
+        if not self.drawable:
+            text += f". Score: upload a {h}x{w} {colour} image (the canvas draws 28x56 pairs)"
         return text
 
 
 def load_model(name_or_path: str) -> LoadedModel:
     """Load a shipped model by name, or a run folder / checkpoint file, onto the CPU.
 
+    As :func:`pairflow.load` does (the fast precision here, ``"auto"``), and the dataset and
+    layout from the checkpoint's training config (MNIST pairs where it names none).
+
     Raises:
         AppInputError: the name is neither a shipped model nor an existing checkpoint, or
             the checkpoint cannot be read.
     """
-    import pairflow
-    from pairflow.pretrained import list_pretrained
+    from pairflow.commands._common import dataset_of
+    from pairflow.data import get_dataset
+    from pairflow.precision import resolve_precision
+    from pairflow.pretrained import list_pretrained, pretrained_path
+    from pairflow.training.checkpoint import load_model as load_checkpoint
 
     name = str(name_or_path).strip()
     if not name:
         raise AppInputError("no model chosen: pick a shipped model or give a run folder")
+    shipped = list_pretrained()
+    path = os.path.expanduser(name)
     try:
-        model = pairflow.load(os.path.expanduser(name), map_location="cpu")
+        if not os.path.exists(path):
+            if name not in shipped:
+                listed = ", ".join(sorted(shipped)) or "(none ship with this build)"
+                raise ValueError(
+                    f"{name!r} is neither a file, a run folder nor a shipped model; "
+                    f"shipped: {listed}"
+                )
+            path = str(pretrained_path(name))
+        model, state = load_checkpoint(path, map_location="cpu")
+        dataset, layout = dataset_of(state)
+        get_dataset(dataset).image_shape(layout)  # a checkpoint naming an unknown one
     except ValueError as err:  # CheckpointError is one too
         raise AppInputError(f"model {name!r}: {err}") from err
-    shipped = list_pretrained()
+    model.precision = resolve_precision("auto", model.device)  # as pairflow.load
     test_bpd = shipped[name].get("test_bpd") if name in shipped else None
-    return LoadedModel(name, model, kind_of(model), test_bpd)
+    return LoadedModel(name, model, kind_of(model), test_bpd, dataset, layout)
 
 
 class ModelCache:
@@ -160,19 +221,24 @@ class ModelCache:
             return self._models[key]
 
 
-def parse_pair(text: str | int | None, conditional: bool) -> int | None:
-    """A pair label ``"00".."99"`` -> int, or ``"any"`` (or blank) -> None.
+def parse_pair(text: str | int | None, conditional: bool, layout: str = "pair") -> int | None:
+    """A pair label ``"00".."99"`` (a class ``"0".."9"`` for single images) -> int, or
+    ``"any"`` (or blank) -> None.
 
     ``"any"`` on a conditional model means a label per image drawn from the model's p(y); an
     unconditional model accepts only ``"any"``.
 
     Raises:
-        AppInputError: not two digits, or a label for an unconditional model.
+        AppInputError: not two digits (one for single images), or a label for an
+            unconditional model.
     """
     text = "any" if text is None else str(text).strip().lower()
     if text in ("", "any"):
         return None
-    if not (text.isdigit() and 1 <= len(text) <= 2):
+    if layout == "single":
+        if not (text.isdigit() and len(text) == 1):
+            raise AppInputError(f"class {text!r}: give one digit 0..9 (e.g. 7), or 'any'")
+    elif not (text.isdigit() and 1 <= len(text) <= 2):
         raise AppInputError(f"pair {text!r}: give two digits 00..99 (e.g. 37), or 'any'")
     if not conditional:
         raise AppInputError(
@@ -180,6 +246,18 @@ def parse_pair(text: str | int | None, conditional: bool) -> int | None:
             "choose 'any', or a conditional model such as multiscale-cond"
         )
     return int(text)
+
+
+def label_text(loaded: LoadedModel, label: int) -> str:
+    """A label for the page: ``"37"`` for MNIST pairs, with the class names otherwise
+    (``"18 (Trouser | Bag)"`` for Fashion-MNIST, ``"7 (horse)"`` for a CIFAR-10 image)."""
+    classes = loaded.spec.classes
+    if loaded.layout == "single":
+        return str(label) if loaded.dataset == "mnist" else f"{label} ({classes[label]})"
+    text = f"{label:02d}"
+    if loaded.dataset == "mnist":
+        return text
+    return f"{text} ({classes[label // 10]} | {classes[label % 10]})"
 
 
 def _check_count(count: Any) -> int:
@@ -230,9 +308,10 @@ def generate(
         seed: seeds the latents (and the random labels of ``"any"``).
 
     Returns:
-        ``(images uint8 (N, 1, 28, 56), labels int64 (N,) or None)``.
+        ``(images uint8 (N, C, H, W), labels int64 (N,) or None)``: the model's image shape,
+        (N, 1, 28, 56) for MNIST pairs, (N, 3, 32, 64) (R, G, B) for CIFAR-10 pairs.
     """
-    label = parse_pair(pair, loaded.conditional)
+    label = parse_pair(pair, loaded.conditional, loaded.layout)
     n, t, s = _check_count(count), _check_temperature(temperature), _check_seed(seed)
     labels = None
     if label is not None:
@@ -240,9 +319,8 @@ def generate(
     elif loaded.conditional and has_label_prior(loaded.model):  # as `pairflow sample` does
         labels = model_labels(loaded.model, n, s)
     elif loaded.conditional:
-        labels = torch.randint(
-            0, NUM_PAIR_CLASSES, (n,), generator=torch.Generator().manual_seed(s)
-        )
+        classes = 10 if loaded.layout == "single" else NUM_PAIR_CLASSES
+        labels = torch.randint(0, classes, (n,), generator=torch.Generator().manual_seed(s))
     from pairflow.evaluation import draw_samples
 
     gen = torch.Generator().manual_seed(s)
@@ -257,7 +335,8 @@ def grid_nrow(n: int) -> int:
 
 
 def grid_image(images: Tensor, nrow: int | None = None) -> np.ndarray:
-    """Images (N, 1, 28, 56) uint8 -> one grid, uint8 (H, W), upscaled by GRID_SCALE.
+    """Images (N, C, H, W) uint8 -> one grid, upscaled by GRID_SCALE: uint8 (H', W') for one
+    channel, (H', W', 3) RGB for three.
 
     Tiles are GRID_PADDING pixels apart (gray 64) before upscaling, row-major.
     """
@@ -269,7 +348,7 @@ def grid_image(images: Tensor, nrow: int | None = None) -> np.ndarray:
 
 
 def png_bytes(array: np.ndarray) -> bytes:
-    """A uint8 (H, W) array as grayscale PNG bytes."""
+    """A uint8 (H, W) array as grayscale PNG bytes, (H, W, 3) as RGB."""
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -278,8 +357,9 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 
 def npz_bytes(images: Tensor, labels: Tensor | None) -> bytes:
-    """Images (N, 1, 28, 56) and labels (N,) as ``.npz``: ``images`` (N, 28, 56), ``labels``."""
-    arrays = {"images": images[:, 0].numpy()}
+    """Images (N, C, H, W) and labels (N,) as ``.npz``, as ``pairflow sample`` writes it:
+    ``images`` uint8 (N, H, W) for one channel, (N, C, H, W) for colour; ``labels`` int64."""
+    arrays = {"images": (images[:, 0] if images.shape[1] == 1 else images).numpy()}
     if labels is not None:
         arrays["labels"] = labels.numpy().astype(np.int64)
     buffer = io.BytesIO()
@@ -336,12 +416,12 @@ def _interpolate(
     return strip, None if c is None else c.tolist()
 
 
-@functools.lru_cache(maxsize=2)
-def _test_pairs(root: Path):
-    """The test pairing of seed 0 (what ``pairflow sample --interpolate`` draws from)."""
-    from pairflow.data import PairedMNIST
+@functools.lru_cache(maxsize=4)
+def _test_pairs(root: Path, dataset: str, layout: str):
+    """A dataset's test pairing of seed 0 (what ``pairflow sample --interpolate`` draws from)."""
+    from pairflow.data import PairedDataset
 
-    return PairedMNIST(root, train=False)
+    return PairedDataset(dataset, root, train=False, layout=layout)
 
 
 def interpolate_test_pairs(
@@ -351,20 +431,27 @@ def interpolate_test_pairs(
     steps: int = 10,
     data_dir: str | os.PathLike | None = None,
 ) -> tuple[Tensor, Tensor, list[int] | None]:
-    """Latent interpolation between two real MNIST test pairs (the test pairing of seed 0).
+    """Latent interpolation between two real test pairs of the model's own dataset (its
+    test split, the pairing of seed 0; single images for a single-layout model).
+
+    Arguments:
+        data_dir: the data root holding the dataset's folder (``FashionMNIST/raw/``,
+            ``cifar-10-batches-py/``, ...); default $PAIRFLOW_DATA, else ./data.
 
     Returns:
-        ``(strip uint8 (steps, 1, 28, 56), endpoint labels (2,), decoding labels or None)``.
+        ``(strip uint8 (steps, C, H, W), endpoint labels (2,), decoding labels or None)``.
     """
-    from pairflow.data import MNISTNotFoundError, resolve_root
+    from pairflow.data import resolve_root
 
     steps = _check_steps(steps)
     try:
-        test = _test_pairs(resolve_root(data_dir))
-    except (MNISTNotFoundError, ValueError, OSError) as err:
+        root = resolve_root(data_dir)
+        test = _test_pairs(root, loaded.dataset, loaded.layout)
+    except (ValueError, OSError) as err:  # the not-found and format errors are these
         raise AppInputError(
-            f"the MNIST test pairs are not available ({err}); start the app with "
-            "--data-dir ROOT, or use two labels instead"
+            f"the {loaded.items} test set is not available ({err}); start the app with "
+            f"--data-dir ROOT (the folder that holds {loaded.spec.folder.split('/')[0]}/), "
+            "or use two labels instead"
         ) from err
     idx = []
     for name, value in (("pair A", index_a), ("pair B", index_b)):
@@ -375,7 +462,7 @@ def interpolate_test_pairs(
         if not 0 <= i < len(test) or str(value).strip() != str(i):
             raise AppInputError(f"{name}: test pair index {value!r} is not in 0..{len(test) - 1}")
         idx.append(i)
-    x, y = test.get_batch(torch.tensor(idx))  # (2, 1, 28, 56), (2,)
+    x, y = test.get_batch(torch.tensor(idx))  # (2, C, H, W), (2,)
     strip, c = _interpolate(loaded, x, y, steps)
     return strip, y, c
 
@@ -399,7 +486,7 @@ def interpolate_labels(
             "conditional model (e.g. multiscale-cond); use two test pairs instead"
         )
     steps = _check_steps(steps)
-    a, b = parse_pair(pair_a, True), parse_pair(pair_b, True)
+    a, b = parse_pair(pair_a, True, loaded.layout), parse_pair(pair_b, True, loaded.layout)
     if a is None or b is None:
         raise AppInputError("give both labels as two digits 00..99 (e.g. 37 and 80)")
     labels = torch.tensor([a, b])
@@ -412,44 +499,75 @@ def interpolate_labels(
     return strip, labels, c
 
 
-def image_from_array(array: Any) -> Tensor:
-    """An uploaded picture -> pixels uint8 (1, 1, 28, 56), white digits on black.
+def _alpha_on_black(a: np.ndarray) -> np.ndarray:
+    """(H, W, 3|4) -> float (H, W, 3): RGBA composited on black (transparent = black)."""
+    alpha = a[..., 3:4].astype(np.float64) / 255 if a.shape[2] == 4 else 1.0
+    return a[..., :3].astype(np.float64) * alpha
 
-    Accepts grayscale (H, W), RGB or RGBA (H, W, 3|4) arrays of exactly 28x56 pixels, or an
-    exact whole-number upscale of it (56x112 from this app's grids, ...), which is averaged
-    back down. Colour is turned to gray; transparent pixels count as black.
+
+def image_from_array(
+    array: Any, shape: tuple[int, int, int] = MNIST_PAIR, what: str = "an MNIST pair"
+) -> Tensor:
+    """An uploaded picture -> pixels uint8 (1, C, H, W) of a model's image ``shape``.
+
+    Accepts grayscale (H, W), RGB or RGBA (H, W, 3|4) arrays of exactly H x W pixels, or an
+    exact whole-number upscale of it (2H x 2W from this app's grids, ...), which is averaged
+    back down. For one channel (MNIST: white digits on black) colour is turned to gray; for
+    three (CIFAR-10) the colours are kept and a grayscale picture counts as gray in colour.
+    Transparent pixels count as black.
+
+    Arguments:
+        array: the picture.
+        shape: (C, H, W) the model takes (:attr:`LoadedModel.image_shape`).
+        what: what the model's images are, for the message (``"a CIFAR-10 pair"``).
 
     Raises:
-        AppInputError: no image, or a size other than 28x56 (or a multiple of it).
+        AppInputError: no image, or a size other than H x W (or a multiple of it).
     """
+    c, height, width = shape
+    size = f"{height}x{width}"
     if array is None:
-        raise AppInputError("no image: upload a 28x56 picture of a digit pair (white on black)")
+        raise AppInputError(f"no image: upload a {size} picture ({what})")
     a = np.asarray(array)
-    if a.ndim == 3 and a.shape[2] in (1, 3, 4):
-        alpha = a[..., 3:4].astype(np.float64) / 255 if a.shape[2] == 4 else 1.0
-        rgb = a[..., :3].astype(np.float64) * alpha
-        gray = rgb.mean(axis=2) if rgb.shape[2] == 3 else rgb[..., 0]
+    if a.ndim == 3 and a.shape[2] in (3, 4):
+        rgb = _alpha_on_black(a)
+    elif a.ndim == 3 and a.shape[2] == 1:
+        rgb = np.repeat(a.astype(np.float64), 3, axis=2)
     elif a.ndim == 2:
-        gray = a.astype(np.float64)
+        rgb = np.repeat(a.astype(np.float64)[..., None], 3, axis=2)
     else:
         raise AppInputError(
             f"expected a grayscale or colour image, got an array of shape {a.shape}"
         )
-    h, w = gray.shape
-    k = h // IMAGE_SHAPE[0]
-    if k < 1 or (h, w) != (k * IMAGE_SHAPE[0], k * IMAGE_SHAPE[1]):
+    h, w = rgb.shape[:2]
+    k = h // height
+    if k < 1 or (h, w) != (k * height, k * width):
+        colour = "colour " if c == 3 else ""
         raise AppInputError(
-            f"the image is {h}x{w} pixels (height x width); a digit pair is 28x56 "
-            "(or an exact multiple such as 56x112)"
+            f"the image is {h}x{w} pixels (height x width); this model takes {what}: a "
+            f"{colour}image of {size} pixels (or an exact multiple such as "
+            f"{2 * height}x{2 * width})"
         )
     if k > 1:
-        gray = gray.reshape(28, k, 56, k).mean(axis=(1, 3))
-    pixels = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
-    return torch.from_numpy(pixels).view(1, 1, *IMAGE_SHAPE)
+        rgb = rgb.reshape(height, k, width, k, 3).mean(axis=(1, 3))
+    pixels = rgb.mean(axis=2, keepdims=True) if c == 1 else rgb  # (H, W, C)
+    pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
+
+
+def check_drawable(loaded: LoadedModel) -> None:
+    """Raise AppInputError unless the drawing canvas (one channel, 28x56) fits the model."""
+    if not loaded.drawable:
+        c, h, w = loaded.image_shape
+        colour = "colour " if c == 3 else ""
+        raise AppInputError(
+            f"the canvas draws 1-channel 28x56 pairs; {loaded.name} models {loaded.items}s "
+            f"({_shape_text(loaded.image_shape)}): upload a {h}x{w} {colour}image instead"
+        )
 
 
 def image_from_drawing(value: Any) -> Tensor:
-    """The drawing canvas's value -> pixels uint8 (1, 1, 28, 56).
+    """The drawing canvas's value -> pixels uint8 (1, 1, 28, 56) (1-channel pair models).
 
     ``value`` is an image array (H, W[, C]) of a canvas with a 1:2 aspect ratio, or gradio's
     editor dict with a ``"composite"`` array. White strokes on a black (or transparent)
@@ -463,11 +581,7 @@ def image_from_drawing(value: Any) -> Tensor:
     if value is None:
         raise AppInputError("the drawing is empty: draw a digit in each half of the canvas")
     a = np.asarray(value)
-    if a.ndim == 3:
-        alpha = a[..., 3:4].astype(np.float64) / 255 if a.shape[2] == 4 else 1.0
-        gray = (a[..., :3].astype(np.float64) * alpha).mean(axis=2)
-    else:
-        gray = a.astype(np.float64)
+    gray = _alpha_on_black(a).mean(axis=2) if a.ndim == 3 else a.astype(np.float64)
     h, w = gray.shape
     if h < 28 or abs(w / h - 2) > 0.02:
         raise AppInputError(f"the canvas is {h}x{w}; expected a 1:2 canvas of at least 28x56")
@@ -477,72 +591,125 @@ def image_from_drawing(value: Any) -> Tensor:
     pixels = np.clip(np.rint(np.asarray(small)), 0, 255).astype(np.uint8)
     if pixels.max() < 32:
         raise AppInputError("the drawing is empty: draw a digit in each half of the canvas")
-    return torch.from_numpy(pixels).view(1, 1, *IMAGE_SHAPE)
+    return torch.from_numpy(pixels).view(1, *MNIST_PAIR)
 
 
 @dataclass
 class ScoreResult:
-    """What the Score tab shows for one pair.
+    """What the Score tab shows for one image.
 
     Attributes:
-        bits_per_dim: -log2 p(x [| label]) / D, averaged over dequantisation draws; None for
-            a model without a likelihood. For a VAE it is the negative ELBO (an upper bound).
-        label: the pair label the likelihood was conditioned on (conditional models), else None.
-        label_source: ``"given"`` or ``"classifier"`` (where the label came from).
-        digit_probs: the shipped classifier's softmax for each digit, (2, 10).
-        reading: the classifier's reading, ``10 * left + right``.
-        class_posterior: the model's own p(y | x), (100,), or None where it has none.
-        reconstruction: decode(encode(x)), uint8 (1, 1, 28, 56), or None without an encoder.
+        bits_per_dim: -log2 p(x [| label]) / D (D = C x H x W), averaged over dequantisation
+            draws; None for a model without a likelihood. For a VAE it is the negative ELBO
+            (an upper bound).
+        label: the label the likelihood was conditioned on (conditional models), else None.
+        label_source: ``"given"``, ``"classifier"`` or ``"posterior"`` (the model's own
+            p(y | x), where no classifier reads the dataset): where the label came from.
+        digit_probs: the dataset's shipped classifier's softmax for each half, (2, 10) (one
+            row for a single image); None where no classifier ships for the dataset.
+        reading: the classifier's reading, ``10 * left + right`` (a single image's class);
+            None without a classifier.
+        classifier_note: why there is no reading (None where there is one).
+        class_posterior: the model's own p(y | x), (100,) summing to one: a conditional
+            flow's Bayes posterior from its p(y) and p(x | y); None for other models.
+        reconstruction: decode(encode(x)), uint8 (1, C, H, W), or None without an encoder.
         max_reconstruction_error: largest absolute pixel difference of the reconstruction.
     """
 
     bits_per_dim: float | None
     label: int | None
     label_source: str | None
-    digit_probs: Tensor
-    reading: int
+    digit_probs: Tensor | None
+    reading: int | None
+    classifier_note: str | None
     class_posterior: Tensor | None
     reconstruction: Tensor | None
     max_reconstruction_error: int | None
 
+    @property
+    def posterior_top(self) -> tuple[int, float] | None:
+        """The model's most probable label and its probability (None without p(y | x))."""
+        if self.class_posterior is None:
+            return None
+        i = int(self.class_posterior.argmax())
+        return i, float(self.class_posterior[i])
 
-_CLASSIFIER: Any = None
+
+_CLASSIFIERS: dict[str, Any] = {}
 _CLASSIFIER_LOCK = threading.Lock()
 
 
-def shipped_classifier():
-    """The shipped pair classifier (loaded once)."""
-    global _CLASSIFIER
-    with _CLASSIFIER_LOCK:
-        if _CLASSIFIER is None:
-            from pairflow.classifier import load_classifier
+def shipped_classifier(dataset: str = "mnist"):
+    """The shipped pair classifier of ``dataset`` (loaded once), or None where none ships
+    (CIFAR-10: train one with ``pairflow classifier train --dataset cifar10``)."""
+    from pairflow.classifier import SHIPPED_WEIGHTS, load_classifier
 
-            _CLASSIFIER = load_classifier()
-        return _CLASSIFIER
+    with _CLASSIFIER_LOCK:
+        if dataset not in _CLASSIFIERS:
+            path = SHIPPED_WEIGHTS.get(dataset)
+            exists = path is not None and path.is_file()
+            _CLASSIFIERS[dataset] = load_classifier(path) if exists else None
+        return _CLASSIFIERS[dataset]
+
+
+def _read(loaded: LoadedModel, x: Tensor) -> tuple[Tensor | None, int | None, str | None]:
+    """(per-half softmax (2|1, 10), reading, why none) from the dataset's shipped classifier."""
+    clf = shipped_classifier(loaded.dataset)
+    if clf is None:
+        return None, None, f"no classifier ships for {loaded.spec.title}"
+    pair = x if loaded.layout == "pair" else torch.cat([x, x], dim=-1)  # halves read alone
+    with torch.no_grad():
+        probs = clf(pair).softmax(-1)[0].cpu()  # (2, 10)
+    if loaded.layout == "single":
+        probs = probs[:1]
+        return probs, int(probs[0].argmax()), None
+    digits = probs.argmax(-1)
+    return probs, int(10 * digits[0] + digits[1]), None
 
 
 def score(loaded: LoadedModel, x: Tensor, label: str | None = None, draws: int = 8) -> ScoreResult:
-    """Score one pair: bits/dim, the classifier's reading, p(y | x), reconstruction.
+    """Score one image: bits/dim, the classifier's reading, p(y | x), reconstruction.
 
     Arguments:
         loaded: the model.
-        x: pixels uint8 (1, 1, 28, 56).
-        label: for a conditional model, the pair label to condition on (``"37"``); blank
-            uses the classifier's reading. Ignored by unconditional models.
+        x: pixels uint8 (1, C, H, W), the model's image shape.
+        label: for a conditional model, the label to condition on (``"37"``); blank uses the
+            classifier's reading, or where no classifier reads the dataset the model's own
+            most probable label (conditional flows). Ignored by unconditional models.
         draws: dequantisation (flow) or latent (VAE) draws averaged, from a fixed seed, so
             the same image always gets the same number.
+
+    Raises:
+        AppInputError: ``x`` is not of the model's shape, a bad label, or a blank label on a
+            conditional model that has neither a classifier nor its own p(y | x).
     """
-    clf = shipped_classifier()
-    with torch.no_grad():
-        probs = clf(x).softmax(-1)[0]  # (2, 10)
-    digits = probs.argmax(-1)
-    reading = int(10 * digits[0] + digits[1])
+    if tuple(x.shape) != (1, *loaded.image_shape):
+        raise AppInputError(
+            f"expected one {loaded.items} of shape {_shape_text(loaded.image_shape)}, got "
+            f"{_shape_text(tuple(x.shape[1:]))}"
+        )
+    probs, reading, note = _read(loaded, x)
+    posterior = None
+    if has_label_prior(loaded.model):  # a conditional flow: p(y | x) by Bayes over 100 labels
+        with loaded.lock:
+            posterior = loaded.model.class_posterior(x)[0].float().cpu()
     cond, source = None, None
     if loaded.conditional:
-        given = parse_pair(label, True) if label is not None and str(label).strip() else None
-        cond, source = (given, "given") if given is not None else (reading, "classifier")
+        given = None
+        if label is not None and str(label).strip():
+            given = parse_pair(label, True, loaded.layout)
+        if given is not None:
+            cond, source = given, "given"
+        elif reading is not None:
+            cond, source = reading, "classifier"
+        elif posterior is not None:
+            cond, source = int(posterior.argmax()), "posterior"
+        else:
+            raise AppInputError(
+                f"give the label to condition on: {note}, so nothing reads this image's label"
+            )
     c = None if cond is None else torch.full((draws,), cond, dtype=torch.int64)
-    bpd = recon = err = posterior = None
+    bpd = recon = err = None
     with loaded.lock, torch.no_grad():
         if loaded.has_likelihood:
             gen = torch.Generator().manual_seed(0)
@@ -551,6 +718,4 @@ def score(loaded: LoadedModel, x: Tensor, label: str | None = None, draws: int =
             c1 = None if c is None else c[:1]
             recon = loaded.model.decode(loaded.model.encode(x, cond=c1), cond=c1).cpu()
             err = int((recon.int() - x.int()).abs().max())
-        if isinstance(loaded.model, HasClassPosterior):
-            posterior = loaded.model.class_log_posterior(x)[0].exp().cpu()
-    return ScoreResult(bpd, cond, source, probs, reading, posterior, recon, err)
+    return ScoreResult(bpd, cond, source, probs, reading, note, posterior, recon, err)

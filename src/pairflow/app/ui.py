@@ -39,9 +39,9 @@ BUTTONS = ["download", "fullscreen"]  # not "share": it would upload to a hub
 CANVAS_SCALE = 10  # the drawing canvas is 280x560 for a 28x56 pair
 INTRO = (
     "# pairflow\n"
-    "RealNVP normalizing flows for MNIST digit pairs (28x56, label = left digit x 10 + right). "
-    "Pick a model, then **Generate** pairs, **Explore** its latent space, or **Score** a pair "
-    "you draw or upload."
+    "RealNVP normalizing flows for image pairs (label = left class x 10 + right): MNIST digits "
+    "and Fashion-MNIST clothes (28x56, grayscale), CIFAR-10 (32x64, colour). Pick a model, then "
+    "**Generate** pairs, **Explore** its latent space, or **Score** a pair you draw or upload."
 )
 
 
@@ -84,6 +84,10 @@ class _Handlers:
         self.download_dir = download_dir
         self._counter = 0
 
+    @staticmethod
+    def _noun(loaded: core.LoadedModel) -> str:
+        return "pair" if loaded.layout == "pair" else "class"
+
     def _model(self, choice: str, run: str) -> core.LoadedModel:
         return self.cache.get(run.strip() if run and run.strip() else choice or "")
 
@@ -103,7 +107,7 @@ class _Handlers:
     def generate(self, choice, run, pair, temperature, seed, count):
         loaded = self._model(choice, run)
         images, labels = core.generate(loaded, pair, count, temperature, seed)
-        grid = core.grid_image(images)
+        grid = core.grid_image(images)  # RGB for colour models
         stem = f"pairflow-{loaded.name.replace('/', '_')}-{'any' if labels is None else pair}"
         stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
         png = self._file(f"{stem}.png", core.png_bytes(grid))
@@ -111,12 +115,15 @@ class _Handlers:
         if labels is None:
             what = "no label (unconditional model)"
         elif len(set(labels.tolist())) == 1:
-            what = f"pair {int(labels[0]):02d}"
+            what = f"{self._noun(loaded)} {core.label_text(loaded, int(labels[0]))}"
         else:
-            what = "random pairs: " + " ".join(f"{int(v):02d}" for v in labels)
+            what = f"random {self._noun(loaded)}s: " + ", ".join(
+                core.label_text(loaded, int(v)) for v in labels
+            )
         text = (
             f"{len(images)} samples from {loaded.name}, {what}, temperature "
-            f"{float(temperature):g}, seed {int(seed)}; {core.grid_nrow(len(images))} per row"
+            f"{float(temperature):g}, seed {int(seed)}; {core.grid_nrow(len(images))} per row "
+            f"({loaded.items}s, {'x'.join(map(str, loaded.image_shape))})"
         )
         return (
             grid,
@@ -134,19 +141,21 @@ class _Handlers:
                 loaded, index_a, index_b, steps, self.data_dir
             )
             a, b = int(index_a), int(index_b)
-            what = f"test pairs #{a} ({int(ends[0]):02d}) -> #{b} ({int(ends[1]):02d})"
+            name_a, name_b = (core.label_text(loaded, int(v)) for v in ends)
+            what = f"{loaded.items} test set #{a} ({name_a}) -> #{b} ({name_b})"
         else:
             strip, ends, labels = core.interpolate_labels(
                 loaded, pair_a, pair_b, steps, temperature, seed
             )
-            what = f"a sample of {int(ends[0]):02d} -> a sample of {int(ends[1]):02d}"
+            name_a, name_b = (core.label_text(loaded, int(v)) for v in ends)
+            what = f"a sample of {name_a} -> a sample of {name_b}"
         text = f"{len(strip)} steps along cos/sin latent path, {what}"
         if labels is not None:
-            text += "; decoded with label " + " ".join(f"{v:02d}" for v in labels)
+            digits = 1 if loaded.layout == "single" else 2
+            text += "; decoded with label " + " ".join(f"{v:0{digits}d}" for v in labels)
         return core.grid_image(strip, nrow=len(strip)), text
 
-    def _score(self, choice, run, x: torch.Tensor, label: str):
-        loaded = self._model(choice, run)
+    def _score(self, loaded: core.LoadedModel, x: torch.Tensor, label: str):
         result = core.score(loaded, x, label)
         lines = []
         if result.bits_per_dim is None:
@@ -161,24 +170,41 @@ class _Handlers:
             )
             given = ""
             if result.label is not None:
-                source = "given" if result.label_source == "given" else "the classifier's reading"
-                given = f" given pair {result.label:02d} ({source})"
+                source = {
+                    "given": "given",
+                    "classifier": "the classifier's reading",
+                    "posterior": "the model's own most probable label",
+                }[result.label_source]
+                given = f" given {self._noun(loaded)} {core.label_text(loaded, result.label)}"
+                given += f" ({source})"
             lines.append(f"- {what}{given}: **{result.bits_per_dim:.4f}**")
-        p = result.digit_probs
-        left, right = int(p[0].argmax()), int(p[1].argmax())
-        lines.append(
-            f"- classifier reads: **{result.reading:02d}** (left {left} p={float(p[0, left]):.3f}, "
-            f"right {right} p={float(p[1, right]):.3f})"
-        )
+        p, classes = result.digit_probs, loaded.spec.classes
+        if p is None:
+            lines.append(f"- classifier reading: not available ({result.classifier_note})")
+        else:
+            sides = ["left", "right"] if len(p) == 2 else ["class"]
+            parts = []
+            for side, row in zip(sides, p, strict=True):
+                k = int(row.argmax())
+                parts.append(f"{side} {classes[k]} p={float(row[k]):.3f}")
+            lines.append(
+                f"- {loaded.spec.title} classifier reads: "
+                f"**{core.label_text(loaded, result.reading)}** ({', '.join(parts)})"
+            )
         if result.class_posterior is None:
-            lines.append("- the model's own p(y | x): not available for this model")
+            lines.append(
+                "- the model's own p(y | x): not available for this model (only conditional "
+                "flows have one)"
+            )
         else:
             top = torch.topk(result.class_posterior, 3)
-            best = ", ".join(
-                f"{int(i):02d}: {float(v):.3f}"
-                for v, i in zip(top.values, top.indices, strict=True)
+            (best, prob), rest = result.posterior_top, []
+            for v, i in zip(top.values[1:], top.indices[1:], strict=True):
+                rest.append(f"{core.label_text(loaded, int(i))}: {float(v):.3f}")
+            lines.append(
+                f"- the model's own p(y | x): **{core.label_text(loaded, best)}** p={prob:.3f} "
+                f"(then {', '.join(rest)})"
             )
-            lines.append(f"- the model's own p(y | x), top 3: {best}")
         if result.reconstruction is None:
             lines.append("- reconstruction: not available for this model (no encoder)")
             picture = core.grid_image(x)
@@ -190,10 +216,24 @@ class _Handlers:
         return picture, "\n".join(lines)
 
     def score_drawing(self, choice, run, drawing, label):
-        return self._score(choice, run, core.image_from_drawing(drawing), label)
+        loaded = self._model(choice, run)
+        core.check_drawable(loaded)
+        return self._score(loaded, core.image_from_drawing(drawing), label)
 
     def score_upload(self, choice, run, upload, label):
-        return self._score(choice, run, core.image_from_array(upload), label)
+        loaded = self._model(choice, run)
+        x = core.image_from_array(upload, loaded.image_shape, loaded.an_item)
+        return self._score(loaded, x, label)
+
+    def choices(self, models: Sequence[str]) -> list[tuple[str, str]]:
+        """The model list: each name with its data ("run (CIFAR-10 pairs)")."""
+        out = []
+        for name in models:
+            try:
+                out.append((self.cache.get(name).choice_label(), name))
+            except core.AppInputError:  # shown by describe() when chosen
+                out.append((name, name))
+        return out
 
 
 def _blank_canvas() -> dict:
@@ -211,7 +251,8 @@ def build_app(
 
     Arguments:
         models: names in the model list (shipped names and run folders); the first is chosen.
-        data_dir: MNIST root for the test pairs of Explore (default: $PAIRFLOW_DATA, ./data).
+        data_dir: data root for Explore's test pairs, each model's own dataset's test split
+            (default: $PAIRFLOW_DATA, ./data).
         download_dir: where generated PNG/.npz files go (default: a new temporary folder).
         cache: models already loaded (``pairflow app`` loads its ``--model`` list first).
     """
@@ -221,7 +262,9 @@ def build_app(
     with gr.Blocks(title="pairflow", analytics_enabled=False) as app:
         gr.Markdown(INTRO)
         with gr.Row():
-            choice = gr.Dropdown(list(models), value=models[0] if models else None, label="model")
+            choice = gr.Dropdown(
+                h.choices(models), value=models[0] if models else None, label="model"
+            )
             run = gr.Textbox(
                 label="or a run folder / checkpoint (overrides the list)", elem_id="run"
             )
@@ -294,9 +337,13 @@ def build_app(
 
         with gr.Tab("Score"):
             gr.Markdown(
-                "Draw white digits on the black 28x56 canvas (shown 10x), or upload a 28x56 "
-                "image (white on black). For a conditional model the bits/dim is "
-                "-log2 p(x | label) / 1568, with the label you give or else the classifier's."
+                "Draw white digits (or clothes) on the black 28x56 canvas (shown 10x; "
+                "1-channel pair models: MNIST, Fashion-MNIST), or upload an image of the "
+                "model's size (28x56 grayscale, 32x64 colour for CIFAR-10). For a conditional "
+                "model the bits/dim is -log2 p(x | label) / D (D = C x H x W: 1568 for 28x56), "
+                "with the label you give, else the dataset classifier's reading, else the "
+                "model's own most probable label. A conditional flow also shows its own "
+                "p(y | x) (one pass per label for most flows: about a second)."
             )
             label = gr.Textbox(
                 label="condition on pair (blank: the classifier's reading)", elem_id="score-label"

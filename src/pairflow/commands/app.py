@@ -1,4 +1,5 @@
-"""``pairflow app``: serve a local web page to generate, explore and score digit pairs.
+"""``pairflow app``: serve a local web page to generate, explore and score image pairs
+(MNIST, Fashion-MNIST, CIFAR-10: each model's own dataset, read from its checkpoint).
 
 It listens on loopback by default and needs no internet: gradio's frontend ships inside the
 package, analytics and hub look-ups are switched off, and the theme uses no web fonts.
@@ -27,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument(
-        "--data-dir", help="MNIST root for Explore's test pairs (default $PAIRFLOW_DATA or ./data)"
+        "--data-dir",
+        help="data root for Explore's test pairs, each model's own dataset's test split (e.g. "
+        "ROOT/FashionMNIST/raw/; default $PAIRFLOW_DATA or ./data)",
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
 
