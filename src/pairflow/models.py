@@ -47,6 +47,7 @@ __all__ = [
     "kind_of",
     "build_model",
     "load",
+    "load_with_checkpoint",
 ]
 
 
@@ -306,6 +307,16 @@ def load(
         >>> flow.sample((4,), cond=37, temperature=0.7).shape
         torch.Size([4, 1, 28, 56])
     """
+    return load_with_checkpoint(name_or_path, map_location, precision)[0]
+
+
+def load_with_checkpoint(
+    name_or_path: str | os.PathLike,
+    map_location: str | torch.device | None = None,
+    precision: str | None = "auto",
+) -> tuple[torch.nn.Module, dict]:
+    """:func:`load`, also returning the checkpoint dict (its ``train_config``: the dataset,
+    layout and command the model was trained with)."""
     from pairflow.pretrained import list_pretrained, pretrained_path
     from pairflow.training.checkpoint import load_model
     from pairflow.utils import resolve_device
@@ -319,9 +330,9 @@ def load(
                 f"{text!r} is neither a file, a run folder nor a shipped model; shipped: {shipped}"
             )
         text = str(pretrained_path(text))
-    model, _ = load_model(text, map_location=device or "cpu")
+    model, state = load_model(text, map_location=device or "cpu")
     if precision is not None:
         from pairflow.precision import resolve_precision
 
         model.precision = resolve_precision(precision, model.device)
-    return model
+    return model, state

@@ -178,9 +178,8 @@ def load_model(name_or_path: str) -> LoadedModel:
     """
     from pairflow.commands._common import dataset_of
     from pairflow.data import get_dataset
-    from pairflow.precision import resolve_precision
-    from pairflow.pretrained import list_pretrained, pretrained_path
-    from pairflow.training.checkpoint import load_model as load_checkpoint
+    from pairflow.models import load_with_checkpoint
+    from pairflow.pretrained import list_pretrained
 
     name = str(name_or_path).strip()
     if not name:
@@ -188,20 +187,11 @@ def load_model(name_or_path: str) -> LoadedModel:
     shipped = list_pretrained()
     path = os.path.expanduser(name)
     try:
-        if not os.path.exists(path):
-            if name not in shipped:
-                listed = ", ".join(sorted(shipped)) or "(none ship with this build)"
-                raise ValueError(
-                    f"{name!r} is neither a file, a run folder nor a shipped model; "
-                    f"shipped: {listed}"
-                )
-            path = str(pretrained_path(name))
-        model, state = load_checkpoint(path, map_location="cpu")
+        model, state = load_with_checkpoint(path if os.path.exists(path) else name, "cpu")
         dataset, layout = dataset_of(state)
         get_dataset(dataset).image_shape(layout)  # a checkpoint naming an unknown one
     except ValueError as err:  # CheckpointError is one too
         raise AppInputError(f"model {name!r}: {err}") from err
-    model.precision = resolve_precision("auto", model.device)  # as pairflow.load
     test_bpd = shipped[name].get("test_bpd") if name in shipped else None
     return LoadedModel(name, model, kind_of(model), test_bpd, dataset, layout)
 
