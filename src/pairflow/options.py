@@ -20,6 +20,8 @@ __all__ = [
     "NUM_LEVELS",
     "NUM_PAIR_CLASSES",
     "PAIR_SHAPE",
+    "Layout",
+    "LABEL_SIDES",
     "Precision",
     "PrecisionOption",
     "Arch",
@@ -38,6 +40,12 @@ NUM_PAIR_CLASSES = 100
 
 PAIR_SHAPE = (1, 28, 56)
 """(C, H, W) of an MNIST digit pair: two 28x28 digits side by side."""
+
+Layout = Literal["pair", "single"]
+"""How images are laid out: two side by side (label 10 a + b) or one (label 0..9)."""
+
+LABEL_SIDES = {"pair": 2, "single": 1}
+"""Digits in a label per layout: a label has 10 ** sides classes, one digit per side."""
 
 Precision = Literal["fp32", "bf16"]
 """Compute precision of a model's networks (the flow's maths stays in fp32)."""

@@ -67,12 +67,21 @@ def as_pixel_batch(
 
 
 def check_pair_labels(
-    cond: Tensor | int | None, batch: int, conditional: bool, device: torch.device
+    cond: Tensor | int | None,
+    batch: int,
+    conditional: bool,
+    device: torch.device,
+    num_classes: int = NUM_PAIR_CLASSES,
 ) -> Tensor | None:
-    """Pair labels (batch,) int64 in 0..99 for a conditional model; None for an unconditional one.
+    """Labels (batch,) int64 for a conditional model; None for an unconditional one.
 
-    An int or a 0-d tensor is broadcast to the batch.
+    Pair labels 10 * left + right are 0..99 (``num_classes=100``, the default); a model of
+    single images has class labels 0..9 (``num_classes=10``). An int or a 0-d tensor is
+    broadcast to the batch.
     """
+    pairs = num_classes == NUM_PAIR_CLASSES
+    what = "pair labels" if pairs else "class labels"
+    valid = "10 * left + right in 0..99" if pairs else f"0..{num_classes - 1} (single images)"
     if not conditional:
         if cond is not None:
             raise ValueError(
@@ -80,18 +89,17 @@ def check_pair_labels(
             )
         return None
     if cond is None:
-        raise ValueError(
-            "this model is conditional: pass cond, pair labels 10 * left + right in 0..99"
-        )
+        raise ValueError(f"this model is conditional: pass cond, {what} {valid}")
     if isinstance(cond, int):
         cond = torch.full((batch,), cond, dtype=torch.int64)
     if not isinstance(cond, Tensor) or cond.dtype.is_floating_point or cond.dtype == torch.bool:
-        raise TypeError(f"cond must be an integer tensor of pair labels, got {cond!r}")
+        raise TypeError(f"cond must be an integer tensor of {what}, got {cond!r}")
     if cond.dim() == 0:
         cond = cond.expand(batch)
     if tuple(cond.shape) != (batch,):
         raise ValueError(f"cond must have shape ({batch},), got {tuple(cond.shape)}")
     lo, hi = int(cond.min()), int(cond.max())
-    if lo < 0 or hi >= NUM_PAIR_CLASSES:
-        raise ValueError(f"pair labels must be in 0..99, got min {lo}, max {hi}")
+    if lo < 0 or hi >= num_classes:
+        hint = "" if pairs else "; this model draws single images, one class label each"
+        raise ValueError(f"{what} must be in 0..{num_classes - 1}, got min {lo}, max {hi}{hint}")
     return cond.to(device, torch.int64)

@@ -4,7 +4,7 @@ The baselines take and return what a :class:`~pairflow.flows.PairFlow` does: pix
 0..255 of shape (B, 1, 28, 56), pair labels ``cond = 10 * left + right`` in 0..99 for
 conditional models, uint8 samples. Their labels enter as the flows' do: one learned vector
 per digit and side (rows 0..9 left digit, 10..19 right digit), which convolutional layers
-receive spread over the image by :func:`~pairflow.flows.nets.pair_context_map` (the left
+receive spread over the image by :func:`~pairflow.flows.nets.label_context_map` (the left
 digit's vector on the left half), so the left label can steer the left digit.
 """
 

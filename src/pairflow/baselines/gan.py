@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from pairflow.baselines.base import BaselineConfig, PairModel, scale_pixels
-from pairflow.flows.nets import pair_context_map
+from pairflow.flows.nets import label_context_map
 
 __all__ = ["GANConfig", "PairGAN", "build_gan"]
 
@@ -132,7 +132,7 @@ class Generator(nn.Module):
             z = torch.cat([z, ctx.flatten(1)], dim=1)
         h = F.relu(self.bn0(self.fc(z).view(-1, *self.base)))
         if ctx is not None:
-            h = torch.cat([h, pair_context_map(ctx.to(h.dtype), h.shape[2], h.shape[3])], 1)
+            h = torch.cat([h, label_context_map(ctx.to(h.dtype), h.shape[2], h.shape[3])], 1)
         return self.convs(h)
 
 
@@ -165,7 +165,7 @@ class Discriminator(nn.Module):
         h = self.convs(x)  # (B, 4c, H/4, W/4)
         score = self.out(h.flatten(1)).squeeze(1)
         if self.conditional:
-            spread = pair_context_map(self.projection(digits).to(h.dtype), h.shape[2], h.shape[3])
+            spread = label_context_map(self.projection(digits).to(h.dtype), h.shape[2], h.shape[3])
             score = score + (spread * h).flatten(1).sum(1)
         return score.float()
 

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from pairflow.baselines import logistic
 from pairflow.baselines.base import BaselineConfig, PairModel, scale_pixels
-from pairflow.flows.nets import pair_context_map
+from pairflow.flows.nets import label_context_map
 
 __all__ = ["VAEConfig", "PairVAE", "build_vae"]
 
@@ -116,7 +116,7 @@ class _Encoder(nn.Module):
 
     def forward(self, h: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if self.context:
-            h = torch.cat([h, pair_context_map(context.to(h.dtype), h.shape[2], h.shape[3])], 1)
+            h = torch.cat([h, label_context_map(context.to(h.dtype), h.shape[2], h.shape[3])], 1)
         h = self.convs(h)
         if self.context:
             h = torch.cat([h, context.flatten(1).to(h.dtype)], dim=1)
@@ -153,7 +153,7 @@ class _Decoder(nn.Module):
             z = torch.cat([z, context.flatten(1).to(z.dtype)], dim=1)
         h = self.fc(z).view(-1, *self.base)
         if self.context:
-            h = torch.cat([h, pair_context_map(context.to(h.dtype), h.shape[2], h.shape[3])], 1)
+            h = torch.cat([h, label_context_map(context.to(h.dtype), h.shape[2], h.shape[3])], 1)
         return self.convs(h)
 
 

@@ -1,6 +1,6 @@
 """A conditional flow on test pairs as a model of p(x): unconditional and conditional
-bits/dim and p(y | x) (one pass per dequantisation draw for the class mixture, 100 where the
-couplings read the label)."""
+bits/dim and p(y | x) (one pass per dequantisation draw for the class mixture, one per label
+(100 for pairs, 10 for single images) where the couplings read the label)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ def evaluate_mixture(
 ) -> dict:
     """A conditional flow on every pair of ``dataset``, with and without the label.
 
-    Each draw gives log p(x | y) for all 100 labels (``model.class_log_likelihoods``: one
-    pass for a class mixture, ``model.label_passes`` = 100 otherwise), hence the exact
+    Each draw gives log p(x | y) for all K labels (100 pair labels, or 10 classes of single
+    images; ``model.class_log_likelihoods``: one pass for a class mixture,
+    ``model.label_passes`` = K otherwise), hence the exact
     unconditional bits/dim (of log p(x) = logsumexp_y [log p(y) + log p(x | y)], with p(y)
     ``model.log_label_probs()``), the bits/dim given the true label, and the flow's own pair
     classification by Bayes (argmax of p(y | x), the log-likelihoods averaged over the
@@ -34,7 +35,7 @@ def evaluate_mixture(
     Returns:
         ``{"bpd", "bpd_stderr", "bpd_given_label", "bpd_given_label_stderr", "accuracy",
         "num_pairs", "draws", "seconds"}``; ``accuracy`` is the fraction of pairs whose
-        label (both digits) the flow reads right.
+        label the flow reads right (for pairs: both digits).
     """
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
@@ -45,7 +46,7 @@ def evaluate_mixture(
     start = time.perf_counter()
     n = len(dataset)
     d = model.config.num_dims
-    log_prior = model.log_label_probs().double()  # (100,)
+    log_prior = model.log_label_probs().double()  # (K,)
     marginal = torch.empty(n, dtype=torch.float64)
     given = torch.empty(n, dtype=torch.float64)
     hits = torch.empty(n, dtype=torch.bool)
@@ -62,9 +63,9 @@ def evaluate_mixture(
         x, y = x.to(device), y.to(device)
         total_marginal = torch.zeros(len(idx), dtype=torch.float64, device=device)
         total_given = torch.zeros_like(total_marginal)
-        mean_loglik = torch.zeros(len(idx), 100, dtype=torch.float64, device=device)
+        mean_loglik = torch.zeros(len(idx), len(log_prior), dtype=torch.float64, device=device)
         for _ in range(draws):
-            loglik = model.class_log_likelihoods(x, generator=generator).double()  # (B, 100)
+            loglik = model.class_log_likelihoods(x, generator=generator).double()  # (B, K)
             total_marginal += to_bpd(torch.logsumexp(log_prior + loglik, dim=1))
             total_given += to_bpd(loglik.gather(1, y[:, None]).squeeze(1))
             mean_loglik += loglik / draws

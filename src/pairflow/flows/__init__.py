@@ -13,7 +13,12 @@ from pairflow.flows.actnorm import ActNorm
 from pairflow.flows.base import Compose, Inverse, Transform
 from pairflow.flows.config import PRESETS, FlowConfig
 from pairflow.flows.coupling import AffineCoupling
-from pairflow.flows.distributions import Distribution, PairLabelNormal, StandardNormal
+from pairflow.flows.distributions import (
+    Distribution,
+    LabelNormal,
+    PairLabelNormal,
+    StandardNormal,
+)
 from pairflow.flows.masks import (
     alternating_mask,
     channel_mask,
@@ -22,7 +27,13 @@ from pairflow.flows.masks import (
     squeezed_checkerboard_mask,
     vector_mask,
 )
-from pairflow.flows.model import PairEmbedding, PairFlow, build_flow, resolve_precision
+from pairflow.flows.model import (
+    LabelEmbedding,
+    PairEmbedding,
+    PairFlow,
+    build_flow,
+    resolve_precision,
+)
 from pairflow.flows.multiscale import FactorOut, multiscale_flow
 from pairflow.flows.nets import MLP, ConvResNet, SeparateMLPs
 from pairflow.flows.preprocessing import Logit, dequantize, quantize
@@ -37,6 +48,8 @@ __all__ = [
     "FactorOut",
     "FlowConfig",
     "Inverse",
+    "LabelEmbedding",
+    "LabelNormal",
     "Logit",
     "MLP",
     "PRESETS",

@@ -34,7 +34,7 @@ from pairflow.flows.dequantization import DEQUANTIZATIONS
 from pairflow.flows.glow import COUPLINGS
 from pairflow.flows.masks import VECTOR_MASKS
 from pairflow.flows.multiscale import CHECKERBOARD_MODES
-from pairflow.options import Arch, Conditioning, Precision, check_choice
+from pairflow.options import LABEL_SIDES, Arch, Conditioning, Layout, Precision, check_choice
 from pairflow.utils import ModelConfig
 
 __all__ = ["FlowConfig", "PRESETS"]
@@ -58,6 +58,10 @@ class FlowConfig(ModelConfig):
         arch: ``"mlp"`` (flattened-vector RealNVP), ``"multiscale"`` (convolutional RealNVP)
             or ``"glow"`` (:func:`~pairflow.flows.glow.glow_flow`).
         channels, height, width: image shape (C, H, W); 1x28x56 for digit pairs.
+        layout: ``"pair"`` (two images side by side, labels 10 a + b in 0..99) or
+            ``"single"`` (one image, class labels 0..9): what a conditional model's label is
+            (:attr:`label_sides`, :attr:`num_classes`). Training sets it from ``--layout``;
+            configs saved without it are pairs.
         logit_alpha: boundary a of the logit preprocessing (:class:`Logit`).
         scale_bound: soft bound b on each coupling's log-scale, s = b tanh(s~ / b).
         num_couplings: couplings of the ``mlp`` arch.
@@ -75,17 +79,21 @@ class FlowConfig(ModelConfig):
         coupling: the ``glow`` arch's couplings: ``"affine"`` or ``"additive"``.
         checkerboard: ``"squeezed"`` or ``"masked"``: how checkerboard couplings feed their
             conditioner (same masks; see :func:`~pairflow.flows.multiscale_flow`).
-        conditional: condition on pair labels (``cond`` = 10 * left + right).
+        conditional: condition on labels (``cond`` = 10 * left + right for pairs, the class
+            0..9 for single images).
         conditioning: how a conditional model uses the label. ``"embedding"``: each digit's
-            learned embedding (left and right digits have separate tables) is fed to every
-            coupling's conditioner. ``"prior"``: a label-dependent base distribution,
-            N(mu, diag sigma^2) whose mean and scale over the left half of the latent are
-            learned per left digit and over the right half per right digit (class-conditional
-            Glow's prior, made position-aware). ``"both"``: the two together. ``"mixture"``:
-            FlowGMM's class-mixture prior (:class:`~pairflow.flows.mixture.ClassMixture`):
-            the label prior's 100 Gaussians weighted by the training pairs' label
-            frequencies; the body never sees the label, so one pass gives log p(x | y) for
-            every y, log p(x) and p(y | x), and the model samples with or without a label.
+            learned embedding (left and right digits have separate tables; a single image
+            has one class table) is fed to every coupling's conditioner, each side's vector
+            over its half of the image (a single image's over all of it). ``"prior"``: a
+            label-dependent base distribution, N(mu, diag sigma^2) whose mean and scale over
+            the left half of the latent are learned per left digit and over the right half
+            per right digit (class-conditional Glow's prior, made position-aware; for single
+            images Glow's prior itself, one mean and scale per class over the whole latent).
+            ``"both"``: the two together. ``"mixture"``: FlowGMM's class-mixture prior
+            (:class:`~pairflow.flows.mixture.ClassMixture`): the label prior's 100 (single
+            images: 10) Gaussians weighted by the training labels' frequencies; the body
+            never sees the label, so one pass gives log p(x | y) for every y, log p(x) and
+            p(y | x), and the model samples with or without a label.
         embed_dim: size of each digit's embedding in a conditional model.
         dequantization: ``"uniform"`` (u ~ U[0, 1): bits/dim is the exact likelihood of the
             continuous model) or ``"variational"`` (Flow++'s u ~ q(u | x), a conditional flow
@@ -105,6 +113,7 @@ class FlowConfig(ModelConfig):
     channels: int = 1
     height: int = 28
     width: int = 56
+    layout: Layout = "pair"
     logit_alpha: float = 1e-6
     scale_bound: float = 2.0
     # arch "mlp"
@@ -137,6 +146,7 @@ class FlowConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         check_choice("arch", self.arch, Arch)
+        check_choice("layout", self.layout, Layout)
         check_choice("mask", self.mask, VECTOR_MASKS)
         check_choice("precision", self.precision, Precision)
         check_choice("checkerboard", self.checkerboard, CHECKERBOARD_MODES)
@@ -166,11 +176,21 @@ class FlowConfig(ModelConfig):
             raise ValueError(f"FlowConfig.noise_sigma must be in [0, 10), got {self.noise_sigma!r}")
         if self.scale_bound <= 0:
             raise ValueError(f"FlowConfig.scale_bound must be > 0, got {self.scale_bound}")
-        if (self.label_prior or self.label_mixture) and self.width % 2:
+        if (self.label_prior or self.label_mixture) and self.width % self.label_sides:
             raise ValueError(
                 f"FlowConfig: conditioning={self.conditioning!r} splits the latent into left "
                 f"and right halves; the width must be even, got {self.width}"
             )
+
+    @property
+    def label_sides(self) -> int:
+        """Digits in a label, one per side of the image: 2 for pairs, 1 for single images."""
+        return LABEL_SIDES[self.layout]
+
+    @property
+    def num_classes(self) -> int:
+        """Labels a conditional model knows: 100 pairs (10 a + b) or 10 single-image classes."""
+        return 10**self.label_sides
 
     @property
     def label_embedding(self) -> bool:

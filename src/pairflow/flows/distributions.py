@@ -7,7 +7,8 @@ maps data to z, the distribution scores and draws z. Each distribution here has
 - ``sample(n, cond=None, temperature=1.0, generator=None) -> (n, C, H, W)``: z at
   temperature T (Glow's: the standard deviation scaled by T).
 
-``cond`` is the pair label (B,) int64, 10 * left + right, where a distribution uses it.
+``cond`` is the label (B,) int64 where a distribution uses it: 10 * left + right for pairs,
+the class 0..9 for single images.
 
 Example:
     >>> prior = PairLabelNormal((1, 4, 8))
@@ -23,7 +24,14 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Distribution", "StandardNormal", "PairLabelNormal", "log_standard_normal"]
+__all__ = [
+    "Distribution",
+    "StandardNormal",
+    "LabelNormal",
+    "PairLabelNormal",
+    "label_digits",
+    "log_standard_normal",
+]
 
 
 def log_standard_normal(z: Tensor) -> Tensor:
@@ -93,18 +101,32 @@ class StandardNormal(Distribution):
         return self._noise(n, temperature, generator)
 
 
-class PairLabelNormal(Distribution):
-    r"""Position-aware label prior: N(mu_y, diag sigma_y^2) for pair label y = 10 a + b.
+def label_digits(cond: Tensor, sides: int) -> list[Tensor]:
+    """The digits of labels ``cond`` (B,), one per side, most significant (leftmost) first.
 
-    The mean and log-scale over the left half of the latent are learned per left digit a,
-    over the right half per right digit b (class-conditional Glow's prior, made
-    position-aware, so a rare pair is built from what is known of its two digits). Both start
-    at zero: the prior begins as the standard normal.
+    A pair label 10 a + b (``sides=2``) gives ``[a, b]``; a single image's class label
+    (``sides=1``) gives ``[cond]``.
+    """
+    if sides == 1:
+        return [cond]
+    return [(cond // 10 ** (sides - 1 - s)) % 10 for s in range(sides)]
+
+
+class LabelNormal(Distribution):
+    r"""Label prior N(mu_y, diag sigma_y^2): class-conditional Glow's, position-aware for pairs.
+
+    The latent's width is cut into ``sides`` strips, one per digit of the label: for a pair
+    label y = 10 a + b (``sides=2``) the mean and log-scale over the left half of the latent
+    are learned per left digit a, over the right half per right digit b, so a rare pair is
+    built from what is known of its two digits; for a single image (``sides=1``, y in 0..9)
+    they are one mean and scale per class over the whole latent (Glow's prior exactly). Both
+    start at zero: the prior begins as the standard normal.
 
     .. math:: \log p(z \mid y) = \sum_i \log \mathcal{N}(z_i;\ \mu_{y,i},\ \sigma_{y,i}^2)
 
     Arguments:
-        shape: the latent's shape (C, H, W); W must be even.
+        shape: the latent's shape (C, H, W); W must be divisible by ``sides``.
+        sides: digits per label: 2 for pairs (100 labels), 1 for single images (10).
 
     References:
         Kingma and Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions",
@@ -113,40 +135,61 @@ class PairLabelNormal(Distribution):
 
     uses_label = True
 
-    def __init__(self, shape: tuple[int, int, int]):
+    def __init__(self, shape: tuple[int, int, int], sides: int = 2):
         super().__init__(shape)
         c, h, w = self.shape
-        if w % 2:
-            raise ValueError(f"PairLabelNormal splits the width in halves; got odd width {w}")
-        # [side, digit]: side 0 is the left half (left digit), side 1 the right half.
-        self.loc = nn.Parameter(torch.zeros(2, 10, c, h, w // 2))
-        self.log_scale = nn.Parameter(torch.zeros(2, 10, c, h, w // 2))
+        if sides not in (1, 2):
+            raise ValueError(f"sides must be 1 (single images) or 2 (pairs), got {sides!r}")
+        if w % sides:
+            raise ValueError(f"{type(self).__name__} splits the width in halves; got odd width {w}")
+        self.sides = sides
+        self.num_classes = 10**sides
+        # [side, digit]: side 0 is the left strip (left digit), side 1 the right one.
+        self.loc = nn.Parameter(torch.zeros(sides, 10, c, h, w // sides))
+        self.log_scale = nn.Parameter(torch.zeros(sides, 10, c, h, w // sides))
+
+    def _strips(self, z: Tensor) -> list[Tensor]:
+        """z (B, C, H, W) cut along the width into one strip per side."""
+        if self.sides == 1:
+            return [z]
+        w = self.shape[2] // self.sides
+        return [z[..., s * w : (s + 1) * w] for s in range(self.sides)]
 
     def params(self, cond: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-scale (B, C, H, W) for pair labels ``cond`` (B,)."""
+        """Mean and log-scale (B, C, H, W) for labels ``cond`` (B,)."""
         if cond is None:
-            raise ValueError("this prior depends on the label: pass cond, pair labels in 0..99")
-        left, right = cond // 10, cond % 10
-        loc = torch.cat([self.loc[0, left], self.loc[1, right]], dim=-1)
-        log_scale = torch.cat([self.log_scale[0, left], self.log_scale[1, right]], dim=-1)
+            top = self.num_classes - 1
+            raise ValueError(f"this prior depends on the label: pass cond, labels in 0..{top}")
+        if self.sides == 1:
+            return self.loc[0, cond], self.log_scale[0, cond]
+        digits = label_digits(cond, self.sides)
+        loc = torch.cat([self.loc[s, d] for s, d in enumerate(digits)], dim=-1)
+        log_scale = torch.cat([self.log_scale[s, d] for s, d in enumerate(digits)], dim=-1)
         return loc, log_scale
 
     def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         return log_diagonal_normal(z, *self.params(cond))
 
     def log_prob_components(self, z: Tensor) -> Tensor:
-        """log N(z; mu_y, sigma_y^2) for every label y: (B, 100), column y = 10 a + b."""
-        w = self.shape[2] // 2
-        sides = []
-        for side, part in enumerate((z[..., :w], z[..., w:])):  # (B, C, H, W/2) each
+        """log N(z; mu_y, sigma_y^2) for every label y: (B, 10 ** sides), column y.
+
+        Each component factorises over the strips, so all of them cost 10 strip Gaussians
+        per side: for pairs, column 10 a + b is L[a] + R[b].
+        """
+        total = None
+        for side, part in enumerate(self._strips(z)):  # (B, C, H, W / sides) each
             u = (part[:, None] - self.loc[side]) * torch.exp(-self.log_scale[side])
-            terms = -0.5 * u.pow(2) - self.log_scale[side]  # (B, 10, C, H, W/2)
-            sides.append(terms.flatten(2).sum(2))  # (B, 10)
-        left, right = sides
+            terms = -0.5 * u.pow(2) - self.log_scale[side]  # (B, 10, C, H, W / sides)
+            strip = terms.flatten(2).sum(2)  # (B, 10)
+            total = strip if total is None else (total[:, :, None] + strip[:, None, :]).flatten(1)
         d = z[0].numel()
-        return (left[:, :, None] + right[:, None, :]).flatten(1) - 0.5 * d * math.log(2 * math.pi)
+        return total - 0.5 * d * math.log(2 * math.pi)
 
     def sample(self, n, cond=None, temperature=1.0, generator=None) -> Tensor:
         eps = self._noise(n, temperature, generator)  # (n, C, H, W), T eps
         loc, log_scale = self.params(cond)
         return loc + torch.exp(log_scale) * eps
+
+
+PairLabelNormal = LabelNormal
+"""The label prior's name from before single images had one (``sides=2``, the default)."""

@@ -1,4 +1,6 @@
-"""The class-mixture prior: a flow's base distribution as a mixture over the 100 pair classes.
+"""The class-mixture prior: a flow's base distribution as a mixture over the label classes.
+
+The classes are the 100 pair labels of a pair layout, or the 10 classes of single images.
 
 With it, one pass through a flow body that never sees the label gives the exact
 log p(x | y) for every label, the exact log p(x) (a log-sum-exp over labels) and p(y | x) by
@@ -16,25 +18,26 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pairflow.flows.distributions import PairLabelNormal
+from pairflow.flows.distributions import LabelNormal, label_digits
 from pairflow.options import NUM_PAIR_CLASSES
 
 __all__ = ["ClassMixture", "label_frequencies", "draw_labels"]
 
 
-def label_frequencies(counts: Tensor) -> Tensor:
-    """p(y) (100,) float64 from label counts (100 counts, or 10 x 10 [left, right])."""
+def label_frequencies(counts: Tensor, num_classes: int = NUM_PAIR_CLASSES) -> Tensor:
+    """p(y) (K,) float64 from label counts: K = 100 pair labels (100 counts, or 10 x 10
+    [left, right]) or K = 10 classes of single images."""
     counts = torch.as_tensor(counts, dtype=torch.float64).reshape(-1)
-    if counts.numel() != NUM_PAIR_CLASSES or bool((counts < 0).any()) or counts.sum() <= 0:
+    if counts.numel() != num_classes or bool((counts < 0).any()) or counts.sum() <= 0:
         raise ValueError(
-            f"class counts must be {NUM_PAIR_CLASSES} non-negative numbers, not all zero; "
+            f"class counts must be {num_classes} non-negative numbers, not all zero; "
             f"got {counts.numel()} values summing to {float(counts.sum())}"
         )
     return counts / counts.sum()
 
 
 def draw_labels(probs: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
-    """n labels y ~ probs (100,), int64 (n,) on probs' device (drawn on the generator's)."""
+    """n labels y ~ probs (K,), int64 (n,) on probs' device (drawn on the generator's)."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     device = probs.device
@@ -43,24 +46,27 @@ def draw_labels(probs: Tensor, n: int, generator: torch.Generator | None = None)
     return torch.multinomial(probs.float(), n, replacement=True, generator=generator).to(device)
 
 
-class ClassMixture(PairLabelNormal):
-    r"""Mixture over pair labels y of the position-aware label Gaussians, weighted by p(y).
+class ClassMixture(LabelNormal):
+    r"""Mixture over labels y of the label Gaussians, weighted by p(y).
 
-    .. math:: p(z) = \sum_{y=0}^{99} p(y)\, \mathcal N(z; \mu_y, \mathrm{diag}\, \sigma_y^2),
+    .. math:: p(z) = \sum_{y} p(y)\, \mathcal N(z; \mu_y, \mathrm{diag}\, \sigma_y^2),
 
-    where, for y = 10 a + b, the mean and scale over the left half of the latent are the left
-    digit a's and over the right half the right digit b's: the components are exactly those
-    of :class:`~pairflow.flows.distributions.PairLabelNormal` (same parameters, zero
-    initialised). The weights p(y) are a buffer, the training pairs' label frequencies
+    over the 100 pair labels (``sides=2``), where, for y = 10 a + b, the mean and scale over
+    the left half of the latent are the left digit a's and over the right half the right
+    digit b's, or over the 10 classes of single images (``sides=1``), one mean and scale per
+    class over the whole latent: the components are exactly those of
+    :class:`~pairflow.flows.distributions.LabelNormal` (same parameters, zero initialised).
+    The weights p(y) are a buffer, the training labels' frequencies
     (:meth:`set_class_counts`), not learned.
 
     ``log_prob(z, cond)`` is log p(z | y) given labels and the mixture's log p(z) without;
     ``sample(n, cond=None)`` first draws y ~ p(y), then z = mu_y + T sigma_y eps. Because each
-    component factorises over the two halves, all 100 component densities cost 20
-    half-latent Gaussians: log N(z; mu_y, sigma_y) = L[a] + R[b].
+    component factorises over the two halves, all 100 pair components cost 20 half-latent
+    Gaussians: log N(z; mu_y, sigma_y) = L[a] + R[b].
 
     Arguments:
-        shape: the latent's shape (C, H, W); W must be even.
+        shape: the latent's shape (C, H, W); W must be even for pairs.
+        sides: 2 for pairs (100 components), 1 for single images (10).
 
     Example:
         >>> prior = ClassMixture((1, 4, 8))
@@ -75,18 +81,21 @@ class ClassMixture(PairLabelNormal):
     label_optional = True
     """The label may be left out everywhere: the mixture marginalises over it."""
 
-    def __init__(self, shape: tuple[int, int, int]):
-        super().__init__(shape)
-        self.register_buffer("class_probs", torch.full((NUM_PAIR_CLASSES,), 1 / NUM_PAIR_CLASSES))
+    def __init__(self, shape: tuple[int, int, int], sides: int = 2):
+        super().__init__(shape, sides)
+        k = self.num_classes
+        self.register_buffer("class_probs", torch.full((k,), 1 / k))
 
     # ----------------------------------------------------------------- weights
     @torch.no_grad()
     def set_class_counts(self, counts: Tensor) -> None:
-        """Set p(y) to the label frequencies ``counts`` (100 counts, or 10 x 10 [left, right])."""
-        self.class_probs.copy_(label_frequencies(counts).to(self.class_probs))
+        """Set p(y) to the label frequencies ``counts`` (one count per label; pairs may give
+        them as 10 x 10 [left, right])."""
+        probs = label_frequencies(counts, self.num_classes)
+        self.class_probs.copy_(probs.to(self.class_probs))
 
     def log_class_probs(self) -> Tensor:
-        """log p(y), (100,); -inf for labels never seen in training."""
+        """log p(y), (K,); -inf for labels never seen in training."""
         return torch.log(self.class_probs / self.class_probs.sum())  # exact after fp16 export
 
     @torch.no_grad()
@@ -94,17 +103,18 @@ class ClassMixture(PairLabelNormal):
         """Set the Gaussians to their maximum-likelihood values for latents z with labels cond.
 
         For fixed latents the log-likelihood sum_i log N(z_i; mu_{y_i}, sigma_{y_i}) is
-        maximised, per half and digit, by the mean and standard deviation of that half over
-        the latents whose label has that digit there (the components share these). Used to
+        maximised, per side and digit, by the mean and standard deviation of that side's strip
+        over the latents whose label has that digit there (the components share these; a
+        single image's one side is the whole latent, per class). Used to
         start a class mixture on a trained flow body (``--init-from``) from its optimum
         rather than from N(0, I).
 
         Arguments:
             z: latents (N, C, H, W).
-            cond: their pair labels (N,); every digit must occur on both sides.
+            cond: their labels (N,); every digit must occur on every side.
         """
-        w = self.shape[2] // 2
-        for side, (part, digit) in enumerate(((z[..., :w], cond // 10), (z[..., w:], cond % 10))):
+        strips, digits = self._strips(z), label_digits(cond, self.sides)
+        for side, (part, digit) in enumerate(zip(strips, digits, strict=True)):
             for d in range(10):
                 chosen = part[digit == d]
                 if len(chosen) < 2:
@@ -114,7 +124,7 @@ class ClassMixture(PairLabelNormal):
 
     # ----------------------------------------------------------------- densities
     def log_joint(self, z: Tensor) -> Tensor:
-        """log p(y) + log N(z; mu_y, sigma_y^2) for every label: (B, 100)."""
+        """log p(y) + log N(z; mu_y, sigma_y^2) for every label: (B, K)."""
         return self.log_class_probs() + self.log_prob_components(z)
 
     def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
@@ -124,7 +134,7 @@ class ClassMixture(PairLabelNormal):
         return torch.logsumexp(self.log_joint(z), dim=1)
 
     def log_posterior(self, z: Tensor) -> Tensor:
-        """log p(y | z) by Bayes, (B, 100); each row's exp sums to one."""
+        """log p(y | z) by Bayes, (B, K); each row's exp sums to one."""
         return torch.log_softmax(self.log_joint(z), dim=1)
 
     # ----------------------------------------------------------------- sampling

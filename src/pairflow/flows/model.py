@@ -1,4 +1,4 @@
-"""PairFlow: a RealNVP flow over digit-pair images, assembled from parts.
+"""PairFlow: a RealNVP flow over digit-pair (or single) images, assembled from parts.
 
 ``PairFlow(config)`` is, in the nflows sense, ``Flow(transform, distribution, embedding)``:
 
@@ -6,11 +6,13 @@
   (the ``mlp`` or ``multiscale`` architecture of :mod:`pairflow.flows.config`), data -> z;
 - the base distribution (:mod:`pairflow.flows.distributions`): the standard normal, or for
   ``conditioning="prior"``/``"both"`` the position-aware label prior;
-- the label embedding (:class:`PairEmbedding`) that conditional couplings read, for
+- the label embedding (:class:`LabelEmbedding`) that conditional couplings read, for
   ``conditioning="embedding"``/``"both"``.
 
-Names: ``cond`` is the pair label (B,) in 0..99 at the model level; the transforms receive
-``context``, the embedding of it (B, 2, E).
+Names: ``cond`` is the label (B,) at the model level: a pair label 10 * left + right in
+0..99, or for single images (``config.layout="single"``) a class label in 0..9; the
+transforms receive ``context``, the embedding of it (B, S, E), one vector per side
+(S = ``config.label_sides``: 2 for pairs, 1 for single images).
 
 References:
     Dinh, Sohl-Dickstein and Bengio, "Density estimation using Real NVP", ICLR 2017.
@@ -30,37 +32,58 @@ from pairflow.flows.base import Compose, Transform
 from pairflow.flows.config import PRESETS, FlowConfig
 from pairflow.flows.coupling import AffineCoupling
 from pairflow.flows.dequantization import VariationalDequantizer
-from pairflow.flows.distributions import Distribution, PairLabelNormal, StandardNormal
+from pairflow.flows.distributions import Distribution, LabelNormal, StandardNormal, label_digits
 from pairflow.flows.glow import glow_flow
 from pairflow.flows.masks import vector_mask
 from pairflow.flows.mixture import ClassMixture, draw_labels, label_frequencies
 from pairflow.flows.multiscale import multiscale_flow
 from pairflow.flows.nets import ConvResNet, SeparateMLPs
 from pairflow.flows.preprocessing import Logit, dequantize, quantize
-from pairflow.options import NUM_LEVELS, NUM_PAIR_CLASSES, check_choice
+from pairflow.options import NUM_LEVELS, check_choice
 from pairflow.options import Precision as _Precision
 from pairflow.precision import resolve_precision
 from pairflow.validation import as_pixel_batch, check_pair_labels
 
-__all__ = ["FlowConfig", "PairFlow", "PairEmbedding", "build_flow", "PRESETS", "resolve_precision"]
+__all__ = [
+    "FlowConfig",
+    "PairFlow",
+    "LabelEmbedding",
+    "PairEmbedding",
+    "build_flow",
+    "PRESETS",
+    "resolve_precision",
+]
 
 
-class PairEmbedding(nn.Embedding):
-    """Learned vectors for the two digits of a pair label: (B,) labels -> (B, 2, E).
+class LabelEmbedding(nn.Embedding):
+    """Learned vectors for the digits of a label, one per side: (B,) labels -> (B, S, E).
 
-    Rows 0..9 embed the left digit, rows 10..19 the right digit (position-specific), so a
-    conditioner can tell "3 on the left" from "3 on the right".
+    For a pair label (``sides=2``) rows 0..9 embed the left digit, rows 10..19 the right digit
+    (position-specific), so a conditioner can tell "3 on the left" from "3 on the right"; a
+    single image's class label (``sides=1``) has the one table of rows 0..9.
 
     Arguments:
         embed_dim: E, the size of each digit's vector.
+        sides: S, digits per label: 2 for pairs, 1 for single images.
+
+    Example:
+        >>> LabelEmbedding(4)(torch.tensor([37, 5])).shape
+        torch.Size([2, 2, 4])
+        >>> LabelEmbedding(4, sides=1)(torch.tensor([3, 5])).shape
+        torch.Size([2, 1, 4])
     """
 
-    def __init__(self, embed_dim: int):
-        super().__init__(20, embed_dim)
+    def __init__(self, embed_dim: int, sides: int = 2):
+        super().__init__(10 * sides, embed_dim)
+        self.sides = sides
 
     def forward(self, cond: Tensor) -> Tensor:
-        digits = torch.stack([cond // 10, 10 + cond % 10], dim=1)  # (B, 2)
-        return super().forward(digits)  # (B, 2, E)
+        rows = [10 * s + d for s, d in enumerate(label_digits(cond, self.sides))]
+        return super().forward(torch.stack(rows, dim=1))  # (B, S, E)
+
+
+PairEmbedding = LabelEmbedding
+"""The embedding's name from before single images had one (``sides=2``, the default)."""
 
 
 class PairFlow(Transform):
@@ -103,28 +126,27 @@ class PairFlow(Transform):
         self.config = config
         self.logit = Logit(config.logit_alpha)
         context = config.embed_dim if config.label_embedding else 0
-        self.embedding = PairEmbedding(config.embed_dim) if config.label_embedding else None
+        sides, k = config.label_sides, config.num_classes
+        self.embedding = LabelEmbedding(config.embed_dim, sides) if config.label_embedding else None
         self.distribution: Distribution
         if config.label_mixture:
-            self.distribution = ClassMixture(config.shape)
+            self.distribution = ClassMixture(config.shape, sides)
         elif config.label_prior:
-            self.distribution = PairLabelNormal(config.shape)
+            self.distribution = LabelNormal(config.shape, sides)
         else:
             self.distribution = StandardNormal(config.shape)
         if config.conditional and not config.label_mixture:
-            # p(y), the training pairs' label frequencies (set by training; uniform until
-            # then): with it the label is optional, as for the class mixture. Sampling
-            # without one draws y ~ p(y); log p(x) without one sums over the 100 labels.
-            self.register_buffer(
-                "label_probs", torch.full((NUM_PAIR_CLASSES,), 1 / NUM_PAIR_CLASSES)
-            )
+            # p(y), the training labels' frequencies (set by training; uniform until then):
+            # with it the label is optional, as for the class mixture. Sampling without one
+            # draws y ~ p(y); log p(x) without one sums over the K labels (100 or 10).
+            self.register_buffer("label_probs", torch.full((k,), 1 / k))
         self.dequantizer = None
         if config.dequantization == "variational":
             self.dequantizer = VariationalDequantizer(
                 config.shape, config.dequant_channels, config.dequant_couplings
             )
         if config.arch == "mlp":
-            self.body = self._build_mlp(config, context)
+            self.body = self._build_mlp(config, sides * context)
         elif config.arch == "glow":
             self.body = self._build_glow(config, context)
         else:
@@ -133,10 +155,9 @@ class PairFlow(Transform):
 
     @staticmethod
     def _build_mlp(config: FlowConfig, context: int) -> Transform:
+        # context: the flattened label embedding's size, S * E.
         def factory(i: int, o: int) -> nn.Module:
-            return SeparateMLPs(
-                i, o, config.hidden_features, config.num_hidden_layers, 2, 2 * context
-            )
+            return SeparateMLPs(i, o, config.hidden_features, config.num_hidden_layers, 2, context)
 
         layers: list[Transform] = [
             AffineCoupling(
@@ -197,21 +218,24 @@ class PairFlow(Transform):
 
     # ----------------------------------------------------------------- transform
     def _context(self, cond: Tensor | None) -> Tensor | None:
-        """The couplings' context: the label embedding (B, 2, E), or None."""
+        """The couplings' context: the label embedding (B, S, E), or None."""
         if self.embedding is None:
             return None  # the body never sees the label (the class mixture relies on it)
         if cond is None:
-            raise ValueError("this model is conditional: pass cond, pair labels (B,) in 0..99")
+            pairs = self.config.label_sides == 2
+            what = "pair labels (B,) in 0..99" if pairs else "class labels (B,) in 0..9"
+            raise ValueError(f"this model is conditional: pass cond, {what}")
         return self.embedding(cond)
 
     def prior_params(self, cond: Tensor | None) -> tuple[Tensor, Tensor] | None:
         """Mean and log-scale (B, C, H, W) of the label prior for labels ``cond``.
 
         None when the prior is the standard normal (unconditional models and
-        ``conditioning="embedding"``). The left half of each comes from the left digit's
-        parameters, the right half from the right digit's.
+        ``conditioning="embedding"``). For pairs the left half of each comes from the left
+        digit's parameters, the right half from the right digit's; for single images both are
+        the class's, over the whole latent.
         """
-        if not isinstance(self.distribution, PairLabelNormal):
+        if not isinstance(self.distribution, LabelNormal):
             return None
         if cond is None and self.config.label_mixture:
             return None  # the mixture without a label: no single component
@@ -224,7 +248,8 @@ class PairFlow(Transform):
     def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map continuous data y in [0, 1] (B, C, H, W) to latent z; returns (z, logabsdet).
 
-        ``logabsdet`` includes the logit preprocessing. ``cond`` are pair labels (B,).
+        ``logabsdet`` includes the logit preprocessing. ``cond`` are labels (B,): pair
+        labels 10 * left + right, or class labels 0..9 for single images.
         """
         ctx = self._context(cond)
         h, ld_logit = self.logit(y)
@@ -251,7 +276,9 @@ class PairFlow(Transform):
     ) -> Tensor | None:
         if cond is None and self.config.conditional and optional:
             return None  # a conditional model takes a label or marginalises over it
-        return check_pair_labels(cond, batch, self.config.conditional, self.device)
+        return check_pair_labels(
+            cond, batch, self.config.conditional, self.device, self.config.num_classes
+        )
 
     # ----------------------------------------------------------------- likelihood
     def log_prob(
@@ -266,11 +293,12 @@ class PairFlow(Transform):
         Arguments:
             x: images: uint8 pixels 0..255, or floats in [0, 1] holding levels k / 255;
                 (B, C, H, W), (C, H, W) or (H, W).
-            cond: pair labels (B,) int64 in 0..99 (or one int), conditional models only;
+            cond: labels (B,) int64 (or one int), conditional models only: pair labels
+                0..99, or class labels 0..9 for single images (``config.layout="single"``);
                 optional there: with labels log p(y | label), without them the exact
-                marginal log p(y) = logsumexp over the 100 labels of log p(label) +
-                log p(y | label) (one pass for the class mixture, 100 where the couplings
-                read the label: :attr:`label_passes`).
+                marginal log p(y) = logsumexp over the K labels (100, or 10) of
+                log p(label) + log p(y | label) (one pass for the class mixture, K where the
+                couplings read the label: :attr:`label_passes`).
             generator: random generator for the dequantization noise u ~ U[0, 1): the same
                 seed gives the same value.
             draws: number of dequantization draws averaged (lower variance; each draw is
@@ -347,14 +375,15 @@ class PairFlow(Transform):
         generator: torch.Generator | None = None,
         noise: str = "uniform",
     ) -> Tensor:
-        """log p(x | label) for all 100 labels: (B, 100), in nats, from one dequantization draw.
+        """log p(x | label) for all K labels: (B, K), in nats, from one dequantization draw.
 
         Conditional models only. Add :meth:`log_label_probs` and log-sum-exp over labels for
         log p(x); normalise over labels for p(label | x). Where the body never sees the label
         (the class mixture, ``conditioning="prior"``) this is one pass through the flow; where
-        the couplings read it (``"embedding"``, ``"both"``) it is 100 passes, one per label,
-        all on the same dequantized y, so the marginal is exact but costs 100 times a
-        conditional evaluation (:attr:`label_passes`).
+        the couplings read it (``"embedding"``, ``"both"``) it is K passes, one per label,
+        all on the same dequantized y, so the marginal is exact but costs K times a
+        conditional evaluation (:attr:`label_passes`). K = ``config.num_classes``: 100 pair
+        labels, or 10 classes for single images.
 
         Arguments:
             x: images, as in :meth:`log_prob`, batched (B, C, H, W).
@@ -372,7 +401,7 @@ class PairFlow(Transform):
             z, logabsdet = self._latent(y, None, eps)
             return self.distribution.log_prob_components(z) + (logabsdet - log_q)[:, None]
         columns = []
-        for label in range(NUM_PAIR_CLASSES):
+        for label in range(self.config.num_classes):
             cond = torch.full((x.shape[0],), label, dtype=torch.int64, device=x.device)
             z, logabsdet = self._latent(y, cond, eps)
             columns.append(self.log_prior(z, cond) + logabsdet - log_q)
@@ -386,15 +415,16 @@ class PairFlow(Transform):
     @property
     def label_passes(self) -> int:
         """Passes through the flow body that :meth:`class_log_likelihoods` (hence log p(x)
-        without a label, and p(label | x)) costs: 1 where the body never sees the label, 100
-        where the couplings read it; 0 for an unconditional model."""
+        without a label, and p(label | x)) costs: 1 where the body never sees the label, K
+        (100 pair labels, 10 single-image classes) where the couplings read it; 0 for an
+        unconditional model."""
         if not self.config.conditional:
             return 0
-        return 1 if self.embedding is None else NUM_PAIR_CLASSES
+        return 1 if self.embedding is None else self.config.num_classes
 
     # ----------------------------------------------------------------- labels
     def log_label_probs(self) -> Tensor:
-        """log p(label) (100,): the training pairs' label frequencies (conditional models);
+        """log p(label) (K,): the training labels' frequencies (conditional models);
         -inf for labels never seen. Uniform in a model that was never trained."""
         self._require_conditional("log_label_probs")
         probs = self.distribution.class_probs if self.config.label_mixture else self.label_probs
@@ -402,29 +432,30 @@ class PairFlow(Transform):
 
     @torch.no_grad()
     def set_label_counts(self, counts: Tensor) -> None:
-        """Set p(label) to the frequencies ``counts`` (100 counts, or 10 x 10 [left, right])."""
+        """Set p(label) to the frequencies ``counts``: one count per label (pairs: 100, or
+        10 x 10 [left, right]; single images: 10)."""
         self._require_conditional("set_label_counts")
         probs = self.distribution.class_probs if self.config.label_mixture else self.label_probs
-        probs.copy_(label_frequencies(counts).to(probs))
+        probs.copy_(label_frequencies(counts, self.config.num_classes).to(probs))
 
     def sample_labels(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n pair labels y ~ p(label), int64 (n,) on the model's device (conditional models)."""
+        """n labels y ~ p(label), int64 (n,) on the model's device (conditional models)."""
         self._require_conditional("sample_labels")
         probs = self.distribution.class_probs if self.config.label_mixture else self.label_probs
         return draw_labels(probs, n, generator)
 
     @torch.no_grad()
     def class_posterior(self, x: Tensor) -> Tensor:
-        """p(label | x) (B, 100) by Bayes, dequantized at bin centres; rows sum to one.
+        """p(label | x) (B, K) by Bayes, dequantized at bin centres; rows sum to one.
 
-        Conditional models: the flow as a pair classifier (argmax: :meth:`classify`); costs
-        :attr:`label_passes` passes through the flow.
+        Conditional models: the flow as a classifier of pairs (K = 100) or of single images
+        (K = 10) (argmax: :meth:`classify`); costs :attr:`label_passes` passes through the flow.
         """
         log_lik = self.class_log_likelihoods(x, noise="center")
         return torch.softmax(self.log_label_probs() + log_lik, dim=1)
 
     def classify(self, x: Tensor) -> Tensor:
-        """The most probable pair label of each image, int64 (B,) (conditional models)."""
+        """The most probable label of each image, int64 (B,) (conditional models)."""
         return self.class_posterior(x).argmax(dim=1)
 
     def _require_conditional(self, what: str) -> None:
@@ -480,9 +511,10 @@ class PairFlow(Transform):
         Arguments:
             sample_shape: as in ``torch.distributions``: ``()`` one image (C, H, W),
                 ``(n,)`` or ``n`` a batch (n, C, H, W), ``(a, b)`` -> (a, b, C, H, W).
-            cond: pair labels (n,) or one int for all, conditional models only; optional
-                there: without them each image's label is drawn from p(label) first, the
-                training pairs' label frequencies (:meth:`sample_labels`).
+            cond: labels (n,) or one int for all (pairs 0..99, single images 0..9),
+                conditional models only; optional there: without them each image's label is
+                drawn from p(label) first, the training labels' frequencies
+                (:meth:`sample_labels`).
             temperature: T > 0, the latent's standard deviation (T < 1: cleaner, less varied).
             generator: random generator for z (reproducible samples).
             denoise: for a model trained with noise (``config.noise_sigma`` > 0), end with

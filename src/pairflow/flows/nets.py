@@ -1,7 +1,8 @@
 """Conditioner networks for coupling layers: MLPs for vectors, residual CNNs for images.
 
-Every net here has the signature ``net(h, context=None)``, where ``context`` is the pair
-embedding (B, 2, E) of a conditional flow (left digit's vector, right digit's vector), and
+Every net here has the signature ``net(h, context=None)``, where ``context`` is the label
+embedding (B, S, E) of a conditional flow: for pairs S = 2 (left digit's vector, right
+digit's vector), for single images S = 1 (the class's vector), and
 starts with a zero last layer so its coupling starts as the identity.
 """
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MLP", "SeparateMLPs", "ConvResNet", "WNConv2d", "pair_context_map"]
+__all__ = ["MLP", "SeparateMLPs", "ConvResNet", "WNConv2d", "label_context_map"]
 
 
 class MLP(nn.Module):
@@ -133,19 +134,23 @@ class WNConv2d(nn.Conv2d):
         return F.conv2d(x, w, self.bias, padding=self.padding)
 
 
-def pair_context_map(context: Tensor, height: int, width: int) -> Tensor:
-    """Spread a pair embedding over an image: left digit's vector on the left half, right's right.
+def label_context_map(context: Tensor, height: int, width: int) -> Tensor:
+    """Spread a label embedding over an image, each side's vector over its strip of columns.
 
-    Squeezes, masks and factor-outs keep columns in place, so at every scale the left half of
-    the feature map is the left digit; this lets the left label steer the left half.
+    A pair's (S = 2) left digit's vector goes on the left half, the right digit's on the right
+    half; a single image's (S = 1) class vector goes everywhere. Squeezes, masks and
+    factor-outs keep columns in place, so at every scale the left half of the feature map is
+    the left digit; this lets the left label steer the left half.
 
     Arguments:
-        context: (B, 2, E) embeddings of (left digit, right digit).
+        context: (B, S, E) embeddings, one per side (left first).
         height, width: the feature map size.
 
     Returns:
         (B, E, height, width).
     """
+    if context.shape[1] == 1:  # one image: its class everywhere
+        return context[:, 0, :, None, None].expand(-1, -1, height, width)
     left = (torch.arange(width, device=context.device) + 0.5 < width / 2).to(context.dtype)
     side = torch.stack([left, 1 - left])  # (2, W)
     spread = torch.einsum("bse,sw->bew", context, side)  # (B, E, W)
@@ -162,8 +167,8 @@ class ConvResNet(nn.Module):
         out_channels: output channels.
         hidden: hidden channels.
         num_blocks: residual blocks (two 3x3 convolutions each).
-        context_features: embedding size E of the pair context (0: unconditional); it enters
-            as E extra input channels via :func:`pair_context_map`.
+        context_features: embedding size E of the label context (0: unconditional); it enters
+            as E extra input channels via :func:`label_context_map`.
         channels_last: run the convolutions in channels-last memory format (weights and
             activations), which oneDNN executes faster on CPUs (about 1.25x for a train step
             of the ``multiscale`` preset here, bf16); the output is returned contiguous.
@@ -202,7 +207,7 @@ class ConvResNet(nn.Module):
 
     def forward(self, h: Tensor, context: Tensor | None = None) -> Tensor:
         if self.context_features:
-            ctx = pair_context_map(context.to(h.dtype), h.shape[2], h.shape[3])
+            ctx = label_context_map(context.to(h.dtype), h.shape[2], h.shape[3])
             h = torch.cat([h, ctx], dim=1)
         if self.channels_last:
             h = h.contiguous(memory_format=torch.channels_last)
