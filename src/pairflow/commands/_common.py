@@ -85,6 +85,12 @@ def dataset_of(state: dict) -> tuple[str, str]:
     return config.get("dataset") or "mnist", config.get("layout") or "pair"
 
 
+def layout_of(state: dict) -> str:
+    """``"pair"`` or ``"single"``: the images a checkpoint's model draws and the labels it
+    takes (pair labels 0..99, or class labels 0..9); the flow config says, else the run's."""
+    return state["model_config"].get("layout") or dataset_of(state)[1]
+
+
 def data_usage_error(err: Exception, root, download_flag: str | None = None) -> UsageError:
     """The CLI's message for a data-root error: the library's advice, in flags.
 

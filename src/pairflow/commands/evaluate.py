@@ -75,9 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         metavar="N",
         help="conditional flows whose couplings read the label: also the exact unconditional "
-        "bits/dim, log p(x) summed over the 100 labels (100 passes per pair), and the flow's "
-        "own pair accuracy by Bayes, on the first N pairs (default 0: off; a class mixture "
-        "always reports them, from one pass)",
+        "bits/dim, log p(x) summed over the labels (100 passes per pair; 10 per single "
+        "image), and the flow's own accuracy by Bayes, on the first N pairs (default 0: off; "
+        "a class mixture always reports them, from one pass)",
     )
     parser.add_argument(
         "--labels",
@@ -305,9 +305,15 @@ def _mixture_bits_per_dim(
             "flow_accuracy": result["accuracy"],
             "classifier_accuracy": accuracy,
             "num_pairs": result["num_pairs"],
-            "what": "fraction of pairs with both digits read right; flow: argmax p(y | x)",
+            "what": _ACCURACY[layout],
         },
     }
+
+
+_ACCURACY = {
+    "pair": "fraction of pairs with both digits read right; flow: argmax p(y | x)",
+    "single": "fraction of images whose class the flow reads right: argmax p(y | x)",
+}
 
 
 def _label_free(
@@ -364,7 +370,7 @@ def _label_free(
             "flow_accuracy": result["accuracy"],
             "classifier_accuracy": accuracy,
             "num_pairs": result["num_pairs"],
-            "what": "fraction of pairs with both digits read right; flow: argmax p(y | x)",
+            "what": _ACCURACY[layout],
         }
     return fields
 

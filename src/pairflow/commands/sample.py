@@ -1,8 +1,12 @@
-"""``pairflow sample``: draw image pairs from a trained or shipped flow, VAE or GAN.
+"""``pairflow sample``: draw image pairs (or single images) from a trained or shipped model.
 
 ``--out FILE.npz`` holds ``images``: uint8 (N, H, W) for one-channel models (MNIST,
 Fashion-MNIST) and (N, C, H, W) for colour ones (CIFAR-10: channels R, G, B), and
 ``labels`` (N,) int64 for conditional models.
+
+Labels: a model of pairs (``--layout pair``, the default) takes ``--pair 37`` (two digits,
+left then right); a model of single images (``--layout single``) takes ``--label 7`` (one
+class 0..9). ``--grid`` is the 10x10 table of pairs, or for single images one row per class.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pairflow.commands._common import (
     add_model_arguments,
     check_output_path,
     dataset_of,
+    layout_of,
     load_model_from_args,
 )
 from pairflow.models import has_label_prior
@@ -41,14 +46,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1000, help="samples per inverse pass")
     parser.add_argument(
         "--pair",
-        help="conditional models: pair labels to draw, two digits each (left, right), e.g. 37 "
-        "or 37,05,99; --n samples of each (without --pair a conditional flow draws each "
-        "sample's label from its p(y), the training pairs' label frequencies)",
+        help="conditional models of pairs: pair labels to draw, two digits each (left, right), "
+        "e.g. 37 or 37,05,99; --n samples of each (without --pair a conditional flow draws "
+        "each sample's label from its p(y), the training pairs' label frequencies; models of "
+        "single images take --label)",
+    )
+    parser.add_argument(
+        "--label",
+        help="conditional models of single images (--layout single): class labels to draw, "
+        "one digit 0..9 each, e.g. 7 or 1,4,7; --n samples of each (pair models take --pair)",
     )
     parser.add_argument(
         "--grid",
         action="store_true",
-        help="conditional models: the 10x10 table of all pairs (row = left digit); not with --pair",
+        help="conditional models: the 10x10 table of all pairs (row = left digit), or for "
+        "single images one row per class 0..9; not with --pair or --label",
     )
     parser.add_argument(
         "--interpolate",
@@ -87,11 +99,55 @@ def parse_pairs(text: str) -> list[int]:
     return labels
 
 
+def parse_classes(text: str) -> list[int]:
+    """``"1,4,7"`` -> ``[1, 4, 7]``; each label is one class 0..9 (models of single images)."""
+    labels = []
+    for item in text.split(","):
+        item = item.strip()
+        if not (item.isascii() and item.isdigit() and len(item) == 1):
+            hint = (
+                f"; {item} looks like a pair label: a pair model takes --pair {item}"
+                if (item.isascii() and item.isdigit() and len(item) == 2)
+                else ""
+            )
+            raise UsageError(
+                f"--label: {item!r} is not a class label; give one digit 0..9 (e.g. 7), "
+                f"comma-separated for several{hint}"
+            )
+        labels.append(int(item))
+    return labels
+
+
+def _requested_labels(args: argparse.Namespace, layout: str, source) -> list[int] | None:
+    """The labels of ``--pair`` (pair models) or ``--label`` (single images), checked
+    against the model's layout; None when neither was given."""
+    if layout == "single" and args.pair is not None:
+        one = args.pair.strip()
+        form = (
+            f"--label {one}"
+            if one.isascii() and one.isdigit() and len(one) == 1
+            else ("--label D with one digit D per label (e.g. --label 3 or --label 1,4,7)")
+        )
+        raise UsageError(
+            f"{source} draws single images, whose labels are one class 0..9, not pairs: give "
+            f"{form}; --pair takes two-digit pair labels, for pair models"
+        )
+    if layout == "pair" and args.label is not None:
+        raise UsageError(
+            f"--label is for models of single images; {source} draws pairs: give --pair "
+            "LABELS, two digits each (left, right), e.g. --pair 37"
+        )
+    if args.pair is not None:
+        return parse_pairs(args.pair)
+    if args.label is not None:
+        return parse_classes(args.label)
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.list_pretrained:
         return _list_pretrained()
     _check_args(args)
-    pairs = parse_pairs(args.pair) if args.pair is not None else None
     if args.out is None:
         args.out = DEFAULT_OUT
         print(f"no --out given: writing {DEFAULT_OUT} in the current folder")
@@ -105,11 +161,14 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(out, folder=kind == "folder")
     model, state, source = load_model_from_args(args)
     conditional = bool(state["model_config"].get("conditional", False))
-    if (args.pair is not None or args.grid) and not conditional:
+    if (args.pair is not None or args.label is not None or args.grid) and not conditional:
+        flag = "--pair" if args.pair is not None else "--grid" if args.grid else "--label"
         raise UsageError(
-            f"--pair/--grid need a conditional model, but {source} is unconditional; "
+            f"{flag} needs a conditional model, but {source} is unconditional; "
             "train one with --conditional or use a *-cond pretrained model"
         )
+    layout = layout_of(state)
+    pairs = _requested_labels(args, layout, source)
     if args.interpolate:
         from pairflow.models import kind_spec
 
@@ -119,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{state.get('kind')} model"
             )
         return _interpolate(model, args, conditional, dataset_of(state))
-    return _sample(model, state, args, pairs, conditional, out, kind)
+    return _sample(model, state, args, pairs, conditional, out, kind, layout)
 
 
 def _list_pretrained() -> int:
@@ -151,24 +210,34 @@ def _check_args(args: argparse.Namespace) -> None:
             "--pair and --grid exclude each other: --grid draws all 100 pairs; give --pair "
             "LABELS for some of them"
         )
+    if args.label is not None and (args.grid or args.pair is not None):
+        other = "--grid" if args.grid else "--pair"
+        raise UsageError(
+            f"--label and {other} exclude each other: --label LABELS draws some classes of a "
+            "single-image model, --grid all of them, --pair labels of a pair model"
+        )
 
 
-def _sample(model, state, args, pairs, conditional: bool, out: Path, kind: str) -> int:
-    """Draw ``--n`` samples (of each ``--pair``, or the ``--grid``) and write them to ``out``."""
+def _sample(
+    model, state, args, pairs, conditional: bool, out: Path, kind: str, layout: str = "pair"
+) -> int:
+    """Draw ``--n`` samples (of each ``--pair``/``--label``, or the ``--grid``) into ``out``."""
     import torch
 
     device = model.device
     labels = None
     n = args.n
-    if args.grid:
-        labels = torch.arange(100).repeat_interleave(max(1, n // 100) if n >= 100 else 1)
+    num_classes = 100 if layout == "pair" else 10
+    if args.grid:  # each label n // K times (at least once): a row per left digit, or class
+        labels = torch.arange(num_classes).repeat_interleave(max(1, n // num_classes))
     elif pairs is not None:
         labels = torch.tensor(pairs).repeat_interleave(n)  # n samples of each pair
     elif conditional and has_label_prior(model):  # a flow: y ~ p(y), the training frequencies
         labels = model.sample_labels(n, torch.Generator(device=device).manual_seed(args.seed))
         labels = labels.cpu()
     elif conditional:  # a conditional baseline: uniform labels
-        labels = torch.randint(0, 100, (n,), generator=torch.Generator().manual_seed(args.seed))
+        gen = torch.Generator().manual_seed(args.seed)
+        labels = torch.randint(0, num_classes, (n,), generator=gen)
     total = n if labels is None else len(labels)
     if kind == "png" and total > MAX_GRID:
         raise UsageError(
@@ -193,7 +262,7 @@ def _sample(model, state, args, pairs, conditional: bool, out: Path, kind: str) 
     elif pairs is not None and len(pairs) > 1 and n <= 16:
         rows = len(pairs)  # one row per requested pair
     try:
-        _write(chunks(), total, labels, out, kind, grid_rows=rows)
+        _write(chunks(), total, labels, out, kind, grid_rows=rows, pairs=layout == "pair")
     except OSError as err:
         raise UsageError(f"--out {out}: could not write ({err})") from err
     print(f"wrote {total} samples to {out}")
@@ -221,14 +290,23 @@ def _out_kind(out: Path) -> str:
     raise UsageError(f"--out {out}: use a .png file, a .npz file or a folder")
 
 
-def _write(chunks, total: int, labels, out: Path, kind: str, grid_rows: int | None = None) -> None:
-    """Write the samples that ``chunks`` yields as ``kind`` (see :func:`_out_kind`)."""
+def _write(
+    chunks,
+    total: int,
+    labels,
+    out: Path,
+    kind: str,
+    grid_rows: int | None = None,
+    pairs: bool = True,
+) -> None:
+    """Write the samples that ``chunks`` yields as ``kind`` (see :func:`_out_kind`); labels
+    are written as pairs (``07``) or, with ``pairs=False``, as single classes (``7``)."""
     import numpy as np
     import torch
 
     from pairflow.images import save_grid, save_png
 
-    text = None if labels is None else [f"{int(v):02d}" for v in labels]
+    text = None if labels is None else [f"{int(v):02d}" if pairs else str(int(v)) for v in labels]
     if kind == "png":  # at most MAX_GRID samples: one picture in memory
         images = torch.cat([images for _, images in chunks])
         # A table's rows (the 100 pairs, or one row per --pair label), else near-square.
@@ -336,7 +414,8 @@ def _interpolate(
     print(f"wrote {rows} interpolations of {args.steps} steps to {out}")
     if conditional:
         ends = zip(y[:rows].tolist(), y[rows:].tolist(), strict=True)
-        pairs = ", ".join(f"{a:02d} -> {b:02d}" for a, b in ends)
+        width = 2 if dataset[1] == "pair" else 1
+        pairs = ", ".join(f"{a:0{width}d} -> {b:0{width}d}" for a, b in ends)
         print(
             f"conditional model: each row is decoded under its start pair's label ({pairs}); "
             "a label is an integer with no value halfway between two pairs, and switching it "

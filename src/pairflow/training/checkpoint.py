@@ -133,6 +133,11 @@ def upgrade_state(state: dict) -> dict:
             if weights is not None and "label_probs" not in weights:
                 weights["label_probs"] = uniform.clone()
         state["label_probs"] = "uniform: the checkpoint predates p(label)"
+    train = state.get("train_config") or {}
+    if state["kind"] == "flow" and "layout" not in config and train.get("layout") == "single":
+        # Flows of single images saved before the flow config had a layout (unconditional
+        # ones: conditional singles came with the field); without it a config means pairs.
+        config["layout"] = "single"
     state["version"] = VERSION
     return state
 

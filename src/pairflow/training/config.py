@@ -88,13 +88,6 @@ class TrainConfig:
 
         check_choice("dataset", self.dataset, tuple(DATASETS))
         check_choice("layout", self.layout, LAYOUTS)
-        if self.model == "flow" and self.conditional and self.layout != "pair":
-            # The flow's label embedding and label prior are per side of a pair (left digit,
-            # right digit); a single-image class prior is not built yet.
-            raise ValueError(
-                "a conditional flow needs layout 'pair' (its label prior and embeddings are "
-                "per side of the pair); train single images unconditionally"
-            )
         for name in ("epochs", "batch_size", "sample_n", "log_every", "max_nonfinite"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

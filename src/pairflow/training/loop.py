@@ -334,8 +334,9 @@ def _write_samples(run: Run, path: Path) -> None:
     gen = torch.Generator(device=run.device).manual_seed(config.seed + 7)
     cond = labels = None
     if config.conditional:
-        cond = torch.arange(config.sample_n, device=run.device) % 100
-        labels = [f"{int(c):02d}" for c in cond]
+        pairs = config.layout == "pair"  # labels 00..99 in turn, or single images' 0..9
+        cond = torch.arange(config.sample_n, device=run.device) % (100 if pairs else 10)
+        labels = [f"{int(c):02d}" if pairs else str(int(c)) for c in cond]
     was_training = model.training
     model.eval()
     images = model.sample((config.sample_n,), cond=cond, temperature=config.sample_temperature,

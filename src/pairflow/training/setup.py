@@ -159,6 +159,12 @@ def model_config(config: TrainConfig, precision: str) -> dict[str, Any]:
         raise ValueError(f"--model {config.model} has no conditional version")
     if "precision" in names:
         overrides.setdefault("precision", precision)
+    if "layout" in names:  # a flow: what its labels are (pairs 0..99, single images 0..9)
+        if overrides.setdefault("layout", config.layout) != config.layout:
+            raise ValueError(
+                f"--set layout={overrides['layout']} contradicts the data's layout "
+                f"{config.layout!r}; give --layout {overrides['layout']} instead"
+            )
     return asdict(config_class.from_preset(config.preset, **overrides))
 
 
