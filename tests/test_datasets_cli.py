@@ -142,10 +142,7 @@ def test_errors_name_the_problem(roots, runs, tmp_path, capsys):
     assert exit_info.value.code == 2 and "cifar10" in capsys.readouterr().err
     code, _, err = cli(capsys, "data", "--dataset", "cifar10", "--root", tmp_path)
     assert code == 2 and "cifar-10-batches-py" in err
-    code, _, err = cli(capsys, "train", "--dataset", "cifar10", "--layout", "single",
-                       "--conditional", "--data-dir", roots["cifar10"],
-                       "--out", tmp_path / "r")  # fmt: skip
-    assert code == 2 and "layout 'pair'" in err
+    # (Conditional single images train now: tests/test_single_conditional_cli.py.)
     mnist_clf = tmp_path / "mnist.pt"
     assert cli(capsys, "classifier", "train", "--data-dir", roots["mnist"], "--out", mnist_clf,
                "--num-pairs", "32", "--batch-size", "32", "--eval-pairs", "8")[0] == 0  # fmt: skip

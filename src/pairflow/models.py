@@ -56,7 +56,8 @@ __all__ = [
 class GenerativeModel(Protocol):
     """Any pairflow model: it draws uint8 images and knows its config and device.
 
-    ``cond`` is always the pair label, (B,) int64 in 0..99 (or one int), for conditional
+    ``cond`` is the label, (B,) int64 (or one int): the pair label 0..99, or for a flow of
+    single images (``config.layout="single"``) the class 0..9, for conditional
     models only; images are uint8 pixels 0..255, or float images in [0, 1] (levels k / 255).
     """
 
@@ -106,13 +107,14 @@ class Autoencoding(Protocol):
 
 @runtime_checkable
 class PairClassifier(Protocol):
-    """A model that carries a prior p(y) over the pair labels (a conditional flow).
+    """A model that carries a prior p(y) over its labels (a conditional flow; pairs or singles).
 
     A conditional instance samples without a label (``sample_labels``: y ~ p(y) first), its
     ``log_prob(x)`` without a label is marginal over the labels, and ``class_posterior(x)``
-    (B, 100) gives p(y | x) by Bayes (``classify``: the argmax). ``label_passes`` is what
-    that costs in passes through the model: 1 for a class mixture (``label_mixture``), whose
-    body never sees the label, 100 where the couplings read it.
+    (B, K) gives p(y | x) by Bayes (``classify``: the argmax; K = 100 pair labels, or 10
+    classes of single images). ``label_passes`` is what that costs in passes through the
+    model: 1 for a class mixture (``label_mixture``), whose body never sees the label, K where
+    the couplings read it.
     """
 
     @property

@@ -38,8 +38,9 @@ def export_checkpoint(
         source: run folder (its ``best.pt``) or checkpoint file.
         out: the exported file (written atomically).
         dtype: ``fp32``, ``fp16`` or ``int8`` weight storage.
-        label_counts: a conditional flow's training label counts (100): sets its p(label)
-            where the checkpoint predates it (format version < 3 loads it as uniform).
+        label_counts: a conditional flow's training label counts (100 for pairs, 10 for
+            single images): sets its p(label) where the checkpoint predates it (format
+            version < 3 loads it as uniform).
         metadata: extra plain values stored under ``"export"``.
 
     Returns:
@@ -54,7 +55,8 @@ def export_checkpoint(
 
         if "label_probs" not in weights:
             raise ValueError(f"{source} is not a conditional flow with p(label) to set")
-        weights["label_probs"] = label_frequencies(label_counts).to(torch.float32)
+        k = len(weights["label_probs"])  # 100 pair labels, or 10 classes of single images
+        weights["label_probs"] = label_frequencies(label_counts, k).to(torch.float32)
         metadata = {**metadata, "label_probs": "set from the training pairs' label counts"}
     return save_checkpoint(
         {
