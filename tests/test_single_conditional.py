@@ -14,9 +14,19 @@ import pytest
 import torch
 
 from flowtools import check_transform, one_thread, randomize
-from pairflow.flows import FlowConfig, LabelEmbedding, LabelNormal, build_flow
+from pairflow.flows import (
+    AffineCoupling,
+    ConvResNet,
+    FlowConfig,
+    LabelEmbedding,
+    LabelNormal,
+    build_flow,
+    channel_mask,
+    checkerboard_mask,
+)
 from pairflow.flows.mixture import ClassMixture
 from pairflow.flows.nets import label_context_map
+from pairflow.training.checkpoint import upgrade_state
 
 CONDITIONINGS = ("embedding", "prior", "both", "mixture")
 SHAPES = ((1, 4, 4), (3, 4, 4))
@@ -98,6 +108,37 @@ def test_single_conditional_flow_inverts_and_its_logdet_matches_autograd(arch, s
         z3 = flow.double()(y.double(), torch.tensor([3, 3]))[0]
         z8 = flow(y.double(), torch.tensor([8, 8]))[0]
     assert not torch.allclose(z3, z8), "the couplings must read the label"
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("mask", ["checkerboard", "channel"])
+def test_coupling_reading_a_single_class_context_inverts_with_autograd_logdet(mask, channels):
+    """RealNVP's masked checkerboard (the conditioner sees the whole image plus the class
+    vector everywhere) and the channel-wise gather coupling, context (B, 1, E)."""
+    shape = (2 * channels if mask == "channel" else channels, 4, 4)
+    mask_fn = checkerboard_mask if mask == "checkerboard" else channel_mask
+    layer = AffineCoupling(
+        mask_fn(*shape, parity=1), lambda i, o: ConvResNet(i, o, hidden=4, num_blocks=1,
+                                                           context_features=3)
+    )  # fmt: skip
+    layer = randomize(layer, seed=5)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((2, *shape), generator=g)
+    context = LabelEmbedding(3, sides=1)(torch.tensor([4, 9])).detach()  # (B, 1, E)
+    with one_thread():
+        check_transform(layer, x, context)
+        z4 = layer.double()(x.double(), context[:1].double().expand(2, 1, 3))[0]
+        z9 = layer(x.double(), context[1:].double().expand(2, 1, 3))[0]
+    assert not torch.allclose(z4, z9), "the conditioner must read the class"
+
+
+def test_old_single_image_checkpoints_learn_their_layout_and_pairs_stay_pairs():
+    def state(layout):
+        return {"kind": "flow", "version": 3, "model": {}, "model_config": {"conditional": False},
+                "train_config": {"layout": layout}}  # fmt: skip
+
+    assert upgrade_state(state("single"))["model_config"]["layout"] == "single"
+    assert "layout" not in upgrade_state(state("pair"))["model_config"]  # the default: pairs
 
 
 # ------------------------------------------------------------------------- the prior
