@@ -99,20 +99,21 @@ def parse_pairs(text: str) -> list[int]:
     return labels
 
 
+def _is_digits(text: str, count: int) -> bool:
+    return text.isascii() and text.isdigit() and len(text) == count
+
+
 def parse_classes(text: str) -> list[int]:
     """``"1,4,7"`` -> ``[1, 4, 7]``; each label is one class 0..9 (models of single images)."""
     labels = []
     for item in text.split(","):
         item = item.strip()
-        if not (item.isascii() and item.isdigit() and len(item) == 1):
-            hint = (
-                f"; {item} looks like a pair label: a pair model takes --pair {item}"
-                if (item.isascii() and item.isdigit() and len(item) == 2)
-                else ""
-            )
+        if not _is_digits(item, 1):
+            pair = _is_digits(item, 2)
+            hint = f"; {item} looks like a pair label: a pair model takes --pair {item}"
             raise UsageError(
                 f"--label: {item!r} is not a class label; give one digit 0..9 (e.g. 7), "
-                f"comma-separated for several{hint}"
+                f"comma-separated for several{hint if pair else ''}"
             )
         labels.append(int(item))
     return labels
@@ -123,14 +124,11 @@ def _requested_labels(args: argparse.Namespace, layout: str, source) -> list[int
     against the model's layout; None when neither was given."""
     if layout == "single" and args.pair is not None:
         one = args.pair.strip()
-        form = (
-            f"--label {one}"
-            if one.isascii() and one.isdigit() and len(one) == 1
-            else ("--label D with one digit D per label (e.g. --label 3 or --label 1,4,7)")
-        )
+        form = "--label D, one digit D per label (e.g. --label 3 or --label 1,4,7)"
         raise UsageError(
             f"{source} draws single images, whose labels are one class 0..9, not pairs: give "
-            f"{form}; --pair takes two-digit pair labels, for pair models"
+            f"{f'--label {one}' if _is_digits(one, 1) else form}; --pair takes two-digit pair "
+            "labels, for pair models"
         )
     if layout == "pair" and args.label is not None:
         raise UsageError(
