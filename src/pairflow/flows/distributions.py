@@ -11,10 +11,12 @@ maps data to z, the distribution scores and draws z. Each distribution here has
 the class 0..9 for single images.
 
 Example:
-    >>> prior = PairLabelNormal((1, 4, 8))
+    >>> prior = LabelNormal((1, 4, 8))  # pairs: labels 0..99
     >>> z = prior.sample(3, cond=torch.tensor([37, 5, 99]))
     >>> prior.log_prob(z, cond=torch.tensor([37, 5, 99])).shape
     torch.Size([3])
+    >>> LabelNormal((3, 4, 4), sides=1).loc.shape  # single images: a mean per class
+    torch.Size([1, 10, 3, 4, 4])
 """
 
 from __future__ import annotations
