@@ -104,7 +104,7 @@ def test_evaluate_prints_and_writes_json(trained_run, tiny_mnist_root):
         (["sample", "RUN", "--n", "-3"], "--n must be a positive"),
         (["sample", "RUN", "--temperature", "0"], "--temperature must be > 0"),
         (["sample", "/no/such/run"], "does not exist"),
-        (["sample", "RUN", "--pair", "37"], "need a conditional model"),
+        (["sample", "RUN", "--pair", "37"], "--pair needs a conditional model"),
         (["sample", "--pretrained", "nonsense"], "unknown pretrained model 'nonsense'"),
         (["train", "--preset", "resnet"], "unknown preset 'resnet'; valid presets: seed"),
         (["train", "--precision", "fp8"], "unknown precision 'fp8'"),
