@@ -556,3 +556,13 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
     net = server["net_log"].read_text() if server["net_log"].exists() else ""
     assert net == "", f"the server looked up or connected to non-loopback hosts:\n{net}"
     assert server["proc"].poll() is None
+
+
+def test_the_page_opens_on_an_mnist_conditional_model():
+    from pairflow.commands.app import default_models
+    from pairflow.pretrained import list_pretrained
+
+    names, shipped = default_models(), list_pretrained()
+    assert names[0] == "multiscale-cond" and sorted(names) == sorted(shipped)
+    datasets = [shipped[n].get("dataset", "mnist") for n in names]
+    assert datasets == sorted(datasets, key=lambda d: d != "mnist")  # MNIST's first

@@ -36,11 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_models() -> list[str]:
-    """The shipped models, the conditional ones first (they can be asked for a pair)."""
+    """The shipped models: MNIST's before other datasets', the conditional ones first (they
+    can be asked for a pair), so the page opens on ``multiscale-cond``."""
     from pairflow.pretrained import list_pretrained
 
     models = list_pretrained()
-    return sorted(models, key=lambda name: (not models[name].get("conditional"), name))
+
+    def order(name: str) -> tuple:
+        meta = models[name]
+        return (meta.get("dataset", "mnist") != "mnist", not meta.get("conditional"), name)
+
+    return sorted(models, key=order)
 
 
 def run(args: argparse.Namespace) -> int:
