@@ -136,8 +136,10 @@ def test_load_takes_a_shipped_name_a_run_folder_and_a_checkpoint(tmp_path):
     from pairflow.precision import resolve_precision
 
     assert shipped.precision == resolve_precision("auto", "cpu")  # the fast one here
-    assert pairflow.load("multiscale-cond", precision=None).precision == "bf16"  # as trained
-    assert pairflow.load("multiscale-cond", precision="fp32").precision == "fp32"
+    assert pairflow.load("multiscale", precision=None).precision == "bf16"  # as trained
+    assert pairflow.load("multiscale", precision="fp32").precision == "fp32"
+    model, state = pairflow.models.load_with_checkpoint("multiscale-cond", precision=None)
+    assert model.precision == state["model_config"]["precision"] == "fp32"  # trained in fp32
     with pytest.raises(ValueError, match="neither a file, a run folder nor a shipped model"):
         pairflow.load("multiscale-cnd")
     if not torch.cuda.is_available():

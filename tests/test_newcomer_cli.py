@@ -170,7 +170,7 @@ def test_init_from_a_shipped_name_and_the_time_budget_bar(tmp_path, tiny_mnist_r
     assert "epoch 1/" not in proc.stderr  # not the epochs the clock will never reach
     bad = pairflow_in(tmp_path, "train", "--init-from", "no-such-model", "--out", "x",
                       check=False)  # fmt: skip
-    assert bad.returncode == 2 and "shipped: multiscale" in bad.stderr
+    assert bad.returncode == 2 and "shipped: " in bad.stderr and "multiscale-cond" in bad.stderr
 
 
 def test_time_budget_bar_counts_seconds_from_the_budget_start():
