@@ -93,6 +93,16 @@ def tiny_cifar_root(tmp_path_factory) -> Path:
     return make_synthetic_cifar10(tmp_path_factory.mktemp("tiny_cifar"), 250, 50, archive=True)
 
 
+@pytest.fixture(scope="session")
+def roots(tiny_mnist_root, tiny_fashion_root, tiny_cifar_root) -> dict[str, Path]:
+    """The tiny data root of each dataset, by its --dataset name."""
+    return {
+        "mnist": tiny_mnist_root,
+        "fashion-mnist": tiny_fashion_root,
+        "cifar10": tiny_cifar_root,
+    }
+
+
 @pytest.fixture
 def mirror():
     from httptools import Mirror

@@ -29,15 +29,6 @@ def tiny_train_args(root, out, dataset, *extra):
 
 
 @pytest.fixture(scope="module")
-def roots(tiny_mnist_root, tiny_fashion_root, tiny_cifar_root):
-    return {
-        "mnist": tiny_mnist_root,
-        "fashion-mnist": tiny_fashion_root,
-        "cifar10": tiny_cifar_root,
-    }
-
-
-@pytest.fixture(scope="module")
 def runs(roots, tmp_path_factory):
     """One tiny flow per dataset, trained by ``pairflow train --dataset D``."""
     out = {}

@@ -33,15 +33,6 @@ def train_args(root, out, dataset, preset, *extra):
 
 
 @pytest.fixture(scope="module")
-def roots(tiny_mnist_root, tiny_fashion_root, tiny_cifar_root):
-    return {
-        "mnist": tiny_mnist_root,
-        "fashion-mnist": tiny_fashion_root,
-        "cifar10": tiny_cifar_root,
-    }
-
-
-@pytest.fixture(scope="module")
 def runs(roots, tmp_path_factory):
     """One tiny conditional flow of single images per dataset."""
     out = {}

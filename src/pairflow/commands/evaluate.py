@@ -277,43 +277,50 @@ def _dataset(args, root: Path, data: str, layout: str):
         raise UsageError(str(err)) from err
 
 
-def _mixture_bits_per_dim(
-    model, bound: bool, args, root: Path, data: str, layout: str
-) -> dict[str, Any]:
-    """A class-mixture flow's fields, from one pass per draw: unconditional bits/dim, bits/dim
-    given the label, and its pair classification beside the classifier's."""
+_ACCURACY = {
+    "pair": "fraction of pairs with both digits read right; flow: argmax p(y | x)",
+    "single": "fraction of images whose class the flow reads right: argmax p(y | x)",
+}
+
+
+def _marginal(model, name: str, args, dataset, data: str, layout: str, progress=None):
+    """evaluate_mixture on ``dataset``: (its bits/dim fields, the classification block)."""
     from pairflow.evaluation import classifier_accuracy, evaluate_mixture
 
-    dataset = _dataset(args, root, data, layout)
     result = evaluate_mixture(
-        model, dataset, batch_size=args.batch_size, device=model.device, draws=args.draws
-    )
-    name = "bits_per_dim_bound" if bound else "bits_per_dim"  # variational dequantization
+        model, dataset, batch_size=args.batch_size, device=model.device,
+        draws=args.draws, progress=progress,
+    )  # fmt: skip
     accuracy = None
     if layout == "pair":
         accuracy = classifier_accuracy(
             dataset, model.device, args.batch_size, path=args.classifier, name=data
         )
-    return {
+    fields = {
         name: result["bpd"],
         f"{name}_stderr": result["bpd_stderr"],
         f"{name}_given_label": result["bpd_given_label"],
         f"{name}_given_label_stderr": result["bpd_given_label_stderr"],
         "num_pairs": result["num_pairs"],
-        "dequantization_draws": result["draws"],
-        "classification": {
-            "flow_accuracy": result["accuracy"],
-            "classifier_accuracy": accuracy,
-            "num_pairs": result["num_pairs"],
-            "what": _ACCURACY[layout],
-        },
     }
+    classification = {
+        "flow_accuracy": result["accuracy"],
+        "classifier_accuracy": accuracy,
+        "num_pairs": result["num_pairs"],
+        "what": _ACCURACY[layout],
+    }
+    return fields, classification, result
 
 
-_ACCURACY = {
-    "pair": "fraction of pairs with both digits read right; flow: argmax p(y | x)",
-    "single": "fraction of images whose class the flow reads right: argmax p(y | x)",
-}
+def _mixture_bits_per_dim(
+    model, bound: bool, args, root: Path, data: str, layout: str
+) -> dict[str, Any]:
+    """A class-mixture flow's fields, from one pass per draw: unconditional bits/dim, bits/dim
+    given the label, and its pair classification beside the classifier's."""
+    name = "bits_per_dim_bound" if bound else "bits_per_dim"  # variational dequantization
+    dataset = _dataset(args, root, data, layout)
+    fields, classification, result = _marginal(model, name, args, dataset, data, layout)
+    return {**fields, "dequantization_draws": result["draws"], "classification": classification}
 
 
 def _label_free(
@@ -327,8 +334,6 @@ def _label_free(
     on the first N pairs (100 passes each) and the flow's pair accuracy by Bayes.
     """
     import torch
-
-    from pairflow.evaluation import classifier_accuracy, evaluate_mixture
 
     name = "bits_per_dim_bound" if bound else "bits_per_dim"
     dataset = _dataset(args, root, data, layout)
@@ -348,30 +353,13 @@ def _label_free(
         n = min(args.marginal_pairs, args.num_pairs or args.marginal_pairs)
         args_n = argparse.Namespace(**{**vars(args), "num_pairs": n})
         subset = _dataset(args_n, root, data, layout)
-        result = evaluate_mixture(
-            model, subset, batch_size=args.batch_size, device=model.device,
-            draws=args.draws, progress=args.progress,
-        )  # fmt: skip
-        accuracy = None
-        if layout == "pair":
-            accuracy = classifier_accuracy(
-                subset, model.device, args.batch_size, path=args.classifier, name=data
-            )
-        fields["unconditional"].update({
-            name: result["bpd"],
-            f"{name}_stderr": result["bpd_stderr"],
-            f"{name}_given_label": result["bpd_given_label"],
-            f"{name}_given_label_stderr": result["bpd_given_label_stderr"],
-            "num_pairs": result["num_pairs"],
-            "label_passes": result["label_passes"],
-            "seconds": result["seconds"],
-        })  # fmt: skip
-        fields["classification"] = {
-            "flow_accuracy": result["accuracy"],
-            "classifier_accuracy": accuracy,
-            "num_pairs": result["num_pairs"],
-            "what": _ACCURACY[layout],
-        }
+        marginal, classification, result = _marginal(
+            model, name, args, subset, data, layout, progress=args.progress
+        )
+        fields["unconditional"].update(
+            {**marginal, "label_passes": result["label_passes"], "seconds": result["seconds"]}
+        )
+        fields["classification"] = classification
     return fields
 
 
