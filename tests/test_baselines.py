@@ -387,3 +387,67 @@ def test_cli_conditional_gan_samples_evaluates_and_compares(runs, tiny_mnist_roo
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
     assert code == 0 and "| ≤ " in rows["vae"] and "| gan | dcgan | yes |" in rows["gan"]
     assert rows["gan"].split("|")[6].strip() == "-"
+
+
+# ----------------------------------------------------------------- single images
+def _first_conv_input(model, x, cond):
+    """What the VAE encoder's first convolution (or the GAN discriminator's) sees."""
+    conv = model.encoder.convs[0] if hasattr(model, "encoder") else model.discriminator.convs[0]
+    seen = {}
+    handle = conv.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0]))
+    try:
+        if hasattr(model, "encoder"):
+            model.posterior(x, cond)
+        else:
+            model._score(x.float() / 127.5 - 1, model._digits(cond))
+    finally:
+        handle.remove()
+    return seen["x"]
+
+
+@pytest.mark.parametrize("build", [build_vae, build_gan])
+def test_single_image_baselines_read_one_class_vector_over_the_whole_image(build):
+    """A model of single images (layout="single") has one table of 10 class vectors; its
+    label map is that class's vector at every pixel. (Read as a pair label, class 7 would be
+    "0 on the left, 7 on the right": the left half of the digit would never see its class.)"""
+    tiny = TINY_VAE if build is build_vae else TINY_GAN
+    torch.manual_seed(0)
+    model = build(conditional=True, layout="single", height=8, width=8, **tiny).eval()
+    assert model.config.num_classes == 10 and model.config.label_sides == 1
+    assert torch.equal(model._digits(torch.tensor([3, 7])), torch.tensor([[3], [7]]))
+    pair = build(conditional=True, height=8, width=8, **tiny)
+    assert torch.equal(pair._digits(torch.tensor([37, 5])), torch.tensor([[3, 17], [0, 15]]))
+    x = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
+    seen = _first_conv_input(model, x, torch.tensor([3, 7]))
+    if build is build_vae:
+        label_map = seen[:, 1:]  # (B, E, H, W) after the image channel
+        rows = model.digit_embedding.weight[[3, 7]]
+        assert model.digit_embedding.num_embeddings == 10
+        assert torch.allclose(label_map, rows[:, :, None, None].expand_as(label_map))
+    else:  # the discriminator's projection: one class vector, everywhere in the last map
+        assert model.discriminator.projection.num_embeddings == 10
+        assert seen.shape == (2, 1, 8, 8)  # the discriminator sees the image alone
+        h = model.discriminator.convs(seen)
+        spread = torch.einsum("be,behw->b", model.discriminator.projection(torch.tensor([[3],
+                              [7]]))[:, 0], h)  # fmt: skip
+        score = model.discriminator.out(h.flatten(1)).squeeze(1) + spread
+        assert torch.allclose(model.discriminator(seen, torch.tensor([[3], [7]])), score,
+                              atol=1e-5)  # fmt: skip
+    gen = torch.Generator()
+    draws = [model.sample(2, cond=c, generator=gen.manual_seed(1)) for c in (3, 3, 5)]
+    assert draws[0].shape == (2, 1, 8, 8)
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+    with pytest.raises(ValueError, match=r"class labels must be in 0\.\.9"):
+        model.sample(1, cond=37)
+    with pytest.raises(ValueError, match="layout"):
+        build(conditional=True, layout="triple", **tiny)
+
+
+def test_pair_baseline_checkpoints_from_before_layouts_load_as_pairs():
+    """A baseline config without ``layout`` (saved before it existed) is a pair model, with
+    the 20-row digit table and the pair labels it was trained on."""
+    config = VAEConfig.from_preset("conv", conditional=True, **TINY_VAE).to_dict()
+    del config["layout"]
+    model = build_vae(VAEConfig.from_dict(config))
+    assert model.config.layout == "pair" and model.digit_embedding.num_embeddings == 20
+    assert model.sample(1, cond=99).shape == (1, 1, 28, 56)

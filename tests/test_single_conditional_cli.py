@@ -124,3 +124,41 @@ def test_a_pair_model_refuses_label_and_layout_cannot_be_set_twice(roots, tmp_pa
     )
     code, _, err = cli(capsys, *bad)
     assert code == 2 and "give --layout pair instead" in err
+
+
+BASELINE_SIZES = {
+    "vae": ["latent_dim=4", "hidden_channels=4", "hidden_features=16", "num_mixtures=1"],
+    "gan": ["latent_dim=8", "generator_channels=4", "discriminator_channels=4"],
+}
+
+
+@pytest.mark.parametrize("model", ["vae", "gan"])
+def test_conditional_baselines_of_single_images_train_sample_and_evaluate(
+    model, roots, tmp_path, capsys
+):
+    """The conditional VAE and GAN take --layout single as the flows do: class labels 0..9,
+    one class vector over the whole image (``layout`` in their saved config)."""
+    run = tmp_path / model
+    args = train_args(roots["fashion-mnist"], run, "fashion-mnist", "multiscale")
+    args = args[: args.index("--set")]  # the flow's sizes are not the baselines'
+    args[args.index("--preset") + 1] = "conv" if model == "vae" else "dcgan"
+    for size in BASELINE_SIZES[model]:
+        args += ["--set", size]
+    code, _, err = cli(capsys, *args, "--model", model)
+    assert code == 0, err
+    state = json.loads((run / "config.json").read_text())
+    assert state["layout"] == "single"
+    npz = tmp_path / "s.npz"
+    code, _, err = cli(capsys, "sample", run, "--label", "0,9", "--n", "2", "--out", npz)
+    assert code == 0, err
+    assert np.load(npz)["images"].shape == (4, 28, 28)
+    assert np.load(npz)["labels"].tolist() == [0, 0, 9, 9]
+    code, _, err = cli(capsys, "sample", run, "--label", "12", "--out", tmp_path / "x.png")
+    assert code == 2 and "'12' is not a class label" in err
+    if model == "vae":  # a likelihood bound given the label, per single-image dimension
+        out = tmp_path / "e.json"
+        code, _, err = cli(capsys, "evaluate", run, "--data-dir", roots["fashion-mnist"],
+                           "--num-pairs", "8", "--out", out)  # fmt: skip
+        assert code == 0, err
+        report = json.loads(out.read_text())
+        assert report["layout"] == "single" and np.isfinite(report["bits_per_dim_bound"])

@@ -387,6 +387,28 @@ def test_step_probe_times_both_precisions_and_leaves_the_rng_alone():
     assert torch.equal(torch.rand(3), expected)
 
 
+@pytest.mark.parametrize("kind", ["gan", "single-flow"])
+def test_step_probe_times_a_gan_by_its_own_update_and_single_images_with_their_labels(kind):
+    """The GAN has no bits/dim (it owns its update) and a conditional model of single images
+    knows 10 classes, not 100: the probe times each as it trains."""
+    from pairflow.baselines import build_gan
+
+    if kind == "gan":
+        build = lambda p: build_gan(  # noqa: E731
+            conditional=True, precision=p, latent_dim=4, generator_channels=4,
+            discriminator_channels=4,
+        )  # fmt: skip
+    else:
+        build = lambda p: build_flow(  # noqa: E731
+            "multiscale", conditional=True, layout="single", conditioning="mixture",
+            hidden_channels=4, num_blocks=1, precision=p,
+        )  # fmt: skip
+    model = build("fp32")
+    probe = StepProbe(build, model.config.to_dict(), batch=4, rounds=1)
+    seconds = probe()
+    assert set(seconds) == {"fp32", "bf16"} and all(s > 0 for s in seconds.values())
+
+
 def test_train_prints_its_precision_and_measures_where_undecided(
     tiny_mnist_root, tmp_path, monkeypatch, capsys
 ):

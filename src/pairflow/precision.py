@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import statistics
@@ -152,13 +153,18 @@ class StepProbe:
     """Time a model's train step (forward, backward, Adam) in fp32 and in bf16, interleaved.
 
     Arguments:
-        build: ``build(precision) -> model`` with ``model.bits_per_dim(x, cond)`` and a
-            ``model.config`` that has ``shape`` and ``conditional``.
+        build: ``build(precision) -> model`` with ``model.bits_per_dim(x, cond)`` (or, for
+            a :class:`~pairflow.models.SelfUpdating` model such as the GAN, its own
+            ``make_optimizers`` and ``train_step``) and a ``model.config`` that has ``shape``,
+            ``conditional`` and ``num_classes``.
         fingerprint: what identifies the model's shape apart from the precision (its config
             as a dict); with the batch, threads and the CPU it keys the cache.
         batch: pairs per step, the run's batch size.
         device: where the run trains.
         rounds: timed steps per precision, after one warm-up step each (median).
+        train_config: the run's :class:`~pairflow.training.TrainConfig`, which a
+            :class:`~pairflow.models.SelfUpdating` model builds its optimisers from (default:
+            the defaults).
 
     Example:
         >>> from pairflow.flows import build_flow
@@ -175,8 +181,14 @@ class StepProbe:
         batch: int,
         device: torch.device | str = "cpu",
         rounds: int = 3,
+        train_config: Any = None,
     ):
         self.build, self.batch, self.rounds = build, batch, rounds
+        if train_config is None:
+            from pairflow.training.config import TrainConfig
+
+            train_config = TrainConfig()
+        self.train_config = train_config
         self.device = torch.device(device)
         shape = {k: v for k, v in fingerprint.items() if k != "precision"}
         digest = hashlib.sha1(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()
@@ -188,6 +200,7 @@ class StepProbe:
 
     def __call__(self) -> dict[str, float]:
         """Median seconds per train step of each precision."""
+        from pairflow.models import SelfUpdating
         from pairflow.training.speed import make_adam
 
         with torch.random.fork_rng(devices=[]):  # the run's own random streams stay untouched
@@ -197,17 +210,29 @@ class StepProbe:
             x = torch.randint(0, 256, (self.batch, *config.shape), dtype=torch.uint8)
             x = x.to(self.device)
             cond = None
-            if getattr(config, "conditional", False):
-                cond = torch.randint(0, 100, (self.batch,), device=self.device)
-            optimizers = {p: make_adam(m.parameters(), lr=1e-6) for p, m in models.items()}
+            if getattr(config, "conditional", False):  # pair labels, or 0..9 for single images
+                classes = getattr(config, "num_classes", 100)
+                cond = torch.randint(0, classes, (self.batch,), device=self.device)
+            # A model that owns its update (the GAN) is timed by it; the others by a step on
+            # their bits/dim, as the training loop takes it.
+            own = {p: isinstance(m, SelfUpdating) for p, m in models.items()}
+            optimizers = {
+                p: m.make_optimizers(self.train_config)
+                if own[p]
+                else make_adam(m.parameters(), lr=1e-6)
+                for p, m in models.items()
+            }
             times: dict[str, list[float]] = {p: [] for p in PRECISIONS}
             for i in range(self.rounds + 1):  # round 0 is the warm-up
                 for p in PRECISIONS:
                     start = time.perf_counter()
-                    loss = models[p].bits_per_dim(x, cond).mean()
-                    optimizers[p].zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizers[p].step()
+                    if own[p]:
+                        models[p].train_step(x, cond, optimizers[p], None, math.inf)
+                    else:
+                        loss = models[p].bits_per_dim(x, cond).mean()
+                        optimizers[p].zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizers[p].step()
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     if i:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+from pairflow.options import LABEL_SIDES
+
 __all__ = ["atomic_write", "atomic_save", "resolve_device"]
 
 
@@ -214,6 +216,17 @@ class ModelConfig:
     def num_dims(self) -> int:
         """D = C * H * W, the number of dimensions bits/dim divides by."""
         return self.channels * self.height * self.width
+
+    @property
+    def label_sides(self) -> int:
+        """Digits in a label, one per side of the image: 2 for pairs, 1 for single images
+        (``layout``; a config without one is of pairs)."""
+        return LABEL_SIDES[getattr(self, "layout", "pair")]
+
+    @property
+    def num_classes(self) -> int:
+        """Labels a conditional model knows: 100 pairs (10 a + b) or 10 single-image classes."""
+        return 10**self.label_sides
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any):

@@ -1,11 +1,14 @@
 """What the baseline models share: config plumbing, input checks, pair labels, precision.
 
 The baselines take and return what a :class:`~pairflow.flows.PairFlow` does: pixel values
-0..255 of shape (B, 1, 28, 56), pair labels ``cond = 10 * left + right`` in 0..99 for
-conditional models, uint8 samples. Their labels enter as the flows' do: one learned vector
-per digit and side (rows 0..9 left digit, 10..19 right digit), which convolutional layers
-receive spread over the image by :func:`~pairflow.flows.nets.label_context_map` (the left
-digit's vector on the left half), so the left label can steer the left digit.
+0..255 of shape (B, C, H, W) (1x28x56 for MNIST pairs), pair labels
+``cond = 10 * left + right`` in 0..99 for conditional models of pairs (``layout="pair"``) or
+class labels 0..9 for single images (``layout="single"``), uint8 samples. Their labels enter
+as the flows' do: a :class:`~pairflow.flows.LabelEmbedding`, one learned vector per digit and
+side (rows 0..9 left digit, 10..19 right digit; one table of 10 for single images), which
+convolutional layers receive spread over the image by
+:func:`~pairflow.flows.nets.label_context_map` (the left digit's vector on the left half, a
+single image's class everywhere), so the left label can steer the left digit.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Any, ClassVar, get_args
 import torch
 from torch import Tensor, nn
 
-from pairflow.options import NUM_PAIR_CLASSES, Precision, check_choice
+from pairflow.flows.distributions import label_digits
+from pairflow.options import NUM_PAIR_CLASSES, Layout, Precision, check_choice
 from pairflow.utils import ModelConfig
 from pairflow.validation import check_pair_labels, check_pixels
 
@@ -30,7 +34,7 @@ class BaselineConfig(ModelConfig):
     """Mixin for the baselines' config dataclasses: presets, checks, dict round trip.
 
     A subclass is a dataclass with fields ``preset``, ``channels``, ``height``, ``width``,
-    ``conditional``, ``embed_dim`` and ``precision`` and a ``PRESETS`` table.
+    ``conditional``, ``embed_dim``, ``layout`` and ``precision`` and a ``PRESETS`` table.
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -43,6 +47,7 @@ class BaselineConfig(ModelConfig):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}.{field} must be a positive int, got {value!r}")
         check_choice("precision", self.precision, Precision)
+        check_choice("layout", self.layout, Layout)
         # Two stride-2 stages down and up: the image sides must be multiples of 4.
         if self.height % 4 or self.width % 4:
             raise ValueError(
@@ -81,16 +86,20 @@ class PairModel(nn.Module):
             return nullcontext()
         return torch.autocast(self._device.type, dtype=torch.bfloat16)
 
-    @staticmethod
-    def _digits(cond: Tensor) -> Tensor:
-        """Pair labels (B,) -> embedding rows (B, 2): left digit 0..9, right digit 10..19."""
-        return torch.stack([cond // 10, 10 + cond % 10], dim=1)
+    def _digits(self, cond: Tensor) -> Tensor:
+        """Labels (B,) -> embedding rows (B, S): for pairs the left digit 0..9 and the right
+        digit 10..19, for single images the class 0..9 (the rows of a
+        :class:`~pairflow.flows.LabelEmbedding`)."""
+        digits = label_digits(cond, self.config.label_sides)
+        return torch.stack([10 * side + d for side, d in enumerate(digits)], dim=1)
 
     def _check_pixels(self, x: Tensor) -> Tensor:
         return check_pixels(x, self.config.shape, self._device)
 
     def _check_cond(self, cond: Tensor | int | None, batch: int) -> Tensor | None:
-        return check_pair_labels(cond, batch, self.config.conditional, self._device)
+        return check_pair_labels(
+            cond, batch, self.config.conditional, self._device, self.config.num_classes
+        )
 
     def _normal(self, shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
         """Standard normal noise drawn on the generator's device, moved to the model's."""

@@ -59,8 +59,11 @@ class GANConfig(BaselineConfig):
         discriminator_channels: c_d; the discriminator's have c_d, 2 c_d, 4 c_d at H, H/2, H/4.
         beta1, beta2: Adam's moment decay rates for both networks.
         discriminator_steps: discriminator updates per generator update.
-        conditional: condition both networks on pair labels.
+        conditional: condition both networks on the labels.
         embed_dim: size of each digit's embedding in the conditional generator.
+        layout: ``"pair"`` (labels 10 a + b in 0..99, one vector per side) or ``"single"``
+            (class labels 0..9, one vector over the whole image); training sets it from
+            ``--layout``.
         precision: ``"fp32"`` or ``"bf16"`` (both networks under bf16 autocast).
     """
 
@@ -76,6 +79,7 @@ class GANConfig(BaselineConfig):
     discriminator_steps: int = 1
     conditional: bool = False
     embed_dim: int = 8
+    layout: str = "pair"
     precision: str = "fp32"
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -104,7 +108,7 @@ class GANConfig(BaselineConfig):
 
 
 class Generator(nn.Module):
-    """z (B, L) [+ pair embedding (B, 2, E)] -> images in [-1, 1], (B, C, H, W)."""
+    """z (B, L) [+ label embedding (B, S, E)] -> images in [-1, 1], (B, C, H, W)."""
 
     def __init__(self, config: GANConfig):
         super().__init__()
@@ -112,8 +116,8 @@ class Generator(nn.Module):
         self.context = e
         self.base = (4 * c, config.height // 4, config.width // 4)
         if e:
-            self.digit_embedding = nn.Embedding(20, e)
-        self.fc = nn.Linear(config.latent_dim + 2 * e, math.prod(self.base))
+            self.digit_embedding = nn.Embedding(10 * config.label_sides, e)
+        self.fc = nn.Linear(config.latent_dim + config.label_sides * e, math.prod(self.base))
         self.bn0 = nn.BatchNorm2d(4 * c)
         self.convs = nn.Sequential(
             nn.ConvTranspose2d(4 * c + e, 2 * c, 4, stride=2, padding=1),  # H/2
@@ -127,7 +131,7 @@ class Generator(nn.Module):
         )
 
     def forward(self, z: Tensor, digits: Tensor | None = None) -> Tensor:
-        ctx = self.digit_embedding(digits) if self.context else None  # (B, 2, E)
+        ctx = self.digit_embedding(digits) if self.context else None  # (B, S, E)
         if ctx is not None:
             z = torch.cat([z, ctx.flatten(1)], dim=1)
         h = F.relu(self.bn0(self.fc(z).view(-1, *self.base)))
@@ -137,7 +141,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Images in [-1, 1] (B, C, H, W) [+ digits (B, 2)] -> real/fake scores (B,)."""
+    """Images in [-1, 1] (B, C, H, W) [+ digit rows (B, S)] -> real/fake scores (B,)."""
 
     def __init__(self, config: GANConfig):
         super().__init__()
@@ -158,7 +162,7 @@ class Discriminator(nn.Module):
         self.out = spectral_norm(nn.Linear(flat, 1))
         if config.conditional:
             # Projection: one vector per digit and side, in the last feature map's space.
-            self.projection = spectral_norm(nn.Embedding(20, 4 * c))
+            self.projection = spectral_norm(nn.Embedding(10 * config.label_sides, 4 * c))
         self.conditional = config.conditional
 
     def forward(self, x: Tensor, digits: Tensor | None = None) -> Tensor:

@@ -54,8 +54,11 @@ class VAEConfig(BaselineConfig):
             H/4), the decoder's mirror them.
         hidden_features: width of the fully connected layer between the feature map and z.
         num_mixtures: logistic components per pixel of p(x | z).
-        conditional: condition encoder and decoder on pair labels (a conditional VAE).
+        conditional: condition encoder and decoder on the labels (a conditional VAE).
         embed_dim: size of each digit's embedding in a conditional model.
+        layout: ``"pair"`` (labels 10 a + b in 0..99, one vector per side) or ``"single"``
+            (class labels 0..9, one vector over the whole image); training sets it from
+            ``--layout``.
         precision: ``"fp32"`` or ``"bf16"`` (networks under bf16 autocast; the ELBO maths in
             float32).
     """
@@ -70,6 +73,7 @@ class VAEConfig(BaselineConfig):
     num_mixtures: int = 2
     conditional: bool = False
     embed_dim: int = 8
+    layout: str = "pair"
     precision: str = "fp32"
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -109,7 +113,7 @@ class _Encoder(nn.Module):
         )
         flat = 2 * c * (config.height // 4) * (config.width // 4)
         self.fc = nn.Sequential(
-            nn.Linear(flat + 2 * e, config.hidden_features),
+            nn.Linear(flat + config.label_sides * e, config.hidden_features),
             nn.SiLU(),
             nn.Linear(config.hidden_features, 2 * config.latent_dim),
         )
@@ -134,7 +138,7 @@ class _Decoder(nn.Module):
         self.context = e
         self.base = (2 * c, config.height // 4, config.width // 4)
         self.fc = nn.Sequential(
-            nn.Linear(config.latent_dim + 2 * e, config.hidden_features),
+            nn.Linear(config.latent_dim + config.label_sides * e, config.hidden_features),
             nn.SiLU(),
             nn.Linear(config.hidden_features, math.prod(self.base)),
             nn.SiLU(),
@@ -183,15 +187,15 @@ class PairVAE(PairModel):
         super().__init__()
         self.config = config
         if config.conditional:
-            # Rows 0..9: left digit, rows 10..19: right digit (as in PairFlow).
-            self.digit_embedding = nn.Embedding(20, config.embed_dim)
+            # Rows 0..9: left digit, rows 10..19: right digit; 0..9 for a single image.
+            self.digit_embedding = nn.Embedding(10 * config.label_sides, config.embed_dim)
         self.encoder = _Encoder(config)
         self.decoder = _Decoder(config)
 
     def _context(self, cond: Tensor | None) -> Tensor | None:
         if cond is None:
             return None
-        return self.digit_embedding(self._digits(cond))  # (B, 2, E)
+        return self.digit_embedding(self._digits(cond))  # (B, S, E)
 
     # ----------------------------------------------------------------- the two halves
     def posterior(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -34,7 +34,7 @@ from pairflow.flows.dequantization import DEQUANTIZATIONS
 from pairflow.flows.glow import COUPLINGS
 from pairflow.flows.masks import VECTOR_MASKS
 from pairflow.flows.multiscale import CHECKERBOARD_MODES
-from pairflow.options import LABEL_SIDES, Arch, Conditioning, Layout, Precision, check_choice
+from pairflow.options import Arch, Conditioning, Layout, Precision, check_choice
 from pairflow.utils import ModelConfig
 
 __all__ = ["FlowConfig", "PRESETS"]
@@ -181,16 +181,6 @@ class FlowConfig(ModelConfig):
                 f"FlowConfig: conditioning={self.conditioning!r} splits the latent into left "
                 f"and right halves; the width must be even, got {self.width}"
             )
-
-    @property
-    def label_sides(self) -> int:
-        """Digits in a label, one per side of the image: 2 for pairs, 1 for single images."""
-        return LABEL_SIDES[self.layout]
-
-    @property
-    def num_classes(self) -> int:
-        """Labels a conditional model knows: 100 pairs (10 a + b) or 10 single-image classes."""
-        return 10**self.label_sides
 
     @property
     def label_embedding(self) -> bool:

@@ -159,7 +159,7 @@ def model_config(config: TrainConfig, precision: str) -> dict[str, Any]:
         raise ValueError(f"--model {config.model} has no conditional version")
     if "precision" in names:
         overrides.setdefault("precision", precision)
-    if "layout" in names:  # a flow: what its labels are (pairs 0..99, single images 0..9)
+    if "layout" in names:  # what its labels are (pairs 0..99, single images 0..9)
         if overrides.setdefault("layout", config.layout) != config.layout:
             raise ValueError(
                 f"--set layout={overrides['layout']} contradicts the data's layout "
@@ -184,6 +184,7 @@ def _precision_probe(config: TrainConfig, device: torch.device, world_size: int)
         {"model": config.model, **fingerprint},
         config.batch_size,
         device,
+        train_config=config,
     )
 
 
