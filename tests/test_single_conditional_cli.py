@@ -74,10 +74,11 @@ def test_train_sample_and_evaluate_a_conditional_single_image_flow(
     assert cli(capsys, "sample", run, "--n", "5", "--out", free)[0] == 0
     assert set(np.load(free)["labels"].tolist()) <= set(range(10))
 
-    code, _, err = cli(capsys, "evaluate", run, "--data-dir", roots[dataset], "--num-pairs",
-                       "8", "--marginal-pairs", "4", "--device", "cpu", "--out",
-                       tmp_path / "e.json")  # fmt: skip
+    code, out, err = cli(capsys, "evaluate", run, "--data-dir", roots[dataset], "--num-pairs",
+                         "8", "--marginal-pairs", "4", "--device", "cpu", "--out",
+                         tmp_path / "e.json")  # fmt: skip
     assert code == 0, err
+    assert "on 8 images" in out.splitlines()[0], out  # single images, not pairs
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["layout"] == "single" and report["num_pairs"] == 8
     assert np.isfinite(report["bits_per_dim"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -104,6 +105,9 @@ def test_resume_refuses_another_preset(tiny_mnist_root, tmp_path):
     train(tiny_config(tiny_mnist_root, tmp_path / "run", max_steps=1), progress=False)
     with pytest.raises(CheckpointError, match="preset='seed'"):
         train(tiny_config(tiny_mnist_root, tmp_path / "run", "multiscale"), resume=True)
+    singles = dataclasses.replace(tiny_config(tiny_mnist_root, tmp_path / "run"), layout="single")
+    with pytest.raises(CheckpointError, match="layout='pair'"):  # pairs, not single images
+        train(singles, resume=True)
 
 
 def test_init_from_fine_tunes_with_a_new_label_prior(tiny_mnist_root, tmp_path):

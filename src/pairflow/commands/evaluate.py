@@ -457,15 +457,16 @@ def summary_line(report: dict) -> str:
 
     parts = []
     noisy = f" (of noisy data, sigma {report['noise_sigma']:g})" if "noise_sigma" in report else ""
+    items = "images" if report.get("layout") == "single" else "pairs"  # what num_pairs counts
     if "bits_per_dim" in report:
         parts.append(
             f"{report['split']} bits/dim{noisy} {report['bits_per_dim']:.4f} ± "
-            f"{report['bits_per_dim_stderr']:.4f} on {report['num_pairs']:,} pairs"
+            f"{report['bits_per_dim_stderr']:.4f} on {report['num_pairs']:,} {items}"
         )
     elif "bits_per_dim_bound" in report:
         parts.append(
             f"{report['split']} bits/dim ≤ {report['bits_per_dim_bound']:.4f} on "
-            f"{report['num_pairs']:,} pairs"
+            f"{report['num_pairs']:,} {items}"
         )
     seconds = report["seconds"]
     if "samples" in report:

@@ -21,6 +21,7 @@ class Squeeze(Transform):
     """Space-to-depth permutation (B, C, H, W) -> (B, 4C, H/2, W/2); log-determinant 0.
 
     Example:
+        >>> import torch
         >>> x = torch.arange(8.0).view(1, 1, 2, 4)
         >>> Squeeze()(x)[0].flatten().tolist()
         [0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]

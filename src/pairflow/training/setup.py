@@ -258,8 +258,9 @@ def _resume_state(config: TrainConfig, out: Path) -> dict:
     if not last.is_file():
         raise CheckpointError(f"--resume: no checkpoint {last} to resume from")
     state = load_checkpoint(last, map_location="cpu")
-    saved = state["train_config"]
-    for key in ("preset", "model", "conditional"):
+    # Runs from before datasets and layouts were MNIST pairs.
+    saved = {"dataset": "mnist", "layout": "pair", **state["train_config"]}
+    for key in ("preset", "model", "conditional", "dataset", "layout"):
         if saved.get(key) != getattr(config, key):
             raise CheckpointError(
                 f"--resume: checkpoint {last} was trained with {key}={saved.get(key)!r}, "
