@@ -5,7 +5,8 @@ Usage:
         multiscale=runs/ms:fp16 multiscale-cond=runs/ms-cond:fp16 seed=runs/seed:int8
 
 For each NAME=RUN:DTYPE it writes src/pairflow/weights/NAME.pt (weights-only, DTYPE storage),
-evaluates the exported file's test bits/dim on the 10,000 fixed test pairs, and records it in
+evaluates the exported file's test bits/dim on the 10,000 fixed test pairs (in fp32 unless
+--precision says otherwise, so the figure is the one every CPU reproduces), and records it in
 src/pairflow/weights/index.json together with the run's training configuration.
 """
 
@@ -28,6 +29,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("specs", nargs="+", metavar="NAME=RUN:DTYPE")
     parser.add_argument("--data-dir")
+    parser.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16", "saved"],
+        help="the networks' arithmetic for the recorded bits/dim (default fp32)",
+    )  # fmt: skip
     args = parser.parse_args()
     root = resolve_root(args.data_dir)
     index_path = WEIGHTS_DIR / "index.json"
@@ -47,6 +52,8 @@ def main() -> None:
             ).pair_label_counts()  # fmt: skip
         export_checkpoint(run, out, dtype=dtype, label_counts=counts, name=name)
         model, state = load_model(out)
+        if args.precision != "saved":
+            model.precision = args.precision
         conditional = bool(state["model_config"].get("conditional", False))
         test = PairedDataset(dataset, root, train=False)
         result = evaluate_bpd(model, test, conditional=conditional)
@@ -62,6 +69,7 @@ def main() -> None:
             "test_bpd": round(result["bpd"], 4),
             "test_bpd_stderr": round(result["bpd_stderr"], 4),
             "test_pairs": result["num_pairs"],
+            "test_bpd_precision": model.precision,
             "weights": dtype,
             "megabytes": round(out.stat().st_size / 1e6, 2),
             "step": state.get("step"),

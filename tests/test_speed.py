@@ -18,8 +18,10 @@ from pairflow.flows import AffineCoupling, build_flow
 from pairflow.flows.masks import alternating_mask
 from pairflow.flows.nets import SeparateMLPs
 from pairflow.precision import (
+    InferenceProbe,
     PrecisionChoice,
     StepProbe,
+    choose_model_precision,
     choose_precision,
     cpu_info,
     resolve_precision,
@@ -428,3 +430,86 @@ def test_train_prints_its_precision_and_measures_where_undecided(
     assert saved == ("bf16" if cached[key]["bf16_s"] < 0.95 * cached[key]["fp32_s"] else "fp32")
     train(tiny_config(tiny_mnist_root, tmp_path / "c", max_steps=1, precision="auto"), False)
     assert f"cached in {tmp_path / 'cache'}" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------- loading: auto for inference
+def _tiny_flow(precision="fp32"):
+    return build_flow("multiscale", hidden_channels=4, num_blocks=1, precision=precision)
+
+
+def test_loaded_models_get_the_cpu_capability_choice_without_measuring(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAIRFLOW_CACHE_DIR", str(tmp_path))
+    _fake_cpu(monkeypatch, "AVX2", False, False)
+    assert choose_model_precision(_tiny_flow("bf16"), "auto").precision == "fp32"
+    _fake_cpu(monkeypatch, "AVX512", True, True)
+    assert choose_model_precision(_tiny_flow(), "auto").precision == "bf16"
+    assert choose_model_precision(_tiny_flow("bf16"), "saved").precision == "bf16"
+    assert choose_model_precision(_tiny_flow("bf16"), "fp32").precision == "fp32"
+    assert not (tmp_path / "precision.json").exists()  # nothing was measured
+
+
+@pytest.mark.parametrize(("fp32", "bf16", "chosen"), [(1.0, 0.5, "bf16"), (1.0, 0.97, "fp32")])
+def test_loaded_models_on_avx512_bf16_without_amx_take_the_measured_faster_one(
+    fp32, bf16, chosen, tmp_path, monkeypatch
+):
+    """Native bf16 without AMX was measured 2x faster than fp32 for a multiscale pass on one
+    AMD EPYC and 0.75x on another CPU: the capability does not decide, the measurement does."""
+    monkeypatch.setenv("PAIRFLOW_CACHE_DIR", str(tmp_path))
+    _fake_cpu(monkeypatch, "AVX512", False, True)
+    calls = []
+
+    def timed(self):
+        calls.append(self.model.precision)
+        return {"fp32": fp32, "bf16": bf16}
+
+    monkeypatch.setattr(precision_module.InferenceProbe, "__call__", timed)
+    flow = _tiny_flow()
+    choice = choose_model_precision(flow, "auto")
+    assert choice.precision == chosen and "measured now" in choice.reason
+    assert choose_model_precision(_tiny_flow(), "auto").reason.endswith(
+        f"(cached in {tmp_path / 'precision.json'})"
+    )
+    assert len(calls) == 1  # the second model of that shape read the cache
+    (key,) = json.loads((tmp_path / "precision.json").read_text())
+    assert "|inference|batch=32|" in key  # apart from the training step's measurement
+    other = build_flow("multiscale", hidden_channels=8, num_blocks=1)
+    choose_model_precision(other, "auto")
+    assert len(calls) == 2  # another shape is measured on its own
+
+
+@pytest.mark.parametrize("kind", ["flow", "gan"])
+def test_inference_probe_times_both_and_restores_the_model(kind):
+    from pairflow.baselines import build_gan
+
+    if kind == "flow":
+        model = build_flow("multiscale", hidden_channels=4, num_blocks=1, conditional=True,
+                           layout="single", width=28, conditioning="mixture")  # fmt: skip
+        x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+        y, noise = torch.tensor([3, 9]), torch.Generator()
+        before = model.bits_per_dim(x, y, generator=noise.manual_seed(0))
+    else:  # no likelihood: timed on drawing a batch
+        model = build_gan(conditional=True, latent_dim=4, generator_channels=4,
+                          discriminator_channels=4)  # fmt: skip
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    seconds = InferenceProbe(model, batch=4, rounds=1)()
+    assert set(seconds) == {"fp32", "bf16"} and all(s > 0 for s in seconds.values())
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is untouched
+    assert model.precision == "fp32"
+    if kind == "flow":
+        assert torch.equal(model.bits_per_dim(x, y, generator=noise.manual_seed(0)), before)
+
+
+def test_sample_says_which_precision_it_measured(tmp_path, monkeypatch, capsys):
+    from pairflow.cli import main
+
+    monkeypatch.setenv("PAIRFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    _fake_cpu(monkeypatch, "AVX512", False, True)
+    out = tmp_path / "s.npz"
+    args = ["sample", "--pretrained", "seed", "--n", "2", "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "precision: " in err and "measured now" in err and "Fake CPU" in err
+    assert main(args) == 0
+    assert "measured now" not in capsys.readouterr().err  # cached: nothing more to say

@@ -291,10 +291,11 @@ def load(
             ``last.pt``) or a checkpoint file.
         map_location: the device to put it on (``"cpu"``, ``"cuda"``, ``"cuda:1"``); None: CPU.
         precision: the compute precision of its networks here: ``"auto"`` (default) the
-            faster one on this device (:func:`pairflow.precision.resolve_precision`: bf16
-            with AMX or a CUDA GPU, fp32 elsewhere), ``"fp32"``, ``"bf16"``, or None for the
-            one it was trained in. The weights are the same; only the arithmetic changes
-            (bits/dim by ~1e-4).
+            faster one on this device (:func:`pairflow.precision.choose_model_precision`:
+            bf16 with AMX or a CUDA GPU, fp32 on CPUs without AVX512-BF16, and on AVX512-BF16
+            CPUs without AMX the faster of the two, measured once and cached), ``"fp32"``,
+            ``"bf16"``, or None for the one it was trained in. The weights are the same;
+            only the arithmetic changes (bits/dim by ~1e-4).
 
     Returns:
         The model (a :class:`LikelihoodModel` for flows and the VAE).
@@ -334,7 +335,7 @@ def load_with_checkpoint(
         text = str(pretrained_path(text))
     model, state = load_model(text, map_location=device or "cpu")
     if precision is not None:
-        from pairflow.precision import resolve_precision
+        from pairflow.precision import choose_model_precision
 
-        model.precision = resolve_precision(precision, model.device)
+        model.precision = choose_model_precision(model, precision).precision
     return model, state

@@ -35,8 +35,10 @@ from torch import nn
 
 __all__ = [
     "PRECISIONS",
+    "InferenceProbe",
     "PrecisionChoice",
     "StepProbe",
+    "choose_model_precision",
     "choose_precision",
     "cpu_info",
     "precision_cache_path",
@@ -190,13 +192,7 @@ class StepProbe:
             train_config = TrainConfig()
         self.train_config = train_config
         self.device = torch.device(device)
-        shape = {k: v for k, v in fingerprint.items() if k != "precision"}
-        digest = hashlib.sha1(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()
-        info = cpu_info()
-        self.key = (
-            f"{info['cpu']}|{info['capability']}|amx={info['amx']}|torch={info['torch']}"
-            f"|threads={torch.get_num_threads()}|{self.device.type}|batch={batch}|{digest[:16]}"
-        )
+        self.key = _probe_key(fingerprint, batch, self.device)
 
     def __call__(self) -> dict[str, float]:
         """Median seconds per train step of each precision."""
@@ -238,6 +234,93 @@ class StepProbe:
                     if i:
                         times[p].append(time.perf_counter() - start)
         return {p: statistics.median(t) for p, t in times.items()}
+
+
+def _probe_key(fingerprint: dict, batch: int, device: torch.device, what: str = "") -> str:
+    """The cache key of a measurement: the CPU, torch, threads, device, batch and the model's
+    shape (its config without the precision); ``what`` tells other measurements apart."""
+    shape = {k: v for k, v in fingerprint.items() if k != "precision"}
+    digest = hashlib.sha1(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()
+    info = cpu_info()
+    return (
+        f"{info['cpu']}|{info['capability']}|amx={info['amx']}|torch={info['torch']}"
+        f"|threads={torch.get_num_threads()}|{device.type}|{what}batch={batch}|{digest[:16]}"
+    )
+
+
+class InferenceProbe:
+    """Time a loaded model's inference in fp32 and in bf16, interleaved: what ``auto`` decides
+    by when a model is loaded to evaluate or sample (no gradients, no optimiser).
+
+    A likelihood model is timed on the bits/dim of a batch of random pixels, a model without
+    one (the GAN) on drawing a batch. The model's own precision is restored afterwards.
+
+    Arguments:
+        model: a model with a settable ``precision`` and a ``config`` (``shape``,
+            ``conditional``, ``num_classes``).
+        batch: images per timed pass.
+        rounds: timed passes per precision, after one warm-up pass each (median).
+
+    Example:
+        >>> from pairflow.flows import build_flow
+        >>> flow = build_flow("seed", hidden_features=8)
+        >>> sorted(InferenceProbe(flow, batch=4, rounds=1)()), flow.precision
+        (['bf16', 'fp32'], 'fp32')
+    """
+
+    def __init__(self, model: nn.Module, batch: int = 32, rounds: int = 2):
+        self.model, self.batch, self.rounds = model, batch, rounds
+        device = next(model.parameters()).device
+        self.key = _probe_key(model.config.to_dict(), batch, device, what="inference|")
+
+    @torch.no_grad()
+    def __call__(self) -> dict[str, float]:
+        """Median seconds per pass of each precision."""
+        model, config = self.model, self.model.config
+        device = next(model.parameters()).device
+        saved = model.precision
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            x = torch.randint(0, 256, (self.batch, *config.shape), dtype=torch.uint8).to(device)
+            cond = None
+            if getattr(config, "conditional", False):
+                cond = torch.randint(0, config.num_classes, (self.batch,), device=device)
+
+            def run() -> None:
+                if hasattr(model, "bits_per_dim"):
+                    model.bits_per_dim(x, cond)
+                else:
+                    model.sample(self.batch, cond=cond)
+
+            times: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+            try:
+                for i in range(self.rounds + 1):  # round 0 is the warm-up
+                    for p in PRECISIONS:
+                        model.precision = p
+                        start = time.perf_counter()
+                        run()
+                        if device.type == "cuda":
+                            torch.cuda.synchronize(device)
+                        if i:
+                            times[p].append(time.perf_counter() - start)
+            finally:
+                model.precision = saved
+        return {p: statistics.median(t) for p, t in times.items()}
+
+
+def choose_model_precision(model: nn.Module, precision: str) -> PrecisionChoice:
+    """The precision to run an already built (loaded) ``model`` in, for ``"auto"``, ``"fp32"``,
+    ``"bf16"`` or ``"saved"`` (the one it was trained in).
+
+    ``auto`` decides as :func:`choose_precision`; where the CPU alone does not decide
+    (AVX512-BF16 without AMX), an :class:`InferenceProbe` of the model measures both once and
+    the answer is cached for the machine and the model's shape.
+    """
+    if precision == "saved":
+        return PrecisionChoice(model.precision, "saved: the precision it was trained in")
+    device = next(model.parameters()).device
+    probe = InferenceProbe(model) if precision == "auto" else None
+    return choose_precision(precision, device, probe)
 
 
 # ------------------------------------------------------------------------------- choosing
