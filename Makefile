@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 # Data root: DATA=... on the command line, else $PAIRFLOW_DATA, else ./data (downloaded on demand).
 DATA ?= $(or $(PAIRFLOW_DATA),data)
 OUT ?= runs/demo
+# Test processes (pytest-xdist), each with its share of the torch threads.
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test lint
 setup:
@@ -14,7 +16,7 @@ demo: setup
 	$(PY) -m pairflow demo --data-dir $(DATA) --out $(OUT)
 
 test: setup
-	PAIRFLOW_DATA=$(abspath $(DATA)) $(PY) -m pytest -q $(PYTEST_ARGS)
+	PAIRFLOW_DATA=$(abspath $(DATA)) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check src tests benchmarks

@@ -20,6 +20,20 @@ def real_mnist_root(folder: str = "MNIST") -> Path | None:
     return None
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test``: ``-n 2``) each worker, and the commands its tests
+    start, takes its share of the cores' threads, so that the workers do not oversubscribe
+    them (idle OpenMP threads would spin against the other worker: PASSIVE)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        share = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        torch.set_num_threads(share)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache_dir(tmp_path_factory):
     """``--precision auto`` may measure and cache; keep that out of the user's cache dir."""

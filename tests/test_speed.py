@@ -466,6 +466,7 @@ def test_loaded_models_on_avx512_bf16_without_amx_take_the_measured_faster_one(
     flow = _tiny_flow()
     choice = choose_model_precision(flow, "auto")
     assert choice.precision == chosen and "measured now" in choice.reason
+    assert "inference pass took 1000 ms in fp32" in choice.reason
     assert choose_model_precision(_tiny_flow(), "auto").reason.endswith(
         f"(cached in {tmp_path / 'precision.json'})"
     )

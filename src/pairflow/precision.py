@@ -268,6 +268,8 @@ class InferenceProbe:
         (['bf16', 'fp32'], 'fp32')
     """
 
+    what = "inference pass"
+
     def __init__(self, model: nn.Module, batch: int = 32, rounds: int = 2):
         self.model, self.batch, self.rounds = model, batch, rounds
         device = next(model.parameters()).device
@@ -387,10 +389,11 @@ def choose_precision(
             where = "not cached"
         where = f"measured now, {where}"
     fp32_s, bf16_s = float(entry["fp32_s"]), float(entry["bf16_s"])
+    what = getattr(probe, "what", "train step")
     chosen = "bf16" if bf16_s < BF16_MARGIN * fp32_s else "fp32"
     return PrecisionChoice(
         chosen,
-        f"auto: {name} without AMX; this model's train step took {fp32_s * 1e3:.0f} ms in fp32, "
+        f"auto: {name} without AMX; this model's {what} took {fp32_s * 1e3:.0f} ms in fp32, "
         f"{bf16_s * 1e3:.0f} ms in bf16 ({where})",
     )
 
