@@ -78,7 +78,8 @@ def test_train_sample_and_evaluate_a_conditional_single_image_flow(
                          "8", "--marginal-pairs", "4", "--device", "cpu", "--out",
                          tmp_path / "e.json")  # fmt: skip
     assert code == 0, err
-    assert "on 8 images" in out.splitlines()[0], out  # single images, not pairs
+    summary = next(line for line in err.splitlines() if " bits/dim " in line)  # on stderr
+    assert "on 8 images" in summary and "pairs" not in summary, err  # single images
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["layout"] == "single" and report["num_pairs"] == 8
     assert np.isfinite(report["bits_per_dim"])
