@@ -324,7 +324,13 @@ def test_auto_precision_on_cuda_follows_bf16_support(monkeypatch):
 
 def test_explicit_precisions_are_kept_and_unknown_ones_rejected(monkeypatch):
     _fake_cpu(monkeypatch, "AVX2", False, False)
-    assert choose_precision("bf16") == PrecisionChoice("bf16", "asked for")  # even if slower
+    slow = choose_precision("bf16")  # kept even where it is emulated, but said so
+    assert slow.precision == "bf16" and slow.reason.startswith("asked for; warning: this AVX2")
+    assert "emulated and many times slower than fp32" in slow.reason
+    assert choose_precision("fp32") == PrecisionChoice("fp32", "asked for")
+    assert choose_precision("bf16", "meta") == PrecisionChoice("bf16", "asked for")
+    _fake_cpu(monkeypatch, "AVX512", False, True)  # native bf16 instructions: no warning
+    assert choose_precision("bf16") == PrecisionChoice("bf16", "asked for")
     assert resolve_precision("fp32", "cuda") == "fp32"
     with pytest.raises(ValueError, match="unknown precision 'half'; valid: fp32, bf16, auto"):
         choose_precision("half")

@@ -354,7 +354,7 @@ def choose_precision(
         PrecisionChoice(precision='fp32', reason='auto: no bf16 fast path known on meta')
     """
     if precision in PRECISIONS:
-        return PrecisionChoice(precision, "asked for")
+        return PrecisionChoice(precision, "asked for" + _emulated_warning(precision, device))
     if precision != "auto":
         raise ValueError(f"unknown precision {precision!r}; valid: fp32, bf16, auto")
     device = torch.device(device)
@@ -395,6 +395,19 @@ def choose_precision(
         chosen,
         f"auto: {name} without AMX; this model's {what} took {fp32_s * 1e3:.0f} ms in fp32, "
         f"{bf16_s * 1e3:.0f} ms in bf16 ({where})",
+    )
+
+
+def _emulated_warning(precision: str, device: torch.device | str) -> str:
+    """A warning to append when bf16 is asked for on a CPU that can only emulate it."""
+    if precision != "bf16" or torch.device(device).type != "cpu":
+        return ""
+    info = cpu_info()
+    if info["amx"] or info["avx512_bf16"]:
+        return ""
+    return (
+        f"; warning: this {info['capability']} CPU has neither AMX nor AVX512-BF16, so bf16 is "
+        "emulated and many times slower than fp32; auto picks fp32 here"
     )
 
 
