@@ -3,16 +3,19 @@
 bf16 pays only where the hardware multiplies it natively and fast: a CUDA GPU with bf16, or a
 CPU with AMX tiles. Elsewhere it is slower than fp32, sometimes by far (BENCHMARKS.md,
 "Speed"): on an AVX2-only CPU torch emulates bf16 matmuls (10x slower for ``seed``, 26x for
-``multiscale``), and on AVX-512 with AVX512-BF16 but no AMX the answer depends on the model
-(``multiscale`` ran 0.75x fp32 there, ``seed`` about 1x). Only that last case is not decided by
-the capability alone: there a short measurement of the model's own train step in both
-precisions decides, and its result is cached per machine and model shape in
-``$PAIRFLOW_CACHE_DIR`` (default ``$XDG_CACHE_HOME/pairflow``, i.e. ``~/.cache/pairflow``).
+``multiscale``), and on AVX-512 with AVX512-BF16 but no AMX the answer depends on the model and
+the CPU (``multiscale`` ran at 0.75x fp32's speed on one such CPU and 2x on another, ``seed``
+about 1x). Only that last case is not decided by the capability alone: there a short
+measurement of the model's own train step in both precisions decides, and its result is cached
+per machine and model shape in ``$PAIRFLOW_CACHE_DIR`` (default ``$XDG_CACHE_HOME/pairflow``,
+i.e. ``~/.cache/pairflow``).
 
 Example:
     >>> resolve_precision("fp32")
     'fp32'
-    >>> choose_precision("bf16").reason
+    >>> choose_precision("fp32").reason
+    'asked for'
+    >>> choose_precision("bf16", "cuda").reason  # on a CPU without native bf16, also a warning
     'asked for'
 """
 
