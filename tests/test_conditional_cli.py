@@ -75,10 +75,22 @@ def test_training_sets_p_y_and_sampling_without_a_pair_draws_from_it(
     counts = counts.flatten()  # (10, 10) [left, right] -> label 10 a + b
     torch.testing.assert_close(model.log_label_probs().exp(), counts.float() / counts.sum())
     out = tmp_path / "free.npz"
-    pairflow("sample", str(cond_run), "--n", "200", "--out", str(out))
+    proc = pairflow("sample", str(cond_run), "--n", "200", "--out", str(out))
     drawn = set(np.load(out)["labels"].tolist())
     seen = set(torch.nonzero(counts.flatten()).flatten().tolist())
     assert drawn <= seen and len(drawn) > 10  # 64 training pairs: at most 64 of 100 labels
+    # label-free draws default to T = 0.8 (where their FD is best), given labels to 0.7
+    assert "(temperature 0.8, the label-free default)" in proc.stdout
+    images = {}
+    for t in ("0.8", "0.7"):
+        pairflow("sample", str(cond_run), "--n", "200", "--temperature", t,
+                 "--out", str(tmp_path / f"t{t}.npz"))  # fmt: skip
+        images[t] = np.load(tmp_path / f"t{t}.npz")["images"]
+    assert np.array_equal(np.load(out)["images"], images["0.8"])
+    assert not np.array_equal(images["0.8"], images["0.7"])
+    asked = pairflow("sample", str(cond_run), "--pair", "37", "--n", "2",
+                     "--out", str(tmp_path / "37.npz"))  # fmt: skip
+    assert "(temperature 0.7, the default)" in asked.stdout
 
 
 def test_evaluate_gives_the_exact_unconditional_bits_per_dim(cond_run, tiny_mnist_root):

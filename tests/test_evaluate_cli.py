@@ -137,6 +137,19 @@ def test_evaluate_samples_writes_json_report_and_pngs(evaluated):
     assert (run / "floor_n64_seed0.json").is_file()
 
 
+def test_label_free_samples_default_to_their_own_temperature(evaluated, tiny_mnist_root, capsys):
+    run = evaluated["cond"]
+    asked = json.loads((run / "eval_test.json").read_text())["samples"]
+    assert asked["temperature"] == 0.7  # each label asked for in turn: sample's default
+    code, _, err = cli(capsys, "evaluate", run, "--samples", "64", "--labels", "prior",
+                       "--data-dir", tiny_mnist_root, "--num-pairs", "8",
+                       "--out", run / "free.json")  # fmt: skip
+    assert code == 0, err
+    free = json.loads((run / "free.json").read_text())["samples"]
+    assert free["temperature"] == 0.8 and "p(label)" in free["requested_labels"]
+    assert "samples at T=0.8" in err
+
+
 def test_second_evaluation_reuses_the_cached_floor(evaluated, tiny_mnist_root, capsys):
     run = evaluated["uncond"]
     first = json.loads((run / "eval_test.json").read_text())

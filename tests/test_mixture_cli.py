@@ -60,6 +60,7 @@ def test_evaluate_mixture_fields(mix_run, tiny_mnist_root, tmp_path):
     assert 0 <= c["flow_accuracy"] <= 1 and 0 <= c["classifier_accuracy"] <= 1
     assert c["num_pairs"] == 40
     assert report["samples"]["requested_labels"] is None  # drawn without labels
+    assert report["samples"]["temperature"] == 0.8  # the label-free sampler's default
     assert "conditional_accuracy" not in report["metrics"]
     assert "As a pair classifier" in (out / "report.md").read_text()
 

@@ -41,8 +41,12 @@ from pairflow.commands._common import (
     load_model_from_args,
 )
 from pairflow.models import has_label_mixture
+from pairflow.options import (
+    DEFAULT_TEMPERATURE,
+    LABEL_FREE_TEMPERATURE,
+    default_temperature,
+)
 
-DEFAULT_TEMPERATURE = 0.7  # the same as `pairflow sample`'s: the README's numbers use it
 PRETRAINED_OUT = "runs/pretrained-{name}"  # --pretrained's default report folder
 
 
@@ -99,9 +103,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--temperature",
         type=float,
-        default=DEFAULT_TEMPERATURE,
+        default=None,
         help=f"sampling temperature for --samples (default {DEFAULT_TEMPERATURE}, as pairflow "
-        "sample and the README's numbers; 1.0 is the model's own distribution)",
+        f"sample; {LABEL_FREE_TEMPERATURE} for a conditional flow's label-free samples, "
+        "--labels prior or a class mixture's; 1.0 is the model's own distribution)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the samples and of the floor (default 0)"
@@ -214,6 +219,9 @@ def run(args: argparse.Namespace) -> int:
     if args.samples:
         # A class mixture samples without labels: its sample metrics are unconditional.
         sampled_conditional = conditional and not mixture
+        if args.temperature is None:  # labels drawn from the flow's own p(y): label-free
+            label_free = conditional and kind == "flow" and (mixture or args.labels == "prior")
+            args.temperature = default_temperature(label_free)
         report.update(_samples(model, sampled_conditional, args, root, outputs, trained_on))
     _print_and_write(report, args, outputs)
     return 0
@@ -233,7 +241,9 @@ def _check_args(args: argparse.Namespace) -> None:
             f"--samples must be a number of samples >= 1 (or 0 for bits/dim only), "
             f"got {args.samples}"
         )
-    if not (math.isfinite(args.temperature) and args.temperature > 0):
+    if args.temperature is not None and not (
+        math.isfinite(args.temperature) and args.temperature > 0
+    ):
         raise UsageError(f"--temperature must be > 0 and finite, got {args.temperature}")
     if args.seed < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")

@@ -24,6 +24,11 @@ from pairflow.commands._common import (
     load_model_from_args,
 )
 from pairflow.models import has_label_prior
+from pairflow.options import (
+    DEFAULT_TEMPERATURE,
+    LABEL_FREE_TEMPERATURE,
+    default_temperature,
+)
 
 DEFAULT_OUT = "samples.png"
 
@@ -34,8 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--temperature",
         type=float,
-        default=0.7,
-        help="scale of the latent's standard deviation (default 0.7)",
+        default=None,
+        help=f"scale of the latent's standard deviation (default {DEFAULT_TEMPERATURE}; "
+        f"{LABEL_FREE_TEMPERATURE} where a conditional flow draws the labels from its p(y), "
+        "the label-free sampler, whose FD is best there)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents (default 0)")
     parser.add_argument(
@@ -197,7 +204,9 @@ def _list_pretrained() -> int:
 def _check_args(args: argparse.Namespace) -> None:
     if args.n < 1:
         raise UsageError(f"--n must be a positive number of samples, got {args.n}")
-    if not (math.isfinite(args.temperature) and args.temperature > 0):
+    if args.temperature is not None and not (
+        math.isfinite(args.temperature) and args.temperature > 0
+    ):
         raise UsageError(f"--temperature must be > 0 and finite, got {args.temperature}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -225,6 +234,7 @@ def _sample(
     device = model.device
     labels = None
     n = args.n
+    label_free = False  # a conditional flow drawing its labels from p(y)
     num_classes = 100 if layout == "pair" else 10
     if args.grid:  # each label n // K times (at least once): a row per left digit, or class
         labels = torch.arange(num_classes).repeat_interleave(max(1, n // num_classes))
@@ -232,7 +242,7 @@ def _sample(
         labels = torch.tensor(pairs).repeat_interleave(n)  # n samples of each pair
     elif conditional and has_label_prior(model):  # a flow: y ~ p(y), the training frequencies
         labels = model.sample_labels(n, torch.Generator(device=device).manual_seed(args.seed))
-        labels = labels.cpu()
+        labels, label_free = labels.cpu(), True
     elif conditional:  # a conditional baseline: uniform labels
         gen = torch.Generator().manual_seed(args.seed)
         labels = torch.randint(0, num_classes, (n,), generator=gen)
@@ -246,10 +256,13 @@ def _sample(
     from pairflow.evaluation import iter_samples
 
     gen = torch.Generator(device=device).manual_seed(args.seed)
+    temperature = args.temperature
+    if temperature is None:
+        temperature = default_temperature(label_free)
 
     def chunks():
         """(offset, images (b, 1, H, W) uint8) a batch at a time: memory bounded by a batch."""
-        lo, options = 0, dict(temperature=args.temperature, generator=gen, labels=labels)
+        lo, options = 0, dict(temperature=temperature, generator=gen, labels=labels)
         for images in iter_samples(model, total, args.batch_size, **options):
             yield lo, images
             lo += len(images)
@@ -263,7 +276,12 @@ def _sample(
         _write(chunks(), total, labels, out, kind, grid_rows=rows, pairs=layout == "pair")
     except OSError as err:
         raise UsageError(f"--out {out}: could not write ({err})") from err
-    print(f"wrote {total} samples to {out}")
+    why = (
+        ""
+        if args.temperature is not None
+        else (", the label-free default" if label_free else ", the default")
+    )
+    print(f"wrote {total} samples to {out} (temperature {temperature:g}{why})")
     return 0
 
 
