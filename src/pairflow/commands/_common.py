@@ -83,6 +83,14 @@ def check_output_path(out, folder: bool = False, flag: str = "--out") -> None:
         raise UsageError(f"{flag} {out}: cannot write in {existing} ({err.strerror})") from err
 
 
+def check_temperature(temperature: float | None) -> None:
+    """Refuse a ``--temperature`` that is not a finite number > 0 (None: the default)."""
+    import math
+
+    if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
+        raise UsageError(f"--temperature must be > 0 and finite, got {temperature}")
+
+
 def dataset_of(state: dict) -> tuple[str, str]:
     """``(dataset, layout)`` a checkpoint's model was trained on (MNIST pairs if not recorded)."""
     config = state.get("train_config") or {}

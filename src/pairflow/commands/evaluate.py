@@ -36,6 +36,7 @@ from typing import Any
 from pairflow.cli import UsageError
 from pairflow.commands._common import (
     add_model_arguments,
+    check_temperature,
     data_usage_error,
     dataset_of,
     load_model_from_args,
@@ -241,10 +242,7 @@ def _check_args(args: argparse.Namespace) -> None:
             f"--samples must be a number of samples >= 1 (or 0 for bits/dim only), "
             f"got {args.samples}"
         )
-    if args.temperature is not None and not (
-        math.isfinite(args.temperature) and args.temperature > 0
-    ):
-        raise UsageError(f"--temperature must be > 0 and finite, got {args.temperature}")
+    check_temperature(args.temperature)
     if args.seed < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
 

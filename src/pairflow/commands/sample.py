@@ -19,6 +19,7 @@ from pairflow.cli import UsageError
 from pairflow.commands._common import (
     add_model_arguments,
     check_output_path,
+    check_temperature,
     dataset_of,
     layout_of,
     load_model_from_args,
@@ -204,10 +205,7 @@ def _list_pretrained() -> int:
 def _check_args(args: argparse.Namespace) -> None:
     if args.n < 1:
         raise UsageError(f"--n must be a positive number of samples, got {args.n}")
-    if args.temperature is not None and not (
-        math.isfinite(args.temperature) and args.temperature > 0
-    ):
-        raise UsageError(f"--temperature must be > 0 and finite, got {args.temperature}")
+    check_temperature(args.temperature)
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.seed < 0:
