@@ -15,8 +15,6 @@ Example:
     'fp32'
     >>> choose_precision("fp32").reason
     'asked for'
-    >>> choose_precision("bf16", "cuda").reason  # on a CPU without native bf16, also a warning
-    'asked for'
 """
 
 from __future__ import annotations

@@ -274,11 +274,10 @@ def _sample(
         _write(chunks(), total, labels, out, kind, grid_rows=rows, pairs=layout == "pair")
     except OSError as err:
         raise UsageError(f"--out {out}: could not write ({err})") from err
-    why = (
-        ""
-        if args.temperature is not None
-        else (", the label-free default" if label_free else ", the default")
-    )
+    if args.temperature is None:
+        why = ", the label-free default" if label_free else ", the default"
+    else:
+        why = ""
     print(f"wrote {total} samples to {out} (temperature {temperature:g}{why})")
     return 0
 

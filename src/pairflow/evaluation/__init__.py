@@ -15,22 +15,13 @@ from pairflow.evaluation.likelihood import evaluate_bpd
 from pairflow.evaluation.mixture import classifier_accuracy, evaluate_mixture
 from pairflow.evaluation.report import bpd_markdown, format_number, relative, report_markdown
 from pairflow.evaluation.samples import sample_metrics
-from pairflow.evaluation.sampling import (
-    DEFAULT_TEMPERATURE,
-    LABEL_FREE_TEMPERATURE,
-    default_temperature,
-    draw_samples,
-    iter_samples,
-)
+from pairflow.evaluation.sampling import draw_samples, iter_samples
 
 __all__ = [
-    "DEFAULT_TEMPERATURE",
-    "LABEL_FREE_TEMPERATURE",
     "REFERENCE_SEED",
     "bpd_markdown",
     "cached_floor",
     "classifier_accuracy",
-    "default_temperature",
     "draw_samples",
     "evaluate_bpd",
     "evaluate_mixture",

@@ -7,11 +7,9 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from pairflow.options import DEFAULT_TEMPERATURE, LABEL_FREE_TEMPERATURE, default_temperature
 from pairflow.progress import ProgressFactory, open_bar
 
-__all__ = ["DEFAULT_TEMPERATURE", "LABEL_FREE_TEMPERATURE", "default_temperature", "draw_samples",
-           "iter_samples"]  # fmt: skip
+__all__ = ["iter_samples", "draw_samples"]
 
 
 @torch.no_grad()
