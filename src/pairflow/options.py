@@ -54,11 +54,11 @@ LABEL_FREE_TEMPERATURE = 0.8
 def default_temperature(label_free: bool) -> float:
     """The CLI's sampling temperature when none is given.
 
-    0.7 where the label is given (the drawn pair is read right more often there: 95% of the
+    0.7 where the label is given (the drawn pair is read right more often there: 96% of the
     shipped ``multiscale-cond``'s samples, against 92% at 0.8) and for unconditional models;
     0.8 where a conditional flow draws its labels from its own p(y), the label-free sampler,
-    whose FD was best there (8.8 against 10.3 at 0.7, 10,000 samples; BENCHMARKS.md,
-    "Label-free sampling").
+    whose FD was best there (the model before the last fine-tune: 8.8 at 0.8 against 10.3 at
+    0.7, 10,000 samples; BENCHMARKS.md, "Label-free sampling").
 
     Example:
         >>> default_temperature(False), default_temperature(label_free=True)
