@@ -47,6 +47,16 @@ def _private_cache_dir(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def _seed_torch():
+    """Seed torch's global generator before each test, so that a test that draws unseeded
+    inputs sees the same ones in every run and in any order (an unseeded draw once made a
+    posterior one-hot to float precision and failed CI)."""
+    import torch
+
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
 def _restore_torch_threads():
     """A command run in-process with ``--threads N`` sets torch's global thread count; put it
     back after each test, so that a test's numbers do not depend on which ran before it."""

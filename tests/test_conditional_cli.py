@@ -104,5 +104,5 @@ def test_evaluate_gives_the_exact_unconditional_bits_per_dim(cond_run, tiny_mnis
     # than the given-label number minus the labels' bits (it sums over every label).
     assert free["num_pairs"] == 4 and free["label_passes"] == 100
     assert free["bits_per_dim"] <= free["bits_per_dim_upper_bound"] + 1e-9
-    assert free["bits_per_dim_given_label"] == pytest.approx(report["bits_per_dim"], abs=1e-6)
+    assert free["bits_per_dim_given_label"] == pytest.approx(report["bits_per_dim"], rel=1e-6)
     assert 0 <= report["classification"]["flow_accuracy"] <= 1
