@@ -438,6 +438,24 @@ def test_train_prints_its_precision_and_measures_where_undecided(
     assert f"cached in {tmp_path / 'cache'}" in capsys.readouterr().out
 
 
+def test_emulated_bf16_warning_goes_to_stderr_in_train_and_sample(
+    tiny_mnist_root, tmp_path, monkeypatch, capsys
+):
+    from pairflow.cli import main
+
+    _fake_cpu(monkeypatch, "AVX2", False, False)  # bf16 asked for where it is emulated
+    train(tiny_config(tiny_mnist_root, tmp_path / "a", max_steps=1, precision="bf16"), False)
+    captured = capsys.readouterr()
+    assert "precision: bf16 (asked for; warning: this AVX2 CPU" in captured.err
+    assert "warning" not in captured.out  # stdout keeps the run's record
+    out = tmp_path / "s.npz"
+    args = ["sample", "--pretrained", "seed", "--n", "2", "--out", str(out), "--precision", "bf16"]
+    assert main(args) == 0  # an explicit precision is no measurement, but the warning stays
+    assert "precision: bf16 (asked for; warning: this AVX2 CPU" in capsys.readouterr().err
+    assert main(args[:-2] + ["--precision", "fp32"]) == 0
+    assert "precision:" not in capsys.readouterr().err  # nothing to say
+
+
 # ----------------------------------------------------------------- loading: auto for inference
 def _tiny_flow(precision="fp32"):
     return build_flow("multiscale", hidden_channels=4, num_blocks=1, precision=precision)

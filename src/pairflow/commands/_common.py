@@ -46,7 +46,8 @@ def load_model_from_args(args: argparse.Namespace):
     from pairflow.precision import choose_model_precision
 
     choice = choose_model_precision(model, args.precision)
-    if "measured now" in choice.reason:  # once per machine and model shape: say why
+    # once per machine and model shape, say why; and always warn of emulated bf16
+    if "measured now" in choice.reason or "warning:" in choice.reason:
         print(f"precision: {choice.precision} ({choice.reason})", file=sys.stderr)
     model.precision = choice.precision
     return model, state, path

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -383,7 +384,9 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         choice = choose_precision(config.precision, procs.device, probe)
         values = model_config(config, choice.precision)
         if procs.is_main and "precision" in values:
-            print(f"precision: {choice.precision} ({choice.reason})", flush=True)
+            # a warning (bf16 asked for where it is emulated) goes to stderr, as warnings do
+            stream = sys.stderr if "warning:" in choice.reason else sys.stdout
+            print(f"precision: {choice.precision} ({choice.reason})", file=stream, flush=True)
     torch.manual_seed(config.seed)
     model = build_model(config.model, values).to(procs.device)  # a flow or a baseline
     optimizers, schedulers = _optimizers(config, spec, model, len(loader))
