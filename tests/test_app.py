@@ -117,6 +117,29 @@ def test_unconditional_model_samples_only_without_a_label():
     assert labels is None and images.shape == (2, 1, 28, 56)
 
 
+def test_default_temperature_follows_the_cli_and_the_slider_moves_only_on_a_change(
+    cond_model, tmp_path
+):
+    from pairflow.app.ui import _Handlers
+
+    unconditional = core.load_model("multiscale")
+    assert core.default_temperature_for(cond_model, "37") == 0.7  # a given label
+    assert core.default_temperature_for(cond_model, " Any ") == 0.8  # y ~ p(y)
+    assert core.default_temperature_for(cond_model, "") == 0.8
+    assert core.default_temperature_for(unconditional, "any") == 0.7  # no labels at all
+    h = _Handlers(None, tmp_path, None)
+    update, shown = h.follow_temperature("multiscale-cond", "", "any", 0.7)
+    assert update["value"] == 0.8 and shown == 0.8
+    update, shown = h.follow_temperature("multiscale-cond", "", "any", 0.8)  # typed on: no move
+    assert "value" not in update and shown == 0.8
+    update, shown = h.follow_temperature("multiscale", "", "any", 0.8)  # unconditional: 0.7
+    assert update["value"] == 0.7 and shown == 0.7
+    update, shown = h.follow_temperature("multiscale-cond", "", "12", 0.7)
+    assert "value" not in update and shown == 0.7
+    update, shown = h.follow_temperature("x", str(tmp_path / "nothing"), "any", 0.7)
+    assert "value" not in update and shown == 0.7  # no such model: leave the slider
+
+
 def test_load_model_errors_name_the_problem(tmp_path):
     with pytest.raises(
         core.AppInputError, match="neither a file, a run folder nor a shipped model"
@@ -451,6 +474,17 @@ def _wait_text(page, selector: str, pattern: str, timeout: float = 60) -> str:
     raise AssertionError(f"{selector} never showed {pattern!r}; it shows {text!r}")
 
 
+def _wait_value(page, elem_id: str, value: str, timeout: float = 30) -> None:
+    """Wait until the number box of slider ``elem_id`` shows ``value``."""
+    box = page.locator(f"#{elem_id} input[type=number]").first
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if box.input_value() == value:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"#{elem_id} never showed {value}; it shows {box.input_value()!r}")
+
+
 def _fill(page, elem_id: str, text: str) -> None:
     page.locator(f"#{elem_id} textarea, #{elem_id} input").first.fill(text)
 
@@ -483,6 +517,16 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
     arrays = np.load(download.value.path())
     assert np.array_equal(arrays["images"], shown[:, 0].numpy())
     assert arrays["labels"].tolist() == [37] * 16
+
+    # --- "any": the slider moves to the label-free default (0.8), and back for a label
+    _fill(page, "gen-pair", "any")
+    _wait_value(page, "gen-temperature", "0.8")
+    page.click("#gen-button")
+    _wait_text(page, "#gen-message", r"random pairs: .*temperature 0\.8,")
+    _fill(page, "gen-pair", "58")
+    _wait_value(page, "gen-temperature", "0.7")
+    page.click("#gen-button")
+    _wait_text(page, "#gen-message", r"pair 58, temperature 0\.7,")
 
     # --- bad input: a pair that is not 00..99, a run folder that does not exist
     _fill(page, "gen-pair", "123")

@@ -46,6 +46,7 @@ __all__ = [
     "label_text",
     "parse_pair",
     "generate",
+    "default_temperature_for",
     "grid_image",
     "grid_nrow",
     "png_bytes",
@@ -317,6 +318,28 @@ def generate(
     with loaded.lock:
         images = draw_samples(loaded.model, n, temperature=t, generator=gen, labels=labels)
     return images, labels
+
+
+def default_temperature_for(loaded: LoadedModel, pair: str | int | None) -> float:
+    """The temperature ``pairflow sample`` takes for this model and pair when none is given.
+
+    0.8 where a conditional flow draws its labels from its own p(y) (``"any"``), 0.7 for a
+    given label and for unconditional models (:func:`pairflow.options.default_temperature`).
+    The page moves its slider here when the pair switches between a label and ``"any"``.
+
+    Example:
+        >>> from pairflow.flows import build_flow
+        >>> flow = build_flow("multiscale", hidden_channels=4, num_blocks=1, conditional=True,
+        ...                   conditioning="both")
+        >>> loaded = LoadedModel("tiny", flow, kind_of(flow))
+        >>> default_temperature_for(loaded, "37"), default_temperature_for(loaded, "any")
+        (0.7, 0.8)
+    """
+    from pairflow.options import default_temperature
+
+    text = "any" if pair is None else str(pair).strip().lower()
+    label_free = text in ("", "any") and loaded.conditional and has_label_prior(loaded.model)
+    return default_temperature(bool(label_free))
 
 
 def grid_nrow(n: int) -> int:

@@ -104,6 +104,17 @@ class _Handlers:
         except core.AppInputError as err:
             return _message(str(err))
 
+    def follow_temperature(self, choice, run, pair, shown_default):
+        """Move the slider to the sampling default when it changes (a label <-> "any" on a
+        conditional flow: 0.7 <-> 0.8); otherwise leave the user's setting alone."""
+        try:
+            default = core.default_temperature_for(self._model(choice, run), pair)
+        except core.AppInputError:  # no such model: the info line already says so
+            return gr.update(), shown_default
+        if default == shown_default:
+            return gr.update(), shown_default
+        return gr.update(value=default), default
+
     def generate(self, choice, run, pair, temperature, seed, count):
         loaded = self._model(choice, run)
         images, labels = core.generate(loaded, pair, count, temperature, seed)
@@ -275,9 +286,19 @@ def build_app(
         with gr.Tab("Generate"):
             with gr.Row():
                 pair = gr.Textbox("37", label="pair (00..99, or any)", elem_id="gen-pair")
-                temperature = gr.Slider(0.1, 1.5, 0.7, step=0.05, label="temperature")
+                temperature = gr.Slider(
+                    0.1, 1.5, 0.7, step=0.05, label="temperature", elem_id="gen-temperature"
+                )
                 seed = gr.Number(0, precision=0, label="seed", elem_id="gen-seed")
                 count = gr.Slider(1, core.MAX_COUNT, 16, step=1, label="count")
+            # the slider follows the CLI's default for the model and pair (0.8 label-free)
+            shown_default = gr.State(0.7)
+            for widget in (pair, choice, run):
+                widget.change(
+                    h.follow_temperature,
+                    [choice, run, pair, shown_default],
+                    [temperature, shown_default],
+                )
             go = gr.Button("Generate", variant="primary", elem_id="gen-button")
             message = gr.Markdown(elem_id="gen-message")
             grid = gr.Image(
