@@ -17,6 +17,8 @@ training summary, and the comparison table (``pairflow compare --json``).
 Usage (from the repository root):
     .venv/bin/python benchmarks/compare_models.py --data-dir ../shared/data --budget 10 \\
         --out runs/compare
+    .venv/bin/python benchmarks/compare_models.py --data-dir ../shared/data --budget 12 \\
+        --runs flow-multiscale flow-multiscale-cond flow-glow vae vae-cond gan gan-cond
     .venv/bin/python benchmarks/compare_models.py --budget 0.2 --samples 200 --only flow-seed
 """
 
@@ -37,8 +39,13 @@ from speed import cpu_model  # benchmarks/speed.py: this script's folder is on s
 # name -> the model's flags. Each model trains with its own default recipe; `seed` gets the
 # batch size it was specified with and a lower learning rate (constant 1e-3 in bf16 diverged
 # once, see BENCHMARKS.md), the flows' multiscale preset its defaults.
+# The multiscale and glow flows train with the recipe of the shipped flows (an EMA of the
+# weights, decay 0.999, for evaluation and sampling); their conditional variants use the
+# shipped conditioning, "both" (embedding in the couplings and the class-mixture prior).
+FLOW_RECIPE = ["--ema-decay", "0.999"]
 MODELS: dict[str, list[str]] = {
-    "flow-multiscale": ["--model", "flow", "--preset", "multiscale"],
+    "flow-multiscale": ["--model", "flow", "--preset", "multiscale", *FLOW_RECIPE],
+    "flow-glow": ["--model", "flow", "--preset", "glow", *FLOW_RECIPE],
     "flow-seed": ["--model", "flow", "--preset", "seed", "--batch-size", "128", "--lr", "5e-4"],
     "vae": ["--model", "vae"],
     "gan": ["--model", "gan"],
@@ -85,6 +92,13 @@ def main() -> None:
         help="unconditional and/or conditional (default both)",
     )
     parser.add_argument(
+        "--runs",
+        nargs="+",
+        metavar="KEY",
+        help="exactly these runs, e.g. flow-glow gan-cond (a model name, -cond for its "
+        "conditional variant); default every model in both variants",
+    )
+    parser.add_argument(
         "--skip-train", action="store_true", help="reuse the run folders already in --out"
     )
     args = parser.parse_args()
@@ -97,7 +111,14 @@ def main() -> None:
         for variant in args.variants:
             key = name if variant == "uncond" else f"{name}-cond"
             flags = MODELS[name] + (["--conditional"] if variant == "cond" else [])
+            if variant == "cond" and FLOW_RECIPE[0] in flags:
+                flags += ["--set", "conditioning=both"]
             runs[key] = {"flags": flags, "folder": str(out / key)}
+    if args.runs:
+        unknown = sorted(set(args.runs) - set(runs))
+        if unknown:
+            parser.error(f"--runs: unknown {', '.join(unknown)} (choose from {', '.join(runs)})")
+        runs = {key: runs[key] for key in args.runs}
 
     def train_one(key: str) -> None:
         info = runs[key]
