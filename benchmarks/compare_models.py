@@ -41,11 +41,18 @@ from speed import cpu_model  # benchmarks/speed.py: this script's folder is on s
 # once, see BENCHMARKS.md), the flows' multiscale preset its defaults.
 # The multiscale and glow flows train with the recipe of the shipped flows (an EMA of the
 # weights, decay 0.999, for evaluation and sampling); their conditional variants use the
-# shipped conditioning, "both" (embedding in the couplings and the class-mixture prior).
+# shipped conditioning, "both" (label embeddings in the couplings and the position-aware
+# label prior, which also lets them sample without a label: y ~ p(y)).
 FLOW_RECIPE = ["--ema-decay", "0.999"]
+MULTISCALE = ["--model", "flow", "--preset", "multiscale", *FLOW_RECIPE]
 MODELS: dict[str, list[str]] = {
-    "flow-multiscale": ["--model", "flow", "--preset", "multiscale", *FLOW_RECIPE],
+    "flow-multiscale": MULTISCALE,
     "flow-glow": ["--model", "flow", "--preset", "glow", *FLOW_RECIPE],
+    # probes of two of issue 13's means on the multiscale flow (not in the README table):
+    # Flow++'s variational dequantization (bits/dim is then a bound) and TarFlow's noise
+    # augmentation with a denoising step after sampling (bits/dim of noisy data)
+    "flow-multiscale-vardeq": [*MULTISCALE, "--set", "dequantization=variational"],
+    "flow-multiscale-noise": [*MULTISCALE, "--set", "noise_sigma=0.2"],
     "flow-seed": ["--model", "flow", "--preset", "seed", "--batch-size", "128", "--lr", "5e-4"],
     "vae": ["--model", "vae"],
     "gan": ["--model", "gan"],
