@@ -53,6 +53,9 @@ MODELS: dict[str, list[str]] = {
     # augmentation with a denoising step after sampling (bits/dim of noisy data)
     "flow-multiscale-vardeq": [*MULTISCALE, "--set", "dequantization=variational"],
     "flow-multiscale-noise": [*MULTISCALE, "--set", "noise_sigma=0.2"],
+    # FlowGMM's class-mixture prior (run it as flow-multiscale-mixture-cond): the body never
+    # sees the label; against flow-multiscale-cond, the shipped conditioning
+    "flow-multiscale-mixture": [*MULTISCALE, "--set", "conditioning=mixture"],
     "flow-seed": ["--model", "flow", "--preset", "seed", "--batch-size", "128", "--lr", "5e-4"],
     "vae": ["--model", "vae"],
     "gan": ["--model", "gan"],
@@ -118,7 +121,8 @@ def main() -> None:
         for variant in args.variants:
             key = name if variant == "uncond" else f"{name}-cond"
             flags = MODELS[name] + (["--conditional"] if variant == "cond" else [])
-            if variant == "cond" and FLOW_RECIPE[0] in flags:
+            chosen = any(str(f).startswith("conditioning=") for f in flags)
+            if variant == "cond" and FLOW_RECIPE[0] in flags and not chosen:
                 flags += ["--set", "conditioning=both"]
             runs[key] = {"flags": flags, "folder": str(out / key)}
     if args.runs:
