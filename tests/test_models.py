@@ -141,6 +141,8 @@ def test_load_takes_a_shipped_name_a_run_folder_and_a_checkpoint(tmp_path):
     assert pairflow.load("multiscale", precision=None).precision == "bf16"  # as trained
     assert pairflow.load("multiscale", precision="fp32").precision == "fp32"
     model, state = pairflow.models.load_with_checkpoint("multiscale-cond", precision=None)
+    assert model.precision == state["model_config"]["precision"] == "bf16"  # its last run's
+    model, state = pairflow.models.load_with_checkpoint("fashion-multiscale-cond", precision=None)
     assert model.precision == state["model_config"]["precision"] == "fp32"  # trained in fp32
     with pytest.raises(ValueError, match="neither a file, a run folder nor a shipped model"):
         pairflow.load("multiscale-cnd")
