@@ -17,8 +17,8 @@ training summary, and the comparison table (``pairflow compare --json``).
 Usage (from the repository root):
     .venv/bin/python benchmarks/compare_models.py --data-dir ../shared/data --budget 10 \\
         --out runs/compare
-    .venv/bin/python benchmarks/compare_models.py --data-dir ../shared/data --budget 12 \\
-        --runs flow-multiscale flow-multiscale-cond flow-glow vae vae-cond gan gan-cond
+    .venv/bin/python benchmarks/compare_models.py --data-dir ../shared/data --budget 10 \\
+        --jobs 1 --runs flow-multiscale flow-multiscale-cond flow-glow vae vae-cond gan gan-cond
     .venv/bin/python benchmarks/compare_models.py --budget 0.2 --samples 200 --only flow-seed
 """
 

@@ -58,6 +58,15 @@ class PrecisionChoice:
     precision: str
     reason: str
 
+    @property
+    def is_warning(self) -> bool:
+        """Whether the reason warns (bf16 asked for where it is only emulated): callers print
+        it to stderr, and print it even where they print no other reason."""
+        return _WARNING in self.reason
+
+
+_WARNING = "; warning: "
+
 
 # ------------------------------------------------------------------------------- the CPU
 def _cpuinfo_flags() -> set[str]:
@@ -407,7 +416,7 @@ def _emulated_warning(precision: str, device: torch.device | str) -> str:
     if info["amx"] or info["avx512_bf16"]:
         return ""
     return (
-        f"; warning: this {info['capability']} CPU has neither AMX nor AVX512-BF16, so bf16 is "
+        f"{_WARNING}this {info['capability']} CPU has neither AMX nor AVX512-BF16, so bf16 is "
         "emulated and many times slower than fp32; auto picks fp32 here"
     )
 

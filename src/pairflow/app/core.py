@@ -212,6 +212,11 @@ class ModelCache:
             return self._models[key]
 
 
+def _is_any(text: str | int | None) -> bool:
+    """Whether a pair field asks for no particular label: ``"any"``, blank or None."""
+    return text is None or str(text).strip().lower() in ("", "any")
+
+
 def parse_pair(text: str | int | None, conditional: bool, layout: str = "pair") -> int | None:
     """A pair label ``"00".."99"`` (a class ``"0".."9"`` for single images) -> int, or
     ``"any"`` (or blank) -> None.
@@ -223,9 +228,9 @@ def parse_pair(text: str | int | None, conditional: bool, layout: str = "pair") 
         AppInputError: not two digits (one for single images), or a label for an
             unconditional model.
     """
-    text = "any" if text is None else str(text).strip().lower()
-    if text in ("", "any"):
+    if _is_any(text):
         return None
+    text = str(text).strip().lower()
     if layout == "single":
         if not (text.isdigit() and len(text) == 1):
             raise AppInputError(f"class {text!r}: give one digit 0..9 (e.g. 7), or 'any'")
@@ -337,8 +342,7 @@ def default_temperature_for(loaded: LoadedModel, pair: str | int | None) -> floa
     """
     from pairflow.options import default_temperature
 
-    text = "any" if pair is None else str(pair).strip().lower()
-    label_free = text in ("", "any") and loaded.conditional and has_label_prior(loaded.model)
+    label_free = _is_any(pair) and loaded.conditional and has_label_prior(loaded.model)
     return default_temperature(bool(label_free))
 
 

@@ -47,7 +47,7 @@ def load_model_from_args(args: argparse.Namespace):
 
     choice = choose_model_precision(model, args.precision)
     # once per machine and model shape, say why; and always warn of emulated bf16
-    if "measured now" in choice.reason or "warning:" in choice.reason:
+    if "measured now" in choice.reason or choice.is_warning:
         print(f"precision: {choice.precision} ({choice.reason})", file=sys.stderr)
     model.precision = choice.precision
     return model, state, path

@@ -384,8 +384,7 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         choice = choose_precision(config.precision, procs.device, probe)
         values = model_config(config, choice.precision)
         if procs.is_main and "precision" in values:
-            # a warning (bf16 asked for where it is emulated) goes to stderr, as warnings do
-            stream = sys.stderr if "warning:" in choice.reason else sys.stdout
+            stream = sys.stderr if choice.is_warning else sys.stdout  # as warnings go
             print(f"precision: {choice.precision} ({choice.reason})", file=stream, flush=True)
     torch.manual_seed(config.seed)
     model = build_model(config.model, values).to(procs.device)  # a flow or a baseline
