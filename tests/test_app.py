@@ -296,6 +296,35 @@ def test_score_shows_a_conditional_flows_own_posterior():
     assert result.class_posterior is None and result.posterior_top is None
 
 
+def test_a_bound_on_bits_per_dim_is_shown_as_a_bound_and_names_which():
+    """Exact for a flow, Flow++'s bound with variational dequantization, the negative ELBO
+    for a VAE: the model line and Score's line say which (a bound shown bare reads as exact)."""
+    ui = pytest.importorskip("pairflow.app.ui")
+    from pairflow.baselines import build_vae
+    from pairflow.flows import build_flow
+
+    small = dict(num_couplings=2, hidden_features=8)
+    exact = build_flow("seed", **small).eval()
+    variational = randomize(build_flow("seed", dequantization="variational", **small)).eval()
+    vae = build_vae("conv", latent_dim=2, hidden_channels=4, hidden_features=8).eval()
+    x = torch.randint(0, 256, (1, 1, 28, 56), generator=torch.Generator().manual_seed(2),
+                      dtype=torch.uint8)  # fmt: skip
+    h = ui._Handlers(None, Path("."), None)
+    cases = [
+        (exact, "flow", None),
+        (variational, "flow", "variational bound: variational dequantization"),
+        (vae, "vae", "upper bound: negative ELBO"),
+    ]
+    for model, kind, bound in cases:
+        loaded = core.LoadedModel(kind, model, kind_spec(kind), test_bpd=1.0812)
+        assert loaded.likelihood_bound == bound
+        _, text = h._score(loaded, x, "")
+        shown = f"bits/dim ({bound})" if bound else "bits/dim"
+        assert f"- {shown}: **" in text, text
+        value = f"<= 1.0812 ({bound})" if bound else "1.0812"
+        assert f"shipped weights, test bits/dim {value}" in loaded.describe()
+
+
 # ------------------------------------------------------------------ the command
 def _run(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -55,11 +55,13 @@ def test_bad_pair_labels_exit_2(cond_run, pair, tmp_path):
 
 
 def test_list_pretrained_names_each_shipped_model(tmp_path):
-    from pairflow.pretrained import list_pretrained
+    from pairflow.pretrained import list_pretrained, shipped_bpd_text
 
     proc = pairflow("sample", "--list-pretrained")
-    for name in list_pretrained():
-        assert name in proc.stdout
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines()}
+    for name, meta in list_pretrained().items():
+        # Its test bits/dim, a variational bound written as one ("<= ... (variational bound)").
+        assert lines[name].endswith(f"test bits/dim {shipped_bpd_text(meta)}"), lines[name]
 
 
 def test_training_sets_p_y_and_sampling_without_a_pair_draws_from_it(

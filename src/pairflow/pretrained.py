@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["WEIGHTS_DIR", "list_pretrained", "pretrained_path"]
+__all__ = ["WEIGHTS_DIR", "list_pretrained", "pretrained_path", "shipped_bpd_text"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -20,6 +20,25 @@ def list_pretrained() -> dict[str, dict]:
     if not index.is_file():
         return {}
     return json.loads(index.read_text(encoding="utf-8"))
+
+
+def shipped_bpd_text(meta: dict) -> str:
+    """A shipped model's measured test bits/dim in words, from its index entry.
+
+    ``"1.1018"`` for an exact likelihood, ``"<= 1.0790 (variational bound)"`` for a flow with
+    variational dequantization (index key ``test_bpd_is_bound``), whose number is Flow++'s
+    bound and must never be shown as if it were exact.
+
+    Example:
+        >>> shipped_bpd_text({"test_bpd": 1.1018})
+        '1.1018'
+        >>> shipped_bpd_text({"test_bpd": 1.079, "test_bpd_is_bound": True})
+        '<= 1.0790 (variational bound)'
+    """
+    value = float(meta.get("test_bpd", float("nan")))
+    if meta.get("test_bpd_is_bound"):
+        return f"<= {value:.4f} (variational bound)"
+    return f"{value:.4f}"
 
 
 def pretrained_path(name: str) -> Path:

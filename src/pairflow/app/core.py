@@ -146,6 +146,16 @@ class LoadedModel:
         """Flows give exact bits/dim, VAEs an upper bound (negative ELBO), GANs none."""
         return self.kind.likelihood is not None
 
+    @property
+    def likelihood_bound(self) -> str | None:
+        """What kind of upper bound the model's bits/dim is, in words; None where it is exact
+        (a flow with uniform dequantization) or the model has none (a GAN)."""
+        if not self.has_likelihood or not self.model.bits_per_dim_is_bound:  # LikelihoodModel
+            return None
+        if self.kind.likelihood == "bound":
+            return "upper bound: negative ELBO"
+        return "variational bound: variational dequantization"
+
     def choice_label(self) -> str:
         """The model list's entry: the name and its data (``"run (CIFAR-10 pairs)"``)."""
         return f"{self.name} ({self.items}s)"
@@ -161,7 +171,9 @@ class LoadedModel:
             f", {colour}), {cond}"
         )
         if self.test_bpd is not None:
-            text += f"; shipped weights, test bits/dim {self.test_bpd:.4f}"
+            bound = self.likelihood_bound
+            value = f"<= {self.test_bpd:.4f} ({bound})" if bound else f"{self.test_bpd:.4f}"
+            text += f"; shipped weights, test bits/dim {value}"
         if not self.drawable:
             text += f". Score: upload a {h}x{w} {colour} image (the canvas draws 28x56 pairs)"
         return text

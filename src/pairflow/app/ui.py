@@ -174,11 +174,8 @@ class _Handlers:
                 f"- bits/dim: not available for this model (a {loaded.kind.name} has no likelihood)"
             )
         else:
-            what = (
-                "bits/dim (upper bound: negative ELBO)"
-                if loaded.kind.likelihood == "bound"
-                else "bits/dim"
-            )
+            bound = loaded.likelihood_bound
+            what = f"bits/dim ({bound})" if bound else "bits/dim"
             given = ""
             if result.label is not None:
                 source = {

@@ -146,7 +146,7 @@ def _figure(args, root: Path, out: Path, summary: dict, how: str, base, minutes:
 
     import pairflow
     from pairflow.images import save_grid
-    from pairflow.pretrained import list_pretrained
+    from pairflow.pretrained import list_pretrained, shipped_bpd_text
 
     shipped = list_pretrained()
     steps, bpd = summary["step"], summary["test_bpd"]
@@ -173,7 +173,7 @@ def _figure(args, root: Path, out: Path, summary: dict, how: str, base, minutes:
         if conditional:
             labels = [f"{int(c):02d}" for c in _labels(torch)]
         path = save_grid(images, out / f"pretrained_{name}.png", nrow=8, labels=labels)
-        caption = f"{_how_trained(meta)}; test bits/dim {meta['test_bpd']:.4f} on 10,000 pairs"
+        caption = f"{_how_trained(meta)}; test bits/dim {shipped_bpd_text(meta)} on 10,000 pairs"
         if conditional:
             caption += "; asked for the pair under each image"
         panels.append((f"shipped `{name}`", caption, path))

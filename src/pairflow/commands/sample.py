@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list_pretrained() -> int:
-    from pairflow.pretrained import list_pretrained
+    from pairflow.pretrained import list_pretrained, shipped_bpd_text
 
     models = list_pretrained()
     if not models:
@@ -197,7 +197,7 @@ def _list_pretrained() -> int:
         kind = "conditional" if meta.get("conditional") else "unconditional"
         print(
             f"{name:24s} {meta.get('dataset', 'mnist'):13s} {meta.get('preset', '?'):11s} "
-            f"{kind:13s} test bits/dim {meta.get('test_bpd', float('nan')):.4f}"
+            f"{kind:13s} test bits/dim {shipped_bpd_text(meta)}"
         )
     return 0
 
