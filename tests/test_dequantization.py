@@ -118,3 +118,58 @@ def test_training_and_evaluate_call_it_a_bound(tiny_mnist_root, tmp_path):
     assert "bits_per_dim" not in report and report["bits_per_dim_bound"] > 0
     assert "variational dequantization" in report["bound"]
     assert "bits_per_dim_bound" in proc.stdout
+    # The same flow's exact likelihood: its continuous density under uniform noise.
+    pairflow("evaluate", str(run), "--data-dir", str(tiny_mnist_root), "--dequantization",
+             "uniform", "--precision", "fp32")  # fmt: skip
+    exact = json.loads((run / "eval_test_uniform.json").read_text())
+    assert "bits_per_dim_bound" not in exact and "bound" not in exact
+    assert exact["dequantization"].startswith("uniform (asked for")
+    from pairflow.data import PairedMNIST
+    from pairflow.evaluation import evaluate_bpd
+    from pairflow.training import load_model
+
+    model, _ = load_model(run / "best.pt")
+    model.precision = "fp32"
+    expected = evaluate_bpd(
+        model.with_uniform_dequantization(), PairedMNIST(tiny_mnist_root, train=False)
+    )
+    assert exact["bits_per_dim"] == pytest.approx(expected["bpd"], rel=1e-6)
+    vae = tmp_path / "vae"
+    pairflow(
+        "train", "--model", "vae", "--epochs", "1", "--batch-size", "16", "--num-pairs", "32",
+        "--test-pairs", "16", "--data-dir", str(tiny_mnist_root), "--out", str(vae),
+        "--device", "cpu", "--sample-n", "4", "--no-progress", "--threads", "1",
+        "--set", "hidden_channels=4", "--set", "latent_dim=2", "--set", "hidden_features=8",
+    )  # fmt: skip
+    proc = pairflow("evaluate", str(vae), "--data-dir", str(tiny_mnist_root),
+                    "--dequantization", "uniform", check=False)  # fmt: skip
+    assert proc.returncode == 2 and "scores a flow's exact likelihood" in proc.stderr
+
+
+def test_uniform_dequantization_of_a_variational_flow_is_the_same_density_scored_exactly():
+    """The view shares the trained weights and scores them as a flow built with uniform noise
+    would: with and without the label (the exact marginal over the 100 labels)."""
+    small = dict(height=4, width=8, hidden_channels=4, num_blocks=1, conditional=True,
+                 conditioning="both", dequant_channels=4)  # fmt: skip
+    variational = randomize(build_flow("multiscale", dequantization="variational", **small), 3)
+    variational.set_label_counts(torch.arange(1, 101, dtype=torch.float32))
+    uniform = build_flow("multiscale", **small)
+    load = uniform.load_state_dict(variational.state_dict(), strict=False)
+    assert not load.missing_keys and all(k.startswith("dequantizer.") for k in load.unexpected_keys)
+    view = variational.with_uniform_dequantization()
+    assert not view.bits_per_dim_is_bound and view.dequantizer is None
+    assert view.with_uniform_dequantization() is view
+    x, cond = pixels(3), torch.tensor([7, 42, 99])
+    for labels in (cond, None):
+        got = view.bits_per_dim(x, labels, torch.Generator().manual_seed(4))
+        want = uniform.bits_per_dim(x, labels, torch.Generator().manual_seed(4))
+        torch.testing.assert_close(got, want)
+    # It differs from the bound (another noise), and it is a view: the weights are shared.
+    bound = variational.bits_per_dim(x, cond, torch.Generator().manual_seed(4))
+    assert not torch.allclose(bound, view.bits_per_dim(x, cond, torch.Generator().manual_seed(4)))
+    with torch.no_grad():
+        next(variational.body.parameters()).add_(0.5)
+    after = view.bits_per_dim(x, cond, torch.Generator().manual_seed(4))
+    assert not torch.allclose(
+        after, uniform.bits_per_dim(x, cond, torch.Generator().manual_seed(4))
+    )
