@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import signal
@@ -128,7 +130,7 @@ def test_init_from_fine_tunes_with_a_new_label_prior(tiny_mnist_root, tmp_path):
     from pairflow.flows import FlowConfig, build_flow
 
     model = build_flow(FlowConfig.from_dict(config))
-    assert init_weights(model, source) == ["distribution.loc", "distribution.log_scale"]
+    assert init_weights(model, source) == (["distribution.loc", "distribution.log_scale"], [])
     test = PairedMNIST(tiny_mnist_root, train=False, num_pairs=32)
     a = evaluate_bpd(src_model, test, conditional=True)["bpd"]
     b = evaluate_bpd(model.eval(), test, conditional=True)["bpd"]
@@ -148,6 +150,41 @@ def test_init_from_fine_tunes_with_a_new_label_prior(tiny_mnist_root, tmp_path):
     state = load_checkpoint(tuned / "last.pt")
     assert state["step"] == 4 and state["model"]["distribution.loc"].abs().sum() > 0
     assert state["model_config"]["conditioning"] == "both"
+
+
+def test_init_from_a_variational_dequantization_flow_with_or_without_its_dequantizer(
+    tiny_mnist_root, tmp_path
+):
+    """The dequantizer is no part of p(x): a uniform run leaves it out and keeps the flow's
+    density exactly; a variational run takes it too."""
+    from pairflow.data import PairedMNIST
+    from pairflow.flows import build_flow
+    from pairflow.training.evaluation import evaluate_bpd
+    from pairflow.training.loop import init_weights
+
+    source = tmp_path / "source"
+    variational = dict(TINY["seed"], dequantization="variational", dequant_channels=4)
+    train(tiny_config(tiny_mnist_root, source, max_steps=3, model_overrides=variational),
+          progress=False)  # fmt: skip
+    trained, _ = load_model(source / "last.pt")
+    uniform = build_flow("seed", **TINY["seed"])
+    fresh, dropped = init_weights(uniform, source)
+    assert fresh == [] and dropped and all(k.startswith("dequantizer.") for k in dropped)
+    test = PairedMNIST(tiny_mnist_root, train=False, num_pairs=32)
+    a = evaluate_bpd(trained.with_uniform_dequantization(), test)["bpd"]
+    assert evaluate_bpd(uniform.eval(), test)["bpd"] == pytest.approx(a, rel=1e-6)
+    again = build_flow("seed", **variational)
+    assert init_weights(again, source) == ([], [])
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], value)
+    # The run says so.
+    out = tmp_path / "tuned"
+    cfg = tiny_config(tiny_mnist_root, out, max_steps=1, init_from=str(source))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        train(cfg, progress=False)
+    assert "its variational dequantizer is left out" in printed.getvalue()
+    assert load_checkpoint(out / "last.pt")["model_config"]["dequantization"] == "uniform"
 
 
 def test_init_from_refuses_weights_that_do_not_fit(tiny_mnist_root, tmp_path):

@@ -189,13 +189,22 @@ def _precision_probe(config: TrainConfig, device: torch.device, world_size: int)
     )
 
 
-def init_weights(model: nn.Module, path: str | os.PathLike, kind: str = "flow") -> list[str]:
+def init_weights(
+    model: nn.Module, path: str | os.PathLike, kind: str = "flow"
+) -> tuple[list[str], list[str]]:
     """Load the weights of checkpoint (or run folder) ``path`` into ``model`` to fine-tune it.
 
     The weights are the moving average's where the run kept one (what it was evaluated with).
-    Every tensor of the checkpoint must exist in ``model`` with the same shape; parameters and
-    buffers only ``model`` has (e.g. the label prior of ``conditioning="both"`` added to an
-    ``"embedding"`` model) keep their initialisation, and their names are returned.
+    Every tensor of the checkpoint must exist in ``model`` with the same shape, with one
+    exception: a variational dequantizer q(u | x) (``dequantizer.*``) that ``model`` has no
+    place for is left out, since it is no part of the flow's density p(x) (a flow trained
+    with variational dequantization fine-tunes with uniform noise unless the new run asks
+    for ``dequantization=variational`` too). Parameters and buffers only ``model`` has (e.g.
+    the label prior of ``conditioning="both"`` added to an ``"embedding"`` model) keep their
+    initialisation.
+
+    Returns:
+        (the names ``model`` initialised itself, the names of the checkpoint left out).
 
     Raises:
         CheckpointError: the checkpoint is of another model kind, or its weights do not fit.
@@ -210,6 +219,9 @@ def init_weights(model: nn.Module, path: str | os.PathLike, kind: str = "flow") 
         )
     weights = unpack_state_dict(evaluation_state_dict(state))  # the EMA's where kept
     own = model.state_dict()
+    dropped = sorted(k for k in weights if k.startswith("dequantizer.") and k not in own)
+    for k in dropped:
+        del weights[k]
     extra = sorted(set(weights) - set(own))
     misfit = [k for k in weights if k in own and weights[k].shape != own[k].shape]
     if extra or misfit:
@@ -227,7 +239,7 @@ def init_weights(model: nn.Module, path: str | os.PathLike, kind: str = "flow") 
         )
     missing = sorted(set(own) - set(weights))
     model.load_state_dict(weights, strict=False)
-    return missing
+    return missing, dropped
 
 
 @torch.no_grad()
@@ -399,10 +411,15 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
     if state is not None:
         _restore(run, state)
     elif config.init_from:
-        fresh = init_weights(model, config.init_from, config.model)
+        fresh, dropped = init_weights(model, config.init_from, config.model)
         if procs.is_main:
             new = f"; new, freshly initialised: {', '.join(fresh)}" if fresh else ""
             print(f"initialised from {config.init_from}{new}")
+            if dropped:
+                print(
+                    "its variational dequantizer is left out: this run dequantizes with "
+                    "uniform noise (exact bits/dim); --set dequantization=variational keeps it"
+                )
     if state is None and config.model == "flow" and model.config.conditional:
         # p(y), the training pairs' label frequencies: the mixture's weights, and the label
         # draws of every conditional flow sampled without a label.
