@@ -60,7 +60,12 @@ def main() -> None:
         train_config = dict(state.get("train_config") or {})
         if train_config.get("init_from"):  # a local path: keep only the run's folder name
             origin = Path(train_config["init_from"])
-            train_config["init_from"] = (origin.parent if origin.suffix == ".pt" else origin).name
+            if origin.parent == WEIGHTS_DIR:  # a shipped model: its name
+                train_config["init_from"] = f"{origin.stem} (the one shipped before this run)"
+            else:
+                train_config["init_from"] = (
+                    origin.parent if origin.suffix == ".pt" else origin
+                ).name
         index[name] = {
             "file": out.name,
             "preset": state["model_config"].get("preset"),
@@ -79,7 +84,7 @@ def main() -> None:
                 k: train_config.get(k)
                 for k in ("preset", "conditional", "batch_size", "lr", "warmup_steps",
                           "schedule", "precision", "time_budget", "epochs", "seed",
-                          "init_from", "dataset", "ema_decay")
+                          "init_from", "dataset", "ema_decay", "model_overrides")
             },
             "conditioning": state["model_config"].get("conditioning") if conditional else None,
         }  # fmt: skip

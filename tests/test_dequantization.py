@@ -173,3 +173,27 @@ def test_uniform_dequantization_of_a_variational_flow_is_the_same_density_scored
     assert not torch.allclose(
         after, uniform.bits_per_dim(x, cond, torch.Generator().manual_seed(4))
     )
+
+
+def test_the_deterministic_point_of_a_variational_flow_is_where_q_puts_eps_zero():
+    """class_posterior's noise="center": q's image of eps = 0 (the body was fitted to q's
+    noise), minus its log q; bin centres for uniform flows."""
+    small = dict(height=4, width=8, hidden_channels=4, num_blocks=1, conditional=True,
+                 conditioning="both", dequant_channels=4)  # fmt: skip
+    flow = randomize(build_flow("multiscale", dequantization="variational", **small), 5).eval()
+    x = pixels(3)
+    with torch.no_grad():
+        u, log_q = flow.dequantizer.mode_noise(x)
+        assert ((u > 0) & (u < 1)).all() and not torch.allclose(u, torch.full_like(u, 0.5))
+        again, _ = flow.dequantizer.mode_noise(x)
+        assert torch.equal(u, again)  # deterministic
+        torch.testing.assert_close(log_q, flow.dequantizer.log_prob(u, x))
+        got = flow.class_log_likelihoods(x, noise="center")
+        y = (x.float() + u) / 256
+        for label in (0, 42, 99):
+            cond = torch.full((3,), label)
+            z, logabsdet = flow(y, cond)
+            want = flow.log_prior(z, cond) + logabsdet - log_q
+            torch.testing.assert_close(got[:, label], want, rtol=1e-5, atol=1e-4)
+        posterior = flow.class_posterior(x)
+        torch.testing.assert_close(posterior, (flow.log_label_probs() + got).softmax(1))

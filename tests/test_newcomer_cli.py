@@ -108,8 +108,9 @@ def test_conditional_interpolation_keeps_one_label_and_ends_on_the_real_pairs(
         top = 2 + row * 30
         first = grid[top : top + 28, 2 : 2 + 56].int()
         last = grid[top : top + 28, 2 + 2 * 58 : 2 + 2 * 58 + 56].int()
-        assert (first - start[0].int()).abs().max() <= 2
-        assert (last - end[0].int()).abs().max() <= 2
+        # Up to a few levels where the fast precision is bf16 (exact in fp32; test_app.py)
+        assert (first - start[0].int()).abs().max() <= 10
+        assert (last - end[0].int()).abs().max() <= 10
 
 
 # ---- errors speak in flags -------------------------------------------------------------------

@@ -155,8 +155,8 @@ def test_init_from_fine_tunes_with_a_new_label_prior(tiny_mnist_root, tmp_path):
 def test_init_from_a_variational_dequantization_flow_with_or_without_its_dequantizer(
     tiny_mnist_root, tmp_path
 ):
-    """The dequantizer is no part of p(x): a uniform run leaves it out and keeps the flow's
-    density exactly; a variational run takes it too."""
+    """The dequantizer is no part of p(x): a run asking for uniform noise leaves it out and
+    keeps the flow's density exactly; any other fine-tune keeps it."""
     from pairflow.data import PairedMNIST
     from pairflow.flows import build_flow
     from pairflow.training.evaluation import evaluate_bpd
@@ -167,7 +167,8 @@ def test_init_from_a_variational_dequantization_flow_with_or_without_its_dequant
     train(tiny_config(tiny_mnist_root, source, max_steps=3, model_overrides=variational),
           progress=False)  # fmt: skip
     trained, _ = load_model(source / "last.pt")
-    uniform = build_flow("seed", **TINY["seed"])
+    uniform_set = dict(TINY["seed"], dequantization="uniform")
+    uniform = build_flow("seed", **uniform_set)
     fresh, dropped = init_weights(uniform, source)
     assert fresh == [] and dropped and all(k.startswith("dequantizer.") for k in dropped)
     test = PairedMNIST(tiny_mnist_root, train=False, num_pairs=32)
@@ -177,14 +178,20 @@ def test_init_from_a_variational_dequantization_flow_with_or_without_its_dequant
     assert init_weights(again, source) == ([], [])
     for name, value in trained.state_dict().items():
         torch.testing.assert_close(again.state_dict()[name], value)
-    # The run says so.
-    out = tmp_path / "tuned"
-    cfg = tiny_config(tiny_mnist_root, out, max_steps=1, init_from=str(source))
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        train(cfg, progress=False)
-    assert "its variational dequantizer is left out" in printed.getvalue()
-    assert load_checkpoint(out / "last.pt")["model_config"]["dequantization"] == "uniform"
+    # A fine-tune keeps the learned noise unless --set says otherwise, and says which.
+    for overrides, kept in ((TINY["seed"], "variational"), (uniform_set, "uniform")):
+        out = tmp_path / f"tuned-{kept}"
+        cfg = tiny_config(tiny_mnist_root, out, max_steps=1, init_from=str(source),
+                          model_overrides=overrides)  # fmt: skip
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            train(cfg, progress=False)
+        said = "it keeps its variational" if kept == "variational" else "dequantizer is left out"
+        assert said in printed.getvalue()
+        saved = load_checkpoint(out / "last.pt")["model_config"]
+        assert saved["dequantization"] == kept
+        if kept == "variational":
+            assert saved["dequant_channels"] == 4  # the source's q, not the default's
 
 
 def test_init_from_refuses_weights_that_do_not_fit(tiny_mnist_root, tmp_path):

@@ -147,6 +147,17 @@ class VariationalDequantizer(nn.Module):
         d = eps[0].numel()
         return -0.5 * eps.pow(2).flatten(1).sum(1) - 0.5 * d * math.log(2 * math.pi) + logabsdet
 
+    def mode_noise(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The noise q maps eps = 0 to, and its log q(u | x): deterministic, in (0, 1).
+
+        What bin centres are for uniform noise: one representative point per image, here
+        where q (and so the flow fitted to it) puts its mass rather than at u = 1/2.
+        """
+        eps = torch.zeros(x.shape, device=x.device)
+        u, _ = self.transform.inverse(eps, self.context(x))
+        u = u.clamp(1e-6, 1 - 1e-6)
+        return u, self.log_prob(u, x)
+
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Draw u ~ q(u | x) for images x (B, C, H, W); returns (u in (0, 1), log q(u | x) (B,))."""
         device = generator.device if generator is not None else x.device

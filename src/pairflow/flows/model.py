@@ -417,12 +417,19 @@ class PairFlow(Transform):
         Arguments:
             x: images, as in :meth:`log_prob`, batched (B, C, H, W).
             generator: random generator for the dequantization noise.
-            noise: ``"uniform"`` (a random draw) or ``"center"`` (bin centres).
+            noise: ``"uniform"`` (a random draw: u ~ U[0, 1), or u ~ q(u | x) with variational
+                dequantization) or ``"center"`` (deterministic: bin centres, or with
+                variational dequantization the noise q maps its base distribution's mode to,
+                where the body was fitted).
         """
         self._require_conditional("class_log_likelihoods")
         x, _ = as_pixel_batch(x, self.config.shape, self.device)
         if noise == "uniform":
             y, log_q = self._dequantize(x, generator)  # log q(u | x): variational only
+        elif noise == "center" and self.dequantizer is not None:
+            # The body was fitted to q's noise, not to bin centres: q's own central point.
+            u, log_q = self.dequantizer.mode_noise(x)
+            y = (x.to(torch.float32) + u) / NUM_LEVELS
         else:
             y, log_q = dequantize(x, noise=noise), x.new_zeros(x.shape[0], dtype=torch.float32)
         eps = self._noise(y, generator)  # the same for every label
@@ -475,7 +482,10 @@ class PairFlow(Transform):
 
     @torch.no_grad()
     def class_posterior(self, x: Tensor) -> Tensor:
-        """p(label | x) (B, K) by Bayes, dequantized at bin centres; rows sum to one.
+        """p(label | x) (B, K) by Bayes, dequantized deterministically; rows sum to one.
+
+        At bin centres, or for a flow with variational dequantization at the noise its q maps
+        eps = 0 to (bin centres lie off what such a body was fitted to, and misread labels).
 
         Conditional models: the flow as a classifier of pairs (K = 100) or of single images
         (K = 10) (argmax: :meth:`classify`); costs :attr:`label_passes` passes through the flow.

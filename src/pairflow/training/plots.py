@@ -1,6 +1,7 @@
 """Training curves: train and test bits/dim against optimiser steps, as a PNG.
 
-A VAE's curves are its bound (``bpd_bound``, ``test_bpd_bound``); a GAN, without a
+A VAE's curves are its bound (``bpd_bound``, ``test_bpd_bound``), as are those of a flow
+with variational dequantization; a GAN, without a
 likelihood, gets its discriminator and generator losses (``d_loss``, ``g_loss``,
 ``test_d_loss``).
 """
@@ -22,7 +23,8 @@ def plot_curves(records: list[dict], path: str | Path, title: str | None = None)
     """
     key, ylabel = "bpd", "bits / dim"
     if any("bpd_bound" in r or "test_bpd_bound" in r for r in records):
-        key, ylabel = "bpd_bound", "bits / dim bound (negative ELBO)"
+        # A VAE's negative ELBO, or a flow's with variational dequantization (Flow++).
+        key, ylabel = "bpd_bound", "bits / dim, upper bound (ELBO or variational)"
     elif any("d_loss" in r or "test_d_loss" in r for r in records):
         return _plot_gan(records, path, title)
     train = [(r["step"], r[key]) for r in records if r.get("type") == "train" and key in r]

@@ -143,6 +143,28 @@ def build_data(config: TrainConfig, procs: Processes):
     return train_set, test_set, loader
 
 
+_DEQUANTIZER_FIELDS = ("dequantization", "dequant_channels", "dequant_couplings")
+
+
+def inherited_dequantization(config: TrainConfig) -> dict[str, Any]:
+    """What a flow fine-tuned ``--init-from`` a flow with variational dequantization keeps.
+
+    The learned noise q(u | x) is part of how such a flow was fitted: its density is shaped to
+    it, and the same weights scored with uniform noise are far worse (BENCHMARKS.md). So a
+    fine-tune keeps the source's dequantizer unless ``--set dequantization=...`` says
+    otherwise; {} for every other run.
+    """
+    if config.model != "flow" or not config.init_from or "dequantization" in config.model_overrides:
+        return {}
+    try:
+        source = load_checkpoint(config.init_from, map_location="cpu").get("model_config", {})
+    except (CheckpointError, OSError, ValueError):
+        return {}  # init_weights names what is wrong with it
+    if source.get("dequantization") != "variational":
+        return {}
+    return {k: source[k] for k in _DEQUANTIZER_FIELDS if k in source}
+
+
 def model_config(config: TrainConfig, precision: str) -> dict[str, Any]:
     """The model's config (as a dict) from the run's preset, overrides and precision."""
     from pairflow.dataset_presets import model_overrides_for
@@ -151,6 +173,7 @@ def model_config(config: TrainConfig, precision: str) -> dict[str, Any]:
     # The dataset's shape and sizes, under what --set gave explicitly.
     overrides = {
         **model_overrides_for(config.model, config.preset, config.dataset, config.layout),
+        **inherited_dequantization(config),
         **config.model_overrides,
     }
     names = {f.name for f in fields(config_class)}
@@ -197,9 +220,9 @@ def init_weights(
     The weights are the moving average's where the run kept one (what it was evaluated with).
     Every tensor of the checkpoint must exist in ``model`` with the same shape, with one
     exception: a variational dequantizer q(u | x) (``dequantizer.*``) that ``model`` has no
-    place for is left out, since it is no part of the flow's density p(x) (a flow trained
-    with variational dequantization fine-tunes with uniform noise unless the new run asks
-    for ``dequantization=variational`` too). Parameters and buffers only ``model`` has (e.g.
+    place for is left out, since it is no part of the flow's density p(x) (a run asks for
+    that with ``--set dequantization=uniform``; otherwise it keeps the source's,
+    :func:`inherited_dequantization`). Parameters and buffers only ``model`` has (e.g.
     the label prior of ``conditioning="both"`` added to an ``"embedding"`` model) keep their
     initialisation.
 
@@ -417,8 +440,13 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
             print(f"initialised from {config.init_from}{new}")
             if dropped:
                 print(
-                    "its variational dequantizer is left out: this run dequantizes with "
-                    "uniform noise (exact bits/dim); --set dequantization=variational keeps it"
+                    "its variational dequantizer is left out (--set dequantization=uniform): "
+                    "this run dequantizes with uniform noise, its bits/dim exact"
+                )
+            elif inherited_dequantization(config):
+                print(
+                    "it keeps its variational dequantization: bits/dim is Flow++'s variational "
+                    "bound (--set dequantization=uniform drops it)"
                 )
     if state is None and config.model == "flow" and model.config.conditional:
         # p(y), the training pairs' label frequencies: the mixture's weights, and the label
