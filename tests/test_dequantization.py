@@ -102,13 +102,15 @@ def test_training_and_evaluate_call_it_a_bound(tiny_mnist_root, tmp_path):
     from clitools import pairflow
 
     run = tmp_path / "run"
-    pairflow(
+    trained = pairflow(
         "train", "--preset", "multiscale", "--epochs", "1", "--batch-size", "16",
         "--num-pairs", "32", "--test-pairs", "16", "--data-dir", str(tiny_mnist_root),
         "--out", str(run), "--device", "cpu", "--precision", "fp32", "--sample-n", "4",
         "--no-progress", "--threads", "1", "--set", "hidden_channels=4",
         "--set", "dequantization=variational", "--set", "dequant_channels=4",
     )  # fmt: skip
+    assert "epoch 1: test bits/dim <= " in trained.stdout
+    assert "(variational bound)" in trained.stdout and "ELBO" not in trained.stdout
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all("bpd" not in r and "test_bpd" not in r for r in records)
     assert any("test_bpd_bound" in r for r in records)

@@ -167,7 +167,8 @@ def end_of_epoch(run: Run, complete: bool = True) -> dict:
         print(f"test {run.spec.bpd_key} is {test_bpd} at step {run.step}: the model diverged and "
               f"was not saved. {_last_good(run)}.", flush=True)  # fmt: skip
     if run.procs.is_main and complete:
-        print(f"epoch {run.epoch}: {_describe(fields)} (step {run.step})", flush=True)
+        bound = "negative ELBO" if run.spec.likelihood == "bound" else "variational bound"
+        print(f"epoch {run.epoch}: {_describe(fields, bound)} (step {run.step})", flush=True)
     return fields
 
 
@@ -314,12 +315,13 @@ def _summary(run: Run, fields: dict, stopped: str) -> dict:
             "nonfinite_skipped": run.nonfinite_skipped, "stopped": stopped}  # fmt: skip
 
 
-def _describe(fields: dict) -> str:
-    """The epoch line's test numbers, e.g. ``test bits/dim 1.2345``."""
+def _describe(fields: dict, bound: str = "negative ELBO") -> str:
+    """The epoch line's test numbers, e.g. ``test bits/dim 1.2345``; ``bound`` names what a
+    bound on bits/dim is (a VAE's negative ELBO, a flow's variational bound)."""
     if "test_bpd" in fields:
         return f"test bits/dim {fields['test_bpd']:.4f}"
     if "test_bpd_bound" in fields:
-        return f"test bits/dim <= {fields['test_bpd_bound']:.4f} (negative ELBO)"
+        return f"test bits/dim <= {fields['test_bpd_bound']:.4f} ({bound})"
     return ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in fields.items())
 
 
