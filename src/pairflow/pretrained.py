@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["WEIGHTS_DIR", "list_pretrained", "pretrained_path", "shipped_bpd_text"]
+__all__ = ["WEIGHTS_DIR", "bpd_text", "list_pretrained", "pretrained_path", "shipped_bpd_text"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -35,10 +35,17 @@ def shipped_bpd_text(meta: dict) -> str:
         >>> shipped_bpd_text({"test_bpd": 1.079, "test_bpd_is_bound": True})
         '<= 1.0790 (variational bound)'
     """
-    value = float(meta.get("test_bpd", float("nan")))
-    if meta.get("test_bpd_is_bound"):
-        return f"<= {value:.4f} (variational bound)"
-    return f"{value:.4f}"
+    return bpd_text(float(meta.get("test_bpd", float("nan"))), bool(meta.get("test_bpd_is_bound")))
+
+
+def bpd_text(value: float, bound: bool, digits: int = 4) -> str:
+    """A bits/dim in words: ``"1.1018"``, or ``"<= 1.0790 (variational bound)"`` for a bound.
+
+    Example:
+        >>> bpd_text(1.0972, bound=True, digits=3)
+        '<= 1.097 (variational bound)'
+    """
+    return f"<= {value:.{digits}f} (variational bound)" if bound else f"{value:.{digits}f}"
 
 
 def pretrained_path(name: str) -> Path:

@@ -226,9 +226,10 @@ def _draw(model, torch, conditional: bool):
 def _run_bpd_text(summary: dict) -> str:
     """The demo run's test bits/dim: exact, or ``<= X (variational bound)`` for a fine-tune
     that kept the shipped flow's variational dequantization."""
-    if "test_bpd_bound" in summary:
-        return f"<= {summary['test_bpd_bound']:.3f} (variational bound)"
-    return f"{summary['test_bpd']:.3f}"
+    from pairflow.pretrained import bpd_text
+
+    bound = "test_bpd_bound" in summary
+    return bpd_text(summary["test_bpd_bound" if bound else "test_bpd"], bound, digits=3)
 
 
 def _how_trained(meta: dict) -> str:

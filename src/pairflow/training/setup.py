@@ -7,6 +7,7 @@ the logger and, under ``torchrun``, the distributed wrapping.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -157,12 +158,23 @@ def inherited_dequantization(config: TrainConfig) -> dict[str, Any]:
     if config.model != "flow" or not config.init_from or "dequantization" in config.model_overrides:
         return {}
     try:
-        source = load_checkpoint(config.init_from, map_location="cpu").get("model_config", {})
-    except (CheckpointError, OSError, ValueError):
+        stamp = os.stat(config.init_from).st_mtime_ns  # a rewritten checkpoint is read anew
+    except OSError:
         return {}  # init_weights names what is wrong with it
+    return dict(_source_dequantization(str(config.init_from), stamp))
+
+
+@functools.lru_cache(maxsize=8)
+def _source_dequantization(path: str, stamp: int) -> tuple[tuple[str, Any], ...]:
+    """The dequantizer fields of checkpoint ``path``'s config, if variational; read once
+    (a run's setup asks for its model config several times)."""
+    try:
+        source = load_checkpoint(path, map_location="cpu").get("model_config", {})
+    except (CheckpointError, OSError, ValueError):
+        return ()  # init_weights names what is wrong with it
     if source.get("dequantization") != "variational":
-        return {}
-    return {k: source[k] for k in _DEQUANTIZER_FIELDS if k in source}
+        return ()
+    return tuple((k, source[k]) for k in _DEQUANTIZER_FIELDS if k in source)
 
 
 def model_config(config: TrainConfig, precision: str) -> dict[str, Any]:
