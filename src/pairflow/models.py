@@ -95,6 +95,13 @@ class LikelihoodModel(GenerativeModel, Protocol):
         """Bits per dimension (B,) on the 256-level scale (or its upper bound)."""
         ...
 
+    def log_weight(
+        self, x: Tensor, cond: Tensor | int | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """One importance weight log w (B,) in nats of the 256-level probability P(x):
+        E[w] = P(x), E[log w] = -D ln 2 * the bits/dim above (Burda et al. 2016)."""
+        ...
+
 
 @runtime_checkable
 class Autoencoding(Protocol):

@@ -289,6 +289,40 @@ class PairVAE(PairModel):
         """
         return -self.elbo(x, cond, generator) / (self.config.num_dims * math.log(2))
 
+    def log_weight(
+        self,
+        x: Tensor,
+        cond: Tensor | int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        r"""One importance weight log w in nats, with E[w] = p(x): one draw z ~ q(z | x),
+
+        .. math:: \log w = \log p(x \mid z) + \log \mathcal{N}(z; 0, I) - \log q(z \mid x).
+
+        E[log w] is the ELBO (:meth:`elbo` takes the KL term in closed form instead: the same
+        expectation, less variance); the log-mean-exp of K weights is the IWAE bound
+        (Burda et al. 2016), tighter as K grows and equal to log p(x) in the limit.
+
+        Arguments:
+            x, cond, generator: as in :meth:`elbo`.
+
+        Returns:
+            (B,) float32.
+        """
+        x = self._check_pixels(x)
+        cond = self._check_cond(cond, x.shape[0])
+        ctx = self._context(cond)
+        with self._autocast():
+            mean, log_var = self.encoder(scale_pixels(x), ctx)
+        mean, log_var = mean.float(), log_var.float()
+        eps = self._normal(mean.shape, generator).to(mean.dtype)
+        z = mean + torch.exp(0.5 * log_var) * eps  # (B, L)
+        log_px = logistic.log_prob(x, self._likelihood_params(z, ctx))  # (B,)
+        log_2pi = math.log(2 * math.pi)
+        log_pz = -0.5 * (z.pow(2) + log_2pi).sum(1)
+        log_qz = -0.5 * (eps.pow(2) + log_var + log_2pi).sum(1)
+        return log_px + log_pz - log_qz
+
     # ----------------------------------------------------------------- sampling
     @torch.no_grad()
     def sample(

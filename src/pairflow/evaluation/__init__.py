@@ -11,7 +11,7 @@ Example (needs the MNIST files)::
 """
 
 from pairflow.evaluation.floor import REFERENCE_SEED, cached_floor
-from pairflow.evaluation.likelihood import evaluate_bpd
+from pairflow.evaluation.likelihood import evaluate_bpd, evaluate_importance_weighted
 from pairflow.evaluation.mixture import classifier_accuracy, evaluate_mixture
 from pairflow.evaluation.report import bpd_markdown, format_number, relative, report_markdown
 from pairflow.evaluation.samples import sample_metrics
@@ -24,6 +24,7 @@ __all__ = [
     "classifier_accuracy",
     "draw_samples",
     "evaluate_bpd",
+    "evaluate_importance_weighted",
     "evaluate_mixture",
     "format_number",
     "iter_samples",

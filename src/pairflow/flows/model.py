@@ -532,6 +532,35 @@ class PairFlow(Transform):
         log_p = self.log_prob(x, cond, generator, draws)
         return (-log_p + d * math.log(NUM_LEVELS)) / (d * math.log(2))
 
+    def log_weight(
+        self,
+        x: Tensor,
+        cond: Tensor | int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        r"""One importance weight of the discrete model, log w in nats, with E[w] = P(x).
+
+        P(x) is the probability the flow gives the 256-level pixels x: the integral of its
+        density over x's bin. One draw of the dequantization noise u ~ q(u | x) (uniform
+        noise: q = 1) gives
+
+        .. math:: w = \frac{p\left((x + u) / 256\right)}{256^D \, q(u \mid x)},
+            \qquad \mathbb{E}_q[w] = P(x),
+
+        so :meth:`bits_per_dim` is -E[log w] / (D ln 2) and the log-mean-exp of K weights
+        is the importance-weighted bound on log P(x) (Burda et al. 2016), tighter as K grows
+        and equal to log P(x) in the limit (:func:`pairflow.evaluation.evaluate_bpd` with
+        ``importance_samples``). Without a label, a conditional flow's weight is its
+        marginal over the labels (all on the same u), still unbiased.
+
+        Arguments:
+            x, cond, generator: as in :meth:`log_prob`.
+
+        Returns:
+            (B,) float32 (0-d for one unbatched image).
+        """
+        return self.log_prob(x, cond, generator) - self.config.num_dims * math.log(NUM_LEVELS)
+
     # ----------------------------------------------------------------- sampling
     @torch.no_grad()
     def sample(
