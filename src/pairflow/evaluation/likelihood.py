@@ -10,6 +10,27 @@ import torch
 __all__ = ["evaluate_bpd", "evaluate_importance_weighted"]
 
 
+def pair_batches(model: torch.nn.Module, dataset, batch_size: int, device: torch.device):
+    """``(rows, x, y)`` over ``dataset``'s pairs in their fixed order, ``batch_size`` at a time,
+    on ``device`` (``rows``: the slice of the pairs); ``model`` is in eval mode meanwhile."""
+    was_training = model.training
+    model.eval()
+    try:
+        n = len(dataset)
+        for lo in range(0, n, batch_size):
+            idx = torch.arange(lo, min(lo + batch_size, n))
+            x, y = dataset.get_batch(idx)
+            yield slice(lo, lo + len(idx)), x.to(device), y.to(device)
+    finally:
+        model.train(was_training)
+
+
+def standard_error(values: torch.Tensor) -> float:
+    """The standard error of the mean of per-pair ``values`` (N,): NaN for one pair."""
+    n = len(values)
+    return values.std().item() / math.sqrt(n) if n > 1 else float("nan")
+
+
 @torch.no_grad()
 def evaluate_bpd(
     model: torch.nn.Module,
@@ -43,8 +64,6 @@ def evaluate_bpd(
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     start = time.perf_counter()
     n = len(dataset)
@@ -52,23 +71,17 @@ def evaluate_bpd(
     from pairflow.progress import open_bar
 
     bar = open_bar(progress, n, "bits/dim")
-    for lo in range(0, n, batch_size):
-        idx = torch.arange(lo, min(lo + batch_size, n))
-        x, y = dataset.get_batch(idx)
-        x, y = x.to(device), y.to(device)
+    for rows, x, y in pair_batches(model, dataset, batch_size, device):
         cond = y if conditional else None
-        total = torch.zeros(len(idx), dtype=torch.float64, device=device)
+        total = torch.zeros(len(x), dtype=torch.float64, device=device)
         for _ in range(draws):
             total += model.bits_per_dim(x, cond=cond, generator=generator).double()
-        per_pair[lo : lo + len(idx)] = (total / draws).cpu()
-        bar.update(len(idx))
+        per_pair[rows] = (total / draws).cpu()
+        bar.update(len(x))
     bar.close()
-    model.train(was_training)
-    mean = per_pair.mean().item()
-    stderr = per_pair.std().item() / math.sqrt(n) if n > 1 else float("nan")
     return {
-        "bpd": mean,
-        "bpd_stderr": stderr,
+        "bpd": per_pair.mean().item(),
+        "bpd_stderr": standard_error(per_pair),
         "num_pairs": n,
         "draws": draws,
         "seconds": time.perf_counter() - start,
@@ -113,8 +126,6 @@ def evaluate_importance_weighted(
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise ValueError(f"samples must be an int >= 1, got {samples!r}")
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     start = time.perf_counter()
     n = len(dataset)
@@ -124,29 +135,21 @@ def evaluate_importance_weighted(
     from pairflow.progress import open_bar
 
     bar = open_bar(progress, n * samples, f"bits/dim, {samples} importance samples")
-    for lo in range(0, n, batch_size):
-        idx = torch.arange(lo, min(lo + batch_size, n))
-        x, y = dataset.get_batch(idx)
-        x, y = x.to(device), y.to(device)
+    for rows, x, y in pair_batches(model, dataset, batch_size, device):
         cond = y if conditional else None
-        log_w = torch.empty(len(idx), samples, dtype=torch.float64, device=device)
+        log_w = torch.empty(len(x), samples, dtype=torch.float64, device=device)
         for k in range(samples):
             log_w[:, k] = model.log_weight(x, cond=cond, generator=generator).double()
-            bar.update(len(idx))
+            bar.update(len(x))
         iw = torch.logsumexp(log_w, dim=1) - math.log(samples)
-        weighted[lo : lo + len(idx)] = (-iw / bits).cpu()
-        mean_draws[lo : lo + len(idx)] = (-log_w.mean(dim=1) / bits).cpu()
+        weighted[rows] = (-iw / bits).cpu()
+        mean_draws[rows] = (-log_w.mean(dim=1) / bits).cpu()
     bar.close()
-    model.train(was_training)
-
-    def stderr(v: torch.Tensor) -> float:
-        return v.std().item() / math.sqrt(n) if n > 1 else float("nan")
-
     return {
         "bpd": weighted.mean().item(),
-        "bpd_stderr": stderr(weighted),
+        "bpd_stderr": standard_error(weighted),
         "bpd_mean_draws": mean_draws.mean().item(),
-        "bpd_mean_draws_stderr": stderr(mean_draws),
+        "bpd_mean_draws_stderr": standard_error(mean_draws),
         "samples": samples,
         "num_pairs": n,
         "seconds": time.perf_counter() - start,

@@ -9,6 +9,8 @@ import time
 
 import torch
 
+from pairflow.evaluation.likelihood import pair_batches, standard_error
+
 __all__ = ["evaluate_mixture", "classifier_accuracy"]
 
 
@@ -40,8 +42,6 @@ def evaluate_mixture(
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     start = time.perf_counter()
     n = len(dataset)
@@ -57,33 +57,26 @@ def evaluate_mixture(
     from pairflow.progress import open_bar
 
     bar = open_bar(progress, n, "bits/dim, all labels")
-    for lo in range(0, n, batch_size):
-        idx = torch.arange(lo, min(lo + batch_size, n))
-        x, y = dataset.get_batch(idx)
-        x, y = x.to(device), y.to(device)
-        total_marginal = torch.zeros(len(idx), dtype=torch.float64, device=device)
+    for rows, x, y in pair_batches(model, dataset, batch_size, device):
+        total_marginal = torch.zeros(len(x), dtype=torch.float64, device=device)
         total_given = torch.zeros_like(total_marginal)
-        mean_loglik = torch.zeros(len(idx), len(log_prior), dtype=torch.float64, device=device)
+        mean_loglik = torch.zeros(len(x), len(log_prior), dtype=torch.float64, device=device)
         for _ in range(draws):
             loglik = model.class_log_likelihoods(x, generator=generator).double()  # (B, K)
             total_marginal += to_bpd(torch.logsumexp(log_prior + loglik, dim=1))
             total_given += to_bpd(loglik.gather(1, y[:, None]).squeeze(1))
             mean_loglik += loglik / draws
-        marginal[lo : lo + len(idx)] = (total_marginal / draws).cpu()
-        given[lo : lo + len(idx)] = (total_given / draws).cpu()
-        hits[lo : lo + len(idx)] = ((log_prior + mean_loglik).argmax(dim=1) == y).cpu()
-        bar.update(len(idx))
+        marginal[rows] = (total_marginal / draws).cpu()
+        given[rows] = (total_given / draws).cpu()
+        hits[rows] = ((log_prior + mean_loglik).argmax(dim=1) == y).cpu()
+        bar.update(len(x))
     bar.close()
-    model.train(was_training)
-
-    def stderr(v: torch.Tensor) -> float:
-        return v.std().item() / math.sqrt(n) if n > 1 else float("nan")
 
     return {
         "bpd": marginal.mean().item(),
-        "bpd_stderr": stderr(marginal),
+        "bpd_stderr": standard_error(marginal),
         "bpd_given_label": given.mean().item(),
-        "bpd_given_label_stderr": stderr(given),
+        "bpd_given_label_stderr": standard_error(given),
         "accuracy": hits.double().mean().item(),
         "num_pairs": n,
         "draws": draws,
