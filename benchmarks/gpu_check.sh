@@ -91,6 +91,8 @@ $PY -m pairflow train --preset multiscale --conditional --set conditioning=mixtu
 $PY -m pairflow sample "$RUN" --device cuda --n 64 --temperature 0.7 --out "$OUT/samples.png"
 $PY -m pairflow evaluate "$RUN" --device cuda --num-pairs 2000 --samples 2000 \
     --temperature 0.7 --data-dir "$DATA" --out "$OUT/eval"
+$PY -m pairflow evaluate "$RUN" --device cuda --num-pairs 200 --importance-samples 8 \
+    --data-dir "$DATA" --out "$OUT/eval"
 $PY -m pairflow train --preset glow --device cuda --precision bf16 --epochs 1 --max-steps 50 \
     --batch-size 64 --test-pairs 500 --data-dir "$DATA" --out "$OUT/run-glow" --no-progress
 
