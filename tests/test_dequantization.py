@@ -10,6 +10,7 @@ import torch
 from flowtools import check_transform, one_thread, randomize
 from pairflow.flows import build_flow
 from pairflow.flows.dequantization import VariationalDequantizer
+from pairflow.flows.preprocessing import quantize
 
 
 @pytest.fixture(autouse=True)
@@ -90,7 +91,7 @@ def test_flow_with_variational_dequantization_reports_a_bound():
     expected = (-log_p + 32 * math.log(256)) / (32 * math.log(2))
     torch.testing.assert_close(bpd, expected)
     flow.eval()
-    assert torch.equal(flow.decode(flow.encode(x)), x)  # encoding stays at bin centres
+    assert torch.equal(flow.decode(flow.encode(x)), x)
     with pytest.raises(ValueError, match="dequantization"):
         build_flow("multiscale", dequantization="learned")
 
@@ -199,3 +200,22 @@ def test_the_deterministic_point_of_a_variational_flow_is_where_q_puts_eps_zero(
             torch.testing.assert_close(got[:, label], want, rtol=1e-5, atol=1e-4)
         posterior = flow.class_posterior(x)
         torch.testing.assert_close(posterior, (flow.log_label_probs() + got).softmax(1))
+        # encode reads the flow at the same point (bin centres would be off its data).
+        torch.testing.assert_close(flow.encode(x, 42), flow(y, torch.full((3,), 42))[0])
+
+
+def test_encode_of_a_variational_flow_round_trips_every_pixel_level():
+    """q's point stays inside each bin (even where q pushes the noise to an edge): decode
+    finds every one of the 256 levels again in fp32."""
+    flow = build_flow(
+        "multiscale", height=4, width=8, hidden_channels=4, num_blocks=1,
+        dequantization="variational", dequant_channels=4,
+    )  # fmt: skip
+    randomize(flow, seed=7).eval()
+    randomize(flow.dequantizer, seed=8, scale=3.0)  # q's point pushed to the bin edges
+    x = torch.arange(256, dtype=torch.uint8).view(8, 1, 4, 8)
+    with torch.no_grad():
+        u, _ = flow.dequantizer.mode_noise(x)
+        assert u.min() < 1e-2 and u.max() > 1 - 1e-2  # the margin is exercised at both ends
+        assert torch.equal(quantize((x.float() + u) / 256), x)
+        assert torch.equal(flow.decode(flow.encode(x)), x)

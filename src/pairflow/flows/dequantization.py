@@ -30,6 +30,9 @@ from pairflow.flows.masks import checkerboard_mask
 
 __all__ = ["VariationalDequantizer", "DEQUANTIZATIONS"]
 
+MODE_MARGIN = 1e-3
+"""How far inside its bin :meth:`VariationalDequantizer.mode_noise` keeps a pixel."""
+
 DEQUANTIZATIONS = ("uniform", "variational")
 """How pixels are dequantized: u ~ U[0, 1) (exact continuous likelihood) or u ~ q(u | x)."""
 
@@ -155,7 +158,9 @@ class VariationalDequantizer(nn.Module):
         """
         eps = torch.zeros(x.shape, device=x.device)
         u, _ = self.transform.inverse(eps, self.context(x))
-        u = u.clamp(1e-6, 1 - 1e-6)
+        # 1e-3 inside the bin: (x + u) / 256 quantizes back to x in float32 (at u = 1 - 1e-6,
+        # x + u rounds up to x + 1 above x = 16).
+        u = u.clamp(MODE_MARGIN, 1 - MODE_MARGIN)
         return u, self.log_prob(u, x)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

@@ -366,6 +366,19 @@ class PairFlow(Transform):
         u, log_q = self.dequantizer(x, generator)
         return (x.to(torch.float32) + u) / NUM_LEVELS, log_q
 
+    def _central(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """One deterministic dequantized y per image, and its log q(u | x) (B,).
+
+        Bin centres for uniform noise. With variational dequantization the body was fitted
+        to q's noise, not to bin centres (most MNIST pixels are 0 or 255 and q moves their
+        noise towards the bin's edge): the noise q maps eps = 0 to, as bin centres are
+        uniform noise's middle.
+        """
+        if self.dequantizer is None:
+            return dequantize(x, noise="center"), x.new_zeros(x.shape[0], dtype=torch.float32)
+        u, log_q = self.dequantizer.mode_noise(x)
+        return (x.to(torch.float32) + u) / NUM_LEVELS, log_q
+
     def _noise(self, y: Tensor, generator: torch.Generator | None) -> Tensor | None:
         """TarFlow's training noise eps ~ N(0, I) of y's shape (None when noise_sigma is 0)."""
         if not self.config.noise_sigma:
@@ -426,12 +439,10 @@ class PairFlow(Transform):
         x, _ = as_pixel_batch(x, self.config.shape, self.device)
         if noise == "uniform":
             y, log_q = self._dequantize(x, generator)  # log q(u | x): variational only
-        elif noise == "center" and self.dequantizer is not None:
-            # The body was fitted to q's noise, not to bin centres: q's own central point.
-            u, log_q = self.dequantizer.mode_noise(x)
-            y = (x.to(torch.float32) + u) / NUM_LEVELS
+        elif noise == "center":
+            y, log_q = self._central(x)
         else:
-            y, log_q = dequantize(x, noise=noise), x.new_zeros(x.shape[0], dtype=torch.float32)
+            raise ValueError(f"unknown noise {noise!r}; valid: 'uniform', 'center'")
         eps = self._noise(y, generator)  # the same for every label
         if self.embedding is None:  # one pass: the body is the same for every label
             z, logabsdet = self._latent(y, None, eps)
@@ -607,16 +618,18 @@ class PairFlow(Transform):
 
     @torch.no_grad()
     def encode(self, x: Tensor, cond: Tensor | int | None = None) -> Tensor:
-        """Latent of images x, dequantized at bin centres (deterministic).
+        """Latent of images x at one deterministic dequantization: bin centres, or for a flow
+        with variational dequantization the noise q maps eps = 0 to (where its body was
+        fitted; at bin centres its bf16 round trip moved pixels up to 9 levels, 3 here).
 
-        ``decode(encode(x))`` returns ``x`` (as uint8 pixels).
+        ``decode(encode(x))`` returns ``x`` (as uint8 pixels; exactly in fp32).
 
         Returns:
             float32 (B, C, H, W) ((C, H, W) for one unbatched image).
         """
         x, unbatched = as_pixel_batch(x, self.config.shape, self.device)
         cond = self._check_cond(cond, x.shape[0], optional=self.embedding is None)
-        z, _ = self(dequantize(x, noise="center"), cond)
+        z, _ = self(self._central(x)[0], cond)
         return z[0] if unbatched else z
 
     @torch.no_grad()
