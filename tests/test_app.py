@@ -33,10 +33,10 @@ from pairflow.models import kind_spec
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Levels a shipped flow's encode -> decode may move a pixel where the app runs it in bf16 (the
-# fast precision on AMX and AVX512-BF16 CPUs): up to 9 measured on 100 test pairs for the
-# variationally dequantized flows, whose density is steep within a bin. In fp32 it is exact
-# (the README's Python API block asserts it).
-BF16_ROUND_TRIP = 10
+# fast precision on AMX and AVX512-BF16 CPUs): up to 3 measured on 100 test pairs for the
+# variationally dequantized flows, encoded at q's point (9 at bin centres). In fp32 it is
+# exact (the README's Python API block asserts it).
+BF16_ROUND_TRIP = 4
 
 
 @pytest.fixture(autouse=True)
