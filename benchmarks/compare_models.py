@@ -20,6 +20,8 @@ Usage (from the repository root):
     .venv/bin/python benchmarks/compare_models.py --data-dir ../shared/data --budget 10 \\
         --jobs 1 --runs flow-multiscale flow-multiscale-cond flow-glow vae vae-cond gan gan-cond
     .venv/bin/python benchmarks/compare_models.py --budget 0.2 --samples 200 --only flow-seed
+    .venv/bin/python benchmarks/compare_models.py --data-dir ../shared/data --budget 30 \
+        --runs flow-multiscale-vardeq vae gan --importance-samples 64      # + the K-sample bound
 """
 
 from __future__ import annotations
@@ -111,6 +113,15 @@ def main() -> None:
     parser.add_argument(
         "--skip-train", action="store_true", help="reuse the run folders already in --out"
     )
+    parser.add_argument(
+        "--importance-samples",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also bound each flow's and VAE's bits/dim with K importance samples on the "
+        "first --iw-pairs test pairs (pairflow evaluate --importance-samples; default 0: off)",
+    )
+    parser.add_argument("--iw-pairs", type=int, default=500, help="pairs for --importance-samples")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,6 +181,19 @@ def main() -> None:
         info["evaluate_command"] = " ".join(cmd[2:])
         log(f"evaluate {key}")
         info["evaluate_seconds"] = round(run(cmd, out / f"{key}.evaluate.log"), 1)
+        if args.importance_samples and not key.startswith("gan"):  # GANs have no likelihood
+            k = str(args.importance_samples)
+            folder = Path(info["folder"]) / f"iw{k}"
+            cmd = pairflow(
+                "evaluate", info["folder"], "--importance-samples", k,
+                "--num-pairs", str(args.iw_pairs), "--precision", "fp32", "--out", str(folder),
+                *data,
+            )  # fmt: skip
+            info["importance_command"] = " ".join(cmd[2:])
+            log(f"importance-weighted bound {key} (K = {k})")
+            run(cmd, out / f"{key}.iw.log")
+            report = json.loads((folder / f"eval_test_iw{k}.json").read_text())
+            info["importance_weighted"] = report["importance_weighted"]
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         if not args.skip_train:
