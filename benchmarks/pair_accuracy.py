@@ -26,7 +26,7 @@ import time
 import torch
 
 import pairflow
-from pairflow.classifier import load_classifier
+from pairflow.classifier import load_classifier, pair_labels
 from pairflow.evaluation import draw_samples
 from pairflow.metrics import conditional_accuracy, real_pairs
 from pairflow.progress import bars
@@ -44,14 +44,13 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def summarise(pred: torch.Tensor, requested: torch.Tensor, threshold: float, worst: int) -> dict:
     result = conditional_accuracy(pred, requested)
-    rows = []
-    for label in range(100):
-        n = result.counts[label]
-        if n == 0:
-            continue
-        hits = round(result.per_pair[label] * n)
-        lo, hi = wilson(hits, n)
-        rows.append({"pair": f"{label:02d}", "accuracy": hits / n, "n": n, "ci95": [lo, hi]})
+    asked = torch.bincount(requested, minlength=100).tolist()
+    right = torch.bincount(requested[pred == requested], minlength=100).tolist()
+    rows = [
+        {"pair": f"{label:02d}", "accuracy": hits / n, "n": n, "ci95": list(wilson(hits, n))}
+        for label, (hits, n) in enumerate(zip(right, asked, strict=True))
+        if n
+    ]
     rows.sort(key=lambda r: r["accuracy"])
     return {
         "mean": result.mean,
@@ -92,14 +91,12 @@ def main() -> None:
         generator=generator, labels=labels, progress=bars(),
     )  # fmt: skip
     sampling = time.perf_counter() - start
-    _, logits = classifier.embed(images)
-    pred = 10 * logits[:, 0].argmax(-1) + logits[:, 1].argmax(-1)
+    pred = pair_labels(classifier.embed(images)[1])
 
     real, real_labels = real_pairs(
         args.data_dir, args.real_pairs, train=False, seed=args.seed, balanced=True
     )
-    _, real_logits = classifier.embed(real)
-    real_pred = 10 * real_logits[:, 0].argmax(-1) + real_logits[:, 1].argmax(-1)
+    real_pred = pair_labels(classifier.embed(real)[1])
 
     print(
         json.dumps(

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "pair_labels",
     "ClassifierConfig",
     "PairClassifier",
     "DEFAULT_WEIGHTS",
@@ -192,8 +193,7 @@ class PairClassifier(nn.Module):
 
     def predict_pairs(self, x: Tensor) -> Tensor:
         """Predicted pair labels ``10 * left + right``, int64 (B,)."""
-        digits = self(x).argmax(dim=-1)  # (B, 2)
-        return 10 * digits[:, 0] + digits[:, 1]
+        return pair_labels(self(x))
 
     @torch.inference_mode()
     def embed(self, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
@@ -219,6 +219,17 @@ class PairClassifier(nn.Module):
         if not feats:
             raise ValueError("no images to embed: got an empty tensor")
         return torch.cat(feats), torch.cat(logits)
+
+
+def pair_labels(digit_logits: Tensor) -> Tensor:
+    """Pair labels ``10 * left + right``, int64 (N,), from digit logits (N, 2, 10).
+
+    Example:
+        >>> pair_labels(torch.eye(10)[[3, 7]].unsqueeze(0)).tolist()
+        [37]
+    """
+    digits = digit_logits.argmax(dim=-1)  # (N, 2)
+    return 10 * digits[:, 0] + digits[:, 1]
 
 
 def save_classifier(model: PairClassifier, path: str | os.PathLike, **meta: Any) -> Path:

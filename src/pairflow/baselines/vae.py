@@ -244,16 +244,22 @@ class PairVAE(PairModel):
             cond: pair labels (B,), conditional models only.
             generator: random generator of eps.
         """
+        log_px, mean, log_var, _, _ = self._draw(x, cond, generator)
+        kl = 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(1)  # (B,)
+        return log_px - kl
+
+    def _draw(self, x: Tensor, cond, generator: torch.Generator | None):
+        """One reparameterised z = mean + std * eps ~ q(z | x) and log p(x | z): ``(log_px
+        (B,), mean, log_var, eps, z)``, the last four (B, latent_dim), all float32."""
         x = self._check_pixels(x)
         cond = self._check_cond(cond, x.shape[0])
         ctx = self._context(cond)
         with self._autocast():
-            mean, log_var = self.encoder(scale_pixels(x), ctx)
+            mean, log_var = self.encoder(scale_pixels(x), ctx)  # float32 (the encoder casts)
         eps = self._normal(mean.shape, generator).to(mean.dtype)
         z = mean + torch.exp(0.5 * log_var) * eps  # (B, L)
         log_px = logistic.log_prob(x, self._likelihood_params(z, ctx))  # (B,)
-        kl = 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(1)  # (B,)
-        return log_px - kl
+        return log_px, mean, log_var, eps, z
 
     def log_prob(
         self,
@@ -309,15 +315,7 @@ class PairVAE(PairModel):
         Returns:
             (B,) float32.
         """
-        x = self._check_pixels(x)
-        cond = self._check_cond(cond, x.shape[0])
-        ctx = self._context(cond)
-        with self._autocast():
-            mean, log_var = self.encoder(scale_pixels(x), ctx)
-        mean, log_var = mean.float(), log_var.float()
-        eps = self._normal(mean.shape, generator).to(mean.dtype)
-        z = mean + torch.exp(0.5 * log_var) * eps  # (B, L)
-        log_px = logistic.log_prob(x, self._likelihood_params(z, ctx))  # (B,)
+        log_px, _, log_var, eps, z = self._draw(x, cond, generator)
         log_2pi = math.log(2 * math.pi)
         log_pz = -0.5 * (z.pow(2) + log_2pi).sum(1)
         log_qz = -0.5 * (eps.pow(2) + log_var + log_2pi).sum(1)

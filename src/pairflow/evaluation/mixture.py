@@ -97,10 +97,9 @@ def classifier_accuracy(
 
     ``path``: a classifier checkpoint of dataset ``name`` (default: the shipped one).
     """
-    from pairflow.classifier import SHIPPED_WEIGHTS, load_classifier
+    from pairflow.classifier import SHIPPED_WEIGHTS, load_classifier, pair_labels
 
     classifier = load_classifier(path or SHIPPED_WEIGHTS[name], device=device, dataset=name)
     images, targets = dataset.get_batch(torch.arange(len(dataset)))
     _, logits = classifier.embed(images.to(device), batch_size=batch_size)  # (N, 2, 10)
-    predicted = 10 * logits[:, 0].argmax(-1) + logits[:, 1].argmax(-1)
-    return (predicted.cpu() == targets).double().mean().item()
+    return (pair_labels(logits).cpu() == targets).double().mean().item()

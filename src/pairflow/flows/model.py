@@ -560,9 +560,10 @@ class PairFlow(Transform):
 
         so :meth:`bits_per_dim` is -E[log w] / (D ln 2) and the log-mean-exp of K weights
         is the importance-weighted bound on log P(x) (Burda et al. 2016), tighter as K grows
-        and equal to log P(x) in the limit (:func:`pairflow.evaluation.evaluate_bpd` with
-        ``importance_samples``). Without a label, a conditional flow's weight is its
-        marginal over the labels (all on the same u), still unbiased.
+        and equal to log P(x) in the limit
+        (:func:`pairflow.evaluation.evaluate_importance_weighted`). Without a label, a
+        conditional flow's weight is its marginal over the labels (all on the same u), still
+        unbiased.
 
         Arguments:
             x, cond, generator: as in :meth:`log_prob`.

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from pairflow.classifier import pair_labels
 from pairflow.metrics.conditional import conditional_accuracy
 from pairflow.metrics.coverage import class_coverage, kl_to_uniform
 from pairflow.metrics.frechet import frechet_distance
@@ -137,7 +138,7 @@ def evaluate_samples(
         real_feats, _ = _embed(classifier, real, batch_size, bar)  # (M, F)
     finally:
         bar.close()
-    pred = 10 * fake_logits.argmax(-1)[:, 0] + fake_logits.argmax(-1)[:, 1]  # (N,)
+    pred = pair_labels(fake_logits)  # (N,)
     precision, recall = precision_recall(real_feats, fake_feats, k=k)
     result.update(
         fd=frechet_distance(real_feats, fake_feats),
