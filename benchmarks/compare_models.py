@@ -123,6 +123,11 @@ def main() -> None:
     )
     parser.add_argument("--iw-pairs", type=int, default=500, help="pairs for --importance-samples")
     args = parser.parse_args()
+    if args.importance_samples < 0 or args.iw_pairs < 1:
+        parser.error(
+            f"--importance-samples must be >= 0 and --iw-pairs >= 1, got "
+            f"{args.importance_samples}, {args.iw_pairs}"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = ["--data-dir", args.data_dir] if args.data_dir else []

@@ -76,10 +76,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--real-pairs", type=int, default=50000, help="real test pairs read")
     args = parser.parse_args()
-    if args.per_pair < 1:
-        parser.error(f"--per-pair must be >= 1, got {args.per_pair}")
-
-    model = pairflow.load(args.model, precision=args.precision)
+    if args.per_pair < 1 or args.real_pairs < 100:
+        parser.error(
+            f"--per-pair must be >= 1 and --real-pairs >= 100, got {args.per_pair}, "
+            f"{args.real_pairs}"
+        )
+    try:
+        model = pairflow.load(args.model, precision=args.precision)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
     if not getattr(model.config, "conditional", False):
         parser.error(f"{args.model} is not a conditional model: it takes no pair label")
     classifier = load_classifier()
