@@ -37,6 +37,9 @@ from pairflow.flows.multiscale import CHECKERBOARD_MODES
 from pairflow.options import Arch, Conditioning, Layout, Precision, check_choice
 from pairflow.utils import ModelConfig
 
+PRIORS = ("normal", "mixture")
+"""Base distributions of an unconditional flow (:attr:`FlowConfig.prior`)."""
+
 __all__ = ["FlowConfig", "PRESETS"]
 
 
@@ -94,6 +97,11 @@ class FlowConfig(ModelConfig):
             images: 10) Gaussians weighted by the training labels' frequencies; the body
             never sees the label, so one pass gives log p(x | y) for every y, log p(x) and
             p(y | x), and the model samples with or without a label.
+        prior: an unconditional flow's base distribution: ``"normal"`` (N(0, I), RealNVP's
+            and Glow's) or ``"mixture"`` (:class:`~pairflow.flows.mixture.ClusterMixture`:
+            the class mixture's 100 position-aware Gaussians, single images 10, learned
+            without labels from k-means clusters of the training images; samples draw a
+            component first). Conditional flows choose theirs with ``conditioning``.
         embed_dim: size of each digit's embedding in a conditional model.
         dequantization: ``"uniform"`` (u ~ U[0, 1): bits/dim is the exact likelihood of the
             continuous model) or ``"variational"`` (Flow++'s u ~ q(u | x), a conditional flow
@@ -137,6 +145,7 @@ class FlowConfig(ModelConfig):
     # conditioning and speed
     conditional: bool = False
     conditioning: Conditioning = "embedding"
+    prior: str = "normal"
     embed_dim: int = 8
     dequantization: str = "uniform"
     dequant_channels: int = 16
@@ -153,6 +162,13 @@ class FlowConfig(ModelConfig):
         check_choice("conditioning", self.conditioning, Conditioning)
         check_choice("coupling", self.coupling, COUPLINGS)
         check_choice("dequantization", self.dequantization, DEQUANTIZATIONS)
+        check_choice("prior", self.prior, PRIORS)
+        if self.prior != "normal" and self.conditional:
+            raise ValueError(
+                f"FlowConfig.prior={self.prior!r} is for unconditional flows; a conditional "
+                "flow's base distribution is its conditioning (conditioning='mixture': the "
+                "class mixture over labels)"
+            )
         for name in (
             "channels",
             "height",
@@ -176,7 +192,9 @@ class FlowConfig(ModelConfig):
             raise ValueError(f"FlowConfig.noise_sigma must be in [0, 10), got {self.noise_sigma!r}")
         if self.scale_bound <= 0:
             raise ValueError(f"FlowConfig.scale_bound must be > 0, got {self.scale_bound}")
-        if (self.label_prior or self.label_mixture) and self.width % self.label_sides:
+        if (self.label_prior or self.label_mixture or self.cluster_mixture) and (
+            self.width % self.label_sides
+        ):
             raise ValueError(
                 f"FlowConfig: conditioning={self.conditioning!r} splits the latent into left "
                 f"and right halves; the width must be even, got {self.width}"
@@ -191,6 +209,11 @@ class FlowConfig(ModelConfig):
     def label_prior(self) -> bool:
         """Whether the base distribution depends on the label (conditional models)."""
         return self.conditional and self.conditioning in ("prior", "both")
+
+    @property
+    def cluster_mixture(self) -> bool:
+        """Whether the base distribution is the label-free mixture (``prior="mixture"``)."""
+        return not self.conditional and self.prior == "mixture"
 
     @property
     def label_mixture(self) -> bool:

@@ -21,7 +21,7 @@ from torch import Tensor
 from pairflow.flows.distributions import LabelNormal, label_digits
 from pairflow.options import NUM_PAIR_CLASSES
 
-__all__ = ["ClassMixture", "label_frequencies", "draw_labels"]
+__all__ = ["ClassMixture", "ClusterMixture", "kmeans", "label_frequencies", "draw_labels"]
 
 
 def label_frequencies(counts: Tensor, num_classes: int = NUM_PAIR_CLASSES) -> Tensor:
@@ -159,3 +159,110 @@ class ClassMixture(LabelNormal):
 
     def sample(self, n, cond=None, temperature=1.0, generator=None) -> Tensor:
         return self.sample_with_labels(n, cond, temperature, generator)[0]
+
+
+class ClusterMixture(ClassMixture):
+    r"""The class mixture's 100 (single images: 10) Gaussians learned without labels.
+
+    The same base distribution as :class:`ClassMixture`, a mixture of position-aware diagonal
+    Gaussians, for pairs 10 per half of the latent, component k = 10 a + b built from left
+    cluster a and right cluster b, but its components are clusters, not labels: no label is
+    read anywhere. Training maximises the marginal
+
+    .. math:: \log p(z) = \log \sum_k \pi_k\, \mathcal N(z; \mu_k, \mathrm{diag}\, \sigma_k^2),
+
+    so each image's gradient goes to the components in proportion to their responsibility
+    (soft EM through the flow). It starts from k-means clusters of the training images
+    (:meth:`fit_clusters`: :func:`kmeans` on each half's pixels, then
+    :meth:`~ClassMixture.fit` of the latents); the weights pi are those clusters' sizes (a
+    buffer, as the class mixture's p(y)). Sampling draws a component, then
+    z = mu_k + T sigma_k eps: the component picks a mode, where one N(0, I) spreads samples
+    between them (measured in BENCHMARKS.md, "label-free mixture prior").
+
+    A model with this prior is unconditional (``cond`` is ignored); ``sample_with_labels``
+    returns the component drawn.
+
+    References:
+        Izmailov et al., "Semi-supervised learning with normalizing flows" (FlowGMM), 2020:
+        the Gaussian-mixture base distribution. Lloyd, "Least squares quantization in PCM",
+        1982 (k-means).
+
+    Example:
+        >>> prior = ClusterMixture((1, 4, 8))
+        >>> z = torch.randn(3, 1, 4, 8)
+        >>> prior.uses_label, prior.log_prob(z).shape
+        (False, torch.Size([3]))
+    """
+
+    uses_label = False
+
+    def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        """log p(z) (B,): the log-sum-exp over components (``cond`` is not used)."""
+        return torch.logsumexp(self.log_joint(z), dim=1)
+
+    def sample(self, n, cond=None, temperature=1.0, generator=None) -> Tensor:
+        """n latents: a component k ~ pi each, then z = mu_k + T sigma_k eps (``cond`` unused)."""
+        return self.sample_with_labels(n, None, temperature, generator)[0]
+
+    @torch.no_grad()
+    def fit_clusters(self, z: Tensor, images: Tensor, iters: int = 40, seed: int = 0) -> Tensor:
+        """Start the components from k-means clusters of ``images``; returns the clusters.
+
+        Each side's pixels (the left and right digit's columns for pairs, all of them for
+        single images) are clustered into 10 groups by :func:`kmeans`; the components are then
+        the maximum-likelihood Gaussians of the latents ``z`` of each group
+        (:meth:`ClassMixture.fit`) and pi their sizes.
+
+        Arguments:
+            z: the images' latents (N, C, H, W) under the flow body as it is.
+            images: the images (N, C, H, W'), uint8 or float, width divisible by the sides.
+            iters, seed: of :func:`kmeans`.
+
+        Returns:
+            the component index of each image (N,) int64 (10 a + b for pairs).
+        """
+        w = images.shape[-1] // self.sides
+        clusters = torch.zeros(len(images), dtype=torch.int64, device=images.device)
+        for side in range(self.sides):
+            pixels = images[..., side * w : (side + 1) * w].flatten(1).float()
+            clusters = clusters * 10 + kmeans(pixels, 10, iters=iters, seed=seed)
+        clusters = clusters.to(z.device)
+        self.fit(z, clusters)
+        self.set_class_counts(torch.bincount(clusters, minlength=self.num_classes))
+        return clusters
+
+
+def kmeans(points: Tensor, k: int, iters: int = 40, seed: int = 0) -> Tensor:
+    """Lloyd's k-means of ``points`` (N, D): the cluster of each point, int64 (N,).
+
+    Starts from k distinct points chosen with k-means++ seeding (Arthur and Vassilvitskii
+    2007) from ``seed``; stops after ``iters`` rounds or when no point changes cluster. A
+    cluster left empty is reseeded at the point farthest from its centre, so every one of
+    the k clusters ends non-empty.
+    """
+    n = len(points)
+    if not 1 <= k <= n:
+        raise ValueError(f"kmeans needs 1 <= k <= the number of points ({n}), got k={k}")
+    x = points.double()
+    g = torch.Generator().manual_seed(seed)
+    centres = x[torch.randint(n, (1,), generator=g)]
+    for _ in range(1, k):
+        d2 = torch.cdist(x, centres).min(1).values.pow(2)
+        if float(d2.sum()) == 0:
+            raise ValueError(f"kmeans: fewer than k={k} distinct points")
+        centres = torch.cat([centres, x[torch.multinomial(d2.cpu(), 1, generator=g)]])
+    assign = None
+    for _ in range(iters):
+        dist = torch.cdist(x, centres)
+        new = dist.argmin(1)
+        for j in range(k):
+            members = new == j
+            if not members.any():  # reseed at the worst-served point
+                far = int(dist.min(1).values.argmax())
+                new[far] = j
+                members = new == j
+            centres[j] = x[members].mean(0)
+        if assign is not None and torch.equal(new, assign):
+            break
+        assign = new
+    return assign

@@ -35,7 +35,7 @@ from pairflow.flows.dequantization import VariationalDequantizer
 from pairflow.flows.distributions import Distribution, LabelNormal, StandardNormal, label_digits
 from pairflow.flows.glow import glow_flow
 from pairflow.flows.masks import vector_mask
-from pairflow.flows.mixture import ClassMixture, draw_labels, label_frequencies
+from pairflow.flows.mixture import ClassMixture, ClusterMixture, draw_labels, label_frequencies
 from pairflow.flows.multiscale import multiscale_flow
 from pairflow.flows.nets import ConvResNet, SeparateMLPs
 from pairflow.flows.preprocessing import Logit, dequantize, quantize
@@ -133,6 +133,8 @@ class PairFlow(Transform):
             self.distribution = ClassMixture(config.shape, sides)
         elif config.label_prior:
             self.distribution = LabelNormal(config.shape, sides)
+        elif config.cluster_mixture:
+            self.distribution = ClusterMixture(config.shape, sides)
         else:
             self.distribution = StandardNormal(config.shape)
         if config.conditional and not config.label_mixture:
@@ -264,8 +266,8 @@ class PairFlow(Transform):
         digit's parameters, the right half from the right digit's; for single images both are
         the class's, over the whole latent.
         """
-        if not isinstance(self.distribution, LabelNormal):
-            return None
+        if not (isinstance(self.distribution, LabelNormal) and self.distribution.uses_label):
+            return None  # N(0, I), or the label-free mixture (no single component)
         if cond is None and self.config.label_mixture:
             return None  # the mixture without a label: no single component
         return self.distribution.params(cond)

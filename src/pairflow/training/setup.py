@@ -278,27 +278,41 @@ def init_weights(
 
 
 @torch.no_grad()
-def fit_mixture(flow, train_set, device, num_pairs: int = 1000, batch_size: int = 250) -> None:
+def _train_latents(flow, train_set, device, num_pairs: int, batch_size: int = 250):
+    """The first ``num_pairs`` training pairs' (images, labels, latents), dequantized as in
+    training: uniform noise, or q's draw for variational dequantization. At bin centres
+    constant pixels (the black border) give constant latents, whose fitted scales collapse
+    (measured: train bits/dim 15,772 at step 5 after a bin-centre fit)."""
+    n = min(num_pairs, len(train_set))
+    images, labels, latents = [], [], []
+    generator = torch.Generator(device=device).manual_seed(0)
+    for lo in range(0, n, batch_size):
+        x, y = train_set.get_batch(torch.arange(lo, min(lo + batch_size, n)))
+        x = x.to(device)
+        dequantized, _ = flow._dequantize(x, generator)
+        z, _ = flow(dequantized)  # (B, C, H, W); no label
+        images.append(x)
+        labels.append(y.to(device))
+        latents.append(z)
+    return torch.cat(images), torch.cat(labels), torch.cat(latents)
+
+
+def fit_mixture(flow, train_set, device, num_pairs: int = 1000) -> None:
     """Fit a class mixture's Gaussians to the latents of the first ``num_pairs`` training pairs.
 
     The maximum-likelihood means and scales for the body as it is (see
     :meth:`~pairflow.flows.mixture.ClassMixture.fit`); 1,000 pairs give each digit about 100
     latents per side and cost a few hundred forward passes' worth of time, not an epoch's.
     """
-    from pairflow.flows.preprocessing import dequantize
+    _, labels, latents = _train_latents(flow, train_set, device, num_pairs)
+    flow.distribution.fit(latents, labels)
 
-    n = min(num_pairs, len(train_set))
-    latents, labels = [], []
-    generator = torch.Generator(device=device).manual_seed(0)
-    for lo in range(0, n, batch_size):
-        x, y = train_set.get_batch(torch.arange(lo, min(lo + batch_size, n)))
-        # Uniform dequantisation as in training: at bin centres constant pixels (the black
-        # border) give constant latents, whose fitted scales collapse (measured: train
-        # bits/dim 15,772 at step 5 after a bin-centre fit).
-        z, _ = flow(dequantize(x.to(device), generator))  # (B, C, H, W); no label
-        latents.append(z)
-        labels.append(y.to(device))
-    flow.distribution.fit(torch.cat(latents), torch.cat(labels))
+
+def fit_clusters(flow, train_set, device, num_pairs: int = 2000) -> None:
+    """Start a label-free mixture from k-means clusters of the first ``num_pairs`` training
+    pairs (:meth:`~pairflow.flows.mixture.ClusterMixture.fit_clusters`); labels are not read."""
+    images, _, latents = _train_latents(flow, train_set, device, num_pairs)
+    flow.distribution.fit_clusters(latents, images)
 
 
 def _resume_state(config: TrainConfig, out: Path) -> dict:
@@ -468,6 +482,13 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         if config.init_from and "distribution.loc" in fresh:
             # A trained body under a new mixture: its Gaussians start at their optimum.
             fit_mixture(model, train_set, procs.device)
+    if state is None and config.model == "flow" and model.config.cluster_mixture:
+        if not config.init_from or "distribution.loc" in fresh:
+            # The label-free mixture starts from k-means clusters of the training images.
+            fit_clusters(model, train_set, procs.device)
+            if procs.is_main:
+                k = model.distribution.num_classes
+                print(f"mixture prior: {k} components started from k-means clusters (no labels)")
     if config.ema_decay > 0:
         # The average starts from the weights loaded above; a resumed run continues its own.
         run.ema = EMA(model, config.ema_decay)
