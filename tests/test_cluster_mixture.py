@@ -163,3 +163,5 @@ def test_train_sample_evaluate_end_to_end(tiny_mnist_root, tmp_path):
              *common)  # fmt: skip
     report = json.loads((ev / "eval_test.json").read_text())
     assert math.isfinite(report["bits_per_dim"]) and "samples" in report
+    assert report["mixture_prior"] is True and report["conditional"] is False
+    assert "label-free mixture prior" in (ev / "report.md").read_text()

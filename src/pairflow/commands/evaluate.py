@@ -223,6 +223,8 @@ def run(args: argparse.Namespace) -> int:
         "preset": state["model_config"].get("preset"),
         "conditional": conditional,
         **({"class_mixture": True} if mixture else {}),
+        # A label-free mixture prior (prior="mixture"): samples draw a component first.
+        **({"mixture_prior": True} if state["model_config"].get("prior") == "mixture" else {}),
         "params": sum(p.numel() for p in model.parameters()),
         "precision": model.precision,  # of the networks in this evaluation (--precision)
         "trained_on": trained_on,

@@ -95,6 +95,8 @@ def report_markdown(report: dict, outputs: dict[str, Path], curves: Path | None)
     kind = "conditional" if report["conditional"] else "unconditional"
     if report.get("class_mixture"):
         kind = "class-mixture prior (samples drawn without labels)"
+    elif report.get("mixture_prior"):
+        kind = "unconditional, label-free mixture prior (components from k-means clusters)"
     asked = s["requested_labels"] is not None
     lines = [
         f"# Evaluation of `{report['source']}`",
