@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-pairs", type=int, default=500)
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--temperature", type=float, nargs="+", default=[0.7, 0.8])
-    parser.add_argument("--variants", nargs="+",
-                        default=["normal", "one_gaussian", "latent_kmeans", "pixel_kmeans"])  # fmt: skip
+    variants = ["normal", "one_gaussian", "latent_kmeans", "pixel_kmeans"]
+    parser.add_argument("--variants", nargs="+", default=variants)
     args = parser.parse_args(argv)
     if args.fit_pairs < 20 or args.samples < 10 or args.test_pairs < 1:
         parser.error("--fit-pairs >= 20, --samples >= 10 and --test-pairs >= 1 are needed")
