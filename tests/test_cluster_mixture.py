@@ -165,3 +165,39 @@ def test_train_sample_evaluate_end_to_end(tiny_mnist_root, tmp_path):
     assert math.isfinite(report["bits_per_dim"]) and "samples" in report
     assert report["mixture_prior"] is True and report["conditional"] is False
     assert "label-free mixture prior" in (ev / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_fine_tune_keeps_the_mixture_prior_and_a_conditional_one_drops_it(
+    tiny_mnist_root, tmp_path
+):
+    from pairflow.training import TrainConfig, load_checkpoint, train
+
+    base = dict(
+        preset="multiscale", batch_size=16, warmup_steps=2, num_pairs=64, test_pairs=16,
+        data_dir=str(tiny_mnist_root), device="cpu", precision="fp32", sample_n=4, epochs=1,
+    )  # fmt: skip
+    tiny = {"hidden_channels": 4}
+    src = tmp_path / "src"
+    train(TrainConfig(**base, out=str(src), model_overrides={**tiny, "prior": "mixture"}),
+          progress=False)  # fmt: skip
+    source = load_checkpoint(src / "last.pt")
+    ft = tmp_path / "ft"
+    config = TrainConfig(**base, max_steps=1, lr=1e-9, init_from=str(src), out=str(ft),
+                         model_overrides=tiny)  # fmt: skip
+    train(config, progress=False)
+    state = load_checkpoint(ft / "last.pt")
+    assert state["model_config"]["prior"] == "mixture"
+    # Inherited, not refitted: the clusters' weights are the source's.
+    torch.testing.assert_close(state["model"]["distribution.class_probs"],
+                               source["model"]["distribution.class_probs"])  # fmt: skip
+    cond = tmp_path / "cond"
+    config = TrainConfig(**base, max_steps=1, init_from=str(src), out=str(cond), conditional=True,
+                         model_overrides={**tiny, "conditioning": "prior"})  # fmt: skip
+    train(config, progress=False)
+    state = load_checkpoint(cond / "last.pt")
+    assert state["model_config"]["prior"] == "normal"
+    # The label prior starts at N(0, I), not from the source's clusters.
+    assert state["model"]["distribution.loc"].abs().max() < 0.01  # one Adam step from 0
+    assert source["model"]["distribution.loc"].abs().max() > 0.1
+    assert "distribution.class_probs" not in state["model"]

@@ -211,7 +211,8 @@ class ClusterMixture(ClassMixture):
         Each side's pixels (the left and right digit's columns for pairs, all of them for
         single images) are clustered into 10 groups by :func:`kmeans`; the components are then
         the maximum-likelihood Gaussians of the latents ``z`` of each group
-        (:meth:`ClassMixture.fit`) and pi their sizes.
+        (:meth:`ClassMixture.fit`; a cluster of one image takes its side's overall mean and
+        scale) and pi their sizes.
 
         Arguments:
             z: the images' latents (N, C, H, W) under the flow body as it is.
@@ -227,7 +228,14 @@ class ClusterMixture(ClassMixture):
             pixels = images[..., side * w : (side + 1) * w].flatten(1).float()
             clusters = clusters * 10 + kmeans(pixels, 10, iters=iters, seed=seed)
         clusters = clusters.to(z.device)
-        self.fit(z, clusters)
+        for side, (part, found) in enumerate(
+            zip(self._strips(z), label_digits(clusters, self.sides), strict=True)
+        ):
+            for j in range(10):
+                # A cluster of one image (few pairs) takes its side's overall Gaussian.
+                chosen = part[found == j] if int((found == j).sum()) >= 2 else part
+                self.loc[side, j] = chosen.mean(0)
+                self.log_scale[side, j] = chosen.std(0, correction=0).clamp_min(1e-2).log()
         self.set_class_counts(torch.bincount(clusters, minlength=self.num_classes))
         return clusters
 

@@ -153,15 +153,23 @@ def inherited_dequantization(config: TrainConfig) -> dict[str, Any]:
     The learned noise q(u | x) is part of how such a flow was fitted: its density is shaped to
     it, and the same weights scored with uniform noise are far worse (BENCHMARKS.md). So a
     fine-tune keeps the source's dequantizer unless ``--set dequantization=...`` says
-    otherwise; {} for every other run.
+    otherwise; {} for every other run. An unconditional fine-tune keeps the source's
+    label-free mixture prior (``prior="mixture"``) the same way, unless ``--set prior=...``.
     """
-    if config.model != "flow" or not config.init_from or "dequantization" in config.model_overrides:
+    if config.model != "flow" or not config.init_from:
         return {}
     try:
         stamp = os.stat(config.init_from).st_mtime_ns  # a rewritten checkpoint is read anew
     except OSError:
         return {}  # init_weights names what is wrong with it
-    return dict(_source_dequantization(str(config.init_from), stamp))
+    inherited = dict(_source_dequantization(str(config.init_from), stamp))
+    if "dequantization" in config.model_overrides:
+        for key in _DEQUANTIZER_FIELDS:
+            inherited.pop(key, None)
+    if config.conditional or "prior" in config.model_overrides:
+        # A conditional model's base distribution is its conditioning, not the source's prior.
+        inherited.pop("prior", None)
+    return inherited
 
 
 @functools.lru_cache(maxsize=8)
@@ -172,9 +180,12 @@ def _source_dequantization(path: str, stamp: int) -> tuple[tuple[str, Any], ...]
         source = load_checkpoint(path, map_location="cpu").get("model_config", {})
     except (CheckpointError, OSError, ValueError):
         return ()  # init_weights names what is wrong with it
-    if source.get("dequantization") != "variational":
-        return ()
-    return tuple((k, source[k]) for k in _DEQUANTIZER_FIELDS if k in source)
+    fields_ = ()
+    if source.get("dequantization") == "variational":
+        fields_ = tuple((k, source[k]) for k in _DEQUANTIZER_FIELDS if k in source)
+    if source.get("prior", "normal") != "normal":
+        fields_ += (("prior", source["prior"]),)
+    return fields_
 
 
 def model_config(config: TrainConfig, precision: str) -> dict[str, Any]:
@@ -255,6 +266,11 @@ def init_weights(
     weights = unpack_state_dict(evaluation_state_dict(state))  # the EMA's where kept
     own = model.state_dict()
     dropped = sorted(k for k in weights if k.startswith("dequantizer.") and k not in own)
+    if state.get("model_config", {}).get("prior", "normal") != getattr(
+        getattr(model, "config", None), "prior", "normal"
+    ):
+        # A label-free mixture's clusters are no part of another base distribution.
+        dropped += sorted(k for k in weights if k.startswith("distribution."))
     for k in dropped:
         del weights[k]
     extra = sorted(set(weights) - set(own))
@@ -464,16 +480,18 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         if procs.is_main:
             new = f"; new, freshly initialised: {', '.join(fresh)}" if fresh else ""
             print(f"initialised from {config.init_from}{new}")
-            if dropped:
+            if any(k.startswith("dequantizer.") for k in dropped):
                 print(
                     "its variational dequantizer is left out (--set dequantization=uniform): "
                     "this run dequantizes with uniform noise, its bits/dim exact"
                 )
-            elif inherited_dequantization(config):
+            elif inherited_dequantization(config).get("dequantization"):
                 print(
                     "it keeps its variational dequantization: bits/dim is Flow++'s variational "
                     "bound (--set dequantization=uniform drops it)"
                 )
+            if inherited_dequantization(config).get("prior") == "mixture":
+                print("it keeps its label-free mixture prior (--set prior=normal drops it)")
     if state is None and config.model == "flow" and model.config.conditional:
         # p(y), the training pairs' label frequencies: the mixture's weights, and the label
         # draws of every conditional flow sampled without a label.
