@@ -73,6 +73,20 @@ class Processes:
         return True
 
 
+def close_processes(procs: Processes) -> None:
+    """Leave the process group at the end of a distributed run: every rank waits for the
+    others, then the group is destroyed. Left to interpreter exit, gloo's threads were torn
+    down mid-flight and a rank aborted after its work was done (SIGABRT, "terminate called
+    without an active exception"), failing torchrun."""
+    if procs.world_size <= 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def init_processes(device: torch.device) -> Processes:
     """Read torchrun's environment; join the process group (nccl on CUDA, gloo on CPU)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -32,6 +32,7 @@ from pairflow.evaluation import evaluate_bpd, evaluate_mixture
 from pairflow.models import has_label_mixture
 from pairflow.training.checkpoint import save_checkpoint
 from pairflow.training.config import TrainConfig
+from pairflow.training.distributed import close_processes
 from pairflow.training.interrupt import GracefulInterrupt
 from pairflow.training.setup import (
     _NLL,  # noqa: F401  (benchmarks time the loop's loss module)
@@ -102,7 +103,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         except KeyboardInterrupt:
             _save_interrupted(run)
             raise
-    return _summary(run, fields, stopped)
+    summary = _summary(run, fields, stopped)
+    close_processes(run.procs)
+    return summary
 
 
 def train_step(run: Run, x: torch.Tensor, cond: torch.Tensor | None, bar=None) -> bool:
