@@ -114,12 +114,21 @@ class ClassMixture(LabelNormal):
             z: latents (N, C, H, W).
             cond: their labels (N,); every digit must occur on every side.
         """
-        strips, digits = self._strips(z), label_digits(cond, self.sides)
+        self._fit_groups(z, cond, small="raise")
+
+    @torch.no_grad()
+    def _fit_groups(self, z: Tensor, groups: Tensor, small: str) -> None:
+        """Per side and digit (or cluster) d, the mean and scale of the strips of the latents
+        whose group has d there. A group of fewer than two: ``small="raise"`` refuses it,
+        ``"side"`` gives it its side's overall mean and scale."""
+        strips, digits = self._strips(z), label_digits(groups, self.sides)
         for side, (part, digit) in enumerate(zip(strips, digits, strict=True)):
             for d in range(10):
                 chosen = part[digit == d]
                 if len(chosen) < 2:
-                    raise ValueError(f"fit needs >= 2 latents with digit {d} on side {side}")
+                    if small == "raise":
+                        raise ValueError(f"fit needs >= 2 latents with digit {d} on side {side}")
+                    chosen = part
                 self.loc[side, d] = chosen.mean(0)
                 self.log_scale[side, d] = chosen.std(0, correction=0).clamp_min(1e-2).log()
 
@@ -228,14 +237,7 @@ class ClusterMixture(ClassMixture):
             pixels = images[..., side * w : (side + 1) * w].flatten(1).float()
             clusters = clusters * 10 + kmeans(pixels, 10, iters=iters, seed=seed)
         clusters = clusters.to(z.device)
-        for side, (part, found) in enumerate(
-            zip(self._strips(z), label_digits(clusters, self.sides), strict=True)
-        ):
-            for j in range(10):
-                # A cluster of one image (few pairs) takes its side's overall Gaussian.
-                chosen = part[found == j] if int((found == j).sum()) >= 2 else part
-                self.loc[side, j] = chosen.mean(0)
-                self.log_scale[side, j] = chosen.std(0, correction=0).clamp_min(1e-2).log()
+        self._fit_groups(z, clusters, small="side")  # a cluster of one image (few pairs)
         self.set_class_counts(torch.bincount(clusters, minlength=self.num_classes))
         return clusters
 
@@ -251,6 +253,8 @@ def kmeans(points: Tensor, k: int, iters: int = 40, seed: int = 0) -> Tensor:
     n = len(points)
     if not 1 <= k <= n:
         raise ValueError(f"kmeans needs 1 <= k <= the number of points ({n}), got k={k}")
+    if iters < 1:
+        raise ValueError(f"kmeans needs iters >= 1, got {iters}")
     x = points.double()
     g = torch.Generator().manual_seed(seed)
     centres = x[torch.randint(n, (1,), generator=g)]

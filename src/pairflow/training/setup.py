@@ -147,8 +147,8 @@ def build_data(config: TrainConfig, procs: Processes):
 _DEQUANTIZER_FIELDS = ("dequantization", "dequant_channels", "dequant_couplings")
 
 
-def inherited_dequantization(config: TrainConfig) -> dict[str, Any]:
-    """What a flow fine-tuned ``--init-from`` a flow with variational dequantization keeps.
+def inherited_from_source(config: TrainConfig) -> dict[str, Any]:
+    """The model fields a flow fine-tuned ``--init-from`` another keeps from it.
 
     The learned noise q(u | x) is part of how such a flow was fitted: its density is shaped to
     it, and the same weights scored with uniform noise are far worse (BENCHMARKS.md). So a
@@ -162,7 +162,7 @@ def inherited_dequantization(config: TrainConfig) -> dict[str, Any]:
         stamp = os.stat(config.init_from).st_mtime_ns  # a rewritten checkpoint is read anew
     except OSError:
         return {}  # init_weights names what is wrong with it
-    inherited = dict(_source_dequantization(str(config.init_from), stamp))
+    inherited = dict(_source_inherited(str(config.init_from), stamp))
     if "dequantization" in config.model_overrides:
         for key in _DEQUANTIZER_FIELDS:
             inherited.pop(key, None)
@@ -173,9 +173,9 @@ def inherited_dequantization(config: TrainConfig) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=8)
-def _source_dequantization(path: str, stamp: int) -> tuple[tuple[str, Any], ...]:
-    """The dequantizer fields of checkpoint ``path``'s config, if variational; read once
-    (a run's setup asks for its model config several times)."""
+def _source_inherited(path: str, stamp: int) -> tuple[tuple[str, Any], ...]:
+    """The dequantizer fields of checkpoint ``path``'s config if variational, and its prior if
+    not N(0, I); read once (a run's setup asks for its model config several times)."""
     try:
         source = load_checkpoint(path, map_location="cpu").get("model_config", {})
     except (CheckpointError, OSError, ValueError):
@@ -196,7 +196,7 @@ def model_config(config: TrainConfig, precision: str) -> dict[str, Any]:
     # The dataset's shape and sizes, under what --set gave explicitly.
     overrides = {
         **model_overrides_for(config.model, config.preset, config.dataset, config.layout),
-        **inherited_dequantization(config),
+        **inherited_from_source(config),
         **config.model_overrides,
     }
     names = {f.name for f in fields(config_class)}
@@ -245,7 +245,7 @@ def init_weights(
     exception: a variational dequantizer q(u | x) (``dequantizer.*``) that ``model`` has no
     place for is left out, since it is no part of the flow's density p(x) (a run asks for
     that with ``--set dequantization=uniform``; otherwise it keeps the source's,
-    :func:`inherited_dequantization`). Parameters and buffers only ``model`` has (e.g.
+    :func:`inherited_from_source`). Parameters and buffers only ``model`` has (e.g.
     the label prior of ``conditioning="both"`` added to an ``"embedding"`` model) keep their
     initialisation.
 
@@ -480,17 +480,18 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         if procs.is_main:
             new = f"; new, freshly initialised: {', '.join(fresh)}" if fresh else ""
             print(f"initialised from {config.init_from}{new}")
+            inherited = inherited_from_source(config)
             if any(k.startswith("dequantizer.") for k in dropped):
                 print(
                     "its variational dequantizer is left out (--set dequantization=uniform): "
                     "this run dequantizes with uniform noise, its bits/dim exact"
                 )
-            elif inherited_dequantization(config).get("dequantization"):
+            elif inherited.get("dequantization"):
                 print(
                     "it keeps its variational dequantization: bits/dim is Flow++'s variational "
                     "bound (--set dequantization=uniform drops it)"
                 )
-            if inherited_dequantization(config).get("prior") == "mixture":
+            if inherited.get("prior") == "mixture":
                 print("it keeps its label-free mixture prior (--set prior=normal drops it)")
     if state is None and config.model == "flow" and model.config.conditional:
         # p(y), the training pairs' label frequencies: the mixture's weights, and the label
