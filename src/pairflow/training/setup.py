@@ -327,6 +327,11 @@ def fit_mixture(flow, train_set, device, num_pairs: int = 1000) -> None:
 def fit_clusters(flow, train_set, device, num_pairs: int = 2000) -> None:
     """Start a label-free mixture from k-means clusters of the first ``num_pairs`` training
     pairs (:meth:`~pairflow.flows.mixture.ClusterMixture.fit_clusters`); labels are not read."""
+    if len(train_set) < 10:
+        raise ValueError(
+            "--set prior=mixture starts 10 clusters per side from k-means of the training "
+            f"images: it needs at least 10 training pairs, got {len(train_set)} (--num-pairs)"
+        )
     images, _, latents = _train_latents(flow, train_set, device, num_pairs)
     flow.distribution.fit_clusters(latents, images)
 
