@@ -201,3 +201,26 @@ def test_a_fine_tune_keeps_the_mixture_prior_and_a_conditional_one_drops_it(
     assert state["model"]["distribution.loc"].abs().max() < 0.01  # one Adam step from 0
     assert source["model"]["distribution.loc"].abs().max() > 0.1
     assert "distribution.class_probs" not in state["model"]
+
+
+def test_bad_inputs_exit_2_with_a_message(tiny_mnist_root, tmp_path):
+    common = ["--max-steps", "1", "--data-dir", str(tiny_mnist_root), "--device", "cpu",
+              "--no-progress", "--set", "hidden_channels=4"]  # fmt: skip
+    cases = {
+        "at least 10 training pairs": [
+            "--set",
+            "prior=mixture",
+            "--num-pairs",
+            "5",
+            "--batch-size",
+            "4",
+        ],
+        "unknown prior 'gaussian'": ["--set", "prior=gaussian"],
+        "is for unconditional flows": ["--set", "prior=mixture", "--conditional"],
+    }
+    for i, (message, args) in enumerate(cases.items()):
+        out = tmp_path / f"run{i}"
+        proc = pairflow("train", "--preset", "multiscale", *args, *common, "--out", str(out),
+                        check=False)  # fmt: skip
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and not out.exists()
