@@ -39,9 +39,9 @@ import torch
 import pairflow
 from pairflow.data import PairedMNIST
 from pairflow.evaluation.samples import sample_metrics
+from pairflow.flows import PairFlow
 from pairflow.flows.distributions import Distribution, log_diagonal_normal
 from pairflow.flows.mixture import ClusterMixture, kmeans
-from pairflow.flows.model import PairFlow
 from pairflow.training.setup import _train_latents
 
 sys.path.insert(0, str(Path(__file__).parent))

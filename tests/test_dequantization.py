@@ -160,7 +160,7 @@ def test_uniform_dequantization_of_a_variational_flow_is_the_same_density_scored
     load = uniform.load_state_dict(variational.state_dict(), strict=False)
     assert not load.missing_keys and all(k.startswith("dequantizer.") for k in load.unexpected_keys)
     view = variational.with_uniform_dequantization()
-    assert not view.bits_per_dim_is_bound and view.dequantizer is None
+    assert not view.bits_per_dim_is_bound and not view.dequantizer.is_bound
     assert view.with_uniform_dequantization() is view
     x, cond = pixels(3), torch.tensor([7, 42, 99])
     for labels in (cond, None):

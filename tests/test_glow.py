@@ -72,7 +72,7 @@ def test_glow_step_and_flow(coupling):
 
 def test_glow_rejects_bad_arguments():
     with pytest.raises(ValueError, match="coupling"):
-        glow_step((4, 2, 2), factory, coupling="spline")
+        glow_step((4, 2, 2), factory, coupling="bogus")
     with pytest.raises(ValueError, match="divisible"):
         glow_flow((1, 6, 8), factory, num_levels=2)
 

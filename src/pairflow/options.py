@@ -31,6 +31,9 @@ __all__ = [
     "Conditioning",
     "Schedule",
     "ModelKind",
+    "CouplingMap",
+    "Prior",
+    "Dequantization",
     "choices",
     "check_choice",
 ]
@@ -90,6 +93,15 @@ Schedule = Literal["constant", "cosine"]
 
 ModelKind = Literal["flow", "vae", "gan"]
 """The model kinds of :mod:`pairflow.models`' registry."""
+
+CouplingMap = Literal["affine", "additive", "spline"]
+"""The elementwise map of a flow's couplings (:mod:`pairflow.flows.maps`)."""
+
+Prior = Literal["normal", "mixture"]
+"""An unconditional flow's base distribution: N(0, I) or the label-free mixture."""
+
+Dequantization = Literal["uniform", "variational"]
+"""How a flow turns 8-bit pixels into continuous data: U[0, 1) noise, or Flow++'s q(u | x)."""
 
 
 def choices(options: Any) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""RealNVP normalizing flows: transforms, couplings, multi-scale architecture, the PairFlow model.
+"""Normalizing flows from parts: transforms, couplings and their maps, architectures, the Flow.
 
 Every transform maps data -> latent in ``forward`` (see :class:`Transform`).
 
@@ -11,14 +11,19 @@ Example:
 
 from pairflow.flows.actnorm import ActNorm
 from pairflow.flows.base import Compose, Inverse, Transform
+from pairflow.flows.build import PairFlow, build_flow, flow_parts
 from pairflow.flows.config import PRESETS, FlowConfig
-from pairflow.flows.coupling import AffineCoupling
+from pairflow.flows.coupling import AdditiveCoupling, AffineCoupling, Coupling, coupling_layer
+from pairflow.flows.dequantization import UniformDequantizer, VariationalDequantizer
 from pairflow.flows.distributions import (
     Distribution,
     LabelNormal,
     PairLabelNormal,
     StandardNormal,
 )
+from pairflow.flows.flow import Flow
+from pairflow.flows.labels import LabelEmbedding, PairEmbedding
+from pairflow.flows.maps import AdditiveMap, AffineMap, ElementwiseMap, RationalQuadraticSpline
 from pairflow.flows.masks import (
     alternating_mask,
     channel_mask,
@@ -27,21 +32,27 @@ from pairflow.flows.masks import (
     squeezed_checkerboard_mask,
     vector_mask,
 )
-from pairflow.flows.model import (
-    LabelEmbedding,
-    PairEmbedding,
-    PairFlow,
-    build_flow,
-    resolve_precision,
-)
 from pairflow.flows.multiscale import FactorOut, multiscale_flow
 from pairflow.flows.nets import MLP, ConvResNet, SeparateMLPs
+from pairflow.flows.noise import LogitNoise
 from pairflow.flows.preprocessing import Logit, dequantize, quantize
 from pairflow.flows.squeeze import Squeeze
 
 __all__ = [
     "ActNorm",
+    "AdditiveCoupling",
+    "AdditiveMap",
     "AffineCoupling",
+    "AffineMap",
+    "Coupling",
+    "ElementwiseMap",
+    "Flow",
+    "LogitNoise",
+    "RationalQuadraticSpline",
+    "UniformDequantizer",
+    "VariationalDequantizer",
+    "coupling_layer",
+    "flow_parts",
     "Compose",
     "ConvResNet",
     "Distribution",
@@ -68,7 +79,6 @@ __all__ = [
     "half_mask",
     "multiscale_flow",
     "quantize",
-    "resolve_precision",
     "squeezed_checkerboard_mask",
     "vector_mask",
 ]

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Transform", "Compose", "Inverse"]
+__all__ = ["Transform", "Compose", "Inverse", "set_autocast"]
 
 
 class Transform(nn.Module):
@@ -28,8 +28,18 @@ class Transform(nn.Module):
     anyway. At the model level (:class:`~pairflow.flows.PairFlow`), ``cond`` is the pair
     label itself; the model turns it into this context.
 
-    Subclasses implement :meth:`forward` and :meth:`inverse`.
+    Subclasses implement :meth:`forward` and :meth:`inverse`. A part whose networks may run
+    in bfloat16 (a coupling's conditioner, a transformer block) declares
+    :attr:`runs_in_low_precision` and reads :attr:`autocast_dtype`, which the flow's
+    precision sets (:func:`set_autocast`); the maps and log-determinants stay in the input's
+    precision.
     """
+
+    runs_in_low_precision: bool = False
+    """Whether this part's networks may run under ``torch.autocast`` in bfloat16."""
+
+    autocast_dtype: torch.dtype | None = None
+    """The dtype its networks run in under autocast (None: the input's); see above."""
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map data to latent.
@@ -118,3 +128,11 @@ class Inverse(Transform):
 def _zeros(x: Tensor) -> Tensor:
     """A (B,) zero log-det on x's device and dtype."""
     return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+
+
+def set_autocast(module: nn.Module, dtype: torch.dtype | None) -> None:
+    """Run the networks of every part of ``module`` that declares
+    :attr:`Transform.runs_in_low_precision` under autocast in ``dtype`` (None: off)."""
+    for part in module.modules():
+        if isinstance(part, Transform) and part.runs_in_low_precision:
+            part.autocast_dtype = dtype

@@ -28,16 +28,23 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
-from pairflow.flows.dequantization import DEQUANTIZATIONS
-from pairflow.flows.glow import COUPLINGS
 from pairflow.flows.masks import VECTOR_MASKS
 from pairflow.flows.multiscale import CHECKERBOARD_MODES
-from pairflow.options import Arch, Conditioning, Layout, Precision, check_choice
+from pairflow.options import (
+    Arch,
+    Conditioning,
+    CouplingMap,
+    Dequantization,
+    Layout,
+    Precision,
+    Prior,
+    check_choice,
+)
 from pairflow.utils import ModelConfig
 
-PRIORS = ("normal", "mixture")
+PRIORS = get_args(Prior)
 """Base distributions of an unconditional flow (:attr:`FlowConfig.prior`)."""
 
 __all__ = ["FlowConfig", "PRESETS"]
@@ -79,7 +86,15 @@ class FlowConfig(ModelConfig):
         glow_levels: levels of the ``glow`` arch (each squeezes; all but the last factor out
             half the channels); H and W must be divisible by 2 ** glow_levels.
         glow_steps: Glow steps (ActNorm, invertible 1x1 convolution, coupling) per level.
-        coupling: the ``glow`` arch's couplings: ``"affine"`` or ``"additive"``.
+        coupling: the couplings' elementwise map, for every arch: ``"affine"`` (RealNVP's,
+            log-scale bounded by ``scale_bound``), ``"additive"`` (NICE's, volume
+            preserving) or ``"spline"`` (a monotone rational-quadratic spline, Durkan et al.
+            2019, :class:`~pairflow.flows.maps.RationalQuadraticSpline`).
+        spline_bins: the spline's bins K (K + 1 knots; 3K - 1 conditioner outputs per
+            transformed feature).
+        spline_bound: the spline bends on [-B, B] and is the identity outside (linear tails);
+            0 (default): 5 where an ActNorm precedes each coupling (``multiscale``, ``glow``), 15 on
+            the raw logit-space image (``mlp``), see :func:`~pairflow.flows.build.couplings_of`.
         checkerboard: ``"squeezed"`` or ``"masked"``: how checkerboard couplings feed their
             conditioner (same masks; see :func:`~pairflow.flows.multiscale_flow`).
         conditional: condition on labels (``cond`` = 10 * left + right for pairs, the class
@@ -141,13 +156,16 @@ class FlowConfig(ModelConfig):
     # arch "glow" (hidden_channels, num_blocks and scale_bound as for "multiscale")
     glow_levels: int = 2
     glow_steps: int = 6
-    coupling: str = "affine"
+    # the couplings' map, every arch
+    coupling: CouplingMap = "affine"
+    spline_bins: int = 8
+    spline_bound: float = 0.0
     # conditioning and speed
     conditional: bool = False
     conditioning: Conditioning = "embedding"
-    prior: str = "normal"
+    prior: Prior = "normal"
     embed_dim: int = 8
-    dequantization: str = "uniform"
+    dequantization: Dequantization = "uniform"
     dequant_channels: int = 16
     dequant_couplings: int = 2
     noise_sigma: float = 0.0
@@ -160,9 +178,9 @@ class FlowConfig(ModelConfig):
         check_choice("precision", self.precision, Precision)
         check_choice("checkerboard", self.checkerboard, CHECKERBOARD_MODES)
         check_choice("conditioning", self.conditioning, Conditioning)
-        check_choice("coupling", self.coupling, COUPLINGS)
-        check_choice("dequantization", self.dequantization, DEQUANTIZATIONS)
-        check_choice("prior", self.prior, PRIORS)
+        check_choice("coupling", self.coupling, CouplingMap)
+        check_choice("dequantization", self.dequantization, Dequantization)
+        check_choice("prior", self.prior, Prior)
         if self.prior != "normal" and self.conditional:
             raise ValueError(
                 f"FlowConfig.prior={self.prior!r} is for unconditional flows; a conditional "
@@ -181,6 +199,7 @@ class FlowConfig(ModelConfig):
             "glow_levels",
             "glow_steps",
             "dequant_channels",
+            "spline_bins",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -192,6 +211,11 @@ class FlowConfig(ModelConfig):
             raise ValueError(f"FlowConfig.noise_sigma must be in [0, 10), got {self.noise_sigma!r}")
         if self.scale_bound <= 0:
             raise ValueError(f"FlowConfig.scale_bound must be > 0, got {self.scale_bound}")
+        bound = self.spline_bound
+        if not (isinstance(bound, (int, float)) and 0 <= bound < 1e4):
+            raise ValueError(
+                f"FlowConfig.spline_bound must be >= 0 (0: chosen by the arch), got {bound!r}"
+            )
         if (self.label_prior or self.label_mixture or self.cluster_mixture) and (
             self.width % self.label_sides
         ):

@@ -19,6 +19,7 @@ References:
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
@@ -27,14 +28,57 @@ from torch import Tensor, nn
 from pairflow.flows.base import Compose, Transform
 from pairflow.flows.coupling import AffineCoupling
 from pairflow.flows.masks import checkerboard_mask
+from pairflow.flows.preprocessing import dequantize
+from pairflow.options import NUM_LEVELS, Dequantization
 
-__all__ = ["VariationalDequantizer", "DEQUANTIZATIONS"]
+__all__ = ["Dequantizer", "UniformDequantizer", "VariationalDequantizer", "DEQUANTIZATIONS"]
 
 MODE_MARGIN = 1e-3
 """How far inside its bin :meth:`VariationalDequantizer.mode_noise` keeps a pixel."""
 
-DEQUANTIZATIONS = ("uniform", "variational")
+DEQUANTIZATIONS = get_args(Dequantization)
 """How pixels are dequantized: u ~ U[0, 1) (exact continuous likelihood) or u ~ q(u | x)."""
+
+
+class Dequantizer(nn.Module):
+    """A flow's dequantizer: 8-bit pixels -> continuous data y in [0, 1) and log q(u | x).
+
+    The flow scores y; ``log_q`` is what its log-density loses to the noise: 0 for uniform
+    noise (the flow's bits/dim is then the exact likelihood of the continuous model), log of
+    the learned q's density otherwise (a variational bound, :attr:`is_bound`).
+    """
+
+    is_bound: bool = False
+    """Whether bits/dim under this dequantizer is a bound (Flow++) rather than exact."""
+
+    def dequantize(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """One draw y = (x + u) / 256, u ~ q(u | x), with log q(u | x) (B,)."""
+        raise NotImplementedError
+
+    def central(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """One deterministic y per image (where the flow was fitted), with its log q (B,)."""
+        raise NotImplementedError
+
+
+class UniformDequantizer(Dequantizer):
+    """u ~ U[0, 1): RealNVP's and Glow's dequantization; log q = 0, bits/dim exact.
+
+    Example:
+        >>> y, log_q = UniformDequantizer().central(torch.tensor([[0, 255]], dtype=torch.uint8))
+        >>> y, log_q
+        (tensor([[0.0020, 0.9980]]), tensor([0.]))
+    """
+
+    def dequantize(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        return dequantize(x, generator), x.new_zeros(x.shape[0], dtype=torch.float32)
+
+    def central(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Bin centres, u = 1/2."""
+        return dequantize(x, noise="center"), x.new_zeros(x.shape[0], dtype=torch.float32)
 
 
 class _ImageConditioner(nn.Module):
@@ -90,7 +134,7 @@ class _Logit(Transform):
         return torch.sigmoid(h), -(F.softplus(-h) + F.softplus(h)).flatten(1).sum(1)
 
 
-class VariationalDequantizer(nn.Module):
+class VariationalDequantizer(Dequantizer):
     r"""q(u | x): a conditional flow from eps ~ N(0, I) to noise u in (0, 1)^(C, H, W).
 
     In the data -> latent direction (:attr:`transform`): h = logit(u), then
@@ -139,6 +183,21 @@ class VariationalDequantizer(nn.Module):
         layers.append(_ConditionalAffine(c, f))
         self.transform = Compose(layers)
         """u -> eps given the image features (data -> latent, as every transform)."""
+
+    is_bound = True
+
+    def dequantize(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        u, log_q = self(x, generator)
+        return (x.to(torch.float32) + u) / NUM_LEVELS, log_q
+
+    def central(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """At the noise q maps eps = 0 to (:meth:`mode_noise`): the body was fitted to q's
+        noise, not to bin centres (most MNIST pixels are 0 or 255 and q moves their noise
+        towards the bin's edge)."""
+        u, log_q = self.mode_noise(x)
+        return (x.to(torch.float32) + u) / NUM_LEVELS, log_q
 
     def context(self, x: Tensor) -> Tensor:
         """Features (B, F, H, W) of images x (pixels 0..255) that every conditioner reads."""

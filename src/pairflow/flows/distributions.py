@@ -26,7 +26,11 @@ import math
 import torch
 from torch import Tensor, nn
 
+from pairflow.options import NUM_PAIR_CLASSES
+
 __all__ = [
+    "label_frequencies",
+    "draw_labels",
     "Distribution",
     "StandardNormal",
     "LabelNormal",
@@ -49,21 +53,79 @@ def log_diagonal_normal(z: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
     return (-0.5 * u.pow(2) - log_scale).flatten(1).sum(1) - 0.5 * d * math.log(2 * math.pi)
 
 
+def label_frequencies(counts: Tensor, num_classes: int = NUM_PAIR_CLASSES) -> Tensor:
+    """p(y) (K,) float64 from label counts: K = 100 pair labels (100 counts, or 10 x 10
+    [left, right]) or K = 10 classes of single images."""
+    counts = torch.as_tensor(counts, dtype=torch.float64).reshape(-1)
+    if counts.numel() != num_classes or bool((counts < 0).any()) or counts.sum() <= 0:
+        raise ValueError(
+            f"class counts must be {num_classes} non-negative numbers, not all zero; "
+            f"got {counts.numel()} values summing to {float(counts.sum())}"
+        )
+    return counts / counts.sum()
+
+
+def draw_labels(probs: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """n labels y ~ probs (K,), int64 (n,) on probs' device (drawn on the generator's)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    device = probs.device
+    if generator is not None:
+        probs = probs.to(generator.device)
+    return torch.multinomial(probs.float(), n, replacement=True, generator=generator).to(device)
+
+
 class Distribution(nn.Module):
     """A density over latents of shape ``shape`` (C, H, W); see the module docstring.
 
+    A conditional flow's distribution is of the latent and the label together: it also holds
+    p(y), the buffer ``class_probs`` (K,) (uniform until training sets it from the training
+    labels' counts, :meth:`set_class_counts`), so the label may be left out: sampling draws
+    y ~ p(y) first (:meth:`sample_labels`), and log p(x) sums over the labels.
+
     Arguments:
         shape: the latent's shape (C, H, W).
+        num_classes: K, the labels p(y) is over (100 pair labels, 10 single-image classes);
+            0 for an unconditional flow (no p(y)).
     """
 
     uses_label: bool = False
     """Whether :meth:`log_prob` and :meth:`sample` need the pair label ``cond``."""
 
-    def __init__(self, shape: tuple[int, int, int]):
+    label_optional: bool = False
+    """Whether :meth:`log_prob` without a label is the marginal over labels (a mixture)."""
+
+    def __init__(self, shape: tuple[int, int, int], num_classes: int = 0):
         super().__init__()
         self.shape = tuple(shape)
+        self.num_classes = num_classes
         # Not saved: it only tells sample() which device to draw on.
         self.register_buffer("_device_marker", torch.zeros(0), persistent=False)
+        if num_classes:
+            self.register_buffer("class_probs", torch.full((num_classes,), 1 / num_classes))
+
+    # ----------------------------------------------------------------- p(y)
+    @torch.no_grad()
+    def set_class_counts(self, counts: Tensor) -> None:
+        """Set p(y) to the frequencies ``counts``: one count per label (pairs: 100, or
+        10 x 10 [left, right]; single images: 10)."""
+        self._labelled()
+        probs = label_frequencies(counts, self.num_classes)
+        self.class_probs.copy_(probs.to(self.class_probs))
+
+    def log_class_probs(self) -> Tensor:
+        """log p(y), (K,); -inf for labels never seen in training."""
+        probs = self._labelled().class_probs
+        return torch.log(probs / probs.sum())  # normalised again: exact after an fp16 export
+
+    def sample_labels(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n labels y ~ p(y), int64 (n,) on the distribution's device."""
+        return draw_labels(self._labelled().class_probs, n, generator)
+
+    def _labelled(self) -> Distribution:
+        if not self.num_classes:
+            raise ValueError(f"{type(self).__name__} has no p(y): it was built without labels")
+        return self
 
     def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         """log p(z) (B,), or log p(z | cond) for a label-dependent distribution."""
@@ -94,7 +156,11 @@ class Distribution(nn.Module):
 
 
 class StandardNormal(Distribution):
-    """N(0, I) over latents of shape (C, H, W): RealNVP's and Glow's unconditional prior."""
+    """N(0, I) over latents of shape (C, H, W): RealNVP's and Glow's unconditional prior.
+
+    Given ``num_classes``, the prior of a flow whose couplings read the label: z ~ N(0, I)
+    whatever y, with p(y) beside it.
+    """
 
     def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         return log_standard_normal(z)
@@ -138,14 +204,13 @@ class LabelNormal(Distribution):
     uses_label = True
 
     def __init__(self, shape: tuple[int, int, int], sides: int = 2):
-        super().__init__(shape)
-        c, h, w = self.shape
         if sides not in (1, 2):
             raise ValueError(f"sides must be 1 (single images) or 2 (pairs), got {sides!r}")
+        super().__init__(shape, num_classes=10**sides)
+        c, h, w = self.shape
         if w % sides:
             raise ValueError(f"{type(self).__name__} splits the width in halves; got odd width {w}")
         self.sides = sides
-        self.num_classes = 10**sides
         # [side, digit]: side 0 is the left strip (left digit), side 1 the right one.
         self.loc = nn.Parameter(torch.zeros(sides, 10, c, h, w // sides))
         self.log_scale = nn.Parameter(torch.zeros(sides, 10, c, h, w // sides))

@@ -7,21 +7,29 @@ References:
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from pairflow.flows.actnorm import ActNorm
 from pairflow.flows.base import Compose, Inverse, Transform
-from pairflow.flows.coupling import AffineCoupling, ConditionerFactory
+from pairflow.flows.coupling import (
+    AdditiveCoupling,
+    ConditionerFactory,
+    CouplingLayer,
+    coupling_layer,
+)
 from pairflow.flows.masks import channel_mask
 from pairflow.flows.multiscale import FactorOut
 from pairflow.flows.squeeze import Squeeze
+from pairflow.options import CouplingMap
 
 __all__ = ["InvertibleConv1x1", "AdditiveCoupling", "glow_step", "glow_flow", "COUPLINGS"]
 
-COUPLINGS = ("affine", "additive")
-"""The couplings a Glow step can end with."""
+COUPLINGS = get_args(CouplingMap)
+"""The couplings a Glow step can end with (any map: :func:`~pairflow.flows.coupling_layer`)."""
 
 
 class InvertibleConv1x1(Transform):
@@ -93,52 +101,10 @@ class InvertibleConv1x1(Transform):
         return f"channels={self.lower.shape[0]}, LU"
 
 
-class AdditiveCoupling(AffineCoupling):
-    r"""Additive coupling (NICE): z_b = x_b + t(x_a), z_a = x_a; log-determinant 0.
-
-    Volume-preserving: the conditioner returns only shifts, so it is cheaper than the
-    affine coupling's (half the output channels) and cannot blow up a scale.
-
-    Arguments:
-        mask: bool tensor shaped like one sample, True for features passed unchanged.
-        conditioner: factory ``(in_features, out_features) -> net``; ``out_features`` is the
-            number of transformed features (no log-scales).
-
-    References:
-        Dinh, Krueger and Bengio, "NICE: Non-linear independent components estimation",
-        ICLR 2015 workshop.
-
-    Example:
-        >>> from pairflow.flows.masks import alternating_mask
-        >>> from pairflow.flows.nets import MLP
-        >>> layer = AdditiveCoupling(alternating_mask(6), lambda i, o: MLP(i, o, hidden=8))
-        >>> layer(torch.randn(2, 6))[1]
-        tensor([0., 0.])
-    """
-
-    def __init__(self, mask: Tensor, conditioner: ConditionerFactory):
-        # The affine coupling asks for 2 * transformed outputs; an additive one needs half.
-        super().__init__(mask, lambda i, o: conditioner(i, o // 2))
-
-    def _params(
-        self, h: Tensor, context: Tensor | None, dtype: torch.dtype
-    ) -> tuple[Tensor, Tensor]:
-        if self.autocast_dtype is not None:
-            with torch.autocast(h.device.type, dtype=self.autocast_dtype):
-                out = self.net(h, context)
-        else:
-            out = self.net(h, context)
-        shift = out.to(dtype)
-        return torch.zeros_like(shift), shift
-
-    def extra_repr(self) -> str:
-        return "additive, " + ("gather" if self.gather else "masked")
-
-
 def glow_step(
     shape: tuple[int, int, int],
     factory: ConditionerFactory,
-    coupling: str = "affine",
+    coupling: CouplingMap | CouplingLayer = "affine",
     scale_bound: float = 2.0,
     parity: int = 0,
 ) -> Transform:
@@ -147,7 +113,8 @@ def glow_step(
     Arguments:
         shape: (C, H, W) of the step's input, C >= 2.
         factory: conditioner factory ``(in_channels, out_channels) -> net``.
-        coupling: ``"affine"`` or ``"additive"``.
+        coupling: ``"affine"``, ``"additive"``, ``"spline"`` or a coupling layer
+            (:func:`~pairflow.flows.coupling_layer`).
         scale_bound: soft bound on the affine coupling's log-scale.
         parity: which half of the channels the coupling keeps (the 1x1 convolution mixes them
             anyway; alternating keeps the default rotation from having to learn a swap).
@@ -158,17 +125,12 @@ def glow_step(
         >>> step(torch.randn(3, 4, 2, 4))[0].shape
         torch.Size([3, 4, 2, 4])
     """
-    if coupling not in COUPLINGS:
-        raise ValueError(f"unknown coupling {coupling!r}; valid: {', '.join(COUPLINGS)}")
+    make = coupling_layer(coupling, scale_bound)
     c, h, w = shape
     if c < 2:
         raise ValueError(f"a Glow step needs >= 2 channels to split, got shape {shape}")
     mask = channel_mask(c, h, w, parity=parity)
-    if coupling == "affine":
-        layer: Transform = AffineCoupling(mask, factory, scale_bound)
-    else:
-        layer = AdditiveCoupling(mask, factory)
-    return Compose([ActNorm(c), InvertibleConv1x1(c), layer])
+    return Compose([ActNorm(c), InvertibleConv1x1(c), make(mask, factory)])
 
 
 def glow_flow(
@@ -176,7 +138,7 @@ def glow_flow(
     factory: ConditionerFactory,
     num_levels: int = 2,
     steps_per_level: int = 8,
-    coupling: str = "affine",
+    coupling: CouplingMap | CouplingLayer = "affine",
     scale_bound: float = 2.0,
 ) -> Transform:
     """Glow's multi-scale architecture for (C, H, W) images; the latent keeps the data's shape.
@@ -191,7 +153,8 @@ def glow_flow(
         factory: conditioner factory ``(in_channels, out_channels) -> net``.
         num_levels: number of levels (>= 1).
         steps_per_level: Glow steps per level (>= 1).
-        coupling: ``"affine"`` or ``"additive"``.
+        coupling: ``"affine"``, ``"additive"``, ``"spline"`` or a coupling layer
+            (:func:`~pairflow.flows.coupling_layer`).
         scale_bound: soft bound on the affine couplings' log-scales.
 
     Returns:
@@ -213,6 +176,7 @@ def glow_flow(
             f"image {h}x{w} cannot be squeezed {num_levels} more time(s): height and width "
             "must be divisible by 2 ** num_levels"
         )
+    coupling = coupling_layer(coupling, scale_bound)
     squeezed = (4 * c, h // 2, w // 2)
     layers: list[Transform] = [Squeeze()]
     layers += [

@@ -18,32 +18,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pairflow.flows.distributions import LabelNormal, label_digits
-from pairflow.options import NUM_PAIR_CLASSES
+from pairflow.flows.distributions import LabelNormal, draw_labels, label_digits, label_frequencies
 
 __all__ = ["ClassMixture", "ClusterMixture", "kmeans", "label_frequencies", "draw_labels"]
-
-
-def label_frequencies(counts: Tensor, num_classes: int = NUM_PAIR_CLASSES) -> Tensor:
-    """p(y) (K,) float64 from label counts: K = 100 pair labels (100 counts, or 10 x 10
-    [left, right]) or K = 10 classes of single images."""
-    counts = torch.as_tensor(counts, dtype=torch.float64).reshape(-1)
-    if counts.numel() != num_classes or bool((counts < 0).any()) or counts.sum() <= 0:
-        raise ValueError(
-            f"class counts must be {num_classes} non-negative numbers, not all zero; "
-            f"got {counts.numel()} values summing to {float(counts.sum())}"
-        )
-    return counts / counts.sum()
-
-
-def draw_labels(probs: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
-    """n labels y ~ probs (K,), int64 (n,) on probs' device (drawn on the generator's)."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    device = probs.device
-    if generator is not None:
-        probs = probs.to(generator.device)
-    return torch.multinomial(probs.float(), n, replacement=True, generator=generator).to(device)
 
 
 class ClassMixture(LabelNormal):
@@ -83,21 +60,7 @@ class ClassMixture(LabelNormal):
     """The label may be left out everywhere: the mixture marginalises over it."""
 
     def __init__(self, shape: tuple[int, int, int], sides: int = 2):
-        super().__init__(shape, sides)
-        k = self.num_classes
-        self.register_buffer("class_probs", torch.full((k,), 1 / k))
-
-    # ----------------------------------------------------------------- weights
-    @torch.no_grad()
-    def set_class_counts(self, counts: Tensor) -> None:
-        """Set p(y) to the label frequencies ``counts`` (one count per label; pairs may give
-        them as 10 x 10 [left, right])."""
-        probs = label_frequencies(counts, self.num_classes)
-        self.class_probs.copy_(probs.to(self.class_probs))
-
-    def log_class_probs(self) -> Tensor:
-        """log p(y), (K,); -inf for labels never seen in training."""
-        return torch.log(self.class_probs / self.class_probs.sum())  # exact after fp16 export
+        super().__init__(shape, sides)  # p(y), the buffer class_probs: the mixture's weights
 
     @torch.no_grad()
     def fit(self, z: Tensor, cond: Tensor) -> None:
@@ -148,10 +111,6 @@ class ClassMixture(LabelNormal):
         return torch.log_softmax(self.log_joint(z), dim=1)
 
     # ----------------------------------------------------------------- sampling
-    def sample_labels(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n labels y ~ p(y), int64 (n,) on the distribution's device."""
-        return draw_labels(self.class_probs, n, generator)
-
     def sample_with_labels(
         self,
         n: int,

@@ -18,9 +18,10 @@ from torch import Tensor
 
 from pairflow.flows.actnorm import ActNorm
 from pairflow.flows.base import Compose, Inverse, Transform
-from pairflow.flows.coupling import AffineCoupling, ConditionerFactory
+from pairflow.flows.coupling import ConditionerFactory, CouplingLayer, coupling_layer
 from pairflow.flows.masks import channel_mask, checkerboard_mask, squeezed_checkerboard_mask
 from pairflow.flows.squeeze import Squeeze
+from pairflow.options import CouplingMap
 
 __all__ = ["FactorOut", "multiscale_flow", "CHECKERBOARD_MODES"]
 
@@ -61,14 +62,14 @@ def _couplings(
     shape: tuple[int, int, int],
     count: int,
     factory: ConditionerFactory,
-    scale_bound: float,
+    coupling: CouplingLayer,
     actnorm: bool,
 ) -> list[Transform]:
     layers: list[Transform] = []
     for i in range(count):
         if actnorm:
             layers.append(ActNorm(shape[0]))
-        layers.append(AffineCoupling(mask_fn(*shape, parity=i % 2), factory, scale_bound))
+        layers.append(coupling(mask_fn(*shape, parity=i % 2), factory))
     return layers
 
 
@@ -76,7 +77,7 @@ def _checkerboard_couplings(
     shape: tuple[int, int, int],
     count: int,
     factory: ConditionerFactory,
-    scale_bound: float,
+    coupling: CouplingLayer,
     actnorm: bool,
     mode: str,
 ) -> list[Transform]:
@@ -85,10 +86,10 @@ def _checkerboard_couplings(
     if count == 0:
         return []
     if mode == "masked" or h % 2 or w % 2:
-        return _couplings(checkerboard_mask, shape, count, factory, scale_bound, actnorm)
+        return _couplings(checkerboard_mask, shape, count, factory, coupling, actnorm)
     # Same masks, evaluated on the squeezed image: conditioners run at half resolution.
     squeezed = (4 * c, h // 2, w // 2)
-    inner = _couplings(squeezed_checkerboard_mask, squeezed, count, factory, scale_bound, actnorm)
+    inner = _couplings(squeezed_checkerboard_mask, squeezed, count, factory, coupling, actnorm)
     return [Squeeze(), *inner, Inverse(Squeeze())]
 
 
@@ -102,6 +103,7 @@ def multiscale_flow(
     scale_bound: float = 2.0,
     actnorm: bool = True,
     checkerboard: str = "squeezed",
+    coupling: CouplingMap | CouplingLayer = "affine",
 ) -> Transform:
     """Build RealNVP's multi-scale flow for (C, H, W) images.
 
@@ -115,13 +117,15 @@ def multiscale_flow(
         factory: conditioner factory ``(in_channels, out_channels) -> net``.
         num_scales: number of scales (>= 1).
         checkerboard_couplings, channel_couplings, final_couplings: layer counts.
-        scale_bound: soft bound on each coupling's log-scale.
+        scale_bound: soft bound on each affine coupling's log-scale.
         actnorm: put an :class:`ActNorm` before every coupling.
         checkerboard: ``"masked"``: RealNVP's conditioner reads the full-resolution image
             with the transformed pixels zeroed; ``"squeezed"``: the same checkerboard masks
             applied to the squeezed image (:func:`squeezed_checkerboard_mask`), so the
             conditioner reads the kept pixels at half resolution, 4x cheaper. Layers with
             odd height or width always use ``"masked"``.
+        coupling: the couplings' map, ``"affine"``, ``"additive"`` or ``"spline"``, or a
+            coupling layer (:func:`~pairflow.flows.coupling_layer`).
 
     Returns:
         A transform (B, C, H, W) -> (B, C, H, W).
@@ -133,10 +137,11 @@ def multiscale_flow(
         )
     if num_scales < 1:
         raise ValueError(f"num_scales must be >= 1, got {num_scales}")
+    coupling = coupling_layer(coupling, scale_bound)
     if num_scales == 1:
         return Compose(
             _checkerboard_couplings(
-                shape, final_couplings, factory, scale_bound, actnorm, checkerboard
+                shape, final_couplings, factory, coupling, actnorm, checkerboard
             )
         )
     if h % 2 or w % 2:
@@ -155,14 +160,15 @@ def multiscale_flow(
         scale_bound,
         actnorm,
         checkerboard,
+        coupling,
     )
     layers = _checkerboard_couplings(
-        shape, checkerboard_couplings, factory, scale_bound, actnorm, checkerboard
+        shape, checkerboard_couplings, factory, coupling, actnorm, checkerboard
     )
     if layers and isinstance(layers[-1], Inverse):
         layers.pop()  # unsqueeze then squeeze again: skip both
     else:
         layers.append(Squeeze())
-    layers += _couplings(channel_mask, squeezed, channel_couplings, factory, scale_bound, actnorm)
+    layers += _couplings(channel_mask, squeezed, channel_couplings, factory, coupling, actnorm)
     layers += [FactorOut(inner, keep=2 * c), Inverse(Squeeze())]
     return Compose(layers)

@@ -53,10 +53,13 @@ def export_checkpoint(
 
         from pairflow.flows.mixture import label_frequencies
 
-        if "label_probs" not in weights:
+        # p(label) is the distribution's class_probs (older files: the flow's label_probs).
+        conditional = state["model_config"].get("conditional")
+        key = next((k for k in ("distribution.class_probs", "label_probs") if k in weights), None)
+        if not conditional or key is None:
             raise ValueError(f"{source} is not a conditional flow with p(label) to set")
-        k = len(weights["label_probs"])  # 100 pair labels, or 10 classes of single images
-        weights["label_probs"] = label_frequencies(label_counts, k).to(torch.float32)
+        k = len(weights[key])  # 100 pair labels, or 10 classes of single images
+        weights[key] = label_frequencies(label_counts, k).to(torch.float32)
         metadata = {**metadata, "label_probs": "set from the training pairs' label counts"}
     return save_checkpoint(
         {

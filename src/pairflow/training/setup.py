@@ -305,7 +305,7 @@ def _train_latents(flow, train_set, device, num_pairs: int, batch_size: int = 25
     for lo in range(0, n, batch_size):
         x, y = train_set.get_batch(torch.arange(lo, min(lo + batch_size, n)))
         x = x.to(device)
-        dequantized, _ = flow._dequantize(x, generator)
+        dequantized, _ = flow.dequantizer.dequantize(x, generator)
         z, _ = flow(dequantized)  # (B, C, H, W); no label
         images.append(x)
         labels.append(y.to(device))

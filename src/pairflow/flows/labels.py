@@ -1,0 +1,104 @@
+"""A conditional flow's labels: their embedding, and the flow as a classifier by Bayes.
+
+Names: ``cond`` is the label (B,) at the model level: a pair label 10 * left + right in
+0..99, or for single images a class label in 0..9; the transforms receive ``context``, the
+embedding of it (B, S, E), one vector per side (S = 2 for pairs, 1 for single images).
+p(y) lives in the flow's distribution (``class_probs``); the functions here combine it with
+the flow's conditional likelihoods.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from pairflow.flows.distributions import label_digits
+from pairflow.validation import as_pixel_batch
+
+if TYPE_CHECKING:
+    from pairflow.flows.flow import Flow
+
+__all__ = ["LabelEmbedding", "PairEmbedding", "class_log_likelihoods", "class_posterior"]
+
+
+class LabelEmbedding(nn.Embedding):
+    """Learned vectors for the digits of a label, one per side: (B,) labels -> (B, S, E).
+
+    For a pair label (``sides=2``) rows 0..9 embed the left digit, rows 10..19 the right digit
+    (position-specific), so a conditioner can tell "3 on the left" from "3 on the right"; a
+    single image's class label (``sides=1``) has the one table of rows 0..9.
+
+    Arguments:
+        embed_dim: E, the size of each digit's vector.
+        sides: S, digits per label: 2 for pairs, 1 for single images.
+
+    Example:
+        >>> LabelEmbedding(4)(torch.tensor([37, 5])).shape
+        torch.Size([2, 2, 4])
+        >>> LabelEmbedding(4, sides=1)(torch.tensor([3, 5])).shape
+        torch.Size([2, 1, 4])
+    """
+
+    def __init__(self, embed_dim: int, sides: int = 2):
+        super().__init__(10 * sides, embed_dim)
+        self.sides = sides
+
+    def forward(self, cond: Tensor) -> Tensor:
+        rows = [10 * s + d for s, d in enumerate(label_digits(cond, self.sides))]
+        return super().forward(torch.stack(rows, dim=1))  # (B, S, E)
+
+
+PairEmbedding = LabelEmbedding
+"""The embedding's name from before single images had one (``sides=2``, the default)."""
+
+
+def class_log_likelihoods(
+    flow: Flow, x: Tensor, generator: torch.Generator | None = None, noise: str = "uniform"
+) -> Tensor:
+    """log p(x | y) for all K labels: (B, K), in nats, from one dequantization draw.
+
+    Where the body never sees the label (the class mixture, ``conditioning="prior"``) this is
+    one pass through the flow; where the couplings read it (``"embedding"``, ``"both"``) it
+    is K passes, one per label, all on the same dequantized y, so the marginal is exact but
+    costs K times a conditional evaluation (:attr:`Flow.label_passes`).
+
+    Arguments:
+        flow: a conditional flow.
+        x: images, as in :meth:`Flow.log_prob`, batched (B, C, H, W).
+        generator: random generator for the dequantization noise.
+        noise: ``"uniform"`` (a random draw: u ~ U[0, 1), or u ~ q(u | x) with variational
+            dequantization) or ``"center"`` (deterministic: bin centres, or with variational
+            dequantization the noise q maps its base distribution's mode to, where the body
+            was fitted).
+    """
+    flow.require_conditional("class_log_likelihoods")
+    x, _ = as_pixel_batch(x, flow.config.shape, flow.device)
+    if noise == "uniform":
+        y, log_q = flow.dequantizer.dequantize(x, generator)
+    elif noise == "center":
+        y, log_q = flow.dequantizer.central(x)
+    else:
+        raise ValueError(f"unknown noise {noise!r}; valid: 'uniform', 'center'")
+    eps = flow.training_noise(y, generator)  # the same for every label
+    if flow.embedding is None:  # one pass: the body is the same for every label
+        z, logabsdet = flow.latent(y, None, eps)
+        return flow.distribution.log_prob_components(z) + (logabsdet - log_q)[:, None]
+    columns = []
+    for label in range(flow.config.num_classes):
+        cond = torch.full((x.shape[0],), label, dtype=torch.int64, device=x.device)
+        z, logabsdet = flow.latent(y, cond, eps)
+        columns.append(flow.log_prior(z, cond) + logabsdet - log_q)
+    return torch.stack(columns, dim=1)
+
+
+@torch.no_grad()
+def class_posterior(flow: Flow, x: Tensor) -> Tensor:
+    """p(y | x) (B, K) by Bayes, dequantized deterministically; rows sum to one.
+
+    At bin centres, or for a flow with variational dequantization at the noise its q maps
+    eps = 0 to (bin centres lie off what such a body was fitted to, and misread labels).
+    """
+    log_lik = class_log_likelihoods(flow, x, noise="center")
+    return torch.softmax(flow.log_label_probs() + log_lik, dim=1)
