@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from flowtools import jacobian_logdet, one_thread, randomize
-from pairflow.flows import FlowConfig, PairFlow, build_flow, resolve_precision
+from pairflow.flows import FlowConfig, PairFlow, build_flow
+from pairflow.precision import resolve_precision
 
 TINY = {
     "seed": dict(height=4, width=8, hidden_features=16),

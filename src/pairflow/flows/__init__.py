@@ -32,7 +32,6 @@ from pairflow.flows.model import (
     PairEmbedding,
     PairFlow,
     build_flow,
-    resolve_precision,
 )
 from pairflow.flows.multiscale import FactorOut, multiscale_flow
 from pairflow.flows.nets import MLP, ConvResNet, SeparateMLPs
@@ -68,7 +67,6 @@ __all__ = [
     "half_mask",
     "multiscale_flow",
     "quantize",
-    "resolve_precision",
     "squeezed_checkerboard_mask",
     "vector_mask",
 ]

@@ -41,7 +41,6 @@ from pairflow.flows.nets import ConvResNet, SeparateMLPs
 from pairflow.flows.preprocessing import Logit, dequantize, quantize
 from pairflow.options import NUM_LEVELS, check_choice
 from pairflow.options import Precision as _Precision
-from pairflow.precision import resolve_precision
 from pairflow.validation import as_pixel_batch, check_pair_labels
 
 __all__ = [
@@ -51,7 +50,6 @@ __all__ = [
     "PairEmbedding",
     "build_flow",
     "PRESETS",
-    "resolve_precision",
 ]
 
 

@@ -39,13 +39,11 @@ from pairflow.training.setup import (
     Run,
     init_weights,
     optimizer_state,
-    resolve_precision,
     setup,
 )
 from pairflow.training.speed import clip_grad_norm
 
 __all__ = ["train", "train_step", "end_of_epoch", "TrainingDiverged", "init_weights"]
-__all__ += ["resolve_precision"]
 
 
 class TrainingDiverged(RuntimeError):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pairflow.models import KindSpec, has_label_mixture, kind_spec
-from pairflow.precision import StepProbe, choose_precision, resolve_precision
+from pairflow.precision import StepProbe, choose_precision
 from pairflow.training.checkpoint import CheckpointError, build_model, load_checkpoint
 from pairflow.training.config import TrainConfig
 from pairflow.training.distributed import Processes, init_processes
@@ -29,7 +29,7 @@ from pairflow.training.logger import MetricsLogger
 from pairflow.training.speed import CompileOrEager, decide_compile, make_adam, set_threads
 from pairflow.utils import atomic_write_text, resolve_device
 
-__all__ = ["Run", "setup", "init_weights", "resolve_precision"]  # the last from pairflow.precision
+__all__ = ["Run", "setup", "init_weights"]
 
 AUTO_COMPILE_MIN_MINUTES = 30
 """``--compile auto`` leaves runs with a shorter ``--time-budget`` eager."""
