@@ -26,7 +26,9 @@ __all__ = [
     "Layout",
     "LABEL_SIDES",
     "Precision",
+    "PRECISIONS",
     "PrecisionOption",
+    "LoadPrecisionOption",
     "Arch",
     "Conditioning",
     "Schedule",
@@ -76,8 +78,16 @@ LABEL_SIDES = {"pair": 2, "single": 1}
 Precision = Literal["fp32", "bf16"]
 """Compute precision of a model's networks (the flow's maths stays in fp32)."""
 
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+"""The compute precisions, in the order the speed probes time them: fp32, bf16."""
+
 PrecisionOption = Literal["fp32", "bf16", "auto"]
-"""What a user may ask for: ``auto`` is resolved by :func:`pairflow.precision.resolve_precision`."""
+"""What a user may ask for to train: ``auto`` is resolved by
+:func:`pairflow.precision.choose_precision` (the faster one on this machine)."""
+
+LoadPrecisionOption = Literal["auto", "fp32", "bf16", "saved"]
+"""What a user may ask for to run a trained model: ``saved`` is the one it was trained in
+(:func:`pairflow.precision.choose_model_precision`)."""
 
 Arch = Literal["mlp", "multiscale", "glow"]
 """Flow architectures: the flattened-vector RealNVP, the convolutional multi-scale one and Glow."""

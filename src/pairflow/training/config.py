@@ -7,16 +7,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from pairflow.models import REGISTRY, kind_spec
 from pairflow.options import PrecisionOption, Schedule, check_choice
 from pairflow.utils import check_field_types, dataclass_from_dict
 
 __all__ = ["TrainConfig", "load_config_file", "merge_config"]
-
-PRECISIONS = get_args(PrecisionOption)
-SCHEDULES = get_args(Schedule)
 
 
 def _spell(key: str) -> str:
