@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pairflow.options import Layout, choices
+
 REFERENCE_BPD = {"RealNVP (Dinh et al. 2017)": 3.49, "Glow (Kingma and Dhariwal 2018)": 3.35}
 
 
@@ -41,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help="root holding cifar-10-batches-py/ or the archive")
     parser.add_argument("--download", action="store_true", help="fetch the archive if missing")
-    parser.add_argument("--layout", default="single", choices=("single", "pair"))
+    parser.add_argument("--layout", default="single", choices=choices(Layout))
     parser.add_argument("--minutes", type=float, default=60.0, help="training time budget")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")

@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from machine import machine_info  # this script's folder is on sys.path
 from pairflow.flows import build_flow
+from pairflow.options import PRECISIONS
 
 
 def parse_value(text: str):
@@ -36,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="multiscale")
     parser.add_argument("--set", nargs="*", default=[], help="FlowConfig overrides key=value")
-    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--precision", nargs="+", default=list(PRECISIONS))
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())

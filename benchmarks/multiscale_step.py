@@ -35,6 +35,7 @@ from torch import nn
 from machine import load, machine_info  # this script's folder is on sys.path
 from pairflow.flows import build_flow
 from pairflow.flows.nets import ConvResNet
+from pairflow.options import PRECISIONS
 from seed_step import EPOCH_PAIRS, FlowStep, SquareMatmul
 
 
@@ -83,7 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (median)")
     parser.add_argument("--steps", type=int, default=2, help="steps per candidate per round")
     parser.add_argument(

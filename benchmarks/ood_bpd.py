@@ -26,12 +26,11 @@ import torch
 
 
 def _load(source: str):
-    from pairflow.pretrained import pretrained_path
-    from pairflow.training import load_model
+    from pairflow.loading import load_trained
 
-    path = pretrained_path(source.split(":", 1)[1]) if source.startswith("pretrained:") else source
-    model, _ = load_model(path, map_location="cpu")
-    return model.eval()
+    shipped = source.startswith("pretrained:")
+    name = source.split(":", 1)[1] if shipped else source
+    return load_trained(name, precision="saved", shipped=shipped).model  # as it was trained
 
 
 @torch.no_grad()

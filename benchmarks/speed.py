@@ -41,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from machine import load, machine_info  # this script's folder is on sys.path
 from pairflow.data import PairedMNIST, PairLoader, make_synthetic_mnist, read_mnist, resolve_root
 from pairflow.flows import build_flow
+from pairflow.options import PRECISIONS
 from pairflow.training.loop import _NLL
 from pairflow.training.speed import CompileOrEager, clip_grad_norm, make_adam
 
@@ -286,7 +287,7 @@ def main() -> None:
             )
             for preset in args.presets
             for cond in (False, True)
-            for precision in ("fp32", "bf16")
+            for precision in PRECISIONS
         ]  # fmt: skip
 
     save(result, args.out)
@@ -295,12 +296,12 @@ def main() -> None:
         result["sample"] = [
             sample_rates(preset, precision, small[preset], runs, big)
             for preset in args.presets
-            for precision in ("fp32", "bf16")
+            for precision in PRECISIONS
         ]
         if "seed" in args.presets:
             result["sample_10000_seed_s"] = {
                 precision: round(seconds_for_10000("seed", precision, small["seed"], 3, big), 2)
-                for precision in ("fp32", "bf16")
+                for precision in PRECISIONS
             }
             log("sample 10,000 seed:", result["sample_10000_seed_s"])
 
@@ -326,9 +327,9 @@ def main() -> None:
             save(result, args.out)
 
         if "seed" in args.presets:  # the Adam update is a large share of seed's step
-            for precision in ("fp32", "bf16"):
+            for precision in PRECISIONS:
                 lever("for-each Adam (not fused)", "seed", precision, fused=False)
-            for precision in ("fp32", "bf16"):
+            for precision in PRECISIONS:
                 lever(
                     "torch clip_grad_norm_ (multiplies every step)", "seed", precision,
                     clip=torch.nn.utils.clip_grad_norm_,
@@ -336,12 +337,12 @@ def main() -> None:
         if threads > 1:
             torch.set_num_threads(1)
             for preset in args.presets:
-                for precision in ("fp32", "bf16"):
+                for precision in PRECISIONS:
                     lever("1 thread", preset, precision)
             torch.set_num_threads(threads)
         if not args.no_compile:  # last: compiling takes minutes
             for preset in args.presets:
-                for precision in ("fp32", "bf16") if preset == "seed" else ("bf16",):
+                for precision in PRECISIONS if preset == "seed" else ("bf16",):
                     lever("torch.compile", preset, precision, compile=True)
 
     result["machine"]["load_at_end"] = load()

@@ -7,7 +7,9 @@ Usage:
 For each NAME=RUN:DTYPE it writes src/pairflow/weights/NAME.pt (weights-only, DTYPE storage),
 evaluates the exported file's test bits/dim on the 10,000 fixed test pairs (in fp32 unless
 --precision says otherwise, so the figure is the one every CPU reproduces), and records it in
-src/pairflow/weights/index.json together with the run's training configuration.
+src/pairflow/weights/index.json together with the run's training configuration, and its
+SHA-256 in src/pairflow/weights/sha256.json (pairflow refuses a shipped file that does not
+match it).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from pathlib import Path
 
 from pairflow.data import PairedDataset, resolve_root
 from pairflow.evaluation import evaluate_bpd
-from pairflow.pretrained import WEIGHTS_DIR
-from pairflow.training import load_model
+from pairflow.loading import load_trained
+from pairflow.options import PRECISIONS
+from pairflow.pretrained import CHECKSUMS, WEIGHTS_DIR, file_sha256, recorded_sha256
 from pairflow.training.checkpoint import load_checkpoint
 from pairflow.training.export import export_checkpoint
 from pairflow.utils import atomic_write_text
@@ -30,13 +33,14 @@ def main() -> None:
     parser.add_argument("specs", nargs="+", metavar="NAME=RUN:DTYPE")
     parser.add_argument("--data-dir")
     parser.add_argument(
-        "--precision", default="fp32", choices=["fp32", "bf16", "saved"],
+        "--precision", default="fp32", choices=[*PRECISIONS, "saved"],
         help="the networks' arithmetic for the recorded bits/dim (default fp32)",
     )  # fmt: skip
     args = parser.parse_args()
     root = resolve_root(args.data_dir)
     index_path = WEIGHTS_DIR / "index.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    checksums = recorded_sha256()
     for spec in args.specs:
         name, _, rest = spec.partition("=")
         run, _, dtype = rest.rpartition(":")
@@ -51,9 +55,9 @@ def main() -> None:
                 balanced=bool(source_train.get("balanced")),
             ).pair_label_counts()  # fmt: skip
         export_checkpoint(run, out, dtype=dtype, label_counts=counts, name=name)
-        model, state = load_model(out)
-        if args.precision != "saved":
-            model.precision = args.precision
+        loaded = load_trained(out, precision=args.precision, shipped=False)
+        model, state = loaded.model, loaded.state
+        checksums[out.name] = file_sha256(out)
         conditional = bool(state["model_config"].get("conditional", False))
         test = PairedDataset(dataset, root, train=False)
         result = evaluate_bpd(model, test, conditional=conditional)
@@ -90,6 +94,8 @@ def main() -> None:
         }  # fmt: skip
         print(name, json.dumps(index[name]))
     atomic_write_text(index_path, json.dumps(index, indent=2, sort_keys=True) + "\n")
+    checksums_text = json.dumps(checksums, indent=2, sort_keys=True) + "\n"
+    atomic_write_text(WEIGHTS_DIR / CHECKSUMS, checksums_text)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import pairflow.data.download as download_module
 from httptools import corrupt
 from pairflow.data import (
     DATASETS,
+    LAYOUTS,
     CIFARFormatError,
     CIFARNotFoundError,
     DownloadError,
@@ -54,6 +55,18 @@ def test_registry_shapes_and_dims():
     assert get_dataset("cifar10").image_shape("pair") == (3, 32, 64)
     assert get_dataset("cifar10").dims("single") == 3072  # the literature's D for bits/dim
     assert get_dataset("fashion-mnist").classes[9] == "Ankle boot"
+
+
+def test_the_registry_is_the_options_the_commands_offer():
+    """Commands offer ``--dataset`` from :data:`pairflow.options.DatasetName` (no torch import
+    for ``--help``); the registry must hold exactly those datasets, and CIFAR-10's class
+    names are the reader's."""
+    from pairflow.data.cifar import CIFAR10_CLASSES
+    from pairflow.options import DatasetName, Layout, choices
+
+    assert tuple(DATASETS) == choices(DatasetName)
+    assert LAYOUTS == choices(Layout) == ("pair", "single")
+    assert get_dataset("cifar10").classes is CIFAR10_CLASSES and CIFAR10_CLASSES[0] == "airplane"
 
 
 def test_unknown_names_say_the_valid_ones():

@@ -20,7 +20,6 @@ from pairflow.flows.nets import SeparateMLPs
 from pairflow.precision import (
     InferenceProbe,
     PrecisionChoice,
-    StepProbe,
     choose_model_precision,
     choose_precision,
     cpu_info,
@@ -30,6 +29,7 @@ from pairflow.training import TrainConfig, load_checkpoint, train
 from pairflow.training import speed as speed_module
 from pairflow.training.speed import (
     CompileOrEager,
+    StepProbe,
     clip_grad_norm,
     decide_compile,
     make_adam,

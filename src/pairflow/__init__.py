@@ -21,6 +21,7 @@ _SUBMODULES = {
     "metrics",
     "models",
     "evaluation",
+    "loading",
     "training",
     "commands",
     "utils",
@@ -32,7 +33,7 @@ __all__ = ["load", "__version__"]
 
 
 def load(name_or_path, map_location=None, precision="auto"):
-    """Load a shipped model, a run folder or a checkpoint (:func:`pairflow.models.load`).
+    """Load a shipped model, a run folder or a checkpoint (:func:`pairflow.loading.load`).
 
     Example:
         >>> import pairflow
@@ -40,7 +41,7 @@ def load(name_or_path, map_location=None, precision="auto"):
         >>> flow.bits_per_dim(flow.sample((2,), cond=37), cond=37).shape
         torch.Size([2])
     """
-    from pairflow.models import load as _load
+    from pairflow.loading import load as _load
 
     return _load(name_or_path, map_location=map_location, precision=precision)
 

@@ -266,6 +266,11 @@ def load_classifier(
         The :class:`PairClassifier`, in eval mode; its checkpoint's ``meta`` dict is at
         ``model.meta``.
 
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a classifier checkpoint, or shipped weights whose bytes are not the
+            ones shipped (:class:`~pairflow.pretrained.ChecksumError`).
+
     Example:
         >>> clf = load_classifier()  # doctest: +SKIP
     """
@@ -283,6 +288,10 @@ def load_classifier(
             else f" Train one with `pairflow classifier train{flag} --out FILE`."
         )
         raise FileNotFoundError(f"classifier checkpoint not found: {path}.{hint}")
+    if path.resolve() in {p.resolve() for p in SHIPPED_WEIGHTS.values()}:
+        from pairflow.pretrained import verify_shipped_file
+
+        verify_shipped_file(path)  # the shipped bytes, or a ChecksumError naming the file
     import pickle
 
     try:

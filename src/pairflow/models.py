@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -46,8 +45,6 @@ __all__ = [
     "kind_spec",
     "kind_of",
     "build_model",
-    "load",
-    "load_with_checkpoint",
 ]
 
 
@@ -285,64 +282,12 @@ def build_model(kind: ModelKind | str, model_config: dict[str, Any] | Any) -> to
     return spec.build(model_config)
 
 
-def load(
-    name_or_path: str | os.PathLike,
-    map_location: str | torch.device | None = None,
-    precision: str | None = "auto",
-) -> torch.nn.Module:
-    """Load a model, ready to use (eval mode): a shipped name, a run folder or a checkpoint.
+def __getattr__(name: str) -> Any:
+    # pairflow.models.load and load_with_checkpoint, the loaders' former home, stay
+    # importable for code written against them; loading lives a layer up (it reads
+    # checkpoints, which build models through this registry).
+    if name in ("load", "load_with_checkpoint"):
+        from pairflow import loading
 
-    Arguments:
-        name_or_path: a shipped model's name (``"multiscale-cond"``, see
-            ``pairflow sample --list-pretrained``), a run folder (its ``best.pt``, else
-            ``last.pt``) or a checkpoint file.
-        map_location: the device to put it on (``"cpu"``, ``"cuda"``, ``"cuda:1"``); None: CPU.
-        precision: the compute precision of its networks here: ``"auto"`` (default) the
-            faster one on this device (:func:`pairflow.precision.choose_model_precision`:
-            bf16 with AMX or a CUDA GPU, fp32 on CPUs without AVX512-BF16, and on AVX512-BF16
-            CPUs without AMX the faster of the two, measured once and cached), ``"fp32"``,
-            ``"bf16"``, or None for the one it was trained in. The weights are the same;
-            only the arithmetic changes (bits/dim by ~1e-4).
-
-    Returns:
-        The model (a :class:`LikelihoodModel` for flows and the VAE).
-
-    Raises:
-        ValueError: an unknown name, a path that does not exist, or CUDA asked for and absent
-            (:class:`~pairflow.training.checkpoint.CheckpointError` for unreadable files).
-
-    Example:
-        >>> import pairflow
-        >>> flow = pairflow.load("multiscale-cond")
-        >>> flow.sample((4,), cond=37, temperature=0.7).shape
-        torch.Size([4, 1, 28, 56])
-    """
-    return load_with_checkpoint(name_or_path, map_location, precision)[0]
-
-
-def load_with_checkpoint(
-    name_or_path: str | os.PathLike,
-    map_location: str | torch.device | None = None,
-    precision: str | None = "auto",
-) -> tuple[torch.nn.Module, dict]:
-    """:func:`load`, also returning the checkpoint dict (its ``train_config``: the dataset,
-    layout and command the model was trained with)."""
-    from pairflow.pretrained import list_pretrained, pretrained_path
-    from pairflow.training.checkpoint import load_model
-    from pairflow.utils import resolve_device
-
-    device = resolve_device(str(map_location)) if map_location is not None else None
-    text = os.fspath(name_or_path)
-    if not os.path.exists(text):
-        if text not in list_pretrained():
-            shipped = ", ".join(sorted(list_pretrained())) or "(none ship with this build)"
-            raise ValueError(
-                f"{text!r} is neither a file, a run folder nor a shipped model; shipped: {shipped}"
-            )
-        text = str(pretrained_path(text))
-    model, state = load_model(text, map_location=device or "cpu")
-    if precision is not None:
-        from pairflow.precision import choose_model_precision
-
-        model.precision = choose_model_precision(model, precision).precision
-    return model, state
+        return getattr(loading, name)
+    raise AttributeError(f"module 'pairflow.models' has no attribute {name!r}")

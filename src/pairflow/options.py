@@ -23,10 +23,16 @@ __all__ = [
     "NUM_LEVELS",
     "NUM_PAIR_CLASSES",
     "PAIR_SHAPE",
+    "DatasetName",
+    "DEFAULT_DATASET",
     "Layout",
+    "DEFAULT_LAYOUT",
     "LABEL_SIDES",
+    "num_classes_of",
     "Precision",
+    "PRECISIONS",
     "PrecisionOption",
+    "LoadPrecisionOption",
     "Arch",
     "Conditioning",
     "Schedule",
@@ -70,17 +76,46 @@ def default_temperature(label_free: bool) -> float:
     return LABEL_FREE_TEMPERATURE if label_free else DEFAULT_TEMPERATURE
 
 
+DatasetName = Literal["mnist", "fashion-mnist", "cifar10"]
+"""The datasets pairflow reads (``--dataset``); :data:`pairflow.data.DATASETS` holds each
+one's image shape, class names and files."""
+
+DEFAULT_DATASET = "mnist"
+"""The dataset of a run or checkpoint that names none (they predate the others)."""
+
 Layout = Literal["pair", "single"]
 """How images are laid out: two side by side (label 10 a + b) or one (label 0..9)."""
+
+DEFAULT_LAYOUT = "pair"
+"""The layout of a run, config or checkpoint that names none (they predate single images)."""
 
 LABEL_SIDES = {"pair": 2, "single": 1}
 """Digits in a label per layout: a label has 10 ** sides classes, one digit per side."""
 
+
+def num_classes_of(layout: str) -> int:
+    """Labels a conditional model of ``layout`` knows: 100 pair labels (10 a + b), or 10 classes.
+
+    Example:
+        >>> num_classes_of("pair"), num_classes_of("single")
+        (100, 10)
+    """
+    return 10 ** LABEL_SIDES[check_choice("layout", layout, Layout)]
+
+
 Precision = Literal["fp32", "bf16"]
 """Compute precision of a model's networks (the flow's maths stays in fp32)."""
 
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+"""The compute precisions, in the order the speed probes time them: fp32, bf16."""
+
 PrecisionOption = Literal["fp32", "bf16", "auto"]
-"""What a user may ask for: ``auto`` is resolved by :func:`pairflow.precision.resolve_precision`."""
+"""What a user may ask for to train: ``auto`` is resolved by
+:func:`pairflow.precision.choose_precision` (the faster one on this machine)."""
+
+LoadPrecisionOption = Literal["auto", "fp32", "bf16", "saved"]
+"""What a user may ask for to run a trained model: ``saved`` is the one it was trained in
+(:func:`pairflow.precision.choose_model_precision`)."""
 
 Arch = Literal["mlp", "multiscale", "glow"]
 """Flow architectures: the flattened-vector RealNVP, the convolutional multi-scale one and Glow."""

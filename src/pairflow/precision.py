@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import statistics
@@ -34,19 +33,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from pairflow.options import PRECISIONS
+
 __all__ = [
-    "PRECISIONS",
     "InferenceProbe",
     "PrecisionChoice",
-    "StepProbe",
     "choose_model_precision",
     "choose_precision",
     "cpu_info",
     "precision_cache_path",
+    "probe_key",
     "resolve_precision",
 ]
 
-PRECISIONS = ("fp32", "bf16")
 BF16_MARGIN = 0.95
 """bf16 is chosen only if its measured step takes under 95% of fp32's: on a tie, fp32 (exact)."""
 
@@ -161,92 +160,7 @@ def _write_cache(path: Path, key: str, entry: dict) -> bool:
 
 
 # ------------------------------------------------------------------------------- measuring
-class StepProbe:
-    """Time a model's train step (forward, backward, Adam) in fp32 and in bf16, interleaved.
-
-    Arguments:
-        build: ``build(precision) -> model`` with ``model.bits_per_dim(x, cond)`` (or, for
-            a :class:`~pairflow.models.SelfUpdating` model such as the GAN, its own
-            ``make_optimizers`` and ``train_step``) and a ``model.config`` that has ``shape``,
-            ``conditional`` and ``num_classes``.
-        fingerprint: what identifies the model's shape apart from the precision (its config
-            as a dict); with the batch, threads and the CPU it keys the cache.
-        batch: pairs per step, the run's batch size.
-        device: where the run trains.
-        rounds: timed steps per precision, after one warm-up step each (median).
-        train_config: the run's :class:`~pairflow.training.TrainConfig`, which a
-            :class:`~pairflow.models.SelfUpdating` model builds its optimisers from (default:
-            the defaults).
-
-    Example:
-        >>> from pairflow.flows import build_flow
-        >>> probe = StepProbe(lambda p: build_flow("seed", hidden_features=8, precision=p),
-        ...                   {"preset": "seed", "hidden_features": 8}, batch=4, device="cpu")
-        >>> sorted(probe())
-        ['bf16', 'fp32']
-    """
-
-    def __init__(
-        self,
-        build: Callable[[str], nn.Module],
-        fingerprint: dict,
-        batch: int,
-        device: torch.device | str = "cpu",
-        rounds: int = 3,
-        train_config: Any = None,
-    ):
-        self.build, self.batch, self.rounds = build, batch, rounds
-        if train_config is None:
-            from pairflow.training.config import TrainConfig
-
-            train_config = TrainConfig()
-        self.train_config = train_config
-        self.device = torch.device(device)
-        self.key = _probe_key(fingerprint, batch, self.device)
-
-    def __call__(self) -> dict[str, float]:
-        """Median seconds per train step of each precision."""
-        from pairflow.models import SelfUpdating
-        from pairflow.training.speed import make_adam
-
-        with torch.random.fork_rng(devices=[]):  # the run's own random streams stay untouched
-            torch.manual_seed(0)
-            models = {p: self.build(p).to(self.device).train() for p in PRECISIONS}
-            config = models["fp32"].config
-            x = torch.randint(0, 256, (self.batch, *config.shape), dtype=torch.uint8)
-            x = x.to(self.device)
-            cond = None
-            if getattr(config, "conditional", False):  # pair labels, or 0..9 for single images
-                classes = getattr(config, "num_classes", 100)
-                cond = torch.randint(0, classes, (self.batch,), device=self.device)
-            # A model that owns its update (the GAN) is timed by it; the others by a step on
-            # their bits/dim, as the training loop takes it.
-            own = {p: isinstance(m, SelfUpdating) for p, m in models.items()}
-            optimizers = {
-                p: m.make_optimizers(self.train_config)
-                if own[p]
-                else make_adam(m.parameters(), lr=1e-6)
-                for p, m in models.items()
-            }
-            times: dict[str, list[float]] = {p: [] for p in PRECISIONS}
-            for i in range(self.rounds + 1):  # round 0 is the warm-up
-                for p in PRECISIONS:
-                    start = time.perf_counter()
-                    if own[p]:
-                        models[p].train_step(x, cond, optimizers[p], None, math.inf)
-                    else:
-                        loss = models[p].bits_per_dim(x, cond).mean()
-                        optimizers[p].zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizers[p].step()
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize(self.device)
-                    if i:
-                        times[p].append(time.perf_counter() - start)
-        return {p: statistics.median(t) for p, t in times.items()}
-
-
-def _probe_key(fingerprint: dict, batch: int, device: torch.device, what: str = "") -> str:
+def probe_key(fingerprint: dict, batch: int, device: torch.device, what: str = "") -> str:
     """The cache key of a measurement: the CPU, torch, threads, device, batch and the model's
     shape (its config without the precision); ``what`` tells other measurements apart."""
     shape = {k: v for k, v in fingerprint.items() if k != "precision"}
@@ -283,7 +197,7 @@ class InferenceProbe:
     def __init__(self, model: nn.Module, batch: int = 32, rounds: int = 2):
         self.model, self.batch, self.rounds = model, batch, rounds
         device = next(model.parameters()).device
-        self.key = _probe_key(model.config.to_dict(), batch, device, what="inference|")
+        self.key = probe_key(model.config.to_dict(), batch, device, what="inference|")
 
     @torch.no_grad()
     def __call__(self) -> dict[str, float]:
@@ -346,7 +260,9 @@ def choose_precision(
 
     ``auto`` gives bf16 on a CUDA GPU with bf16 support and on a CPU with AMX; fp32 on CPUs
     without AVX512-BF16 (bf16 is emulated there) and on other devices. On a CPU with
-    AVX512-BF16 but no AMX, ``probe`` (a :class:`StepProbe` of the model to train) decides:
+    AVX512-BF16 but no AMX, ``probe`` decides (a
+    :class:`~pairflow.training.speed.StepProbe` of the model to train, or an
+    :class:`InferenceProbe` of a loaded one):
     bf16 only if its step is clearly faster (under 95% of fp32's), and the measurement is
     cached under ``probe.key``. Without a probe that case gives fp32.
 

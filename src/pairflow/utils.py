@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from pairflow.options import LABEL_SIDES
+from pairflow.options import DEFAULT_LAYOUT, LABEL_SIDES, num_classes_of
 
 __all__ = ["atomic_write", "atomic_save", "resolve_device"]
 
@@ -221,12 +221,12 @@ class ModelConfig:
     def label_sides(self) -> int:
         """Digits in a label, one per side of the image: 2 for pairs, 1 for single images
         (``layout``; a config without one is of pairs)."""
-        return LABEL_SIDES[getattr(self, "layout", "pair")]
+        return LABEL_SIDES[getattr(self, "layout", DEFAULT_LAYOUT)]
 
     @property
     def num_classes(self) -> int:
         """Labels a conditional model knows: 100 pairs (10 a + b) or 10 single-image classes."""
-        return 10**self.label_sides
+        return num_classes_of(getattr(self, "layout", DEFAULT_LAYOUT))
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any):

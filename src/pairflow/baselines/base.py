@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from typing import Any, ClassVar, get_args
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from pairflow.flows.distributions import label_digits
-from pairflow.options import NUM_PAIR_CLASSES, Layout, Precision, check_choice
+from pairflow.options import Layout, Precision, check_choice
 from pairflow.utils import ModelConfig
 from pairflow.validation import check_pair_labels, check_pixels
 
-__all__ = ["BaselineConfig", "PairModel", "NUM_PAIR_CLASSES", "PRECISIONS"]
-
-PRECISIONS = get_args(Precision)
+__all__ = ["BaselineConfig", "PairModel"]
 
 
 class BaselineConfig(ModelConfig):

@@ -6,6 +6,15 @@ import argparse
 import sys
 
 from pairflow.cli import UsageError
+from pairflow.loading import dataset_of, layout_of  # noqa: F401  (sample, evaluate, the app)
+from pairflow.options import (
+    DEFAULT_DATASET,
+    DEFAULT_LAYOUT,
+    DatasetName,
+    Layout,
+    LoadPrecisionOption,
+    choices,
+)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +27,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16", "saved"),
+        choices=choices(LoadPrecisionOption),
         default="auto",
         help="compute precision of the model's networks: auto (default: bf16 with AMX or a "
         "CUDA GPU, fp32 without AVX512-BF16, else the faster of the two, measured once and "
@@ -27,30 +36,33 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model_from_args(args: argparse.Namespace):
-    """(model, checkpoint dict, source path) from ``RUN`` or ``--pretrained``; UsageError else."""
-    from pairflow.pretrained import pretrained_path
-    from pairflow.training import CheckpointError, load_model
-    from pairflow.utils import resolve_device
+    """(model, checkpoint dict, source path) from ``RUN`` or ``--pretrained``; UsageError else.
+
+    Loads through :func:`pairflow.loading.load_trained` (a shipped file is checked against
+    its recorded SHA-256) at ``--precision`` on ``--device``.
+    """
+    from pairflow.loading import load_trained
 
     if (args.run is None) == (args.pretrained is None):
         raise UsageError("give either a run folder / checkpoint or --pretrained NAME (one of them)")
+    shipped = args.pretrained is not None
     try:
-        device = resolve_device(args.device)
-        path = pretrained_path(args.pretrained) if args.pretrained else args.run
-        model, state = load_model(path, map_location=device)
-    except (ValueError, CheckpointError) as err:
+        loaded = load_trained(
+            args.pretrained if shipped else args.run,
+            device=args.device,
+            precision=args.precision,
+            shipped=shipped,
+        )
+    except ValueError as err:  # CheckpointError and ChecksumError are ValueErrors
         raise UsageError(str(err)) from err
-    # add_model_arguments' --precision. The shipped weights were trained in bf16 or fp32;
-    # emulated bf16 on an AVX2 CPU is ~20x slower than fp32, native bf16 on an AVX512-BF16 CPU
-    # about 2x faster, for a difference in bits/dim of ~1e-4: auto takes the faster one here.
-    from pairflow.precision import choose_model_precision
-
-    choice = choose_model_precision(model, args.precision)
-    # once per machine and model shape, say why; and always warn of emulated bf16
-    if "measured now" in choice.reason or choice.is_warning:
+    # --precision: the shipped weights were trained in bf16 or fp32; emulated bf16 on an AVX2
+    # CPU is ~20x slower than fp32, native bf16 on an AVX512-BF16 CPU about 2x faster, for a
+    # difference in bits/dim of ~1e-4: auto takes the faster one here. Once per machine and
+    # model shape, say why; and always warn of emulated bf16.
+    choice = loaded.precision
+    if choice is not None and ("measured now" in choice.reason or choice.is_warning):
         print(f"precision: {choice.precision} ({choice.reason})", file=sys.stderr)
-    model.precision = choice.precision
-    return model, state, path
+    return loaded.model, loaded.state, loaded.checkpoint if shipped else args.run
 
 
 def check_output_path(out, folder: bool = False, flag: str = "--out") -> None:
@@ -92,18 +104,6 @@ def check_temperature(temperature: float | None) -> None:
         raise UsageError(f"--temperature must be > 0 and finite, got {temperature}")
 
 
-def dataset_of(state: dict) -> tuple[str, str]:
-    """``(dataset, layout)`` a checkpoint's model was trained on (MNIST pairs if not recorded)."""
-    config = state.get("train_config") or {}
-    return config.get("dataset") or "mnist", config.get("layout") or "pair"
-
-
-def layout_of(state: dict) -> str:
-    """``"pair"`` or ``"single"``: the images a checkpoint's model draws and the labels it
-    takes (pair labels 0..99, or class labels 0..9); the flow config says, else the run's."""
-    return state["model_config"].get("layout") or dataset_of(state)[1]
-
-
 def data_usage_error(err: Exception, root, download_flag: str | None = None) -> UsageError:
     """The CLI's message for a data-root error: the library's advice, in flags.
 
@@ -133,20 +133,18 @@ def data_usage_error(err: Exception, root, download_flag: str | None = None) -> 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, layout: bool = True) -> None:
     """``--dataset`` (and ``--layout``), shared by every command that reads a dataset."""
-    from pairflow.data.datasets import DATASETS, LAYOUTS
-
     parser.add_argument(
         "--dataset",
-        choices=tuple(DATASETS),
-        default="mnist",
+        choices=choices(DatasetName),
+        default=DEFAULT_DATASET,
         help="which dataset: mnist (MNIST/raw/), fashion-mnist (FashionMNIST/raw/), cifar10 "
         "(cifar-10-batches-py/ or cifar-10-python.tar.gz) under the root (default mnist)",
     )
     if layout:
         parser.add_argument(
             "--layout",
-            choices=LAYOUTS,
-            default="pair",
+            choices=choices(Layout),
+            default=DEFAULT_LAYOUT,
             help="pair: two images side by side, label 10a+b (default); single: one image, "
             "its class",
         )

@@ -48,6 +48,8 @@ from pairflow.models import has_label_mixture
 from pairflow.options import (
     DEFAULT_TEMPERATURE,
     LABEL_FREE_TEMPERATURE,
+    DatasetName,
+    choices,
     default_temperature,
 )
 
@@ -60,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="data root (default $PAIRFLOW_DATA or ./data)")
     parser.add_argument(
         "--dataset",
-        choices=("mnist", "fashion-mnist", "cifar10"),
+        choices=choices(DatasetName),
         help="whose pairs to score (default: the dataset the model was trained on); another "
         "dataset of the same image shape gives the out-of-distribution bits/dim",
     )

@@ -233,7 +233,7 @@ def _sample(
     labels = None
     n = args.n
     label_free = False  # a conditional flow drawing its labels from p(y)
-    num_classes = 100 if layout == "pair" else 10
+    num_classes = model.config.num_classes  # 100 pair labels, or 10 classes of single images
     if args.grid:  # each label n // K times (at least once): a row per left digit, or class
         labels = torch.arange(num_classes).repeat_interleave(max(1, n // num_classes))
     elif pairs is not None:

@@ -8,6 +8,7 @@ import math
 import sys
 
 from pairflow.cli import UsageError
+from pairflow.options import DEFAULT_DATASET, DEFAULT_LAYOUT, DatasetName, Layout, choices
 
 # Flags map one-to-one onto TrainConfig fields; default None means "not given" so that a
 # config file's value (or the checkpoint's, on --resume) is kept unless the flag is set.
@@ -30,12 +31,14 @@ _FLAGS = {
     "test_pairs": dict(type=int, help="fixed test pairs evaluated each epoch (default 10,000)"),
     "data_dir": dict(help="data root holding MNIST/raw (default $PAIRFLOW_DATA or ./data)"),
     "dataset": dict(
-        choices=("mnist", "fashion-mnist", "cifar10"),
-        help="mnist (default), fashion-mnist or cifar10: the images the model learns",
+        choices=choices(DatasetName),
+        help=f"{', '.join(choices(DatasetName))}: the images the model learns "
+        f"(default {DEFAULT_DATASET})",
     ),
     "layout": dict(
-        choices=("pair", "single"),
-        help="pair: two images side by side, label 10a+b (default); single: one image",
+        choices=choices(Layout),
+        help=f"pair: two images side by side, label 10a+b; single: one image (default "
+        f"{DEFAULT_LAYOUT})",
     ),
     "out": dict(help="run folder (default runs/default)"),
     "device": dict(help="auto (default), cpu, cuda or cuda:N"),
@@ -166,7 +169,11 @@ def _resume_base(out: str, asked: dict) -> dict:
         else:
             raise UsageError(f"--resume: no checkpoint {last}; train without --resume first")
     # Runs from before datasets were MNIST pairs.
-    saved = {"dataset": "mnist", "layout": "pair", **load_checkpoint(last)["train_config"]}
+    saved = {
+        "dataset": DEFAULT_DATASET,
+        "layout": DEFAULT_LAYOUT,
+        **load_checkpoint(last)["train_config"],
+    }
     for key in ("model", "preset", "conditional", "dataset", "layout"):
         if asked.get(key) is not None and asked[key] != saved.get(key):
             raise UsageError(

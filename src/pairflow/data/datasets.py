@@ -31,9 +31,13 @@ from pathlib import Path
 
 import torch
 
+from pairflow.data.cifar import CIFAR10_CLASSES, CIFAR10_FOLDER
+from pairflow.options import Layout, choices
+
 __all__ = ["DATASETS", "DatasetSpec", "LAYOUTS", "get_dataset", "check_layout"]
 
-LAYOUTS = ("pair", "single")
+LAYOUTS = choices(Layout)
+"""The layouts (``--layout``), from :data:`pairflow.options.Layout`."""
 
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 FASHION_MNIST_CLASSES = (
@@ -173,19 +177,8 @@ DATASETS: dict[str, DatasetSpec] = {
             3,
             32,
             32,
-            (
-                "airplane",
-                "automobile",
-                "bird",
-                "cat",
-                "deer",
-                "dog",
-                "frog",
-                "horse",
-                "ship",
-                "truck",
-            ),
-            "cifar-10-batches-py",
+            CIFAR10_CLASSES,
+            CIFAR10_FOLDER,
             _read_cifar10,
             _download_cifar10,
         ),

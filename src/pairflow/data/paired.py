@@ -26,17 +26,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pairflow.data.pairing import (
-    NUM_PAIR_CLASSES,
-    draw_pairs,
-    normalize_labels,
-    pairing_rng,
-)
+from pairflow.data.pairing import draw_pairs, normalize_labels, pairing_rng
+from pairflow.options import DEFAULT_LAYOUT, LABEL_SIDES, num_classes_of
 
 __all__ = ["PairingMixin", "PairedDataset", "PairedMNIST"]
 
 _STATE_VERSION = 1
-_SIDES = {"pair": 2, "single": 1}
 
 
 def _labels_checksum(digit_labels: torch.Tensor) -> str:
@@ -77,8 +72,8 @@ class PairingMixin:
         labels: int | Iterable[int] | None,
         layout: str = "pair",
     ) -> None:
-        if layout not in _SIDES:
-            raise ValueError(f"unknown layout {layout!r}: use one of {', '.join(_SIDES)}")
+        if layout not in LABEL_SIDES:
+            raise ValueError(f"unknown layout {layout!r}: use one of {', '.join(LABEL_SIDES)}")
         if self.digits.dtype != torch.uint8 or self.digits.dim() not in (3, 4):
             raise ValueError(
                 f"digits must be a uint8 tensor (N, H, W) or (N, C, H, W), got "
@@ -116,12 +111,12 @@ class PairingMixin:
     @property
     def num_classes(self) -> int:
         """Number of target classes: 100 pair labels, or 10 for the single layout."""
-        return NUM_PAIR_CLASSES if getattr(self, "layout", "pair") == "pair" else 10
+        return num_classes_of(getattr(self, "layout", DEFAULT_LAYOUT))
 
     def _redraw(self) -> None:
         draw_epoch = self.epoch if self.train else 0  # test pairs never change
         rng = pairing_rng(self.seed, draw_epoch)
-        sides = _SIDES[self.layout]
+        sides = LABEL_SIDES[self.layout]
         pairs = draw_pairs(
             self.digit_labels.numpy(), self.num_pairs, rng, self.balanced, self.labels, sides
         )
@@ -207,7 +202,7 @@ class PairingMixin:
     def image_shape(self) -> tuple[int, int, int]:
         """Shape of one item: (C, H, 2W) for pairs, (1, 28, 56) for MNIST; (C, H, W) single."""
         _, c, h, w = self._images4d().shape
-        return (c, h, _SIDES[self.layout] * w)
+        return (c, h, LABEL_SIDES[self.layout] * w)
 
     def get_batch(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
         """Assemble pairs ``idx`` with one gather of the in-memory digits (no per-item work).

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["NUM_PAIR_CLASSES", "normalize_labels", "pairing_rng", "draw_pairs"]
+__all__ = ["normalize_labels", "pairing_rng", "draw_pairs"]
 
 from pairflow.options import NUM_PAIR_CLASSES
 

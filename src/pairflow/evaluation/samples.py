@@ -95,7 +95,7 @@ def sample_metrics(
         raise ValueError(f"labels_from must be 'even' or 'prior', got {labels_from!r}")
     generator = torch.Generator(device=device).manual_seed(seed)
     # Conditional models are asked for every pair label in turn: 00, 01, ..., 99, 00, ...
-    labels = torch.arange(n) % 100 if conditional else None
+    labels = torch.arange(n) % model.config.num_classes if conditional else None
     if conditional and labels_from == "prior":
         labels = model.sample_labels(n, generator).cpu()  # y ~ p(y), then x ~ p(x | y)
     start = time.perf_counter()

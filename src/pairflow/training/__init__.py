@@ -9,7 +9,7 @@ from pairflow.training.checkpoint import (
     save_checkpoint,
 )
 from pairflow.training.config import TrainConfig, load_config_file, merge_config
-from pairflow.training.loop import TrainingDiverged, resolve_precision, train
+from pairflow.training.loop import TrainingDiverged, train
 
 __all__ = [
     "CheckpointError",
@@ -21,7 +21,6 @@ __all__ = [
     "load_config_file",
     "load_model",
     "merge_config",
-    "resolve_precision",
     "save_checkpoint",
     "train",
 ]

@@ -7,16 +7,22 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from pairflow.models import REGISTRY, kind_spec
-from pairflow.options import PrecisionOption, Schedule, check_choice
+from pairflow.options import (
+    DEFAULT_DATASET,
+    DEFAULT_LAYOUT,
+    DEFAULT_TEMPERATURE,
+    DatasetName,
+    Layout,
+    PrecisionOption,
+    Schedule,
+    check_choice,
+)
 from pairflow.utils import check_field_types, dataclass_from_dict
 
 __all__ = ["TrainConfig", "load_config_file", "merge_config"]
-
-PRECISIONS = get_args(PrecisionOption)
-SCHEDULES = get_args(Schedule)
 
 
 def _spell(key: str) -> str:
@@ -49,14 +55,14 @@ class TrainConfig:
     num_pairs: int | None = None  # training pairs per epoch; default: 60,000
     test_pairs: int | None = None  # fixed test pairs evaluated each epoch; default: 10,000
     data_dir: str | None = None
-    dataset: str = "mnist"  # mnist, fashion-mnist or cifar10 (pairflow.data.DATASETS)
-    layout: str = "pair"  # pair: two images side by side (label 10a+b); single: one image
+    dataset: str = DEFAULT_DATASET  # options.DatasetName: mnist, fashion-mnist or cifar10
+    layout: str = DEFAULT_LAYOUT  # pair: two images side by side (label 10a+b); single: one
     out: str = "runs/default"
     device: str = "auto"
     precision: str = "auto"
     seed: int = 0
     sample_n: int = 64
-    sample_temperature: float = 0.7
+    sample_temperature: float = DEFAULT_TEMPERATURE
     log_every: int = 20  # steps between train metric lines
     max_nonfinite: int = 20  # consecutive skipped steps before training stops
     threads: int | None = None  # torch intra-op threads (None: torch's default)
@@ -84,10 +90,8 @@ class TrainConfig:
             )
         check_choice("precision", self.precision, PrecisionOption)
         check_choice("schedule", self.schedule, Schedule)
-        from pairflow.data.datasets import DATASETS, LAYOUTS
-
-        check_choice("dataset", self.dataset, tuple(DATASETS))
-        check_choice("layout", self.layout, LAYOUTS)
+        check_choice("dataset", self.dataset, DatasetName)
+        check_choice("layout", self.layout, Layout)
         for name in ("epochs", "batch_size", "sample_n", "log_every", "max_nonfinite"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -30,6 +30,7 @@ import torch
 
 from pairflow.evaluation import evaluate_bpd, evaluate_mixture
 from pairflow.models import has_label_mixture
+from pairflow.options import num_classes_of
 from pairflow.training.checkpoint import save_checkpoint
 from pairflow.training.config import TrainConfig
 from pairflow.training.distributed import close_processes
@@ -39,13 +40,11 @@ from pairflow.training.setup import (
     Run,
     init_weights,
     optimizer_state,
-    resolve_precision,
     setup,
 )
 from pairflow.training.speed import clip_grad_norm
 
 __all__ = ["train", "train_step", "end_of_epoch", "TrainingDiverged", "init_weights"]
-__all__ += ["resolve_precision"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -340,7 +339,7 @@ def _write_samples(run: Run, path: Path) -> None:
     cond = labels = None
     if config.conditional:
         pairs = config.layout == "pair"  # labels 00..99 in turn, or single images' 0..9
-        cond = torch.arange(config.sample_n, device=run.device) % (100 if pairs else 10)
+        cond = torch.arange(config.sample_n, device=run.device) % num_classes_of(config.layout)
         labels = [f"{int(c):02d}" if pairs else str(int(c)) for c in cond]
     was_training = model.training
     model.eval()

@@ -20,16 +20,22 @@ import torch
 from torch import nn
 
 from pairflow.models import KindSpec, has_label_mixture, kind_spec
-from pairflow.precision import StepProbe, choose_precision, resolve_precision
+from pairflow.precision import choose_precision
 from pairflow.training.checkpoint import CheckpointError, build_model, load_checkpoint
 from pairflow.training.config import TrainConfig
 from pairflow.training.distributed import Processes, init_processes
 from pairflow.training.ema import EMA
 from pairflow.training.logger import MetricsLogger
-from pairflow.training.speed import CompileOrEager, decide_compile, make_adam, set_threads
+from pairflow.training.speed import (
+    CompileOrEager,
+    StepProbe,
+    decide_compile,
+    make_adam,
+    set_threads,
+)
 from pairflow.utils import atomic_write_text, resolve_device
 
-__all__ = ["Run", "setup", "init_weights", "resolve_precision"]  # the last from pairflow.precision
+__all__ = ["Run", "setup", "init_weights"]
 
 AUTO_COMPILE_MIN_MINUTES = 30
 """``--compile auto`` leaves runs with a shorter ``--time-budget`` eager."""
@@ -216,7 +222,7 @@ def model_config(config: TrainConfig, precision: str) -> dict[str, Any]:
 
 
 def _precision_probe(config: TrainConfig, device: torch.device, world_size: int):
-    """A :class:`~pairflow.precision.StepProbe` of the model to train, where one may decide.
+    """A :class:`~pairflow.training.speed.StepProbe` of the model to train, where one may decide.
 
     None where it cannot or need not: the precision is given, the model has no precision
     setting, or several ranks train (each would measure, and might choose, on its own).

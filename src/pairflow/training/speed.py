@@ -7,13 +7,21 @@ in BENCHMARKS.md, "Speed".
 
 from __future__ import annotations
 
+import math
 import shutil
+import statistics
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
+
+from pairflow.models import SelfUpdating
+from pairflow.options import PRECISIONS
+from pairflow.precision import probe_key
+from pairflow.training.config import TrainConfig
 
 __all__ = [
     "set_threads",
@@ -22,6 +30,7 @@ __all__ = [
     "CompileOrEager",
     "decide_compile",
     "COMPILE_MIN_STEPS",
+    "StepProbe",
 ]
 
 COMPILE_MIN_STEPS = 2000
@@ -241,3 +250,82 @@ def decide_compile(
     if compiler is None:
         return False, "auto: no C++ compiler found, which torch.compile needs on CPU"
     return True, f"auto: {planned_steps} planned steps of a convolutional flow"
+
+
+class StepProbe:
+    """Time a model's train step (forward, backward, Adam) in fp32 and in bf16, interleaved.
+
+    Arguments:
+        build: ``build(precision) -> model`` with ``model.bits_per_dim(x, cond)`` (or, for
+            a :class:`~pairflow.models.SelfUpdating` model such as the GAN, its own
+            ``make_optimizers`` and ``train_step``) and a ``model.config`` that has ``shape``,
+            ``conditional`` and ``num_classes``.
+        fingerprint: what identifies the model's shape apart from the precision (its config
+            as a dict); with the batch, threads and the CPU it keys the cache.
+        batch: pairs per step, the run's batch size.
+        device: where the run trains.
+        rounds: timed steps per precision, after one warm-up step each (median).
+        train_config: the run's :class:`~pairflow.training.TrainConfig`, which a
+            :class:`~pairflow.models.SelfUpdating` model builds its optimisers from (default:
+            the defaults).
+
+    Example:
+        >>> from pairflow.flows import build_flow
+        >>> probe = StepProbe(lambda p: build_flow("seed", hidden_features=8, precision=p),
+        ...                   {"preset": "seed", "hidden_features": 8}, batch=4, device="cpu")
+        >>> sorted(probe())
+        ['bf16', 'fp32']
+    """
+
+    def __init__(
+        self,
+        build: Callable[[str], nn.Module],
+        fingerprint: dict,
+        batch: int,
+        device: torch.device | str = "cpu",
+        rounds: int = 3,
+        train_config: Any = None,
+    ):
+        self.build, self.batch, self.rounds = build, batch, rounds
+        if train_config is None:
+            train_config = TrainConfig()
+        self.train_config = train_config
+        self.device = torch.device(device)
+        self.key = probe_key(fingerprint, batch, self.device)
+
+    def __call__(self) -> dict[str, float]:
+        """Median seconds per train step of each precision."""
+        with torch.random.fork_rng(devices=[]):  # the run's own random streams stay untouched
+            torch.manual_seed(0)
+            models = {p: self.build(p).to(self.device).train() for p in PRECISIONS}
+            config = models["fp32"].config
+            x = torch.randint(0, 256, (self.batch, *config.shape), dtype=torch.uint8)
+            x = x.to(self.device)
+            cond = None
+            if getattr(config, "conditional", False):  # pair labels, or 0..9 for single images
+                cond = torch.randint(0, config.num_classes, (self.batch,), device=self.device)
+            # A model that owns its update (the GAN) is timed by it; the others by a step on
+            # their bits/dim, as the training loop takes it.
+            own = {p: isinstance(m, SelfUpdating) for p, m in models.items()}
+            optimizers = {
+                p: m.make_optimizers(self.train_config)
+                if own[p]
+                else make_adam(m.parameters(), lr=1e-6)
+                for p, m in models.items()
+            }
+            times: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+            for i in range(self.rounds + 1):  # round 0 is the warm-up
+                for p in PRECISIONS:
+                    start = time.perf_counter()
+                    if own[p]:
+                        models[p].train_step(x, cond, optimizers[p], None, math.inf)
+                    else:
+                        loss = models[p].bits_per_dim(x, cond).mean()
+                        optimizers[p].zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizers[p].step()
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    if i:
+                        times[p].append(time.perf_counter() - start)
+        return {p: statistics.median(t) for p, t in times.items()}
