@@ -106,6 +106,8 @@ def test_generate_any_draws_labels_from_the_models_p_y(cond_model):
         ("37", 65, 0.7, "count"),
         ("37", 4, 0.0, "temperature"),
         ("37", 4, float("nan"), "temperature"),
+        ("37", 4, 5.0, r"temperature 5\.0: give a number from 0\.1 to 1\.5"),  # not clamped
+        ("3", 4, 0.7, r"'3' is one digit.*give 03 .* or 30"),  # as `sample --pair 3` says
     ],
 )
 def test_generate_rejects_bad_settings(cond_model, pair, count, temperature, match):
@@ -185,16 +187,58 @@ def test_interpolate_latents_runs_from_z0_to_z1_on_the_circle():
     torch.testing.assert_close(path[:, 2], (z0 + z1) / math.sqrt(2))
 
 
+def test_the_app_reads_pair_labels_by_the_command_lines_rule():
+    """One rule for `sample --pair` and the app's label fields: each text is taken as the same
+    label by both, or refused by both."""
+    from pairflow.cli import UsageError
+    from pairflow.commands.sample import parse_classes, parse_pairs
+
+    texts = [
+        "37",
+        "05",
+        " 99 ",
+        "00",
+        "3",
+        "7",
+        "123",
+        "3x",
+        "x",
+        "-1",
+        "+5",
+        "3.0",
+        "\u0663\u0667",
+    ]
+    for layout, cli in (("pair", parse_pairs), ("single", parse_classes)):
+        for text in texts:
+            try:
+                expected = cli(text)[0]
+            except UsageError:
+                expected = None
+            try:
+                got = core.parse_pair(text, conditional=True, layout=layout)
+            except core.AppInputError:
+                got = None
+            assert got == expected, (layout, text, got, expected)
+    assert core.parse_pair("37", True) == 37 and core.parse_pair("7", True, "single") == 7
+    with pytest.raises(core.AppInputError, match=r"label A: '3' is one digit.*or 'any'"):
+        core.parse_pair("3", True, field="label A")
+    assert core.parse_pair(" Any ", True) is None and core.parse_pair("", True) is None
+
+
 @pytest.mark.mnist
 def test_interpolation_between_test_pairs_starts_and_ends_at_them(
     cond_model, test_pairs, mnist_root
 ):
+    from pairflow.evaluation.interpolation import interpolate
+
     x, y = test_pairs.get_batch(torch.tensor([4, 9]))
     strip, ends, labels = core.interpolate_test_pairs(cond_model, 4, 9, 5, mnist_root)
-    assert strip.shape == (5, 1, 28, 56) and torch.equal(ends, y)
-    assert labels == [int(y[0])] * 2 + [int(y[1])] * 3  # the label switches at t = 0.5
-    # The flow is invertible: the ends are the real pairs again, up to float error (cos(pi/2)
-    # is 4e-8 in float32, not 0) moving a few pixels by a level or two.
+    assert strip.shape == (5, 1, 28, 56) and torch.equal(ends, y) and y[0] != y[1]
+    assert labels == [int(y[0])] * 5  # every step under the start pair's label: a morph
+    # The library's row, the one `pairflow sample --interpolate` draws.
+    assert torch.equal(strip, interpolate(cond_model.model, x[:1], x[1:], 5, cond=y[:1])[0])
+    # The flow is invertible under any label: the ends are the real pairs again (exactly in
+    # fp32; a level or so where the app runs in bf16).
     for end, real in [(strip[0], x[0]), (strip[-1], x[1])]:
         diff = (end.int() - real.int()).abs()
         assert diff.max() <= 2 and (diff > 0).float().mean() < 0.01
@@ -208,11 +252,17 @@ def test_interpolation_between_test_pairs_starts_and_ends_at_them(
 
 def test_interpolation_between_labels(cond_model, classifier):
     strip, ends, labels = core.interpolate_labels(cond_model, "37", "80", steps=4, seed=0)
-    assert ends.tolist() == [37, 80] and labels == [37, 37, 80, 80]
+    assert ends.tolist() == [37, 80] and labels == [37] * 4  # under label A all the way
     reads = classifier.predict_pairs(strip[[0, -1]]).tolist()
-    assert reads == [37, 80]
+    assert reads == [37, 80]  # and still ends on the sample of 80
     with pytest.raises(core.AppInputError, match="unconditional"):
         core.interpolate_labels(core.load_model("multiscale"), "37", "80")
+    with pytest.raises(core.AppInputError, match=r"label B: '8' is one digit"):
+        core.interpolate_labels(cond_model, "37", "8")
+    with pytest.raises(core.AppInputError, match=r"label A: give a label"):
+        core.interpolate_labels(cond_model, "any", "80")
+    with pytest.raises(core.AppInputError, match=r"temperature 2\.0: give a number from 0\.1"):
+        core.interpolate_labels(cond_model, "37", "80", temperature=2.0)
 
 
 def test_image_from_array_accepts_28x56_and_exact_multiples_only():
@@ -565,7 +615,7 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
     # --- bad input: a pair that is not 00..99, a run folder that does not exist
     _fill(page, "gen-pair", "123")
     page.click("#gen-button")
-    _wait_text(page, "#gen-message", r"Error.*pair '123'.*00\.\.99")
+    _wait_text(page, "#gen-message", r"Error.*pair: '123' is not a digit pair.*00\.\.99")
     _fill(page, "gen-pair", "37")
     _fill(page, "run", str(tmp_path / "no-such-run"))
     page.click("#gen-button")
