@@ -691,6 +691,81 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
     assert server["proc"].poll() is None
 
 
+@pytest.mark.slow
+@pytest.mark.mnist
+def test_page_rough_edges_in_chromium(page, server, test_pairs, cond_model, mnist_root, tmp_path):
+    """Explore shows a morph and only its mode's fields; the upload keeps its size; a typed
+    temperature out of range and an ambiguous pair are refused with a message; the console
+    has no gradio hints."""
+    from PIL import Image
+
+    # --- Explore: only the chosen mode's fields show
+    page.get_by_role("tab", name="Explore").click()
+    visible = lambda *ids: [page.locator(f"#{i}").is_visible() for i in ids]  # noqa: E731
+    fields = ("exp-a", "exp-b", "exp-label-a", "exp-label-b", "exp-temperature", "exp-seed")
+    assert visible(*fields) == [True, True, False, False, False, False]
+    page.locator("#exp-mode").get_by_text("two labels").click()
+    page.wait_for_selector("#exp-label-a", state="visible")
+    assert visible(*fields) == [False, False, True, True, True, True]
+    page.locator("#exp-mode").get_by_text("two test pairs").click()
+    page.wait_for_selector("#exp-a", state="visible")
+    assert visible(*fields) == [True, True, False, False, False, False]
+
+    # --- Explore on the default (conditional) model: test pairs 4 (80) -> 9 (59) morph
+    shown_before = page.locator("#exp-strip img")  # from an earlier test, or none
+    previous = shown_before.first.get_attribute("src") if shown_before.count() else None
+    _fill(page, "exp-a", "4")
+    _fill(page, "exp-b", "9")
+    page.click("#exp-button")
+    data, _ = _image_src_bytes(page, "#exp-strip", previous)
+    strip = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    shown = tiles(strip, 10, 10)
+    expected, ends, _ = core.interpolate_test_pairs(cond_model, 4, 9, 10, mnist_root)
+    assert torch.equal(shown, expected)  # the library's strip, the one the CLI draws
+    x, _ = test_pairs.get_batch(torch.tensor([4, 9]))
+    assert (shown[[0, -1]].int() - x.int()).abs().max() <= BF16_ROUND_TRIP
+    # A morph: no step between neighbours stands out (switching the label halfway made one
+    # step about five times the others: two images, not a walk between them).
+    frames = shown.float().flatten(1)
+    step = (frames[1:] - frames[:-1]).abs().mean(1)
+    assert step.max() < 2 * step.median(), step.tolist()
+    text = _wait_text(page, "#exp-message", r"decoded under the start pair's label")
+    assert f"label {int(ends[0]):02d}" in text and int(ends[0]) != int(ends[1])
+
+    # --- Generate: a typed temperature of 5 is refused, not clamped; "3" is refused as the
+    # command line refuses --pair 3
+    page.get_by_role("tab", name="Generate").click()
+    _fill(page, "gen-pair", "37")
+    _fill(page, "gen-temperature", "5")
+    page.click("#gen-button")
+    _wait_text(page, "#gen-message", r"Error.*temperature 5(\.0)?: give a number from 0\.1 to 1\.5")
+    assert page.locator("#gen-temperature input").first.input_value() == "5"
+    _fill(page, "gen-temperature", "0.7")
+    _fill(page, "gen-pair", "3")
+    page.click("#gen-button")
+    _wait_text(page, "#gen-message", r"Error.*pair: '3' is one digit.*give 03 .* or 30")
+    _fill(page, "gen-pair", "37")
+
+    # --- Score: an uploaded 28x56 pair is shown scaled up in its box, not as a thin strip
+    page.get_by_role("tab", name="Score").click()
+    upload = tmp_path / "pair.png"
+    Image.fromarray(x[0, 0].numpy()).save(upload)
+    page.locator("#score-upload input[type=file]").set_input_files(str(upload))
+    page.wait_for_selector("#score-upload img")
+    box = page.locator("#score-upload img").first.bounding_box()
+    assert box["height"] >= 200 and box["width"] >= 400, box  # 28x56 scaled up, not 28 tall
+    rendered = page.locator("#score-upload img").first.evaluate(
+        "img => [img.naturalWidth, img.naturalHeight, getComputedStyle(img).objectFit]"
+    )
+    assert rendered == [56, 28, "contain"]  # the whole pair, its aspect kept
+
+    # --- the console speaks of pairflow's address, not of gradio's share link
+    log = (server["folder"] / "server.log").read_text()
+    assert "share=True" not in log and "To create a public link" not in log, log
+    assert re.search(r"pairflow app: serving on http://127\.0\.0\.1:\d+/", log), log
+    assert server["proc"].poll() is None
+
+
 def test_the_page_opens_on_an_mnist_conditional_model():
     from pairflow.commands.app import default_models
     from pairflow.pretrained import list_pretrained
