@@ -27,6 +27,7 @@ from pairflow.models import has_label_prior
 from pairflow.options import (
     DEFAULT_TEMPERATURE,
     LABEL_FREE_TEMPERATURE,
+    MAX_INTERPOLATION_STEPS,
     default_temperature,
 )
 
@@ -89,9 +90,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--steps",
         type=int,
         default=10,
-        help="--interpolate: images per row, 2..100 (default 10)",
+        help=f"--interpolate: images per row, 2..{MAX_INTERPOLATION_STEPS} (default 10)",
     )
-    parser.add_argument("--data-dir", help="MNIST root for --interpolate")
+    parser.add_argument(
+        "--data-dir",
+        help="data root for --interpolate's test pairs, the model's own dataset (default "
+        "$PAIRFLOW_DATA or ./data)",
+    )
     parser.add_argument(
         "--list-pretrained",
         action="store_true",
@@ -380,8 +385,6 @@ def _write_npz(out: Path, chunks, total: int, labels) -> None:
 def _check_interpolate_args(args: argparse.Namespace) -> None:
     """Refuse what ``--interpolate`` cannot honour, before any model or data loads; set
     ``args.n`` to the number of rows."""
-    from pairflow.evaluation.interpolation import MAX_STEPS
-
     for flag, given in (
         ("--pair", args.pair is not None),
         ("--label", args.label is not None),
@@ -398,11 +401,12 @@ def _check_interpolate_args(args: argparse.Namespace) -> None:
             "--temperature does not apply to --interpolate: its rows walk between the latents "
             "of real test pairs, which are encoded, not drawn; drop --temperature"
         )
-    if not 2 <= args.steps <= MAX_STEPS:
+    top = MAX_INTERPOLATION_STEPS
+    if not 2 <= args.steps <= top:
         raise UsageError(
-            f"--steps must be 2..{MAX_STEPS} images per row, got {args.steps}: at {MAX_STEPS} "
-            "neighbouring images already differ by under one grey level on average, so more "
-            "add nothing to see, while memory and the PNG's width grow with each"
+            f"--steps must be 2..{top} images per row, got {args.steps}: at {top} neighbouring "
+            "images already differ by under one grey level on average, so more add nothing to "
+            "see, while memory and the PNG's width grow with each"
         )
     if args.n is None:
         args.n = DEFAULT_ROWS

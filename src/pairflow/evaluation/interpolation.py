@@ -23,12 +23,9 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["MAX_STEPS", "latent_path", "interpolate"]
+from pairflow.options import MAX_INTERPOLATION_STEPS as MAX_STEPS
 
-MAX_STEPS = 100
-"""Most images in one row. At 100 neighbouring frames of ``multiscale-cond`` already differ by
-under one grey level on average (6 levels at 10 steps), so more add nothing to see; the row is
-then 11,600 pixels wide at the PNG's 2x scale, and memory grows with every frame."""
+__all__ = ["MAX_STEPS", "latent_path", "interpolate"]
 
 
 def latent_path(z0: Tensor, z1: Tensor, steps: int) -> Tensor:
