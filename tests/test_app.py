@@ -106,6 +106,8 @@ def test_generate_any_draws_labels_from_the_models_p_y(cond_model):
         ("37", 65, 0.7, "count"),
         ("37", 4, 0.0, "temperature"),
         ("37", 4, float("nan"), "temperature"),
+        ("37", 4, 5.0, r"temperature 5\.0: give a number from 0\.1 to 1\.5"),  # not clamped
+        ("3", 4, 0.7, r"'3' is one digit.*give 03 .* or 30"),  # as `sample --pair 3` says
     ],
 )
 def test_generate_rejects_bad_settings(cond_model, pair, count, temperature, match):
@@ -185,16 +187,58 @@ def test_interpolate_latents_runs_from_z0_to_z1_on_the_circle():
     torch.testing.assert_close(path[:, 2], (z0 + z1) / math.sqrt(2))
 
 
+def test_the_app_reads_pair_labels_by_the_command_lines_rule():
+    """One rule for `sample --pair` and the app's label fields: each text is taken as the same
+    label by both, or refused by both."""
+    from pairflow.cli import UsageError
+    from pairflow.commands.sample import parse_classes, parse_pairs
+
+    texts = [
+        "37",
+        "05",
+        " 99 ",
+        "00",
+        "3",
+        "7",
+        "123",
+        "3x",
+        "x",
+        "-1",
+        "+5",
+        "3.0",
+        "\u0663\u0667",
+    ]
+    for layout, cli in (("pair", parse_pairs), ("single", parse_classes)):
+        for text in texts:
+            try:
+                expected = cli(text)[0]
+            except UsageError:
+                expected = None
+            try:
+                got = core.parse_pair(text, conditional=True, layout=layout)
+            except core.AppInputError:
+                got = None
+            assert got == expected, (layout, text, got, expected)
+    assert core.parse_pair("37", True) == 37 and core.parse_pair("7", True, "single") == 7
+    with pytest.raises(core.AppInputError, match=r"label A: '3' is one digit.*or 'any'"):
+        core.parse_pair("3", True, field="label A")
+    assert core.parse_pair(" Any ", True) is None and core.parse_pair("", True) is None
+
+
 @pytest.mark.mnist
 def test_interpolation_between_test_pairs_starts_and_ends_at_them(
     cond_model, test_pairs, mnist_root
 ):
+    from pairflow.evaluation.interpolation import interpolate
+
     x, y = test_pairs.get_batch(torch.tensor([4, 9]))
     strip, ends, labels = core.interpolate_test_pairs(cond_model, 4, 9, 5, mnist_root)
-    assert strip.shape == (5, 1, 28, 56) and torch.equal(ends, y)
-    assert labels == [int(y[0])] * 2 + [int(y[1])] * 3  # the label switches at t = 0.5
-    # The flow is invertible: the ends are the real pairs again, up to float error (cos(pi/2)
-    # is 4e-8 in float32, not 0) moving a few pixels by a level or two.
+    assert strip.shape == (5, 1, 28, 56) and torch.equal(ends, y) and y[0] != y[1]
+    assert labels == [int(y[0])] * 5  # every step under the start pair's label: a morph
+    # The library's row, the one `pairflow sample --interpolate` draws.
+    assert torch.equal(strip, interpolate(cond_model.model, x[:1], x[1:], 5, cond=y[:1])[0])
+    # The flow is invertible under any label: the ends are the real pairs again (exactly in
+    # fp32; a level or so where the app runs in bf16).
     for end, real in [(strip[0], x[0]), (strip[-1], x[1])]:
         diff = (end.int() - real.int()).abs()
         assert diff.max() <= 2 and (diff > 0).float().mean() < 0.01
@@ -208,11 +252,17 @@ def test_interpolation_between_test_pairs_starts_and_ends_at_them(
 
 def test_interpolation_between_labels(cond_model, classifier):
     strip, ends, labels = core.interpolate_labels(cond_model, "37", "80", steps=4, seed=0)
-    assert ends.tolist() == [37, 80] and labels == [37, 37, 80, 80]
+    assert ends.tolist() == [37, 80] and labels == [37] * 4  # under label A all the way
     reads = classifier.predict_pairs(strip[[0, -1]]).tolist()
-    assert reads == [37, 80]
+    assert reads == [37, 80]  # and still ends on the sample of 80
     with pytest.raises(core.AppInputError, match="unconditional"):
         core.interpolate_labels(core.load_model("multiscale"), "37", "80")
+    with pytest.raises(core.AppInputError, match=r"label B: '8' is one digit"):
+        core.interpolate_labels(cond_model, "37", "8")
+    with pytest.raises(core.AppInputError, match=r"label A: give a label"):
+        core.interpolate_labels(cond_model, "any", "80")
+    with pytest.raises(core.AppInputError, match=r"temperature 2\.0: give a number from 0\.1"):
+        core.interpolate_labels(cond_model, "37", "80", temperature=2.0)
 
 
 def test_image_from_array_accepts_28x56_and_exact_multiples_only():
@@ -565,7 +615,7 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
     # --- bad input: a pair that is not 00..99, a run folder that does not exist
     _fill(page, "gen-pair", "123")
     page.click("#gen-button")
-    _wait_text(page, "#gen-message", r"Error.*pair '123'.*00\.\.99")
+    _wait_text(page, "#gen-message", r"Error.*pair: '123' is not a digit pair.*00\.\.99")
     _fill(page, "gen-pair", "37")
     _fill(page, "run", str(tmp_path / "no-such-run"))
     page.click("#gen-button")
@@ -638,6 +688,81 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
     assert page.external_requests == []
     net = server["net_log"].read_text() if server["net_log"].exists() else ""
     assert net == "", f"the server looked up or connected to non-loopback hosts:\n{net}"
+    assert server["proc"].poll() is None
+
+
+@pytest.mark.slow
+@pytest.mark.mnist
+def test_page_rough_edges_in_chromium(page, server, test_pairs, cond_model, mnist_root, tmp_path):
+    """Explore shows a morph and only its mode's fields; the upload keeps its size; a typed
+    temperature out of range and an ambiguous pair are refused with a message; the console
+    has no gradio hints."""
+    from PIL import Image
+
+    # --- Explore: only the chosen mode's fields show
+    page.get_by_role("tab", name="Explore").click()
+    visible = lambda *ids: [page.locator(f"#{i}").is_visible() for i in ids]  # noqa: E731
+    fields = ("exp-a", "exp-b", "exp-label-a", "exp-label-b", "exp-temperature", "exp-seed")
+    assert visible(*fields) == [True, True, False, False, False, False]
+    page.locator("#exp-mode").get_by_text("two labels").click()
+    page.wait_for_selector("#exp-label-a", state="visible")
+    assert visible(*fields) == [False, False, True, True, True, True]
+    page.locator("#exp-mode").get_by_text("two test pairs").click()
+    page.wait_for_selector("#exp-a", state="visible")
+    assert visible(*fields) == [True, True, False, False, False, False]
+
+    # --- Explore on the default (conditional) model: test pairs 4 (80) -> 9 (59) morph
+    shown_before = page.locator("#exp-strip img")  # from an earlier test, or none
+    previous = shown_before.first.get_attribute("src") if shown_before.count() else None
+    _fill(page, "exp-a", "4")
+    _fill(page, "exp-b", "9")
+    page.click("#exp-button")
+    data, _ = _image_src_bytes(page, "#exp-strip", previous)
+    strip = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    shown = tiles(strip, 10, 10)
+    expected, ends, _ = core.interpolate_test_pairs(cond_model, 4, 9, 10, mnist_root)
+    assert torch.equal(shown, expected)  # the library's strip, the one the CLI draws
+    x, _ = test_pairs.get_batch(torch.tensor([4, 9]))
+    assert (shown[[0, -1]].int() - x.int()).abs().max() <= BF16_ROUND_TRIP
+    # A morph: no step between neighbours stands out (switching the label halfway made one
+    # step about five times the others: two images, not a walk between them).
+    frames = shown.float().flatten(1)
+    step = (frames[1:] - frames[:-1]).abs().mean(1)
+    assert step.max() < 2 * step.median(), step.tolist()
+    text = _wait_text(page, "#exp-message", r"decoded under the start pair's label")
+    assert f"label {int(ends[0]):02d}" in text and int(ends[0]) != int(ends[1])
+
+    # --- Generate: a typed temperature of 5 is refused, not clamped; "3" is refused as the
+    # command line refuses --pair 3
+    page.get_by_role("tab", name="Generate").click()
+    _fill(page, "gen-pair", "37")
+    _fill(page, "gen-temperature", "5")
+    page.click("#gen-button")
+    _wait_text(page, "#gen-message", r"Error.*temperature 5(\.0)?: give a number from 0\.1 to 1\.5")
+    assert page.locator("#gen-temperature input").first.input_value() == "5"
+    _fill(page, "gen-temperature", "0.7")
+    _fill(page, "gen-pair", "3")
+    page.click("#gen-button")
+    _wait_text(page, "#gen-message", r"Error.*pair: '3' is one digit.*give 03 .* or 30")
+    _fill(page, "gen-pair", "37")
+
+    # --- Score: an uploaded 28x56 pair is shown scaled up in its box, not as a thin strip
+    page.get_by_role("tab", name="Score").click()
+    upload = tmp_path / "pair.png"
+    Image.fromarray(x[0, 0].numpy()).save(upload)
+    page.locator("#score-upload input[type=file]").set_input_files(str(upload))
+    page.wait_for_selector("#score-upload img")
+    box = page.locator("#score-upload img").first.bounding_box()
+    assert box["height"] >= 200 and box["width"] >= 400, box  # 28x56 scaled up, not 28 tall
+    rendered = page.locator("#score-upload img").first.evaluate(
+        "img => [img.naturalWidth, img.naturalHeight, getComputedStyle(img).objectFit]"
+    )
+    assert rendered == [56, 28, "contain"]  # the whole pair, its aspect kept
+
+    # --- the console speaks of pairflow's address, not of gradio's share link
+    log = (server["folder"] / "server.log").read_text()
+    assert "share=True" not in log and "To create a public link" not in log, log
+    assert re.search(r"pairflow app: serving on http://127\.0\.0\.1:\d+/", log), log
     assert server["proc"].poll() is None
 
 

@@ -7,9 +7,16 @@ import math
 import torch
 from torch import Tensor
 
-from pairflow.options import NUM_LEVELS, NUM_PAIR_CLASSES
+from pairflow.options import NUM_LEVELS, NUM_PAIR_CLASSES, Layout, check_choice
 
-__all__ = ["NUM_LEVELS", "NUM_PAIR_CLASSES", "check_pixels", "as_pixel_batch", "check_pair_labels"]
+__all__ = [
+    "NUM_LEVELS",
+    "NUM_PAIR_CLASSES",
+    "check_pixels",
+    "as_pixel_batch",
+    "check_pair_labels",
+    "parse_label",
+]
 
 
 def check_pixels(x: Tensor, shape: tuple[int, int, int], device: torch.device) -> Tensor:
@@ -103,3 +110,44 @@ def check_pair_labels(
         hint = "" if pairs else "; this model draws single images, one class label each"
         raise ValueError(f"{what} must be in 0..{num_classes - 1}, got min {lo}, max {hi}{hint}")
     return cond.to(device, torch.int64)
+
+
+def parse_label(text: str, layout: str = "pair") -> int:
+    """A label as a user types it -> int: a pair label is two digits, left then right (``"37"``
+    -> 37, ``"05"`` -> 5); a single image's class is one digit (``"7"`` -> 7).
+
+    The one rule for ``pairflow sample --pair/--label`` and the app's label fields. A single
+    digit for a pair is refused rather than guessed: ``"3"`` could mean 03 or 30.
+
+    Arguments:
+        text: what was typed (spaces around it are ignored); ASCII digits only.
+        layout: ``"pair"`` (labels 00..99) or ``"single"`` (classes 0..9).
+
+    Raises:
+        ValueError: naming the text and what to give instead (callers add the field's name).
+
+    Example:
+        >>> parse_label("37"), parse_label(" 05 "), parse_label("7", "single")
+        (37, 5, 7)
+        >>> parse_label("3x")
+        Traceback (most recent call last):
+        ...
+        ValueError: '3x' is not a digit pair; give two digits 00..99 (e.g. 37 or 05)
+    """
+    check_choice("layout", layout, Layout)
+    item = str(text).strip()
+    digits = item.isascii() and item.isdigit()
+    if layout == "single":
+        if not (digits and len(item) == 1):
+            pair = digits and len(item) == 2
+            hint = f"; {item} looks like a pair label" if pair else ""
+            raise ValueError(f"{item!r} is not a class label; give one digit 0..9 (e.g. 7){hint}")
+        return int(item)
+    if digits and len(item) == 1:
+        raise ValueError(
+            f"{item!r} is one digit, but a pair label has two, left then right: give 0{item} "
+            f"(a left 0 and a right {item}) or {item}0"
+        )
+    if not (digits and len(item) == 2):
+        raise ValueError(f"{item!r} is not a digit pair; give two digits 00..99 (e.g. 37 or 05)")
+    return int(item)

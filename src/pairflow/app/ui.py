@@ -37,6 +37,17 @@ __all__ = ["build_app", "launch"]
 
 BUTTONS = ["download", "fullscreen"]  # not "share": it would upload to a hub
 CANVAS_SCALE = 10  # the drawing canvas is 280x560 for a 28x56 pair
+UPLOAD_HEIGHT = 28 * CANVAS_SCALE  # pixels: the upload's box is as tall as the canvas
+# An uploaded 28x56 picture is shown at its own size in a box that then shrinks to a strip;
+# scaled up to fill the box instead, with its pixels kept sharp, as the canvas shows a pair.
+CSS = """
+#score-upload img {
+    width: 100%;
+    height: 100%;
+    object-fit: contain;
+    image-rendering: pixelated;
+}
+"""
 INTRO = (
     "# pairflow\n"
     "RealNVP normalizing flows for image pairs (label = left class x 10 + right): MNIST digits "
@@ -147,7 +158,7 @@ class _Handlers:
         self, choice, run, mode, index_a, index_b, pair_a, pair_b, steps, temperature, seed
     ):
         loaded = self._model(choice, run)
-        if mode == "two test pairs":
+        if mode != EXPLORE_MODES[1]:
             strip, ends, labels = core.interpolate_test_pairs(
                 loaded, index_a, index_b, steps, self.data_dir
             )
@@ -160,10 +171,14 @@ class _Handlers:
             )
             name_a, name_b = (core.label_text(loaded, int(v)) for v in ends)
             what = f"a sample of {name_a} -> a sample of {name_b}"
-        text = f"{len(strip)} steps along cos/sin latent path, {what}"
+        text = f"{len(strip)} steps along the cos/sin latent path, {what}"
         if labels is not None:
-            digits = 1 if loaded.layout == "single" else 2
-            text += "; decoded with label " + " ".join(f"{v:0{digits}d}" for v in labels)
+            noun = self._noun(loaded)
+            text += (
+                f"; every step decoded under the start {noun}'s label "
+                f"{core.label_text(loaded, labels[0])} (one label all the way makes a morph; "
+                "the flow is invertible under any label, so the strip still ends on the other)"
+            )
         return core.grid_image(strip, nrow=len(strip)), text
 
     def _score(self, loaded: core.LoadedModel, x: torch.Tensor, label: str):
@@ -244,6 +259,22 @@ class _Handlers:
         return out
 
 
+EXPLORE_MODES = ("two test pairs", "two labels")
+
+
+def _mode_fields(mode: str):
+    """Show the fields of Explore's chosen mode: (test pair row, label row)."""
+    pairs = mode != EXPLORE_MODES[1]
+    return gr.update(visible=pairs), gr.update(visible=not pairs)
+
+
+def _temperature_box(label: str, elem_id: str) -> gr.Number:
+    """A temperature field that passes what is typed on unchanged, so a value outside the
+    range is refused with a message in the page (a slider would clamp it without a word)."""
+    lo, hi = core.TEMPERATURE_RANGE
+    return gr.Number(0.7, step=0.05, label=f"{label} ({lo}..{hi})", elem_id=elem_id)
+
+
 def _blank_canvas() -> dict:
     black = np.zeros((28 * CANVAS_SCALE, 56 * CANVAS_SCALE, 3), dtype=np.uint8)
     return {"background": black, "layers": [], "composite": black}
@@ -283,9 +314,7 @@ def build_app(
         with gr.Tab("Generate"):
             with gr.Row():
                 pair = gr.Textbox("37", label="pair (00..99, or any)", elem_id="gen-pair")
-                temperature = gr.Slider(
-                    0.1, 1.5, 0.7, step=0.05, label="temperature", elem_id="gen-temperature"
-                )
+                temperature = _temperature_box("temperature", "gen-temperature")
                 seed = gr.Number(0, precision=0, label="seed", elem_id="gen-seed")
                 count = gr.Slider(1, core.MAX_COUNT, 16, step=1, label="count")
             # the slider follows the CLI's default for the model and pair (0.8 label-free)
@@ -316,17 +345,19 @@ def build_app(
 
         with gr.Tab("Explore"):
             mode = gr.Radio(
-                ["two test pairs", "two labels"], value="two test pairs", label="between"
+                list(EXPLORE_MODES), value=EXPLORE_MODES[0], label="between", elem_id="exp-mode"
             )
-            with gr.Row():
+            # Only the chosen mode's fields show; the other row keeps its values, unused.
+            with gr.Row(elem_id="exp-test-pairs") as test_pair_fields:
                 index_a = gr.Number(0, precision=0, label="test pair A (index)", elem_id="exp-a")
                 index_b = gr.Number(1, precision=0, label="test pair B (index)", elem_id="exp-b")
+            with gr.Row(visible=False, elem_id="exp-labels") as label_fields:
                 pair_a = gr.Textbox("37", label="label A", elem_id="exp-label-a")
                 pair_b = gr.Textbox("80", label="label B", elem_id="exp-label-b")
-            with gr.Row():
-                steps = gr.Slider(2, 16, 10, step=1, label="steps")
-                exp_temperature = gr.Slider(0.1, 1.5, 0.7, step=0.05, label="temperature (labels)")
-                exp_seed = gr.Number(0, precision=0, label="seed (labels)")
+                exp_temperature = _temperature_box("temperature", "exp-temperature")
+                exp_seed = gr.Number(0, precision=0, label="seed", elem_id="exp-seed")
+            mode.change(_mode_fields, mode, [test_pair_fields, label_fields])
+            steps = gr.Slider(2, core.MAX_STEPS, 10, step=1, label="steps", elem_id="exp-steps")
             explore = gr.Button("Interpolate", variant="primary", elem_id="exp-button")
             exp_message = gr.Markdown(elem_id="exp-message")
             strip = gr.Image(
@@ -385,6 +416,7 @@ def build_app(
                         image_mode=None,
                         sources=["upload"],
                         label="or upload a pair",
+                        height=UPLOAD_HEIGHT,  # the box keeps its size for a 28x56 picture
                         elem_id="score-upload",
                     )
                     score_upload = gr.Button("Score the upload", elem_id="score-upload-button")
@@ -412,7 +444,11 @@ def launch(
     data_dir: str | None = None,
     cache: core.ModelCache | None = None,
 ) -> None:
-    """Build the page and serve it until interrupted (blocks)."""
+    """Build the page and serve it until interrupted (blocks).
+
+    gradio is quiet (its console hints, such as setting ``share=True``, speak of its Python
+    API, which a user of ``pairflow app`` does not call); the address is printed here.
+    """
     with tempfile.TemporaryDirectory(prefix="pairflow-app-") as downloads:
         app = build_app(models, data_dir, downloads, cache=cache)
         app.queue(default_concurrency_limit=1)  # one model call at a time on the CPU
@@ -427,4 +463,9 @@ def launch(
             mcp_server=False,
             footer_links=[],
             theme=gr.themes.Default(),  # local fonts only (no web-font requests)
+            css=CSS,
+            quiet=True,
+            prevent_thread_lock=True,
         )
+        print(f"pairflow app: serving on {app.local_url} (Ctrl+C stops it)", flush=True)
+        app.block_thread()

@@ -12,7 +12,6 @@ class 0..9). ``--grid`` is the 10x10 table of pairs, or for single images one ro
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from pairflow.cli import UsageError
@@ -28,15 +27,25 @@ from pairflow.models import has_label_prior
 from pairflow.options import (
     DEFAULT_TEMPERATURE,
     LABEL_FREE_TEMPERATURE,
+    MAX_INTERPOLATION_STEPS,
     default_temperature,
 )
 
 DEFAULT_OUT = "samples.png"
+DEFAULT_N = 64
+DEFAULT_ROWS = 8  # --interpolate's rows without --n
+MAX_ROWS = 100  # --interpolate: 100 rows of at most 100 steps fill one PNG grid (MAX_GRID)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help=f"number of samples (default {DEFAULT_N}); with --interpolate, the number of rows "
+        f"(default {DEFAULT_ROWS}, at most {MAX_ROWS})",
+    )
     parser.add_argument(
         "--temperature",
         type=float,
@@ -73,11 +82,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--interpolate",
         action="store_true",
-        help="latent interpolation between real test pairs instead of sampling (conditional "
-        "models: each row under the start pair's label)",
+        help="latent interpolation between real test pairs instead of sampling, one row per "
+        "pair of pairs (--n rows, --steps images each; conditional models: each row under the "
+        "start pair's label); takes no --pair, --label, --grid or --temperature",
     )
-    parser.add_argument("--steps", type=int, default=10, help="interpolation steps (default 10)")
-    parser.add_argument("--data-dir", help="MNIST root for --interpolate")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=10,
+        help=f"--interpolate: images per row, 2..{MAX_INTERPOLATION_STEPS} (default 10)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="data root for --interpolate's test pairs, the model's own dataset (default "
+        "$PAIRFLOW_DATA or ./data)",
+    )
     parser.add_argument(
         "--list-pretrained",
         action="store_true",
@@ -86,25 +105,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_pairs(text: str) -> list[int]:
-    """``"37,05,99"`` -> ``[37, 5, 99]``; each label is two digits, left then right.
-
-    A single digit is refused rather than guessed: ``3`` could mean 03 or 30.
-    """
-    labels = []
-    for item in text.split(","):
-        item = item.strip()
-        if len(item) == 1 and item.isdigit():
-            raise UsageError(
-                f"--pair: {item!r} is one digit, but a pair label has two, left then right: "
-                f"give 0{item} (a left 0 and a right {item}) or {item}0"
-            )
-        if not (item.isascii() and item.isdigit() and len(item) == 2):
-            raise UsageError(
-                f"--pair: {item!r} is not a digit pair; give two digits 00..99 (e.g. 37 or 05), "
-                "comma-separated for several"
-            )
-        labels.append(int(item))
-    return labels
+    """``"37,05,99"`` -> ``[37, 5, 99]``; each label is two digits, left then right
+    (:func:`pairflow.validation.parse_label`, the app's rule too: ``3`` is refused, it could
+    mean 03 or 30)."""
+    return _parse_labels(text, "pair", "--pair")
 
 
 def _is_digits(text: str, count: int) -> bool:
@@ -113,17 +117,21 @@ def _is_digits(text: str, count: int) -> bool:
 
 def parse_classes(text: str) -> list[int]:
     """``"1,4,7"`` -> ``[1, 4, 7]``; each label is one class 0..9 (models of single images)."""
+    return _parse_labels(text, "single", "--label")
+
+
+def _parse_labels(text: str, layout: str, flag: str) -> list[int]:
+    """Comma-separated labels, each by :func:`pairflow.validation.parse_label`."""
+    from pairflow.validation import parse_label
+
     labels = []
     for item in text.split(","):
-        item = item.strip()
-        if not _is_digits(item, 1):
-            pair = _is_digits(item, 2)
-            hint = f"; {item} looks like a pair label: a pair model takes --pair {item}"
-            raise UsageError(
-                f"--label: {item!r} is not a class label; give one digit 0..9 (e.g. 7), "
-                f"comma-separated for several{hint if pair else ''}"
-            )
-        labels.append(int(item))
+        try:
+            labels.append(parse_label(item, layout))
+        except ValueError as err:
+            pair = layout == "single" and _is_digits(item.strip(), 2)
+            hint = f": a pair model takes --pair {item.strip()}" if pair else ""
+            raise UsageError(f"{flag}: {err}{hint} (several: comma-separated)") from None
     return labels
 
 
@@ -153,6 +161,10 @@ def _requested_labels(args: argparse.Namespace, layout: str, source) -> list[int
 def run(args: argparse.Namespace) -> int:
     if args.list_pretrained:
         return _list_pretrained()
+    if args.interpolate:
+        _check_interpolate_args(args)  # and --n becomes the number of rows
+    elif args.n is None:
+        args.n = DEFAULT_N
     _check_args(args)
     if args.out is None:
         args.out = DEFAULT_OUT
@@ -370,58 +382,74 @@ def _write_npz(out: Path, chunks, total: int, labels) -> None:
     atomic_write(out, write)
 
 
+def _check_interpolate_args(args: argparse.Namespace) -> None:
+    """Refuse what ``--interpolate`` cannot honour, before any model or data loads; set
+    ``args.n`` to the number of rows."""
+    for flag, given in (
+        ("--pair", args.pair is not None),
+        ("--label", args.label is not None),
+        ("--grid", args.grid),
+    ):
+        if given:
+            raise UsageError(
+                f"{flag} does not apply to --interpolate: it walks between real test pairs, "
+                f"each row under its start pair's own label; drop {flag} (the app's Explore "
+                "tab walks between samples of two labels)"
+            )
+    if args.temperature is not None:
+        raise UsageError(
+            "--temperature does not apply to --interpolate: its rows walk between the latents "
+            "of real test pairs, which are encoded, not drawn; drop --temperature"
+        )
+    top = MAX_INTERPOLATION_STEPS
+    if not 2 <= args.steps <= top:
+        raise UsageError(
+            f"--steps must be 2..{top} images per row, got {args.steps}: at {top} neighbouring "
+            "images already differ by under one grey level on average, so more add nothing to "
+            "see, while memory and the PNG's width grow with each"
+        )
+    if args.n is None:
+        args.n = DEFAULT_ROWS
+    elif not 1 <= args.n <= MAX_ROWS:
+        raise UsageError(
+            f"--n is the number of rows with --interpolate, 1..{MAX_ROWS}, got {args.n} (each "
+            f"row holds --steps images, and one PNG at most {MAX_GRID:,})"
+        )
+
+
 def _interpolate(
     model, args: argparse.Namespace, conditional: bool, dataset: tuple[str, str]
 ) -> int:
-    """Rows of ``--steps`` images walking the latent path between two real test pairs.
-
-    The path is z(t) = cos(t pi/2) z0 + sin(t pi/2) z1, which keeps the latent's Gaussian
-    norm (a straight line would pass through low-norm, blurry latents).
-
-    A conditional model reads the label as an integer (a digit embedding and the prior's
-    per-digit mean and scale), so there is no label halfway between 37 and 05 to decode
-    with, and switching labels halfway makes the row jump. Each row is therefore encoded and
-    decoded under one label, the start pair's: the flow is invertible for every label, so the
-    row still begins and ends on the two real pairs, and changes smoothly in between.
-    """
+    """``--n`` rows of ``--steps`` images, each walking the latent path between two real test
+    pairs (:func:`pairflow.evaluation.interpolation.interpolate`, the app's Explore path:
+    a conditional model decodes each row under its start pair's label)."""
     import torch
 
     from pairflow.commands._common import data_usage_error
-    from pairflow.data import PairedDataset, resolve_root
+    from pairflow.data import MNISTFormatError, PairedDataset, resolve_root
+    from pairflow.evaluation.interpolation import interpolate
+    from pairflow.images import save_grid
 
-    if args.steps < 2:
-        raise UsageError(f"--steps must be >= 2, got {args.steps}")
-    rows = max(1, min(args.n, 8))
-    from pairflow.data import MNISTFormatError
-
+    rows = args.n
     root = resolve_root(args.data_dir)
     try:
         name, layout = dataset
         test = PairedDataset(name, root, train=False, layout=layout)
     except (FileNotFoundError, MNISTFormatError, ValueError) as err:
         raise data_usage_error(err, root) from err
+    if 2 * rows > len(test):
+        raise UsageError(
+            f"--n {rows}: {rows} rows need {2 * rows} test pairs, but the test set at {root} "
+            f"holds {len(test)}; give --n {len(test) // 2} or fewer"
+        )
     gen = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(test), generator=gen)[: 2 * rows]
     x, y = test.get_batch(idx)
-    device = model.device
-    x = x.to(device)
-    # Conditional: both ends under the start pair's label (see the docstring).
-    cond = y[:rows].repeat(2).to(device) if conditional else None
-    with torch.no_grad():
-        z = model.encode(x, cond=cond)
-        z0, z1 = z[:rows], z[rows:]
-        t = torch.linspace(0, 1, args.steps, device=device)
-        shape = (1, args.steps) + (1,) * (z.dim() - 1)
-        angle = (t * math.pi / 2).view(shape)
-        path = torch.cos(angle) * z0.unsqueeze(1) + torch.sin(angle) * z1.unsqueeze(1)
-        path = path.reshape(rows * args.steps, *z.shape[1:])
-        c = None if cond is None else cond[:rows].repeat_interleave(args.steps)
-        images = model.decode(path, cond=c).cpu()
-    from pairflow.images import save_grid
-
+    start = y[:rows] if conditional else None
+    images = interpolate(model, x[:rows], x[rows:], args.steps, start, args.batch_size)
     out = Path(args.out)
     try:
-        save_grid(images, out, nrow=args.steps)
+        save_grid(images.flatten(0, 1), out, nrow=args.steps)
     except OSError as err:
         raise UsageError(f"--out {out}: could not write ({err})") from err
     print(f"wrote {rows} interpolations of {args.steps} steps to {out}")
@@ -430,9 +458,8 @@ def _interpolate(
         width = 2 if dataset[1] == "pair" else 1
         pairs = ", ".join(f"{a:0{width}d} -> {b:0{width}d}" for a, b in ends)
         print(
-            f"conditional model: each row is decoded under its start pair's label ({pairs}); "
-            "a label is an integer with no value halfway between two pairs, and switching it "
-            "halfway would make the row jump. The flow is invertible under any label, so each "
-            "row still starts and ends on the real pairs."
+            f"conditional model: each row is decoded under its start pair's label ({pairs}), "
+            "which makes it a morph; the flow is invertible under any label, so each row still "
+            "starts and ends on the real pairs."
         )
     return 0
