@@ -244,7 +244,9 @@ def evaluate_model(
     conditional = bool(config.get("conditional", False))
     mixture = has_label_mixture(model)
     # Opened now, so that a missing data file stops the evaluation before any of it runs.
-    dataset = _dataset(data, root, options, layout) if spec.likelihood is not None else None
+    dataset = None
+    if spec.likelihood is not None:
+        dataset = _dataset(data, root, options.split, layout, options.num_pairs)
     report: dict[str, Any] = {
         "source": str(source),
         "kind": kind,
@@ -303,12 +305,12 @@ def evaluate_model(
     return report
 
 
-def _dataset(data: str, root: Path, options: EvaluationOptions, layout: str, num_pairs=...):
+def _dataset(data: str, root: Path, split: str, layout: str, num_pairs: int | None):
+    """The first ``num_pairs`` pairs (None: all) of ``data``'s ``split``."""
     from pairflow.data import PairedDataset
 
-    n = options.num_pairs if num_pairs is ... else num_pairs
     try:
-        return PairedDataset(data, root, train=options.split == "train", num_pairs=n, layout=layout)
+        return PairedDataset(data, root, train=split == "train", num_pairs=num_pairs, layout=layout)
     except (FileNotFoundError, ValueError) as err:
         raise EvaluationError(str(err)) from err
 
@@ -386,7 +388,7 @@ def _label_free(
     }
     if options.marginal_pairs:
         n = min(options.marginal_pairs, options.num_pairs or options.marginal_pairs)
-        subset = _dataset(data, root, options, layout, num_pairs=n)
+        subset = _dataset(data, root, options.split, layout, n)
         marginal, classification, result = _marginal(
             model, name, subset, data, layout, options, progress
         )
