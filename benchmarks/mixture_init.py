@@ -42,7 +42,7 @@ from pairflow.evaluation.samples import sample_metrics
 from pairflow.flows import PairFlow
 from pairflow.flows.distributions import Distribution, log_diagonal_normal
 from pairflow.flows.mixture import ClusterMixture, kmeans
-from pairflow.training.setup import _train_latents
+from pairflow.flows.prepare import train_latents
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import machine_info  # noqa: E402
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     train = PairedMNIST(root, train=True, seed=0)
     test = PairedMNIST(root, train=False)
     cpu = torch.device("cpu")
-    images, labels, z = _train_latents(base, train, cpu, args.fit_pairs)
+    images, labels, z = train_latents(base, train, cpu, args.fit_pairs)
     x_test, _ = test.get_batch(torch.arange(args.test_pairs))
 
     def with_prior(distribution: Distribution | None) -> PairFlow:

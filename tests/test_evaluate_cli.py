@@ -269,3 +269,50 @@ def test_bad_arguments_exit_2(evaluated, tmp_path, args, message):
     proc = pairflow(*args, check=False)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_floor_cache_is_used_only_while_it_holds_every_metric(
+    tiny_mnist_root, tmp_path, monkeypatch
+):
+    """A cached floor missing a metric (written before the metric existed) is computed anew,
+    never read as if it held it; a metric added to the table needs no cache version bump."""
+    import torch
+
+    import pairflow.metrics
+    from pairflow.classifier import SHIPPED_WEIGHTS, load_classifier
+    from pairflow.data import PairedDataset
+    from pairflow.evaluation import cached_floor
+    from pairflow.metrics import table
+
+    test = PairedDataset("mnist", tiny_mnist_root, train=False, num_pairs=16, seed=0)
+    reference, _ = test.get_batch(torch.arange(16))
+    classifier = load_classifier(SHIPPED_WEIGHTS["mnist"], device="cpu", dataset="mnist")
+
+    def floor():
+        return cached_floor(reference, tiny_mnist_root, classifier, 0, tmp_path, batch_size=16)
+
+    first, info = floor()
+    assert info["floor_cached"] is False
+    path = tmp_path / "floor_n16_seed0.json"
+    saved = json.loads(path.read_text())
+    assert saved["key"]["metrics"] == [m.key for m in table.METRICS]  # what it holds
+    assert floor()[1]["floor_cached"] is True
+    # A cache from before "coverage" existed: the same key otherwise, as files were written.
+    del saved["floor"]["coverage"], saved["key"]["metrics"]
+    path.write_text(json.dumps(saved))
+    again, info = floor()
+    assert info["floor_cached"] is False and again["coverage"] == pytest.approx(first["coverage"])
+    # A metric added to the table: the cache of the others is computed anew with it.
+    extra = table.Metric("sharpness", "sharpness", "sharp", ".3f", False)
+    monkeypatch.setattr(table, "METRICS", (*table.METRICS, extra))
+    real = pairflow.metrics.real_vs_real_floor
+    monkeypatch.setattr(
+        pairflow.metrics, "real_vs_real_floor", lambda *a, **k: {**real(*a, **k), "sharpness": 0.5}
+    )
+    with_new, info = floor()
+    assert info["floor_cached"] is False and with_new["sharpness"] == 0.5
+    assert floor()[1]["floor_cached"] is True
+    # Unreadable or of another shape: computed again, never a KeyError.
+    for text in ("{", json.dumps({"key": saved["key"]}), json.dumps([1, 2])):
+        path.write_text(text)
+        assert floor()[1]["floor_cached"] is False

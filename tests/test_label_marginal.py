@@ -96,7 +96,8 @@ def test_unconditional_flow_has_no_label_prior():
 
 def test_version_2_checkpoints_load_with_a_uniform_label_prior():
     flow = tiny_conditional_flow("both").float()
-    weights = {k: v for k, v in flow.state_dict().items() if k != "label_probs"}
+    # A version-2 file had no p(label) at all (today's is distribution.class_probs).
+    weights = {k: v for k, v in flow.state_dict().items() if k != "distribution.class_probs"}
     state = {
         "kind": "flow", "version": 2, "model": weights,
         "model_config": {"conditional": True, "conditioning": "both"},
@@ -105,7 +106,7 @@ def test_version_2_checkpoints_load_with_a_uniform_label_prior():
     upgrade_state(state)
     assert state["version"] == VERSION and "uniform" in state["label_probs"]
     for w in (state["model"], state["ema"]["shadow"]):
-        torch.testing.assert_close(w["label_probs"], torch.full((100,), 0.01))
+        torch.testing.assert_close(w["distribution.class_probs"], torch.full((100,), 0.01))
     fresh = tiny_conditional_flow("both").float()
     fresh.load_state_dict(state["model"])  # strict: every key fits
     torch.testing.assert_close(fresh.log_label_probs().exp(), torch.full((100,), 0.01))

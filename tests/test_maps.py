@@ -11,8 +11,8 @@ import math
 
 import pytest
 import torch
-from flowtools import check_transform, jacobian_logdet, randomize
 
+from flowtools import check_transform, randomize
 from pairflow.flows import (
     AdditiveMap,
     AffineMap,
@@ -158,7 +158,7 @@ def test_every_architecture_takes_every_map(arch, coupling):
     )
     maps = {type(m.map).__name__ for m in flow.modules() if isinstance(m, Coupling)}
     assert maps == {type(MAPS[coupling]()).__name__}
-    randomize(flow.body)
+    randomize(flow.body, scale=0.3)  # deep spline stacks amplify fp32 error at larger ones
     check_transform(flow.body, torch.randn(2, 1, 4, 8, generator=torch.Generator().manual_seed(2)))
 
 

@@ -181,3 +181,214 @@ def test_version_1_checkpoints_are_migrated(tmp_path):
 def test_generative_protocol_is_the_common_ground():
     for kind in REGISTRY:
         assert isinstance(_tiny(kind), GenerativeModel)
+
+
+# ---------------------------------------------------------------------- what only a kind knows
+class _TinyPairs:
+    """Training pairs of 1x4x8 images, their labels 10 * left + right (a stand-in for a
+    ``PairedDataset``: ``get_batch``, ``pair_label_counts``, ``len``)."""
+
+    def __init__(self, n: int = 40, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.randint(0, 100, (n,), generator=g)
+        self.images = torch.randint(0, 256, (n, 1, 4, 8), generator=g).to(torch.uint8)
+        self.images[:, :, :, :4] //= (self.labels // 10 + 1)[:, None, None, None].to(torch.uint8)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def get_batch(self, idx):
+        return self.images[idx], self.labels[idx]
+
+    def pair_label_counts(self):
+        return torch.bincount(self.labels, minlength=100).reshape(10, 10)
+
+
+class _TinyLoader:
+    """Batches of the first 16 pairs; counts the epochs it was set to."""
+
+    def __init__(self, pairs: _TinyPairs):
+        self.pairs, self.epochs = pairs, []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+
+    def __iter__(self):
+        yield self.pairs.get_batch(torch.arange(16))
+
+
+def _prepared(model, world_size: int = 1, **fine_tune):
+    from pairflow.models import Preparation
+
+    pairs = _TinyPairs()
+    loader = _TinyLoader(pairs)
+    preparation = Preparation(pairs, loader, torch.device("cpu"), world_size, **fine_tune)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lines = kind_of(model).prepare(model, preparation)
+    changed = sorted(k for k, v in model.state_dict().items() if not torch.equal(v, before[k]))
+    return lines, changed, pairs, loader
+
+
+@pytest.mark.parametrize("kind", list(REGISTRY))
+def test_every_kind_prepares_a_new_model_and_says_what_it_did(kind):
+    """The row's preparation runs for every kind; what it changes is the kind's own."""
+    model = _tiny(kind)
+    lines, changed, _, loader = _prepared(model)
+    assert isinstance(lines, list) and all(isinstance(line, str) for line in lines)
+    # An unconditional model of one process: nothing to fit, nothing to start from the data
+    # (a flow's ActNorm starts on its first training step, from the same first batch).
+    assert changed == [] and lines == [] and loader.epochs == []
+    conditional = _tiny(kind, conditional=True)
+    _, changed, pairs, _ = _prepared(conditional)
+    if kind_spec(kind).classifies:  # p(y): the training pairs' label frequencies
+        assert changed == ["distribution.class_probs"]
+        counts = pairs.pair_label_counts().flatten().double()
+        torch.testing.assert_close(
+            conditional.log_label_probs().double(), torch.log(counts / counts.sum())
+        )
+    else:
+        assert changed == []  # the baselines draw their labels uniformly
+
+
+def test_flow_preparation_fits_its_priors_and_starts_actnorm_before_ranks_sync():
+    # A label-free mixture starts from k-means clusters of the training images, and says so.
+    mixture = _tiny("flow", prior="mixture")
+    lines, changed, _, _ = _prepared(mixture)
+    assert lines == ["mixture prior: 100 components started from k-means clusters (no labels)"]
+    assert "distribution.loc" in changed
+    # ... unless a fine-tune brought its own clusters; a new one under a trained body is fitted.
+    kept = _tiny("flow", prior="mixture")
+    lines, changed, _, _ = _prepared(kept, init_from="src.pt", inherited={"prior": "mixture"})
+    assert changed == [] and lines == [
+        "it keeps its label-free mixture prior (--set prior=normal drops it)"
+    ]
+    # A class mixture is fitted to the body only where a fine-tune gave it new Gaussians.
+    classes = _tiny("flow", conditional=True, conditioning="mixture")
+    _, changed, _, _ = _prepared(classes, init_from="src.pt")
+    assert changed == ["distribution.class_probs"]
+    _, changed, _, _ = _prepared(classes, init_from="src.pt", new_weights=("distribution.loc",))
+    assert {"distribution.loc", "distribution.log_scale"} <= set(changed)
+    # Under torchrun a new flow's ActNorm starts from the loader's first batch of epoch 0.
+    flow = _tiny("flow")
+    _, changed, _, loader = _prepared(flow, world_size=2)
+    assert loader.epochs == [0] and any(k.endswith("initialized") for k in changed)
+    assert all(m.initialized for m in flow.modules() if hasattr(m, "initialized"))
+    # A fine-tune's data-dependent start is its source's: not redone.
+    _, changed, _, loader = _prepared(_tiny("flow"), world_size=2, init_from="src.pt")
+    assert loader.epochs == [] and changed == []
+    # The dequantizer's lines: left out (the run asked for uniform noise) or kept.
+    lines, _, _, _ = _prepared(_tiny("flow"), init_from="s", left_out=("dequantizer.net.w",))
+    assert lines[0].startswith("its variational dequantizer is left out")
+    lines, _, _, _ = _prepared(
+        _tiny("flow"), init_from="s", inherited={"dequantization": "variational"}
+    )
+    assert lines[0].startswith("it keeps its variational dequantization")
+
+
+def test_too_few_pairs_for_the_mixture_prior_are_refused_by_name():
+    from pairflow.models import Preparation
+
+    pairs = _TinyPairs(n=9)
+    with pytest.raises(ValueError, match="at least 10 training pairs, got 9 \\(--num-pairs\\)"):
+        kind_spec("flow").prepare(
+            _tiny("flow", prior="mixture"), Preparation(pairs, _TinyLoader(pairs), "cpu")
+        )
+
+
+def _checkpoint(kind: str, **overrides) -> dict:
+    model = _tiny(kind, **overrides)
+    return {
+        "format": "pairflow-checkpoint",
+        "kind": kind,
+        "model_config": model.config.to_dict(),
+        "model": model.state_dict(),
+    }
+
+
+@pytest.mark.parametrize("kind", list(REGISTRY))
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_every_kind_migrates_its_checkpoints_and_leaves_current_ones_alone(kind, version):
+    """Every kind's migrations bring a checkpoint of any format version up to the current
+    one, and change nothing that is already current (and nothing twice)."""
+    from pairflow.training.checkpoint import VERSION, upgrade_state
+
+    spec = kind_spec(kind)
+    assert all(callable(m) for m in spec.migrations)
+    current = {**_checkpoint(kind), "version": VERSION}
+    upgraded = upgrade_state({**current, "model": dict(current["model"])})
+    assert upgraded["version"] == VERSION and upgraded["model_config"] == current["model_config"]
+    assert upgraded["model"].keys() == current["model"].keys()
+    # An older checkpoint of this kind (saved as the current code would, under an old
+    # version number): the migrations that apply to it change only what they must, and
+    # running them again changes nothing.
+    old = {**_checkpoint(kind, conditional=True), "version": version}
+    once = upgrade_state({**old, "model": dict(old["model"])})
+    model = spec.build(spec.config_class.from_dict(once["model_config"]))
+    model.load_state_dict(once["model"])  # loads: every name fits
+    again = spec.upgrade({**once, "model": dict(once["model"])})
+    assert again["model"].keys() == once["model"].keys()
+    for name, value in once["model"].items():
+        assert torch.equal(again["model"][name], value), name
+
+
+def test_a_flow_of_before_p_label_gets_the_uniform_prior_and_says_so():
+    state = {**_checkpoint("flow", conditional=True, conditioning="both"), "version": 2}
+    del state["model"]["distribution.class_probs"]
+    state["ema"] = {"shadow": dict(state["model"])}
+    upgraded = kind_spec("flow").upgrade(state)
+    for weights in (upgraded["model"], upgraded["ema"]["shadow"]):
+        torch.testing.assert_close(weights["distribution.class_probs"], torch.full((100,), 0.01))
+        assert "label_probs" not in weights  # version 4: p(label) lives in the distribution
+    assert upgraded["label_probs"].startswith("uniform")
+
+
+@pytest.mark.parametrize("kind", list(REGISTRY))
+def test_every_kind_declares_the_settings_its_config_has(kind):
+    """The loop reads a kind's settings from its row (conditional, precision, layout), not
+    from the names of its config's fields; the row must say what the config holds."""
+    from dataclasses import fields
+
+    spec = kind_spec(kind)
+    names = {f.name for f in fields(spec.config_class)}
+    assert spec.conditions == ("conditional" in names)
+    assert spec.precisions == ("precision" in names)
+    assert spec.layouts == ("layout" in names)
+    model = _tiny(kind)
+    facts = spec.facts(model)
+    if spec.likelihood is None:
+        assert facts == {}
+    for key in facts:
+        assert isinstance(key, str)
+    if spec.dequantized:  # rescored with uniform noise: the exact likelihood, said so
+        exact = model.with_uniform_dequantization()
+        assert spec.facts(exact)["dequantization"] == "uniform" and "bound" not in facts
+
+
+def test_a_variational_flow_says_which_bound_it_reports():
+    flow = _tiny("flow", dequantization="variational")
+    facts = kind_spec("flow").facts(flow)
+    assert facts["dequantization"] == "variational" and "Flow++" in facts["bound"]
+    noisy = kind_spec("flow").facts(_tiny("flow", noise_sigma=0.1))
+    assert noisy["noise_sigma"] == 0.1 and "noise-augmented" in noisy["likelihood_of"]
+    assert kind_spec("vae").facts(_tiny("vae")) == {}  # its bound is the ELBO, by its row
+    assert kind_spec("vae").draws == "latent" and kind_spec("flow").draws == "dequantization"
+
+
+def test_only_the_registry_names_a_model_kind():
+    """No module but the contract compares a kind's name: a new kind touches its row."""
+    import re
+    from pathlib import Path
+
+    src = Path(pairflow.__file__).parent
+    kinds = "|".join(REGISTRY)
+    compare = re.compile(
+        rf"""[!=]=\s*["']({kinds})["']|["']({kinds})["']\s*[!=]=|in\s*[(\[{{]\s*["']({kinds})["']"""
+    )
+    found = [
+        f"{path.relative_to(src)}:{i}: {line.strip()}"
+        for path in sorted(src.rglob("*.py"))
+        if path.name != "models.py" or path.parent != src
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if compare.search(line)
+    ]
+    assert found == [], found

@@ -71,7 +71,8 @@ def test_pair_and_single_parameters_have_their_own_shapes():
     assert pair.embedding.weight.shape == (20, 8) and single.embedding.weight.shape == (10, 8)
     assert pair.distribution.loc.shape == (2, 10, 1, 4, 4)
     assert single.distribution.loc.shape == (1, 10, 1, 4, 4)
-    assert pair.label_probs.shape == (100,) and single.label_probs.shape == (10,)
+    assert pair.distribution.class_probs.shape == (100,)
+    assert single.distribution.class_probs.shape == (10,)
     mixture = build_flow("glow", height=4, width=4, hidden_channels=4, conditional=True,
                          conditioning="mixture", layout="single", glow_levels=1)  # fmt: skip
     assert mixture.distribution.class_probs.shape == (10,) and mixture.label_passes == 1

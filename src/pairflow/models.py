@@ -1,8 +1,11 @@
 """The model contract: what the training loop, the commands and the app may call on a model.
 
 Every model kind is one row of :data:`REGISTRY`: its config dataclass, its builder, its
-presets, and the capabilities it declares. The loop and the commands ask the row, never the
-model (no ``hasattr``): a kind that declares ``likelihood="exact"`` is a
+presets, the capabilities it declares, and what only the kind knows: its preparation before
+training (:meth:`KindSpec.prepare`), its checkpoint migrations, what a fine-tune keeps from
+its source, and what its bits/dim is in a report. The row is the only place that names a
+kind: the loop and the commands ask the row, never the model (no ``hasattr``), and never
+compare a kind's name. A kind that declares ``likelihood="exact"`` is a
 :class:`LikelihoodModel`, ``encodes=True`` an :class:`Autoencoding` one, ``own_update=True``
 a :class:`SelfUpdating` one. ``tests/test_models.py`` checks each row's models against the
 protocols it declares.
@@ -22,7 +25,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pairflow.options import ModelKind, check_choice
@@ -40,6 +43,8 @@ __all__ = [
     "has_label_mixture",
     "has_label_prior",
     "DataInitialised",
+    "Dequantized",
+    "Preparation",
     "KindSpec",
     "REGISTRY",
     "kind_spec",
@@ -179,10 +184,53 @@ class DataInitialised(Protocol):
     def data_init(self, x: Tensor, cond: Tensor | None = None) -> None: ...
 
 
+@runtime_checkable
+class Dequantized(Protocol):
+    """A likelihood model of dequantized pixels that can be scored with uniform noise instead
+    of its own (a flow trained with variational dequantization: its exact continuous
+    likelihood, RealNVP and Glow's convention)."""
+
+    def with_uniform_dequantization(self) -> Any: ...
+
+
 # ---------------------------------------------------------------------- the registry
 @dataclass(frozen=True)
+class Preparation:
+    """What a kind's preparation before training reads (:meth:`KindSpec.prepare`).
+
+    A new run and a fine-tune (``--init-from``) are prepared; a resumed run is not (its
+    checkpoint holds everything).
+
+    Arguments:
+        train_set: the training pairs (``get_batch``, ``pair_label_counts``, ``len``).
+        loader: this rank's loader of them (``set_epoch``, iteration).
+        device: where the model is.
+        world_size: how many ranks train (1: one process).
+        init_from: the checkpoint (or run folder) a fine-tune starts from; None: a new run.
+        new_weights: the model's parameters and buffers the ``init_from`` checkpoint did not
+            hold (they keep their initialisation).
+        left_out: the checkpoint's weights the model left out (:attr:`KindSpec.left_out`).
+        inherited: the config fields kept from the ``init_from`` checkpoint
+            (:attr:`KindSpec.inherited_fields`).
+    """
+
+    train_set: Any
+    loader: Any
+    device: Any
+    world_size: int = 1
+    init_from: str | None = None
+    new_weights: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()
+    inherited: dict[str, Any] = field(default_factory=dict)
+
+
+def _no_preparation(model: Any, preparation: Preparation) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
 class KindSpec:
-    """One model kind: how to build it and what it can do.
+    """One model kind: how to build it, what it can do, and what only it knows.
 
     Arguments:
         name: the kind's name (``--model``).
@@ -196,6 +244,22 @@ class KindSpec:
         own_update: the model is :class:`SelfUpdating` (the loop calls its ``train_step``).
         data_init: the model is :class:`DataInitialised`.
         distributed: the kind trains under ``torchrun`` (DistributedDataParallel).
+        dequantized: the model is :class:`Dequantized` (``evaluate --dequantization uniform``).
+        conditions: the kind has a conditional version (its config's ``conditional``).
+        precisions: its networks compute in fp32 or bf16 (its config's ``precision``).
+        layouts: it models pairs or single images (its config's ``layout``).
+        draws: what its bits/dim's draws average over: ``"dequantization"`` noise (flows)
+            or ``"latent"`` draws (the VAE's bound); the report's ``{draws}_draws``.
+        preparation: (model, :class:`Preparation`) -> lines to print: what the kind does
+            to a new or fine-tuned model before its first step (:meth:`prepare`).
+        migrations: functions bringing the kind's checkpoints of older formats up to date,
+            in place and in order (each leaves a checkpoint it does not apply to alone).
+        inherited_fields: (source model config, ``--set`` overrides, conditional) -> the
+            config fields a fine-tune keeps from its source checkpoint; None: none.
+        left_out: (source weights, model, source model config) -> the source's weights a
+            fine-tuned model leaves out; None: none (every weight must fit).
+        likelihood_facts: model -> the report fields saying what its bits/dim is (exact or
+            which bound, of which data); None: nothing beyond ``likelihood``.
     """
 
     name: str
@@ -208,6 +272,16 @@ class KindSpec:
     own_update: bool = False
     data_init: bool = False
     distributed: bool = True
+    dequantized: bool = False
+    conditions: bool = True
+    precisions: bool = True
+    layouts: bool = True
+    draws: Literal["dequantization", "latent"] = "dequantization"
+    preparation: Callable[[Any, Preparation], list[str]] = _no_preparation
+    migrations: tuple[Callable[[dict], None], ...] = ()
+    inherited_fields: Callable[[dict, dict, bool], dict] | None = None
+    left_out: Callable[[dict, Any, dict], list[str]] | None = None
+    likelihood_facts: Callable[[Any], dict[str, Any]] | None = None
 
     @property
     def presets(self) -> tuple[str, ...]:
@@ -225,24 +299,53 @@ class KindSpec:
         declared += [PairClassifier] if self.classifies else []
         declared += [SelfUpdating] if self.own_update else []
         declared += [DataInitialised] if self.data_init else []
+        declared += [Dequantized] if self.dequantized else []
         return declared
+
+    def prepare(self, model: torch.nn.Module, preparation: Preparation) -> list[str]:
+        """Make a new or fine-tuned ``model`` ready for its first step (label frequencies,
+        priors fitted to the data, data-dependent initialisation): the lines to print."""
+        return list(self.preparation(model, preparation))
+
+    def upgrade(self, state: dict) -> dict:
+        """Bring checkpoint dict ``state`` of this kind up to date, in place; returns it."""
+        for migration in self.migrations:
+            migration(state)
+        return state
+
+    def inherited(self, source: dict, overrides: dict, conditional: bool) -> dict[str, Any]:
+        """The config fields a fine-tune from a checkpoint of model config ``source`` keeps."""
+        if self.inherited_fields is None:
+            return {}
+        return self.inherited_fields(source, overrides, conditional)
+
+    def weights_left_out(self, weights: dict, model: torch.nn.Module, source: dict) -> list[str]:
+        """The names of a source checkpoint's ``weights`` that fine-tuning ``model`` leaves
+        out (``source``: the checkpoint's model config)."""
+        return [] if self.left_out is None else self.left_out(weights, model, source)
+
+    def facts(self, model: torch.nn.Module) -> dict[str, Any]:
+        """The report fields that say what ``model``'s bits/dim is ({} if nothing to add)."""
+        return {} if self.likelihood_facts is None else self.likelihood_facts(model)
 
 
 def _flow_spec() -> KindSpec:
-    from pairflow.flows import FlowConfig, PairFlow
+    from pairflow.flows import FlowConfig, PairFlow, migrations, prepare, report
 
     # "exact" with uniform dequantization; a flow with variational dequantization reports a
     # bound, which the model itself says (``bits_per_dim_is_bound``, part of LikelihoodModel).
     return KindSpec(
         "flow", FlowConfig, PairFlow, "multiscale", "exact", encodes=True, classifies=True,
-        data_init=True,
+        data_init=True, dequantized=True, preparation=prepare.prepare,
+        migrations=migrations.MIGRATIONS, inherited_fields=prepare.inherited_fields,
+        left_out=prepare.left_out, likelihood_facts=report.likelihood_facts,
     )  # fmt: skip
 
 
 def _vae_spec() -> KindSpec:
     from pairflow.baselines import PairVAE, VAEConfig
 
-    return KindSpec("vae", VAEConfig, PairVAE, "conv", "bound", encodes=True)
+    return KindSpec("vae", VAEConfig, PairVAE, "conv", "bound", encodes=True, draws="latent")
 
 
 def _gan_spec() -> KindSpec:

@@ -8,6 +8,7 @@ so library calls stay silent unless a command asks for bars.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Protocol
@@ -59,6 +60,21 @@ def bars(enabled: bool | None = None, unit: str = "pair") -> ProgressFactory | N
     def factory(total: int, desc: str) -> Bar:
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit=unit, mininterval=0.5)
+        # A terminal that reports no size (a pseudo-terminal nobody sized) would get no bar
+        # from tqdm (zero columns, and no row to draw on): give it a standard 80 x 24 there.
+        columns, lines = _stderr_size()
+        return tqdm(
+            total=total, desc=desc, unit=unit, mininterval=0.5,
+            ncols=None if columns else 80, nrows=None if lines else 24,
+        )  # fmt: skip
 
     return factory
+
+
+def _stderr_size() -> tuple[int, int]:
+    """(columns, lines) of the terminal on stderr; 0 for what it does not report."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):  # not a terminal, or no file descriptor
+        return 0, 0
+    return size.columns, size.lines

@@ -60,7 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"FILE.png (grid), FILE.npz (arrays) or a folder (one PNG each); default "
         f"{DEFAULT_OUT} in the current folder",
     )
-    parser.add_argument("--batch-size", type=int, default=1000, help="samples per inverse pass")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        help="samples per inverse pass (default 1000; memory grows with it)",
+    )
     parser.add_argument(
         "--pair",
         help="conditional models of pairs: pair labels to draw, two digits each (left, right), "
@@ -96,6 +101,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data-dir",
         help="data root for --interpolate's test pairs, the model's own dataset (default "
         "$PAIRFLOW_DATA or ./data)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's, one per core); on a shared machine also set "
+        "OMP_WAIT_POLICY=PASSIVE",
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (it shows only on a terminal anyway)",
     )
     parser.add_argument(
         "--list-pretrained",
@@ -177,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         kind = _out_kind(out)
     check_output_path(out, folder=kind == "folder")
+    if args.threads is not None:
+        from pairflow.training.speed import set_threads
+
+        set_threads(args.threads)
     model, state, source = load_model_from_args(args)
     conditional = bool(state["model_config"].get("conditional", False))
     if (args.pair is not None or args.label is not None or args.grid) and not conditional:
@@ -222,6 +242,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.seed < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be a positive number of threads, got {args.threads}")
     if args.pair is not None and args.grid:
         raise UsageError(
             "--pair and --grid exclude each other: --grid draws all 100 pairs; give --pair "
@@ -264,7 +286,10 @@ def _sample(
             "of PNGs, which are written a batch at a time"
         )
     from pairflow.evaluation import iter_samples
+    from pairflow.progress import bars
 
+    # A bar of the samples drawn: on a terminal, unless --no-progress.
+    progress = bars(enabled=False if args.no_progress else None, unit="sample")
     gen = torch.Generator(device=device).manual_seed(args.seed)
     temperature = args.temperature
     if temperature is None:
@@ -272,7 +297,8 @@ def _sample(
 
     def chunks():
         """(offset, images (b, 1, H, W) uint8) a batch at a time: memory bounded by a batch."""
-        lo, options = 0, dict(temperature=temperature, generator=gen, labels=labels)
+        lo = 0
+        options = dict(temperature=temperature, generator=gen, labels=labels, progress=progress)
         for images in iter_samples(model, total, args.batch_size, **options):
             yield lo, images
             lo += len(images)

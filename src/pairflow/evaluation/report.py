@@ -9,7 +9,7 @@ from typing import Any
 
 from pairflow.metrics.table import METRICS
 
-__all__ = ["format_number", "relative", "bpd_markdown", "report_markdown"]
+__all__ = ["format_number", "relative", "bpd_markdown", "report_markdown", "summary_line"]
 
 
 def relative(path: Path, start: Path) -> str:
@@ -157,3 +157,45 @@ def report_markdown(report: dict, outputs: dict[str, Path], curves: Path | None)
     else:
         lines.append("No training curves: no `metrics.jsonl` or `curves.png` beside the model.")
     return "\n".join(lines) + "\n"
+
+
+def summary_line(report: dict) -> str:
+    """One line for people, before the JSON: what was measured, the headline numbers beside
+    their floors, and the time."""
+    parts = []
+    noisy = f" (of noisy data, sigma {report['noise_sigma']:g})" if "noise_sigma" in report else ""
+    items = "images" if report.get("layout") == "single" else "pairs"  # what num_pairs counts
+    if "bits_per_dim" in report:
+        parts.append(
+            f"{report['split']} bits/dim{noisy} {report['bits_per_dim']:.4f} ± "
+            f"{report['bits_per_dim_stderr']:.4f} on {report['num_pairs']:,} {items}"
+        )
+    elif "bits_per_dim_bound" in report:
+        parts.append(
+            f"{report['split']} bits/dim ≤ {report['bits_per_dim_bound']:.4f} on "
+            f"{report['num_pairs']:,} {items}"
+        )
+    if "importance_weighted" in report:
+        iw = report["importance_weighted"]
+        parts.append(
+            f"≤ {iw['bits_per_dim_bound']:.4f} importance-weighted (K = {iw['samples']}, "
+            f"{iw['num_pairs']:,} {items}; {iw['mean_of_draws']:.4f} the usual figure on "
+            "those draws)"
+        )
+    seconds = report["seconds"]
+    if "samples" in report:
+        s, m = report["samples"], report["metrics"]
+        seconds += s["sampling_seconds"] + s["metrics_seconds"] + s["floor_seconds"]
+        fd = m["fd"]
+        text = (
+            f"{s['num_samples']:,} samples at T={s['temperature']:g}: FD "
+            f"{format_number(fd['model'], '.1f')} (floor {format_number(fd['floor'], '.1f')})"
+        )
+        if "conditional_accuracy" in m:
+            c = m["conditional_accuracy"]
+            text += (
+                f", conditional accuracy {format_number(c['model'], '.3f')} "
+                f"(floor {format_number(c['floor'], '.3f')})"
+            )
+        parts.append(text)
+    return f"{Path(report['source']).stem}: " + "; ".join(parts) + f"; {seconds:.0f} s"

@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-from pairflow.options import NUM_PAIR_CLASSES
 from pairflow.training.packing import unpack_state_dict
 from pairflow.utils import atomic_save
 
@@ -36,19 +35,14 @@ __all__ = [
 ]
 
 FORMAT = "pairflow-checkpoint"
-VERSION = 3
+VERSION = 4
 """2: a flow's base distribution and label embedding are submodules (``distribution.*``,
 ``embedding.*``); version-1 checkpoints (``prior_loc``, ``prior_log_scale``,
-``digit_embedding.*``) are migrated on load (:func:`upgrade_state`).
+``digit_embedding.*``) are migrated on load (:func:`upgrade_state`, with the migrations of
+the kind's registry row: :mod:`pairflow.flows.migrations`).
 3: a conditional flow (other than the class mixture, whose ``distribution.class_probs`` it
 already had) holds p(label) as the buffer ``label_probs``; older ones load with the uniform
 p(label) and say so in ``state["label_probs"]``."""
-
-_FLOW_V1_NAMES = {
-    "prior_loc": "distribution.loc",
-    "prior_log_scale": "distribution.log_scale",
-    "digit_embedding": "embedding",
-}
 
 
 class CheckpointError(ValueError):
@@ -108,36 +102,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def upgrade_state(state: dict) -> dict:
-    """Migrate an older checkpoint dict to the current format, in place; returns it."""
-    if state.get("version", 1) < 2 and state["kind"] == "flow":
-        renamed = {}
-        for name, value in state["model"].items():
-            head, dot, rest = name.partition(".")
-            for old, new in _FLOW_V1_NAMES.items():
-                # "prior_loc" and "prior_loc.__int8_scale" (int8 exports) alike.
-                if head == old:
-                    name = new + dot + rest
-                    break
-            renamed[name] = value
-        state["model"] = renamed
-        state["version"] = 2
-    config = state["model_config"]
-    if (
-        state.get("version", 1) < 3
-        and state["kind"] == "flow"
-        and config.get("conditional")
-        and config.get("conditioning", "embedding") != "mixture"
-    ):
-        uniform = torch.full((NUM_PAIR_CLASSES,), 1 / NUM_PAIR_CLASSES)
-        for weights in (state["model"], state.get("ema", {}).get("shadow")):
-            if weights is not None and "label_probs" not in weights:
-                weights["label_probs"] = uniform.clone()
-        state["label_probs"] = "uniform: the checkpoint predates p(label)"
-    train = state.get("train_config") or {}
-    if state["kind"] == "flow" and "layout" not in config and train.get("layout") == "single":
-        # Flows of single images saved before the flow config had a layout (unconditional
-        # ones: conditional singles came with the field); without it a config means pairs.
-        config["layout"] = "single"
+    """Migrate an older checkpoint dict to the current format, in place; returns it.
+
+    The migrations are the kind's own (:attr:`pairflow.models.KindSpec.migrations`); a kind
+    this pairflow does not know is left to :func:`build_model` to name.
+    """
+    from pairflow.models import REGISTRY, kind_spec
+
+    if state["kind"] in REGISTRY:
+        kind_spec(state["kind"]).upgrade(state)
     state["version"] = VERSION
     return state
 

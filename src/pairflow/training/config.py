@@ -85,8 +85,8 @@ class TrainConfig:
         presets = kind_spec(self.model).presets
         if self.preset not in presets:
             raise ValueError(
-                f"unknown preset {self.preset!r}; valid presets: {', '.join(presets)}"
-                + ("" if self.model == "flow" else f" (for --model {self.model})")
+                f"unknown preset {self.preset!r}; valid presets: {', '.join(presets)} "
+                f"(for --model {self.model})"
             )
         check_choice("precision", self.precision, PrecisionOption)
         check_choice("schedule", self.schedule, Schedule)

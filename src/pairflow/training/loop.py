@@ -71,6 +71,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             :class:`~pairflow.training.interrupt.Stopped` for Ctrl-C or SIGTERM).
     """
     run = setup(config, resume)
+    if progress and run.procs.is_main:  # the test passes' bar: on a terminal only
+        from pairflow.progress import bars
+
+        run.extra["test_progress"] = bars()
     start, stopped, fields = time.perf_counter(), "epochs", {}
     with GracefulInterrupt(enabled=run.procs.world_size == 1) as interrupt:
         try:
@@ -147,6 +151,8 @@ def end_of_epoch(run: Run, complete: bool = True) -> dict:
     test number is finite, so a diverged model never replaces the last good one.
     """
     name = f"epoch_{run.epoch + 1:03d}.png" if complete else f"step_{run.step:06d}.png"
+    if run.procs.is_main:  # after the bar reaches its end: say what the pause is
+        print(f"testing: {_testing(run)}", flush=True)
     with run.averaged():  # --ema-decay: the averaged weights are what is tested and sampled
         fields, test_bpd = _evaluate_test(run)
         _write_samples(run, run.out / "samples" / name)
@@ -231,15 +237,32 @@ def _log_train(run: Run, loss, grad_norm, extra: dict, batch: int, bar) -> None:
                         pairs_s=f"{rate:.0f}")  # fmt: skip
 
 
+def _testing(run: Run) -> str:
+    """What the end of an epoch does, in words: ``bits/dim of 10,000 test pairs at step 938,
+    then 64 samples and the checkpoints``."""
+    items = "images" if run.config.layout == "single" else "pairs"
+    what = run.bpd_key and ("bits/dim bound" if run.bpd_key == "bpd_bound" else "bits/dim")
+    return (
+        f"{what or 'test metrics'} of {len(run.test_set):,} test {items} at step {run.step}, "
+        f"then {run.config.sample_n} samples and the checkpoints"
+    )
+
+
 def _evaluate_test(run: Run) -> tuple[dict, float]:
-    """The test record's fields and the number ``best.pt`` is chosen by (NaN: none)."""
+    """The test record's fields and the number ``best.pt`` is chosen by (NaN: none).
+
+    A bar counts the test pairs where the run shows progress and stderr is a terminal.
+    """
     key, conditional = run.bpd_key, run.config.conditional
+    progress = run.extra.get("test_progress")
     if key is None:
         fields = run.model.test_metrics(run.test_set, device=run.device, conditional=conditional)
         return fields, math.nan
     if has_label_mixture(run.model):
         # One pass: unconditional bits/dim (selects best.pt), given the label, and p(y | x).
-        r = evaluate_mixture(run.model, run.test_set, device=run.device, batch_size=500)
+        r = evaluate_mixture(
+            run.model, run.test_set, device=run.device, batch_size=500, progress=progress
+        )
         fields = {
             f"test_{key}": r["bpd"],
             f"test_{key}_stderr": r["bpd_stderr"],
@@ -248,8 +271,9 @@ def _evaluate_test(run: Run) -> tuple[dict, float]:
         }
         return fields, r["bpd"]
     result = evaluate_bpd(
-        run.model, run.test_set, device=run.device, conditional=conditional, batch_size=500
-    )
+        run.model, run.test_set, device=run.device, conditional=conditional, batch_size=500,
+        progress=progress,
+    )  # fmt: skip
     fields = {f"test_{key}": result["bpd"], f"test_{key}_stderr": result["bpd_stderr"]}
     return fields, result["bpd"]
 

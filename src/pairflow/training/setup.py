@@ -12,14 +12,14 @@ import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from pairflow.models import KindSpec, has_label_mixture, kind_spec
+from pairflow.models import KindSpec, Preparation, kind_of, kind_spec
 from pairflow.precision import choose_precision
 from pairflow.training.checkpoint import CheckpointError, build_model, load_checkpoint
 from pairflow.training.config import TrainConfig
@@ -150,75 +150,61 @@ def build_data(config: TrainConfig, procs: Processes):
     return train_set, test_set, loader
 
 
-_DEQUANTIZER_FIELDS = ("dequantization", "dequant_channels", "dequant_couplings")
-
-
 def inherited_from_source(config: TrainConfig) -> dict[str, Any]:
-    """The model fields a flow fine-tuned ``--init-from`` another keeps from it.
+    """The model fields a model fine-tuned ``--init-from`` another keeps from it.
 
-    The learned noise q(u | x) is part of how such a flow was fitted: its density is shaped to
-    it, and the same weights scored with uniform noise are far worse (BENCHMARKS.md). So a
-    fine-tune keeps the source's dequantizer unless ``--set dequantization=...`` says
-    otherwise; {} for every other run. An unconditional fine-tune keeps the source's
-    label-free mixture prior (``prior="mixture"``) the same way, unless ``--set prior=...``.
+    What they are is the kind's to say (:meth:`~pairflow.models.KindSpec.inherited`: a flow
+    keeps its source's variational dequantizer and label-free mixture prior unless ``--set``
+    says otherwise); {} for a run that is no fine-tune, or whose source cannot be read
+    (:func:`init_weights` names what is wrong with it).
     """
-    if config.model != "flow" or not config.init_from:
+    if not config.init_from:
         return {}
     try:
         stamp = os.stat(config.init_from).st_mtime_ns  # a rewritten checkpoint is read anew
     except OSError:
-        return {}  # init_weights names what is wrong with it
-    inherited = dict(_source_inherited(str(config.init_from), stamp))
-    if "dequantization" in config.model_overrides:
-        for key in _DEQUANTIZER_FIELDS:
-            inherited.pop(key, None)
-    if config.conditional or "prior" in config.model_overrides:
-        # A conditional model's base distribution is its conditioning, not the source's prior.
-        inherited.pop("prior", None)
-    return inherited
+        return {}
+    source = dict(_source_model_config(str(config.init_from), stamp))
+    if not source:
+        return {}
+    return kind_spec(config.model).inherited(source, config.model_overrides, config.conditional)
 
 
 @functools.lru_cache(maxsize=8)
-def _source_inherited(path: str, stamp: int) -> tuple[tuple[str, Any], ...]:
-    """The dequantizer fields of checkpoint ``path``'s config if variational, and its prior if
-    not N(0, I); read once (a run's setup asks for its model config several times)."""
+def _source_model_config(path: str, stamp: int) -> tuple[tuple[str, Any], ...]:
+    """Checkpoint ``path``'s model config, as items; read once (a run's setup asks for its
+    model config several times). Empty when it cannot be read."""
     try:
-        source = load_checkpoint(path, map_location="cpu").get("model_config", {})
+        state = load_checkpoint(path, map_location="cpu")
     except (CheckpointError, OSError, ValueError):
-        return ()  # init_weights names what is wrong with it
-    fields_ = ()
-    if source.get("dequantization") == "variational":
-        fields_ = tuple((k, source[k]) for k in _DEQUANTIZER_FIELDS if k in source)
-    if source.get("prior", "normal") != "normal":
-        fields_ += (("prior", source["prior"]),)
-    return fields_
+        return ()
+    return tuple(state.get("model_config", {}).items())
 
 
 def model_config(config: TrainConfig, precision: str) -> dict[str, Any]:
     """The model's config (as a dict) from the run's preset, overrides and precision."""
     from pairflow.dataset_presets import model_overrides_for
 
-    config_class = kind_spec(config.model).config_class
+    spec = kind_spec(config.model)
     # The dataset's shape and sizes, under what --set gave explicitly.
     overrides = {
         **model_overrides_for(config.model, config.preset, config.dataset, config.layout),
         **inherited_from_source(config),
         **config.model_overrides,
     }
-    names = {f.name for f in fields(config_class)}
-    if "conditional" in names:
+    if spec.conditions:
         overrides.setdefault("conditional", config.conditional)
     elif config.conditional:
         raise ValueError(f"--model {config.model} has no conditional version")
-    if "precision" in names:
+    if spec.precisions:
         overrides.setdefault("precision", precision)
-    if "layout" in names:  # what its labels are (pairs 0..99, single images 0..9)
+    if spec.layouts:  # what its labels are (pairs 0..99, single images 0..9)
         if overrides.setdefault("layout", config.layout) != config.layout:
             raise ValueError(
                 f"--set layout={overrides['layout']} contradicts the data's layout "
                 f"{config.layout!r}; give --layout {overrides['layout']} instead"
             )
-    return asdict(config_class.from_preset(config.preset, **overrides))
+    return asdict(spec.config_class.from_preset(config.preset, **overrides))
 
 
 def _precision_probe(config: TrainConfig, device: torch.device, world_size: int):
@@ -227,11 +213,9 @@ def _precision_probe(config: TrainConfig, device: torch.device, world_size: int)
     None where it cannot or need not: the precision is given, the model has no precision
     setting, or several ranks train (each would measure, and might choose, on its own).
     """
-    if config.precision != "auto" or world_size > 1:
+    if config.precision != "auto" or world_size > 1 or not kind_spec(config.model).precisions:
         return None
     fingerprint = model_config(config, "fp32")
-    if "precision" not in fingerprint:
-        return None
     return StepProbe(
         lambda p: build_model(config.model, model_config(config, p)),
         {"model": config.model, **fingerprint},
@@ -242,18 +226,22 @@ def _precision_probe(config: TrainConfig, device: torch.device, world_size: int)
 
 
 def init_weights(
-    model: nn.Module, path: str | os.PathLike, kind: str = "flow"
+    model: nn.Module, path: str | os.PathLike, kind: str | None = None
 ) -> tuple[list[str], list[str]]:
     """Load the weights of checkpoint (or run folder) ``path`` into ``model`` to fine-tune it.
 
     The weights are the moving average's where the run kept one (what it was evaluated with).
-    Every tensor of the checkpoint must exist in ``model`` with the same shape, with one
-    exception: a variational dequantizer q(u | x) (``dequantizer.*``) that ``model`` has no
-    place for is left out, since it is no part of the flow's density p(x) (a run asks for
-    that with ``--set dequantization=uniform``; otherwise it keeps the source's,
-    :func:`inherited_from_source`). Parameters and buffers only ``model`` has (e.g.
-    the label prior of ``conditioning="both"`` added to an ``"embedding"`` model) keep their
-    initialisation.
+    Every tensor of the checkpoint must exist in ``model`` with the same shape, except those
+    the kind leaves out (:meth:`~pairflow.models.KindSpec.weights_left_out`: for a flow, a
+    variational dequantizer q(u | x) that ``model`` has no place for, since it is no part of
+    the flow's density p(x), and a label-free mixture's clusters under another prior).
+    Parameters and buffers only ``model`` has (e.g. the label prior of
+    ``conditioning="both"`` added to an ``"embedding"`` model) keep their initialisation.
+
+    Arguments:
+        model: the model to fine-tune.
+        path: the checkpoint or run folder.
+        kind: the model's kind (default: the registry's kind of ``model``).
 
     Returns:
         (the names ``model`` initialised itself, the names of the checkpoint left out).
@@ -264,19 +252,15 @@ def init_weights(
     from pairflow.training.checkpoint import evaluation_state_dict
     from pairflow.training.packing import unpack_state_dict
 
+    spec = kind_spec(kind) if kind is not None else kind_of(model)
     state = load_checkpoint(path, map_location="cpu")
-    if state["kind"] != kind:
+    if state["kind"] != spec.name:
         raise CheckpointError(
-            f"--init-from {path}: checkpoint holds a {state['kind']}, not a {kind}"
+            f"--init-from {path}: checkpoint holds a {state['kind']}, not a {spec.name}"
         )
     weights = unpack_state_dict(evaluation_state_dict(state))  # the EMA's where kept
     own = model.state_dict()
-    dropped = sorted(k for k in weights if k.startswith("dequantizer.") and k not in own)
-    if state.get("model_config", {}).get("prior", "normal") != getattr(
-        getattr(model, "config", None), "prior", "normal"
-    ):
-        # A label-free mixture's clusters are no part of another base distribution.
-        dropped += sorted(k for k in weights if k.startswith("distribution."))
+    dropped = spec.weights_left_out(weights, model, state.get("model_config", {}))
     for k in dropped:
         del weights[k]
     extra = sorted(set(weights) - set(own))
@@ -297,49 +281,6 @@ def init_weights(
     missing = sorted(set(own) - set(weights))
     model.load_state_dict(weights, strict=False)
     return missing, dropped
-
-
-@torch.no_grad()
-def _train_latents(flow, train_set, device, num_pairs: int, batch_size: int = 250):
-    """The first ``num_pairs`` training pairs' (images, labels, latents), dequantized as in
-    training: uniform noise, or q's draw for variational dequantization. At bin centres
-    constant pixels (the black border) give constant latents, whose fitted scales collapse
-    (measured: train bits/dim 15,772 at step 5 after a bin-centre fit)."""
-    n = min(num_pairs, len(train_set))
-    images, labels, latents = [], [], []
-    generator = torch.Generator(device=device).manual_seed(0)
-    for lo in range(0, n, batch_size):
-        x, y = train_set.get_batch(torch.arange(lo, min(lo + batch_size, n)))
-        x = x.to(device)
-        dequantized, _ = flow.dequantizer.dequantize(x, generator)
-        z, _ = flow(dequantized)  # (B, C, H, W); no label
-        images.append(x)
-        labels.append(y.to(device))
-        latents.append(z)
-    return torch.cat(images), torch.cat(labels), torch.cat(latents)
-
-
-def fit_mixture(flow, train_set, device, num_pairs: int = 1000) -> None:
-    """Fit a class mixture's Gaussians to the latents of the first ``num_pairs`` training pairs.
-
-    The maximum-likelihood means and scales for the body as it is (see
-    :meth:`~pairflow.flows.mixture.ClassMixture.fit`); 1,000 pairs give each digit about 100
-    latents per side and cost a few hundred forward passes' worth of time, not an epoch's.
-    """
-    _, labels, latents = _train_latents(flow, train_set, device, num_pairs)
-    flow.distribution.fit(latents, labels)
-
-
-def fit_clusters(flow, train_set, device, num_pairs: int = 2000) -> None:
-    """Start a label-free mixture from k-means clusters of the first ``num_pairs`` training
-    pairs (:meth:`~pairflow.flows.mixture.ClusterMixture.fit_clusters`); labels are not read."""
-    if len(train_set) < 10:
-        raise ValueError(
-            "--set prior=mixture starts 10 clusters per side from k-means of the training "
-            f"images: it needs at least 10 training pairs, got {len(train_set)} (--num-pairs)"
-        )
-    images, _, latents = _train_latents(flow, train_set, device, num_pairs)
-    flow.distribution.fit_clusters(latents, images)
 
 
 def _resume_state(config: TrainConfig, out: Path) -> dict:
@@ -407,7 +348,7 @@ def _restore(run: Run, state: dict) -> None:
     run.logger.truncate_after(run.step)
 
 
-def _wrap(run: Run, fresh: bool) -> None:
+def _wrap(run: Run) -> None:
     """The loss module: DDP-wrapped under torchrun, compiled with ``--compile``."""
     config, spec = run.config, run.spec
     if spec.own_update:
@@ -423,14 +364,8 @@ def _wrap(run: Run, fresh: bool) -> None:
     if run.procs.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        if fresh and spec.data_init:
-            # Data-dependent init (ActNorm) before wrapping: DDP then broadcasts rank 0's
-            # parameters and buffers, so every rank starts from the same model.
-            run.loader.set_epoch(0)
-            x0, y0 = next(iter(run.loader))
-            run.model.data_init(
-                x0.to(run.device), y0.to(run.device) if config.conditional else None
-            )
+        # A data-dependent start (ActNorm) was made by the kind's preparation, before this:
+        # DDP broadcasts rank 0's parameters and buffers, so every rank starts the same.
         device_ids = [run.device.index] if run.device.type == "cuda" else None
         loss_module = DistributedDataParallel(loss_module, device_ids=device_ids)
     planned = config.epochs * len(run.loader) - run.step
@@ -471,7 +406,7 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         probe = _precision_probe(config, procs.device, procs.world_size)
         choice = choose_precision(config.precision, procs.device, probe)
         values = model_config(config, choice.precision)
-        if procs.is_main and "precision" in values:
+        if procs.is_main and spec.precisions:
             stream = sys.stderr if choice.is_warning else sys.stdout  # as warnings go
             print(f"precision: {choice.precision} ({choice.reason})", file=stream, flush=True)
     torch.manual_seed(config.seed)
@@ -483,46 +418,31 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         config, out, procs, spec, model, values, None, optimizers, schedulers,
         train_set, test_set, loader, noise, MetricsLogger(out, enabled=procs.is_main),
     )  # fmt: skip
-    fresh: list[str] = []  # --init-from: what the checkpoint did not hold
     if state is not None:
         _restore(run, state)
-    elif config.init_from:
-        fresh, dropped = init_weights(model, config.init_from, config.model)
-        if procs.is_main:
-            new = f"; new, freshly initialised: {', '.join(fresh)}" if fresh else ""
-            print(f"initialised from {config.init_from}{new}")
-            inherited = inherited_from_source(config)
-            if any(k.startswith("dequantizer.") for k in dropped):
-                print(
-                    "its variational dequantizer is left out (--set dequantization=uniform): "
-                    "this run dequantizes with uniform noise, its bits/dim exact"
-                )
-            elif inherited.get("dequantization"):
-                print(
-                    "it keeps its variational dequantization: bits/dim is Flow++'s variational "
-                    "bound (--set dequantization=uniform drops it)"
-                )
-            if inherited.get("prior") == "mixture":
-                print("it keeps its label-free mixture prior (--set prior=normal drops it)")
-    if state is None and config.model == "flow" and model.config.conditional:
-        # p(y), the training pairs' label frequencies: the mixture's weights, and the label
-        # draws of every conditional flow sampled without a label.
-        model.set_label_counts(train_set.pair_label_counts())
-    if state is None and has_label_mixture(model):
-        if config.init_from and "distribution.loc" in fresh:
-            # A trained body under a new mixture: its Gaussians start at their optimum.
-            fit_mixture(model, train_set, procs.device)
-    if state is None and config.model == "flow" and model.config.cluster_mixture:
-        if not config.init_from or "distribution.loc" in fresh:
-            # The label-free mixture starts from k-means clusters of the training images.
-            fit_clusters(model, train_set, procs.device)
+    else:
+        fresh: list[str] = []  # --init-from: what the checkpoint did not hold
+        dropped: list[str] = []
+        if config.init_from:
+            fresh, dropped = init_weights(model, config.init_from, config.model)
             if procs.is_main:
-                k = model.distribution.num_classes
-                print(f"mixture prior: {k} components started from k-means clusters (no labels)")
+                new = f"; new, freshly initialised: {', '.join(fresh)}" if fresh else ""
+                print(f"initialised from {config.init_from}{new}")
+        # The kind's own preparation: for a flow p(y) from the training labels, a prior
+        # fitted to the data, ActNorm's start before distributed wrapping.
+        preparation = Preparation(
+            train_set, loader, procs.device, procs.world_size,
+            init_from=str(config.init_from) if config.init_from else None,
+            new_weights=tuple(fresh), left_out=tuple(dropped),
+            inherited=inherited_from_source(config),
+        )  # fmt: skip
+        for line in spec.prepare(model, preparation):
+            if procs.is_main:
+                print(line, flush=True)
     if config.ema_decay > 0:
         # The average starts from the weights loaded above; a resumed run continues its own.
         run.ema = EMA(model, config.ema_decay)
         if state is not None and "ema" in state:
             run.ema.load_state_dict(state["ema"])
-    _wrap(run, fresh=state is None and not config.init_from)
+    _wrap(run)
     return run

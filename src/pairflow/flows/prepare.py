@@ -1,0 +1,203 @@
+"""What a flow needs before training starts, and what a fine-tune keeps from its source.
+
+The flow's row of the model registry (:data:`pairflow.models.REGISTRY`) points here; the
+training loop calls these through the row and never asks whether a model is a flow.
+
+- :func:`prepare`: p(y) from the training labels, a class mixture's Gaussians fitted to a
+  trained body, a label-free mixture started from k-means clusters, ActNorm's data-dependent
+  start before distributed wrapping; returns the lines to print.
+- :func:`inherited_fields` and :func:`left_out`: a fine-tune (``--init-from``) keeps its
+  source's dequantizer and label-free prior, and leaves out the weights of parts it has not.
+
+Only the flow's public parts are used (``dequantizer.dequantize``, ``distribution``, ``config``,
+``set_label_counts``, ``data_init``, and ``flow(y)``: data -> latent).
+
+Example:
+    >>> inherited_fields({"prior": "mixture"}, overrides={}, conditional=False)
+    {'prior': 'mixture'}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "prepare",
+    "train_latents",
+    "fit_mixture",
+    "fit_clusters",
+    "inherited_fields",
+    "left_out",
+    "DEQUANTIZER_FIELDS",
+]
+
+DEQUANTIZER_FIELDS = ("dequantization", "dequant_channels", "dequant_couplings")
+"""The config fields of a variational dequantizer q(u | x), kept together by a fine-tune."""
+
+
+def prepare(flow, preparation) -> list[str]:
+    """Make a new or fine-tuned flow ready for its first step; the lines to print.
+
+    Arguments:
+        flow: the :class:`~pairflow.flows.PairFlow` about to train, on its device.
+        preparation: a :class:`pairflow.models.Preparation`: the training pairs, the loader,
+            the device, the ranks, and for ``--init-from`` the weights the checkpoint did
+            not hold.
+
+    Returns:
+        What was done, in lines for people (empty when there is nothing to say).
+
+    Raises:
+        ValueError: a label-free mixture prior with fewer than 10 training pairs.
+    """
+    lines: list[str] = []
+    inherited = preparation.inherited
+    if any(name.startswith("dequantizer.") for name in preparation.left_out):
+        lines.append(
+            "its variational dequantizer is left out (--set dequantization=uniform): "
+            "this run dequantizes with uniform noise, its bits/dim exact"
+        )
+    elif inherited.get("dequantization"):
+        lines.append(
+            "it keeps its variational dequantization: bits/dim is Flow++'s variational "
+            "bound (--set dequantization=uniform drops it)"
+        )
+    if inherited.get("prior") == "mixture":
+        lines.append("it keeps its label-free mixture prior (--set prior=normal drops it)")
+    config, train_set, device = flow.config, preparation.train_set, preparation.device
+    fine_tune = preparation.init_from is not None
+    new_prior = "distribution.loc" in preparation.new_weights  # not in the source checkpoint
+    if config.conditional:
+        # p(y), the training pairs' label frequencies: the mixture's weights, and the label
+        # draws of every conditional flow sampled without a label.
+        flow.set_label_counts(train_set.pair_label_counts())
+    if config.label_mixture and fine_tune and new_prior:
+        # A trained body under a new mixture: its Gaussians start at their optimum.
+        fit_mixture(flow, train_set, device)
+    if config.cluster_mixture and (not fine_tune or new_prior):
+        # The label-free mixture starts from k-means clusters of the training images.
+        fit_clusters(flow, train_set, device)
+        k = flow.distribution.num_classes
+        lines.append(f"mixture prior: {k} components started from k-means clusters (no labels)")
+    if not fine_tune and preparation.world_size > 1:
+        # ActNorm's data-dependent start before distributed wrapping: DDP then broadcasts
+        # rank 0's parameters and buffers, so every rank starts from the same model. A
+        # single process initialises it on its first step, from the same batch.
+        loader = preparation.loader
+        loader.set_epoch(0)
+        x0, y0 = next(iter(loader))
+        flow.data_init(x0.to(device), y0.to(device) if config.conditional else None)
+    return lines
+
+
+@torch.no_grad()
+def train_latents(
+    flow, train_set, device: torch.device | str, num_pairs: int, batch_size: int = 250
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The first ``num_pairs`` training pairs' (images, labels, latents), dequantized as in
+    training.
+
+    The noise is uniform, or the learned q's draw for variational dequantization. At bin
+    centres constant pixels (the black border) give constant latents, whose fitted scales
+    collapse (measured: train bits/dim 15,772 at step 5 after a bin-centre fit).
+
+    Arguments:
+        flow: a :class:`~pairflow.flows.PairFlow`.
+        train_set: a paired dataset (``get_batch``).
+        device: where the flow is.
+        num_pairs: how many pairs, from the first (at most all of them).
+        batch_size: pairs per forward pass.
+
+    Returns:
+        ``(images (N, C, H, W) uint8, labels (N,), latents (N, C, H, W))`` on ``device``;
+        the latents are of the body without a label.
+    """
+    n = min(num_pairs, len(train_set))
+    images, labels, latents = [], [], []
+    generator = torch.Generator(device=device).manual_seed(0)
+    for lo in range(0, n, batch_size):
+        x, y = train_set.get_batch(torch.arange(lo, min(lo + batch_size, n)))
+        x = x.to(device)
+        y_cont, _ = flow.dequantizer.dequantize(x, generator)  # (B, C, H, W), as in training
+        z, _ = flow(y_cont)  # (B, C, H, W); no label
+        images.append(x)
+        labels.append(y.to(device))
+        latents.append(z)
+    return torch.cat(images), torch.cat(labels), torch.cat(latents)
+
+
+def fit_mixture(flow, train_set, device: torch.device | str, num_pairs: int = 1000) -> None:
+    """Fit a class mixture's Gaussians to the latents of the first ``num_pairs`` training pairs.
+
+    The maximum-likelihood means and scales for the body as it is (see
+    :meth:`~pairflow.flows.mixture.ClassMixture.fit`); 1,000 pairs give each digit about 100
+    latents per side and cost a few hundred forward passes' worth of time, not an epoch's.
+    """
+    _, labels, latents = train_latents(flow, train_set, device, num_pairs)
+    flow.distribution.fit(latents, labels)
+
+
+def fit_clusters(flow, train_set, device: torch.device | str, num_pairs: int = 2000) -> None:
+    """Start a label-free mixture from k-means clusters of the first ``num_pairs`` training
+    pairs (:meth:`~pairflow.flows.mixture.ClusterMixture.fit_clusters`); labels are not read.
+
+    Raises:
+        ValueError: fewer than 10 training pairs (k-means makes 10 clusters per side).
+    """
+    if len(train_set) < 10:
+        raise ValueError(
+            "--set prior=mixture starts 10 clusters per side from k-means of the training "
+            f"images: it needs at least 10 training pairs, got {len(train_set)} (--num-pairs)"
+        )
+    images, _, latents = train_latents(flow, train_set, device, num_pairs)
+    flow.distribution.fit_clusters(latents, images)
+
+
+def inherited_fields(
+    source: dict[str, Any], overrides: dict[str, Any], conditional: bool
+) -> dict[str, Any]:
+    """The config fields a flow fine-tuned from a checkpoint keeps from it.
+
+    The learned noise q(u | x) is part of how such a flow was fitted: its density is shaped to
+    it, and the same weights scored with uniform noise are far worse (BENCHMARKS.md). So a
+    fine-tune keeps the source's dequantizer unless ``--set dequantization=...`` says
+    otherwise. An unconditional fine-tune keeps the source's label-free mixture prior
+    (``prior="mixture"``) the same way, unless ``--set prior=...``.
+
+    Arguments:
+        source: the source checkpoint's model config (a dict).
+        overrides: the run's ``--set`` fields.
+        conditional: whether the run trains a conditional flow.
+
+    Returns:
+        The fields to keep ({} when there are none).
+    """
+    kept: dict[str, Any] = {}
+    if source.get("dequantization") == "variational" and "dequantization" not in overrides:
+        kept.update({k: source[k] for k in DEQUANTIZER_FIELDS if k in source})
+    # A conditional model's base distribution is its conditioning, not the source's prior.
+    if source.get("prior", "normal") != "normal" and not conditional and "prior" not in overrides:
+        kept["prior"] = source["prior"]
+    return kept
+
+
+def left_out(weights: dict[str, Tensor], flow, source: dict[str, Any]) -> list[str]:
+    """The names of a source checkpoint's ``weights`` that a fine-tuned ``flow`` leaves out.
+
+    A variational dequantizer q(u | x) (``dequantizer.*``) the flow has no place for is no
+    part of its density p(x); a label-free mixture's clusters (``distribution.*``) are no part
+    of another base distribution.
+
+    Arguments:
+        weights: the source's state dict.
+        flow: the flow being fine-tuned.
+        source: the source checkpoint's model config.
+    """
+    own = flow.state_dict()
+    dropped = sorted(k for k in weights if k.startswith("dequantizer.") and k not in own)
+    if source.get("prior", "normal") != flow.config.prior:
+        dropped += sorted(k for k in weights if k.startswith("distribution."))
+    return dropped

@@ -1,0 +1,45 @@
+"""What a flow's bits/dim is, in the words of a report: exact or a bound, and of which data.
+
+The flow's row of the model registry points here (:attr:`pairflow.models.KindSpec.
+likelihood_facts`), so that ``pairflow evaluate`` says what it measured without asking
+whether a model is a flow.
+
+Example:
+    >>> from pairflow.flows import build_flow
+    >>> likelihood_facts(build_flow("seed", hidden_features=8))
+    {'dequantization': 'uniform'}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["likelihood_facts", "VARIATIONAL_BOUND"]
+
+VARIATIONAL_BOUND = "variational dequantization (Flow++): -E_q[log p(x+u) - log q(u|x)]"
+"""The report's ``bound``: what a flow with variational dequantization reports."""
+
+
+def likelihood_facts(flow) -> dict[str, Any]:
+    """The report fields that say what ``flow``'s bits/dim is.
+
+    Arguments:
+        flow: a :class:`~pairflow.flows.PairFlow`.
+
+    Returns:
+        ``dequantization`` (the noise: ``"uniform"`` for the exact likelihood of the
+        continuous density, ``"variational"`` for a bound); with variational dequantization
+        ``bound``, which one; with TarFlow's noise augmentation ``noise_sigma`` and
+        ``likelihood_of``, the noisy data the density is of.
+    """
+    facts: dict[str, Any] = {"dequantization": flow.config.dequantization}
+    sigma = flow.config.noise_sigma
+    if sigma:  # TarFlow's noise augmentation: the density is of noisy data
+        facts["noise_sigma"] = sigma
+        facts["likelihood_of"] = (
+            f"noise-augmented data (logit-space image + N(0, {sigma:g}^2)): not comparable "
+            "with the bits/dim of models trained without noise"
+        )
+    if flow.bits_per_dim_is_bound:
+        facts["bound"] = VARIATIONAL_BOUND
+    return facts
