@@ -12,7 +12,11 @@ import argparse
 import json
 
 from pairflow.cli import UsageError
-from pairflow.commands._common import add_dataset_arguments, data_usage_error
+from pairflow.commands._common import (
+    add_dataset_arguments,
+    check_output_path,
+    data_usage_error,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_pairs is not None and args.num_pairs <= 0:
         raise UsageError(f"--num-pairs must be a positive integer, got {args.num_pairs}")
+    if args.preview:
+        check_output_path(args.preview, flag="--preview")  # before reading any data
     root = resolve_root(args.root)
     try:
         if args.download:

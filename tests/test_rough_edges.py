@@ -1,0 +1,102 @@
+"""The last bad inputs, signals and wordings a new user met, each end to end through the CLI.
+
+Each bad input exits 2 with a message that names the problem and the value (no traceback),
+before any long work starts, and leaves nothing behind. Most cases run ``pairflow.cli.main``
+in this process; the signal case runs ``python -m pairflow`` in a subprocess.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import numpy as np
+
+from pairflow.cli import main
+
+
+def cli(*args) -> tuple[int, str, str]:
+    """Run ``pairflow ARGS`` in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse errors
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def refused(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, f"{needle!r} not in {err!r}"
+
+
+def train_args(root: Path, out: Path, *extra) -> list:
+    return [
+        "train", "--preset", "seed", "--epochs", "1", "--batch-size", "16", "--num-pairs", "64",
+        "--test-pairs", "32", "--data-dir", root, "--out", out, "--device", "cpu",
+        "--precision", "fp32", "--sample-n", "4", "--no-progress", "--threads", "1",
+        "--set", "hidden_features=16", *extra,
+    ]  # fmt: skip
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+
+def _empty_cifar_root(root: Path, test_images: int = 0) -> Path:
+    """CIFAR-10 batches in the real format (protocol 2, bytes keys) holding no training images
+    (and ``test_images`` blank test images)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        n = test_images if name == "test_batch" else 0
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": [i % 10 for i in range(n)],
+            b"data": np.zeros((n, 3072), np.uint8),
+            b"filenames": [f"{i}.png".encode() for i in range(n)],
+        }
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    names = [f"class{i}".encode() for i in range(10)]
+    meta = {b"label_names": names, b"num_cases_per_batch": 0, b"num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return root
+
+
+def test_cifar_batches_holding_no_images_are_named_by_data_and_train(tmp_path):
+    root = _empty_cifar_root(tmp_path / "data")
+    folder = root / "cifar-10-batches-py"
+    expected = f"{folder}: data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5 "
+    code, out, err = cli("data", "--dataset", "cifar10", "--root", root)
+    refused(code, err, expected + "hold 0 images", "the train split needs images")
+    assert out == ""
+    run = tmp_path / "run"
+    code, _, err = cli(*train_args(root, run, "--dataset", "cifar10"))
+    refused(code, err, expected + "hold 0 images")
+    assert not run.exists()
+
+
+def test_a_cifar_test_batch_holding_no_images_is_named(tmp_path):
+    root = tmp_path / "data"
+    _empty_cifar_root(root)
+    batch = {b"data": np.zeros((10, 3072), np.uint8), b"labels": list(range(10))}
+    for i in range(1, 6):  # training images, but still no test images
+        (root / "cifar-10-batches-py" / f"data_batch_{i}").write_bytes(pickle.dumps(batch, 2))
+    code, _, err = cli("data", "--dataset", "cifar10", "--root", root)
+    refused(code, err, "test_batch holds 0 images", "the test split needs images")
+
+
+def test_an_unwritable_preview_is_refused_before_reading_any_data(tmp_path):
+    # The data root does not exist: had the data been read first, the message would be
+    # about the missing MNIST files.
+    missing_root = tmp_path / "nowhere"
+    code, out, err = cli("data", "--root", missing_root, "--preview", "/proc/p.png")
+    refused(code, err, "--preview /proc/p.png: cannot write in /proc")
+    assert out == ""
+    (tmp_path / "file").write_text("")
+    code, _, err = cli("data", "--root", missing_root, "--preview", tmp_path / "file" / "p.png")
+    refused(code, err, f"--preview {tmp_path / 'file' / 'p.png'}", "is a file, not a folder")
