@@ -13,6 +13,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pairflow.cli import main
 
@@ -100,3 +101,40 @@ def test_an_unwritable_preview_is_refused_before_reading_any_data(tmp_path):
     (tmp_path / "file").write_text("")
     code, _, err = cli("data", "--root", missing_root, "--preview", tmp_path / "file" / "p.png")
     refused(code, err, f"--preview {tmp_path / 'file' / 'p.png'}", "is a file, not a folder")
+
+
+# ---- seeds -----------------------------------------------------------------------------------
+
+SEED_RANGE = "must be a whole number in 0..4294967295 (2**32 - 1)"
+
+
+@pytest.mark.parametrize("seed", ["18446744073709551616", "4294967296", "-1", "1.5", "x"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sample", "--pretrained", "seed", "--out", "OUT/s.png"],
+        ["evaluate", "--pretrained", "seed", "--out", "OUT/e"],
+        ["data", "--root", "OUT"],
+        ["classifier", "train", "--out", "OUT/c.pt"],
+        ["classifier", "eval"],
+        ["train", "--out", "OUT/run"],
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_every_seed_outside_its_range_is_refused_with_the_range(command, seed, tmp_path):
+    args = [a.replace("OUT", str(tmp_path)) for a in command]
+    code, out, err = cli(*args, "--seed", seed)
+    refused(code, err, f"argument --seed: {SEED_RANGE}, got {seed}")
+    assert out == "" and not list(tmp_path.iterdir())
+
+
+def test_the_largest_seed_samples_and_a_config_file_seed_is_checked(tiny_mnist_root, tmp_path):
+    options = ["--n", "2", "--device", "cpu", "--precision", "fp32", "--out", tmp_path / "s.png"]
+    code, _, err = cli("sample", "--pretrained", "seed", "--seed", "4294967295", *options)
+    assert code == 0, err
+    assert (tmp_path / "s.png").is_file()
+    config = tmp_path / "config.toml"
+    config.write_text("seed = 18446744073709551616\n")
+    code, _, err = cli(*train_args(tiny_mnist_root, tmp_path / "run", "--config", config))
+    refused(code, err, f"seed (--seed) {SEED_RANGE}, got 18446744073709551616")
+    assert not (tmp_path / "run").exists()

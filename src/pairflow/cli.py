@@ -34,6 +34,21 @@ class UsageError(Exception):
     """A user error on the command line: printed without a traceback, exit code 2."""
 
 
+def seed_arg(text: str) -> int:
+    """``--seed``'s argparse type: a whole number in 0..2**32 - 1 (argparse exits 2 otherwise)."""
+    from pairflow.options import MAX_SEED
+
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = None
+    if seed is None or not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number in 0..{MAX_SEED} (2**32 - 1), got {text}"
+        )
+    return seed
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     from pairflow import __version__
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pairflow.cli import UsageError
+from pairflow.cli import UsageError, seed_arg
 from pairflow.commands._common import (
     add_dataset_arguments,
     check_output_path,
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="pairs drawn per split for the histogram (default: the split's size)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="pairing seed (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="pairing seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead")
 
 

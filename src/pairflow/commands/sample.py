@@ -15,7 +15,7 @@ import argparse
 import math
 from pathlib import Path
 
-from pairflow.cli import UsageError
+from pairflow.cli import UsageError, seed_arg
 from pairflow.commands._common import (
     add_model_arguments,
     check_output_path,
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{LABEL_FREE_TEMPERATURE} where a conditional flow draws the labels from its p(y), "
         "the label-free sampler, whose FD is best there)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the latents (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the latents (default 0)")
     parser.add_argument(
         "--out",
         help=f"FILE.png (grid), FILE.npz (arrays) or a folder (one PNG each); default "
@@ -208,8 +208,6 @@ def _check_args(args: argparse.Namespace) -> None:
     check_temperature(args.temperature)
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
     if args.pair is not None and args.grid:
         raise UsageError(
             "--pair and --grid exclude each other: --grid draws all 100 pairs; give --pair "

@@ -7,7 +7,7 @@ import json
 import math
 import sys
 
-from pairflow.cli import UsageError
+from pairflow.cli import UsageError, seed_arg
 
 # Flags map one-to-one onto TrainConfig fields; default None means "not given" so that a
 # config file's value (or the checkpoint's, on --resume) is kept unless the flag is set.
@@ -43,7 +43,7 @@ _FLAGS = {
         help="conditioner arithmetic: fp32, bf16 or auto (default: bf16 where it is faster here: "
         "AMX CPUs, CUDA GPUs with bf16; measured once on AVX512-BF16 CPUs without AMX)"
     ),
-    "seed": dict(type=int, help="seed of initialisation, pairing and noise (default 0)"),
+    "seed": dict(type=seed_arg, help="seed of initialisation, pairing and noise (default 0)"),
     "threads": dict(
         type=int,
         help="torch CPU threads (default: torch's, one per core); on a shared machine also set "

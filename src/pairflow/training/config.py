@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from pairflow.models import REGISTRY, kind_spec
-from pairflow.options import PrecisionOption, Schedule, check_choice
+from pairflow.options import PrecisionOption, Schedule, check_choice, check_seed
 from pairflow.utils import check_field_types, dataclass_from_dict
 
 __all__ = ["TrainConfig", "load_config_file", "merge_config"]
@@ -106,8 +106,7 @@ class TrainConfig:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
         if not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip!r}")
-        if self.seed < 0:
-            raise ValueError(f"seed (--seed) must be a non-negative integer, got {self.seed}")
+        check_seed(self.seed, "seed (--seed)")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
