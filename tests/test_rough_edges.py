@@ -8,7 +8,12 @@ in this process; the signal case runs ``python -m pairflow`` in a subprocess.
 from __future__ import annotations
 
 import io
+import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -138,3 +143,30 @@ def test_the_largest_seed_samples_and_a_config_file_seed_is_checked(tiny_mnist_r
     code, _, err = cli(*train_args(tiny_mnist_root, tmp_path / "run", "--config", config))
     refused(code, err, f"seed (--seed) {SEED_RANGE}, got 18446744073709551616")
     assert not (tmp_path / "run").exists()
+
+
+# ---- signals ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"]
+)
+def test_a_signal_stops_sample_removes_its_temporary_file_and_says_so(tmp_path, sig, code):
+    out = tmp_path / "big.npz"
+    args = ["sample", "--pretrained", "seed", "--n", "1000000", "--batch-size", "100",
+            "--out", out, "--device", "cpu", "--precision", "fp32"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "pairflow", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".big.npz.*.tmp")) and time.time() < deadline:
+        time.sleep(0.1)  # the streamed .npz is being written
+    assert list(tmp_path.glob(".big.npz.*.tmp")), proc.communicate(timeout=60)
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert f"stopped by {sig.name}: {out} was not written" in stderr
+    assert "temporary file was removed" in stderr
+    assert list(tmp_path.iterdir()) == []

@@ -12,7 +12,9 @@ class 0..9). ``--grid`` is the 10x10 table of pairs, or for single images one ro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import sys
 from pathlib import Path
 
 from pairflow.cli import UsageError, seed_arg
@@ -269,15 +271,50 @@ def _sample(
     elif pairs is not None and len(pairs) > 1 and n <= 16:
         rows = len(pairs)  # one row per requested pair
     try:
-        _write(chunks(), total, labels, out, kind, grid_rows=rows, pairs=layout == "pair")
+        with _sigterm_interrupts():
+            _write(chunks(), total, labels, out, kind, grid_rows=rows, pairs=layout == "pair")
     except OSError as err:
         raise UsageError(f"--out {out}: could not write ({err})") from err
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the atomic writer removed its file
+        name = getattr(err, "signal_name", "SIGINT")
+        if kind == "folder":
+            kept = f"the PNGs written before it stay in {out}"
+        else:
+            kept = f"{out} was not written (its partial temporary file was removed)"
+        print(f"pairflow sample: stopped by {name}: {kept}", file=sys.stderr, flush=True)
+        raise
     if args.temperature is None:
         why = ", the label-free default" if label_free else ", the default"
     else:
         why = ""
     print(f"wrote {total} samples to {out} (temperature {temperature:g}{why})")
     return 0
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """Within: SIGTERM (``kill``, a scheduler's time limit) stops as Ctrl-C does, raising
+    :class:`~pairflow.training.interrupt.Stopped` so that the writers' cleanup runs, instead
+    of ending the process on the spot with a partial temporary file left behind. A second
+    SIGTERM during that cleanup is ignored; outside the main thread nothing changes."""
+    import signal
+    import threading
+
+    from pairflow.training.interrupt import Stopped
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the cleanup finish
+        raise Stopped("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 MAX_GRID = 10_000  # samples in one PNG grid (about 70 MB of picture at scale 2)
