@@ -8,8 +8,10 @@ in this process; the signal case runs ``python -m pairflow`` in a subprocess.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,3 +172,34 @@ def test_a_signal_stops_sample_removes_its_temporary_file_and_says_so(tmp_path, 
     assert f"stopped by {sig.name}: {out} was not written" in stderr
     assert "temporary file was removed" in stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- config files ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("mixed.toml", 'epochs = 3\nlr = 0.01\n\n[train]\npreset = "seed"\n'),
+        ("mixed.json", '{"epochs": 3, "lr": 0.01, "train": {"preset": "seed"}}'),
+    ],
+)
+def test_a_config_file_with_keys_outside_its_train_table_is_refused(
+    tiny_mnist_root, tmp_path, name, text
+):
+    config = tmp_path / name
+    config.write_text(text)
+    code, out, err = cli(*train_args(tiny_mnist_root, tmp_path / "run", "--config", config))
+    refused(code, err, f"config file {config} has settings both in its [train] table and outside",
+            "(epochs, lr)", "put them all in [train]")  # fmt: skip
+    assert not (tmp_path / "run").exists()
+    # Either form alone is read whole.
+    for text in ("epochs = 1\nlr = 0.01\n", "[train]\nepochs = 1\nlr = 0.01\n"):
+        config = tmp_path / "one.toml"
+        config.write_text(text)
+        run = tmp_path / "run"
+        code, _, err = cli(*train_args(tiny_mnist_root, run, "--config", config, "--max-steps=1"))
+        assert code == 0, err
+        saved = json.loads((run / "config.json").read_text())
+        assert saved["lr"] == 0.01 and saved["max_steps"] == 1
+        shutil.rmtree(run)

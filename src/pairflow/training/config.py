@@ -126,7 +126,10 @@ class TrainConfig:
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a TOML (``.toml``), YAML (``.yaml``/``.yml``, needs PyYAML) or JSON config file.
 
-    A ``[train]`` table, if present, is used; otherwise the top level.
+    A ``[train]`` table, if present, holds the settings; otherwise the top level does. A file
+    with both is refused, naming the keys outside the table: which of the two should win
+    where they disagree is a guess, and a key silently left out is a run that is not the
+    one asked for.
     """
     path = Path(path)
     if not path.is_file():
@@ -166,6 +169,12 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"config file {path} could not be parsed: {err}") from err
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must hold a table of settings")
+    if "train" in values and len(values) > 1:
+        outside = ", ".join(sorted(str(k) for k in values if k != "train"))
+        raise ValueError(
+            f"config file {path} has settings both in its [train] table and outside it "
+            f"({outside}); put them all in [train], or drop the [train] header"
+        )
     values = values.get("train", values)
     if not isinstance(values, dict):
         raise ValueError(f"config file {path}: [train] must be a table of settings")
