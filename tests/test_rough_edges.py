@@ -52,6 +52,29 @@ def train_args(root: Path, out: Path, *extra) -> list:
     ]  # fmt: skip
 
 
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes)."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_mnist_root) -> Path:
+    """A finished 1-epoch run (4 steps). Copy it before changing it (see ``run_copy``)."""
+    out = tmp_path_factory.mktemp("edges") / "run"
+    code, _, err = cli(*train_args(tiny_mnist_root, out))
+    assert code == 0, err
+    return out
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    return run
+
+
 # ---- data ------------------------------------------------------------------------------------
 
 
@@ -203,3 +226,22 @@ def test_a_config_file_with_keys_outside_its_train_table_is_refused(
         saved = json.loads((run / "config.json").read_text())
         assert saved["lr"] == 0.01 and saved["max_steps"] == 1
         shutil.rmtree(run)
+
+
+# ---- metrics.jsonl ---------------------------------------------------------------------------
+
+
+def test_a_metrics_log_of_binary_garbage_is_named(run_copy, tiny_mnist_root, tmp_path):
+    metrics = run_copy / "metrics.jsonl"
+    metrics.write_bytes(bytes(range(256)) * 4)  # byte 0x80 at offset 128, on line 2
+    before = snapshot(run_copy)
+    code, _, err = cli(*train_args(tiny_mnist_root, run_copy, "--resume", "--epochs", "2"))
+    refused(code, err, f"{metrics}: line 2 is not text (byte 0x80 at offset 128)")
+    assert snapshot(run_copy) == before
+    # evaluate has done its work when it reads the log: it reports, without those curves.
+    report = tmp_path / "report"
+    code, _, err = cli("evaluate", run_copy, "--data-dir", tiny_mnist_root, "--out", report,
+                       "--samples", "20", "--device", "cpu", "--no-progress")  # fmt: skip
+    assert code == 0, err
+    assert f"warning: no curves from it: {metrics}: line 2 is not text" in err
+    assert (report / "report.md").is_file() and (report / "eval_test.json").is_file()

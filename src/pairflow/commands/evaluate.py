@@ -595,9 +595,14 @@ def _curves(args: argparse.Namespace, outputs: dict[str, Path]) -> Path | None:
         return own
     log = run_dir / "metrics.jsonl"
     if log.is_file():
+        from pairflow.training.logger import read_metrics
         from pairflow.training.plots import plot_curves
 
-        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        try:
+            records = read_metrics(log)
+        except ValueError as err:  # the evaluation is done: report it, without these curves
+            print(f"pairflow evaluate: warning: no curves from it: {err}", file=sys.stderr)
+            records = []
         drawn = plot_curves(records, outputs["curves"], title=run_dir.name)
         if drawn is not None:
             return Path(drawn)
