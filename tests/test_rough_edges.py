@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pairflow.cli import main
 
@@ -245,3 +246,96 @@ def test_a_metrics_log_of_binary_garbage_is_named(run_copy, tiny_mnist_root, tmp
     assert code == 0, err
     assert f"warning: no curves from it: {metrics}: line 2 is not text" in err
     assert (report / "report.md").is_file() and (report / "eval_test.json").is_file()
+
+
+# ---- resume ----------------------------------------------------------------------------------
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(run_copy, tiny_mnist_root):
+    before = snapshot(run_copy)
+    code, out, err = cli(*train_args(tiny_mnist_root, run_copy, "--resume"))
+    assert code == 0, err
+    assert out == (
+        f"pairflow train: the run in {run_copy} already finished: its 1 epoch trained "
+        "(step 4); raise --epochs to train on\n"
+    )
+    assert "diverged" not in out + err
+    assert snapshot(run_copy) == before
+
+
+def _test_steps(run: Path) -> list[int]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in records if r["type"] == "test"]
+
+
+def _weights(run: Path) -> dict:
+    from pairflow.training import load_checkpoint
+
+    return load_checkpoint(run / "last.pt")["model"]
+
+
+def test_max_steps_at_an_epochs_end_resumes_exactly_without_a_second_test(
+    tiny_mnist_root, tmp_path
+):
+    # 4 steps an epoch: --max-steps 4 stops at the first epoch's end.
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    code, _, err = cli(*train_args(tiny_mnist_root, straight, "--epochs", "3", "--max-steps", "6"))
+    assert code == 0, err
+    code, out, err = cli(*train_args(tiny_mnist_root, split, "--epochs", "3", "--max-steps", "4"))
+    assert code == 0, err
+    assert '"epoch": 1' in out and "epoch 1: test bits/dim" in out
+    assert sorted(p.name for p in (split / "samples").iterdir()) == ["epoch_001.png"]
+    # Resumed as it was: nothing left, nothing trained, nothing logged.
+    before = snapshot(split)
+    code, out, err = cli(*train_args(tiny_mnist_root, split, "--resume", "--epochs", "3"))
+    assert code == 0, err
+    assert "already finished: --max-steps 4 is reached (step 4); raise it to train on" in out
+    assert snapshot(split) == before
+    # Resumed further: the same weights and test records as training straight to step 6.
+    further = ["--resume", "--epochs", "3", "--max-steps", "6"]
+    code, out, err = cli(*train_args(tiny_mnist_root, split, *further))
+    assert code == 0, err
+    assert json.loads(out[out.index("{") : out.rindex("}") + 1])["step"] == 6
+    assert _test_steps(split) == _test_steps(straight) == [4, 6]
+    a, b = _weights(straight), _weights(split)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_saved_mid_epoch_at_its_last_batch_resumes_as_complete(
+    tiny_mnist_root, tmp_path
+):
+    """Earlier versions saved a --max-steps stop at an epoch's last batch as mid-epoch
+    (batch 4 of 4): a resume neither trains nor tests that epoch again."""
+    from pairflow.training import load_checkpoint
+    from pairflow.utils import atomic_save
+
+    run = tmp_path / "run"
+    code, _, err = cli(*train_args(tiny_mnist_root, run, "--epochs", "3", "--max-steps", "4"))
+    assert code == 0, err
+    state = load_checkpoint(run / "last.pt")
+    assert (state["epoch"], state["batch_in_epoch"]) == (1, 0)
+    atomic_save({**state, "epoch": 0, "batch_in_epoch": 4}, run / "last.pt")
+    code, out, err = cli(*train_args(tiny_mnist_root, run, "--resume", "--epochs", "3"))
+    assert code == 0, err
+    assert "already finished: --max-steps 4 is reached (step 4); raise it to train on" in out
+    assert "diverged" not in out and _test_steps(run) == [4]
+    # Only the checkpoint's batch count says the epochs are done: found once the data is read.
+    code, out, err = cli(*train_args(tiny_mnist_root, run, "--resume", "--max-steps", "10"))
+    assert code == 0, err
+    assert out.endswith(
+        "already finished: its 1 epoch trained (step 4); raise --epochs to train on\n"
+    )
+    assert "diverged" not in out and _test_steps(run) == [4]
+    further = ["--resume", "--epochs", "3", "--max-steps", "5"]
+    code, out, err = cli(*train_args(tiny_mnist_root, run, *further))
+    assert code == 0, err
+    assert load_checkpoint(run / "last.pt")["step"] == 5 and _test_steps(run) == [4, 5]
+
+
+def test_the_final_json_counts_epochs_as_the_bar_does(tiny_mnist_root, tmp_path):
+    code, out, err = cli(*train_args(tiny_mnist_root, tmp_path / "run", "--max-steps", "2"))
+    assert code == 0, err
+    summary = json.loads(out[out.index("{") : out.rindex("}") + 1])
+    assert summary["epoch"] == 1 and summary["step"] == 2 and summary["stopped"] == "max_steps"
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert {r["epoch"] for r in records} == {1}

@@ -151,9 +151,9 @@ def _shipped_init(name: str) -> str:
     return str(pretrained_path(name))
 
 
-def _resume_base(out: str, asked: dict) -> dict:
-    """The saved train config of ``out``'s checkpoint; UsageError if ``asked`` (flags and file
-    values given) changes what a resumed run cannot change."""
+def _resume_base(out: str, asked: dict) -> tuple[dict, tuple[int, int]]:
+    """The saved train config of ``out``'s checkpoint and its ``(step, epoch)``; UsageError if
+    ``asked`` (flags and file values given) changes what a resumed run cannot change."""
     from pathlib import Path
 
     from pairflow.training import load_checkpoint
@@ -165,8 +165,9 @@ def _resume_base(out: str, asked: dict) -> dict:
             last = folder / "best.pt"  # a kill during the first last.pt write: see runfolder
         else:
             raise UsageError(f"--resume: no checkpoint {last}; train without --resume first")
+    state = load_checkpoint(last)
     # Runs from before datasets were MNIST pairs.
-    saved = {"dataset": "mnist", "layout": "pair", **load_checkpoint(last)["train_config"]}
+    saved = {"dataset": "mnist", "layout": "pair", **state["train_config"]}
     for key in ("model", "preset", "conditional", "dataset", "layout"):
         if asked.get(key) is not None and asked[key] != saved.get(key):
             raise UsageError(
@@ -187,7 +188,7 @@ def _resume_base(out: str, asked: dict) -> dict:
             "run with another --out (--init-from RUN to start from its weights). --resume can "
             f"change {', '.join(changeable)}"
         )
-    return saved
+    return saved, (state["step"], state["epoch"])
 
 
 def _flag(key: str) -> str:
@@ -227,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
         merge_config,
         train,
     )
+    from pairflow.training.loop import nothing_left
     from pairflow.training.runfolder import RunFolderError, open_run_folder
 
     if args.resume and args.overwrite:
@@ -237,13 +239,22 @@ def run(args: argparse.Namespace) -> int:
     flags["compile"] = args.compile
     if args.set:
         flags["model_overrides"] = _parse_overrides(args.set)
+    # Under torchrun, rank 0 owns the folder and speaks; the other ranks write nothing there.
+    main_rank = os.environ.get("RANK", "0") == "0"
+    progress = None  # --resume: the checkpoint's (step, epoch)
     try:
         base = load_config_file(args.config) if args.config else {}
         if args.resume:
             out = flags["out"] or base.get("out") or "runs/default"
             asked = {**base, **{k: v for k, v in flags.items() if v is not None}}
-            base = {**_resume_base(out, asked), **base}
+            saved, progress = _resume_base(out, asked)
+            base = {**saved, **base}
         config = merge_config(base, flags)
+        done = progress and nothing_left(config, *progress)
+        if done:  # say so before anything is read or written
+            if main_rank:
+                print(f"pairflow train: the run in {config.out} already finished: {done}")
+            return 0
         _check_model_config(config)
         if config.init_from and not Path(config.init_from).exists():
             config.init_from = _shipped_init(config.init_from)  # a shipped model's name
@@ -255,8 +266,6 @@ def run(args: argparse.Namespace) -> int:
         raise data_usage_error(err, root, download_flag="add --download") from err
     except (ValueError, CheckpointError, FileNotFoundError, MNISTDownloadError) as err:
         raise UsageError(str(err)) from err
-    # Under torchrun, rank 0 owns the folder; the other ranks write nothing there.
-    main_rank = os.environ.get("RANK", "0") == "0"
     folder = (
         open_run_folder(config.out, resume=args.resume, overwrite=args.overwrite)
         if main_rank
@@ -279,9 +288,16 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(json.dumps(summary, indent=2))
     final = [v for k, v in summary.items() if k in ("test_bpd", "test_bpd_bound")]
-    if final and not math.isfinite(final[0]):  # a diverged model must not look like a result
+    diverged = bool(final) and not math.isfinite(final[0])
+    if not main_rank:  # rank 0 reports the run
+        return 1 if diverged and summary["stopped"] != "finished" else 0
+    if summary["stopped"] == "finished":  # a checkpoint of an earlier version: found in setup
+        done = nothing_left(config, summary["step"], summary["epoch"])
+        print(f"pairflow train: the run in {config.out} already finished: {done}")
+        return 0
+    print(json.dumps(summary, indent=2))
+    if diverged:  # a diverged model must not look like a result
         print(
             f"pairflow train: the run ended with a diverged model (test bits/dim {final[0]}); "
             "it was not checkpointed, see above for the last good checkpoint"

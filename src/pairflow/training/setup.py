@@ -391,6 +391,10 @@ def _restore(run: Run, state: dict) -> None:
             run.schedulers[name].load_state_dict(state["schedulers"][name])
     run.step, run.epoch = state["step"], state["epoch"]
     run.batch_in_epoch = state["batch_in_epoch"]
+    if run.batch_in_epoch >= len(run.loader):
+        # Stopped (by --max-steps) at an epoch's last batch, saved as mid-epoch by earlier
+        # versions: that epoch is complete, and its test record is in the log already.
+        run.epoch, run.batch_in_epoch = run.epoch + 1, 0
     run.best = state.get("best_test_bpd", math.inf)
     run.best_step = state.get("best_step")
     run.nonfinite_skipped = state.get("nonfinite_skipped", 0)
