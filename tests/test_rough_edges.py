@@ -339,3 +339,57 @@ def test_the_final_json_counts_epochs_as_the_bar_does(tiny_mnist_root, tmp_path)
     assert summary["epoch"] == 1 and summary["step"] == 2 and summary["stopped"] == "max_steps"
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert {r["epoch"] for r in records} == {1}
+
+
+# ---- models too large for memory -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "preset, override, parameters",
+    [("seed", "hidden_features=100000000", "120,001,884,000,009,408"),
+     ("multiscale", "hidden_channels=100000", "1,800,081,600,168")],
+)  # fmt: skip
+def test_a_model_too_large_for_memory_is_refused_before_allocating(
+    tiny_mnist_root, tmp_path, preset, override, parameters
+):
+    run = tmp_path / "run"
+    args = [a if a != "hidden_features=16" else override for a in train_args(tiny_mnist_root, run)]
+    start = time.perf_counter()
+    code, out, err = cli(*args, "--preset", preset)
+    refused(code, err, "the model would need ", f" GB to train ({parameters} parameters",
+            "more than the ", " GB free on cpu")  # fmt: skip
+    assert time.perf_counter() - start < 60  # nothing of that size was allocated
+    assert not run.exists() and out == ""
+
+
+def test_the_parameter_count_is_exact_without_building_the_model():
+    from dataclasses import asdict
+
+    from pairflow.models import REGISTRY, kind_spec
+    from pairflow.training.checkpoint import build_model
+    from pairflow.training.memory import parameter_size
+
+    for kind in REGISTRY:
+        config_class = kind_spec(kind).config_class
+        for preset in config_class.PRESETS:
+            config = asdict(config_class.from_preset(preset))
+            params = list(build_model(kind, config).parameters())
+            expected = (sum(p.numel() for p in params), sum(p.nbytes for p in params))
+            assert parameter_size(kind, config) == expected, (kind, preset)
+
+
+def test_a_model_is_refused_exactly_when_its_training_state_exceeds_free_memory(monkeypatch):
+    from dataclasses import asdict
+
+    from pairflow.flows import FlowConfig
+    from pairflow.training import memory
+
+    config = asdict(FlowConfig.from_preset("seed", hidden_features=16))
+    count, nbytes = memory.parameter_size("flow", config)
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(memory, "available_memory", lambda device: 4 * nbytes)
+    memory.check_model_fits("flow", config, cpu)  # weights, gradients, two moments: it fits
+    with pytest.raises(ValueError, match=rf"would need 0\.\d+ GB to train \({count:,} param"):
+        memory.check_model_fits("flow", config, cpu, ema=True)  # one copy more does not
+    monkeypatch.setattr(memory, "available_memory", lambda device: None)
+    memory.check_model_fits("flow", config, cpu, ema=True)  # unknown: no refusal

@@ -196,12 +196,20 @@ def _flag(key: str) -> str:
     return "--set" if key == "model_overrides" else "--" + key.replace("_", "-")
 
 
-def _check_model_config(config) -> None:
-    """Build the model config the run will use, so that a bad --set fails before anything."""
+def _check_model_config(config, resume: bool) -> None:
+    """Build the model config the run will use, so that a bad --set fails before anything,
+    and refuse a new model too large for the device's memory before allocating it."""
     from pairflow.training.checkpoint import model_config_class
+    from pairflow.training.memory import check_model_fits
+    from pairflow.training.setup import model_config
+    from pairflow.utils import resolve_device
 
     overrides = dict(config.model_overrides)
     model_config_class(config.model).from_preset(config.preset, **overrides)
+    if not resume:  # a resumed model's size is its checkpoint's
+        values = model_config(config, "fp32")  # the precision does not change its size
+        device = resolve_device(config.device)
+        check_model_fits(config.model, values, device, ema=config.ema_decay > 0)
 
 
 def _check_data(config, download: bool) -> None:
@@ -255,9 +263,9 @@ def run(args: argparse.Namespace) -> int:
             if main_rank:
                 print(f"pairflow train: the run in {config.out} already finished: {done}")
             return 0
-        _check_model_config(config)
         if config.init_from and not Path(config.init_from).exists():
             config.init_from = _shipped_init(config.init_from)  # a shipped model's name
+        _check_model_config(config, args.resume)
         _check_data(config, args.download)
     except MNISTNotFoundError as err:  # say it in flags
         from pairflow.commands._common import data_usage_error

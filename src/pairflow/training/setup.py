@@ -26,6 +26,7 @@ from pairflow.training.config import TrainConfig
 from pairflow.training.distributed import Processes, init_processes
 from pairflow.training.ema import EMA
 from pairflow.training.logger import MetricsLogger
+from pairflow.training.memory import check_model_fits
 from pairflow.training.speed import CompileOrEager, decide_compile, make_adam, set_threads
 from pairflow.utils import atomic_write_text, resolve_device
 
@@ -466,6 +467,8 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         if procs.is_main and "precision" in values:
             print(f"precision: {values['precision']} (the checkpoint's)", flush=True)
     else:
+        fp32 = model_config(config, "fp32")  # refused before a byte of it is allocated:
+        check_model_fits(config.model, fp32, procs.device, ema=config.ema_decay > 0)
         probe = _precision_probe(config, procs.device, procs.world_size)
         choice = choose_precision(config.precision, procs.device, probe)
         values = model_config(config, choice.precision)
