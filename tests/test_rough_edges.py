@@ -393,3 +393,18 @@ def test_a_model_is_refused_exactly_when_its_training_state_exceeds_free_memory(
         memory.check_model_fits("flow", config, cpu, ema=True)  # one copy more does not
     monkeypatch.setattr(memory, "available_memory", lambda device: None)
     memory.check_model_fits("flow", config, cpu, ema=True)  # unknown: no refusal
+
+
+# ---- what train says -------------------------------------------------------------------------
+
+
+def test_a_vae_run_says_why_it_is_not_compiled(tiny_mnist_root, tmp_path):
+    sizes = ["--set", "latent_dim=4", "--set", "hidden_channels=4"]  # hidden_features=16 given
+    model = ["--model", "vae", "--preset", "conv", "--max-steps", "1"]
+    code, out, err = cli(*train_args(tiny_mnist_root, tmp_path / "run"), *model, *sizes)
+    assert code == 0, err
+    assert (
+        "compile: no (auto: not a multiscale flow, the one model compiling was measured to "
+        "pay for)\n" in out
+    )
+    assert "None" not in out
