@@ -408,3 +408,15 @@ def test_a_vae_run_says_why_it_is_not_compiled(tiny_mnist_root, tmp_path):
         "pay for)\n" in out
     )
     assert "None" not in out
+
+
+def test_the_top_level_help_says_what_pairflow_does_today():
+    code, out, _ = cli("--help")
+    assert code == 0
+    text = " ".join(out.split())
+    for words in ("image pairs", "single images", "MNIST (pairs 28x56), Fashion-MNIST, and "
+                  "CIFAR-10 where its files are in the data root", "RealNVP", "Glow",
+                  "a VAE and a GAN", "--layout pair|single",
+                  "draw pairs or images from a trained or shipped model"):  # fmt: skip
+        assert words in text, words
+    assert "MNIST digit pairs" not in text and "on MNIST pairs" not in text

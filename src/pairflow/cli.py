@@ -19,15 +19,23 @@ from collections.abc import Sequence
 # name -> (module, one-line help). Keep in the order a user meets them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pairflow.commands.demo", "the main job: data check, preview, a short training run"),
-    "data": ("pairflow.commands.data", "check the MNIST root, print counts, write a pair preview"),
-    "train": ("pairflow.commands.train", "train a flow (or a VAE or GAN baseline) on MNIST pairs"),
-    "sample": ("pairflow.commands.sample", "draw pairs from a trained or shipped model"),
+    "data": ("pairflow.commands.data", "check a data root, print counts, write a preview"),
+    "train": ("pairflow.commands.train", "train a flow (or a VAE or GAN baseline) on a dataset"),
+    "sample": ("pairflow.commands.sample", "draw pairs or images from a trained or shipped model"),
     "evaluate": ("pairflow.commands.evaluate", "test bits/dim (and sample metrics) of a model"),
     "compare": ("pairflow.commands.compare", "several evaluated runs in one table and figure"),
     "export": ("pairflow.commands.export", "compact weights-only checkpoint (fp16 or int8)"),
     "classifier": ("pairflow.commands.classifier", "train or check the digit-pair classifier"),
     "app": ("pairflow.commands.app", "a local web page: generate, explore and score pairs"),
 }
+
+
+DESCRIPTION = """\
+Normalizing flows (RealNVP: fully connected or multi-scale convolutional; Glow) and two
+baselines (a VAE and a GAN) for image pairs, two images side by side labelled 10a + b, or
+for single images labelled by class: MNIST (pairs 28x56), Fashion-MNIST, and CIFAR-10
+where its files are in the data root (--dataset, --layout pair|single). Bits/dim (exact
+for a flow), samples by label, shipped pretrained models (pairflow sample --list-pretrained)."""
 
 
 class UsageError(Exception):
@@ -54,7 +62,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="pairflow",
-        description="RealNVP normalizing flows for MNIST digit pairs (28x56 images).",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pairflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
