@@ -420,3 +420,45 @@ def test_the_top_level_help_says_what_pairflow_does_today():
                   "draw pairs or images from a trained or shipped model"):  # fmt: skip
         assert words in text, words
     assert "MNIST digit pairs" not in text and "on MNIST pairs" not in text
+
+
+# ---- the README's Datasets example -----------------------------------------------------------
+
+
+def _datasets_example() -> str:
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Datasets\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+
+
+def _run_example(cwd: Path, data: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PAIRFLOW_DATA": str(data), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", _datasets_example()], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def test_the_readme_datasets_example_runs_in_a_fresh_clone(tiny_mnist_root, tmp_path):
+    # A clone's data root holds MNIST only: the others are named, with how to fetch them.
+    proc = _run_example(tmp_path, tiny_mnist_root)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("Fashion-MNIST file not found: ") and "download=True" in lines[0]
+    assert lines[1].startswith(f"CIFAR-10 not found in {tiny_mnist_root}: ")
+    assert "download=True" in lines[1] and len(lines) == 2
+
+
+def test_the_readme_datasets_example_reads_every_dataset_where_present(roots, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "MNIST").symlink_to(roots["mnist"] / "MNIST")
+    (data / "FashionMNIST").symlink_to(roots["fashion-mnist"] / "FashionMNIST")
+    archive = "cifar-10-python.tar.gz"
+    (data / archive).symlink_to(roots["cifar10"] / archive)
+    proc = _run_example(tmp_path, data)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "fashion-mnist single (1, 28, 28) 256 items",
+        "cifar10 pair (3, 32, 64) 250 items",
+    ]
