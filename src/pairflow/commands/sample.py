@@ -280,7 +280,7 @@ def _sample(
         if kind == "folder":
             kept = f"the PNGs written before it stay in {out}"
         else:
-            kept = f"{out} was not written (its partial temporary file was removed)"
+            kept = f"{out} was not written, and no partial file of it is left"
         print(f"pairflow sample: stopped by {name}: {kept}", file=sys.stderr, flush=True)
         raise
     if args.temperature is None:
