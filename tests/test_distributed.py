@@ -26,6 +26,8 @@ def _train(root, out, batch_size, nproc=None):
                "--master_port", "29533", "-m", "pairflow", *args]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count('"stopped": "max_steps"') == 1, proc.stdout  # rank 0 reports
+    assert proc.stdout.count("run folder:") == 1, proc.stdout
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 

@@ -284,9 +284,9 @@ def test_bad_train_values_are_refused_before_anything_is_written(
     "args, message",
     [
         (["sample", "RUN", "--temperature", "inf"], "--temperature must be > 0 and finite"),
-        (["sample", "RUN", "--seed", "-1"], "--seed must be a non-negative integer"),
+        (["sample", "RUN", "--seed", "-1"], "--seed: must be a whole number in 0..4294967295"),
         (["evaluate", "RUN", "--temperature", "inf"], "--temperature must be > 0 and finite"),
-        (["evaluate", "RUN", "--seed", "-2"], "--seed must be a non-negative integer"),
+        (["evaluate", "RUN", "--seed", "-2"], "--seed: must be a whole number in 0..4294967295"),
         # The --out checks come before the model is loaded (a missing run is not reported).
         (["sample", "/no/run", "--out", "/proc/foo.png"], "cannot write in /proc"),
         (["sample", "/no/run", "--out", "FILE/x.png"], "is a file, not a folder"),

@@ -194,9 +194,11 @@ def test_time_budget_bar_counts_seconds_from_the_budget_start():
 @pytest.mark.slow
 def test_demo_end_to_end_tiny(tmp_path, tiny_mnist_root):
     proc = pairflow_in(tmp_path, "demo", "--data-dir", tiny_mnist_root, "--max-steps", "2",
-                       "--test-pairs", "16", "--threads", "1", "--no-progress")  # fmt: skip
+                       "--test-pairs", "16", "--threads", "1", "--no-progress",
+                       "--minutes", "1")  # fmt: skip
     out = tmp_path / "runs" / "demo"
     assert "fine-tuning the shipped multiscale flow" in proc.stdout
+    assert ") for 1 minute; --from-scratch" in proc.stdout
     for name in ("demo.png", "pairs.png", "demo_run_samples.png", "train/curves.png",
                  "train/last.pt", "train/samples/step_000002.png",
                  "pretrained_multiscale.png", "pretrained_multiscale-cond.png",

@@ -49,9 +49,7 @@ REPLACE: tuple[tuple[str, str | None, str], ...] = (
 )
 # Python blocks not run: (text the block contains, why). Each is a README example that cannot
 # run as printed in a clone beside ../shared/data; fix the README and drop the entry.
-PYTHON_SKIP: tuple[tuple[str, str], ...] = (
-    ('PairedDataset("cifar10", "data"', "CIFAR-10 and Fashion-MNIST under ./data: not in a clone"),
-)
+PYTHON_SKIP: tuple[tuple[str, str], ...] = ()
 # Command start -> flags appended that make it return: a server runs until Ctrl-C, so its
 # command line is only parsed (every flag it shows must exist).
 SERVERS: tuple[str, ...] = ("pairflow app",)

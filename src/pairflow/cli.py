@@ -19,9 +19,9 @@ from collections.abc import Sequence
 # name -> (module, one-line help). Keep in the order a user meets them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pairflow.commands.demo", "the main job: data check, preview, a short training run"),
-    "data": ("pairflow.commands.data", "check the MNIST root, print counts, write a pair preview"),
-    "train": ("pairflow.commands.train", "train a flow (or a VAE or GAN baseline) on MNIST pairs"),
-    "sample": ("pairflow.commands.sample", "draw pairs from a trained or shipped model"),
+    "data": ("pairflow.commands.data", "check a data root, print counts, write a preview"),
+    "train": ("pairflow.commands.train", "train a flow (or a VAE or GAN baseline) on a dataset"),
+    "sample": ("pairflow.commands.sample", "draw pairs or images from a trained or shipped model"),
     "evaluate": ("pairflow.commands.evaluate", "test bits/dim (and sample metrics) of a model"),
     "compare": ("pairflow.commands.compare", "several evaluated runs in one table and figure"),
     "export": ("pairflow.commands.export", "compact weights-only checkpoint (fp16 or int8)"),
@@ -30,8 +30,31 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+DESCRIPTION = """\
+Normalizing flows (RealNVP: fully connected or multi-scale convolutional; Glow) and two
+baselines (a VAE and a GAN) for image pairs, two images side by side labelled 10a + b, or
+for single images labelled by class: MNIST (pairs 28x56), Fashion-MNIST, and CIFAR-10
+where its files are in the data root (--dataset, --layout pair|single). Bits/dim (exact
+for a flow), samples by label, shipped pretrained models (pairflow sample --list-pretrained)."""
+
+
 class UsageError(Exception):
     """A user error on the command line: printed without a traceback, exit code 2."""
+
+
+def seed_arg(text: str) -> int:
+    """``--seed``'s argparse type: a whole number in 0..2**32 - 1 (argparse exits 2 otherwise)."""
+    from pairflow.options import MAX_SEED
+
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = None
+    if seed is None or not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number in 0..{MAX_SEED} (2**32 - 1), got {text}"
+        )
+    return seed
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -39,7 +62,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="pairflow",
-        description="RealNVP normalizing flows for MNIST digit pairs (28x56 images).",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pairflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

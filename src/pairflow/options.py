@@ -43,6 +43,8 @@ __all__ = [
     "Dequantization",
     "choices",
     "check_choice",
+    "MAX_SEED",
+    "check_seed",
 ]
 
 NUM_LEVELS = 256
@@ -89,6 +91,32 @@ one's image shape, class names and files."""
 
 DEFAULT_DATASET = "mnist"
 """The dataset of a run or checkpoint that names none (they predate the others)."""
+
+MAX_SEED = 2**32 - 1
+"""The largest ``--seed``: seeds are 0..2**32 - 1 in every command (each derives its
+generators' seeds from it, e.g. ``1000 * seed + rank``, which then fit torch's 64 bits)."""
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """Return ``seed`` if it is a whole number in 0..:data:`MAX_SEED`.
+
+    Raises:
+        ValueError: naming ``name``, the value and the valid range.
+
+    Example:
+        >>> check_seed(7)
+        7
+        >>> check_seed(-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: seed must be a whole number in 0..4294967295 (2**32 - 1), got -1
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(
+            f"{name} must be a whole number in 0..{MAX_SEED} (2**32 - 1), got {seed!r}"
+        )
+    return seed
+
 
 Layout = Literal["pair", "single"]
 """How images are laid out: two side by side (label 10 a + b) or one (label 0..9)."""

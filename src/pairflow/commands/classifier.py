@@ -14,7 +14,7 @@ import platform
 import shlex
 import time
 
-from pairflow.cli import UsageError
+from pairflow.cli import UsageError, seed_arg
 from pairflow.commands._common import add_dataset_arguments, data_usage_error
 
 
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(train, layout=False)
     train.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
     train.add_argument("--epochs", type=int, default=1, help="passes over the pairs (default 1)")
-    train.add_argument("--seed", type=int, default=0, help="seed of weights, pairs, order (0)")
+    train.add_argument("--seed", type=seed_arg, default=0, help="seed of weights, pairs, order (0)")
     train.add_argument(
         "--num-pairs",
         type=int,
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a checkpoint is scored on the dataset it was trained on",
     )
     evaluate.add_argument("--num-pairs", type=int, help="test pairs to score (default all)")
-    evaluate.add_argument("--seed", type=int, default=0, help="pairing seed of the test pairs")
+    evaluate.add_argument("--seed", type=seed_arg, default=0, help="pairing seed of the test pairs")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
 

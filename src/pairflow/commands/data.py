@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from pairflow.cli import UsageError
-from pairflow.commands._common import add_dataset_arguments, data_usage_error
+from pairflow.cli import UsageError, seed_arg
+from pairflow.commands._common import (
+    add_dataset_arguments,
+    check_output_path,
+    data_usage_error,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="pairs drawn per split for the histogram (default: the split's size)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="pairing seed (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="pairing seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead")
 
 
@@ -98,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_pairs is not None and args.num_pairs <= 0:
         raise UsageError(f"--num-pairs must be a positive integer, got {args.num_pairs}")
+    if args.preview:
+        check_output_path(args.preview, flag="--preview")  # before reading any data
     root = resolve_root(args.root)
     try:
         if args.download:

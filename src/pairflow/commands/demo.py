@@ -99,12 +99,12 @@ def _train(args: argparse.Namespace, root: Path, out: Path):
     base = None if args.from_scratch else _shipped_of_preset(shipped, args.preset)
     if base is None:
         how = "from scratch"
-        print(f"[2/4] training a {args.preset} flow from scratch for {args.minutes:g} minutes")
+        print(f"[2/4] training a {args.preset} flow from scratch for {_minutes(args.minutes)}")
     else:
         how = f"the shipped `{base}` fine-tuned"
         print(
             f"[2/4] fine-tuning the shipped {base} flow (test bits/dim "
-            f"{shipped_bpd_text(shipped[base])}) for {args.minutes:g} minutes; "
+            f"{shipped_bpd_text(shipped[base])}) for {_minutes(args.minutes)}; "
             "--from-scratch trains fresh weights instead"
         )
     config = TrainConfig(
@@ -156,13 +156,11 @@ def _figure(args, root: Path, out: Path, summary: dict, how: str, base, minutes:
     model = pairflow.load(run_dir / "last.pt")  # at the precision that is fast here
     images = _draw(model, torch, conditional=False)
     same = "; the same latents as the shipped panel of its preset" if base else ""
+    caption = run_caption(how, steps, args.minutes, minutes, root) + (
+        f"; test bits/dim {_run_bpd_text(summary)} on {args.test_pairs:,} test pairs{same}"
+    )
     panels.append(
-        (
-            "this demo's run",
-            f"{how} for {steps:,} steps of 64 pairs ({minutes:.1f} min) on {root}; "
-            f"test bits/dim {_run_bpd_text(summary)} on {args.test_pairs:,} test pairs{same}",
-            save_grid(images, out / "demo_run_samples.png", nrow=8),
-        )
+        ("this demo's run", caption, save_grid(images, out / "demo_run_samples.png", nrow=8))
     )
     for name, meta in sorted(shipped.items()):
         if meta.get("dataset", "mnist") != "mnist":
@@ -181,6 +179,26 @@ def _figure(args, root: Path, out: Path, summary: dict, how: str, base, minutes:
     figure = demo_figure(panels, out / "demo.png")
 
     return panels, figure
+
+
+def _minutes(minutes: float) -> str:
+    """``"1 minute"``, ``"4 minutes"``, ``"0.5 minutes"``."""
+    return f"{minutes:g} minute{'' if minutes == 1 else 's'}"
+
+
+def run_caption(how: str, steps: int, budget: float, wall_minutes: float, root) -> str:
+    """How the demo's run was made: its steps within the training budget, and the wall time
+    of all of it (loading the model and data, and testing after the budget, come on top).
+
+    Example:
+        >>> print(run_caption("from scratch", 120, 1, 1.5, "data"))
+        from scratch for 120 steps of 64 pairs within a 1-minute budget (1.5 min in all,
+        with setup and the final test) on data
+    """
+    return (
+        f"{how} for {steps:,} steps of 64 pairs within a {budget:g}-minute budget "
+        f"({wall_minutes:.1f} min in all, with setup and the final test) on {root}"
+    )
 
 
 def _print_listing(out: Path, panels: list, figure) -> None:

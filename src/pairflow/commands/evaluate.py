@@ -34,7 +34,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from pairflow.cli import UsageError
+from pairflow.cli import UsageError, seed_arg
 from pairflow.commands._common import (
     add_model_arguments,
     check_output_path,
@@ -131,7 +131,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--labels prior or a class mixture's; 1.0 is the model's own distribution)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the samples and of the floor (default 0)"
+        "--seed", type=seed_arg, default=0, help="seed of the samples and of the floor (default 0)"
     )
     parser.add_argument(
         "--no-progress",
@@ -224,8 +224,6 @@ def _check_args(args: argparse.Namespace) -> None:
             f"got {args.samples}"
         )
     check_temperature(args.temperature)
-    if args.seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be a positive number of threads, got {args.threads}")
 

@@ -12,9 +12,11 @@ class 0..9). ``--grid`` is the 10x10 table of pairs, or for single images one ro
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from pathlib import Path
 
-from pairflow.cli import UsageError
+from pairflow.cli import UsageError, seed_arg
 from pairflow.commands._common import (
     add_model_arguments,
     check_output_path,
@@ -54,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{LABEL_FREE_TEMPERATURE} where a conditional flow draws the labels from its p(y), "
         "the label-free sampler, whose FD is best there)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the latents (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the latents (default 0)")
     parser.add_argument(
         "--out",
         help=f"FILE.png (grid), FILE.npz (arrays) or a folder (one PNG each); default "
@@ -240,8 +242,6 @@ def _check_args(args: argparse.Namespace) -> None:
     check_temperature(args.temperature)
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be a positive number of threads, got {args.threads}")
     if args.pair is not None and args.grid:
@@ -309,15 +309,50 @@ def _sample(
     elif pairs is not None and len(pairs) > 1 and n <= 16:
         rows = len(pairs)  # one row per requested pair
     try:
-        _write(chunks(), total, labels, out, kind, grid_rows=rows, pairs=layout == "pair")
+        with _sigterm_interrupts():
+            _write(chunks(), total, labels, out, kind, grid_rows=rows, pairs=layout == "pair")
     except OSError as err:
         raise UsageError(f"--out {out}: could not write ({err})") from err
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the atomic writer removed its file
+        name = getattr(err, "signal_name", "SIGINT")
+        if kind == "folder":
+            kept = f"the PNGs written before it stay in {out}"
+        else:
+            kept = f"{out} was not written, and no partial file of it is left"
+        print(f"pairflow sample: stopped by {name}: {kept}", file=sys.stderr, flush=True)
+        raise
     if args.temperature is None:
         why = ", the label-free default" if label_free else ", the default"
     else:
         why = ""
     print(f"wrote {total} samples to {out} (temperature {temperature:g}{why})")
     return 0
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """Within: SIGTERM (``kill``, a scheduler's time limit) stops as Ctrl-C does, raising
+    :class:`~pairflow.training.interrupt.Stopped` so that the writers' cleanup runs, instead
+    of ending the process on the spot with a partial temporary file left behind. A second
+    SIGTERM during that cleanup is ignored; outside the main thread nothing changes."""
+    import signal
+    import threading
+
+    from pairflow.training.interrupt import Stopped
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the cleanup finish
+        raise Stopped("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 MAX_GRID = 10_000  # samples in one PNG grid (about 70 MB of picture at scale 2)

@@ -7,7 +7,7 @@ import json
 import math
 import sys
 
-from pairflow.cli import UsageError
+from pairflow.cli import UsageError, seed_arg
 from pairflow.options import DEFAULT_DATASET, DEFAULT_LAYOUT, DatasetName, Layout, choices
 
 # Flags map one-to-one onto TrainConfig fields; default None means "not given" so that a
@@ -46,7 +46,7 @@ _FLAGS = {
         help="conditioner arithmetic: fp32, bf16 or auto (default: bf16 where it is faster here: "
         "AMX CPUs, CUDA GPUs with bf16; measured once on AVX512-BF16 CPUs without AMX)"
     ),
-    "seed": dict(type=int, help="seed of initialisation, pairing and noise (default 0)"),
+    "seed": dict(type=seed_arg, help="seed of initialisation, pairing and noise (default 0)"),
     "threads": dict(
         type=int,
         help="torch CPU threads (default: torch's, one per core); on a shared machine also set "
@@ -154,9 +154,9 @@ def _shipped_init(name: str) -> str:
     return str(pretrained_path(name))
 
 
-def _resume_base(out: str, asked: dict) -> dict:
-    """The saved train config of ``out``'s checkpoint; UsageError if ``asked`` (flags and file
-    values given) changes what a resumed run cannot change."""
+def _resume_base(out: str, asked: dict) -> tuple[dict, tuple[int, int]]:
+    """The saved train config of ``out``'s checkpoint and its ``(step, epoch)``; UsageError if
+    ``asked`` (flags and file values given) changes what a resumed run cannot change."""
     from pathlib import Path
 
     from pairflow.training import load_checkpoint
@@ -168,12 +168,9 @@ def _resume_base(out: str, asked: dict) -> dict:
             last = folder / "best.pt"  # a kill during the first last.pt write: see runfolder
         else:
             raise UsageError(f"--resume: no checkpoint {last}; train without --resume first")
+    state = load_checkpoint(last)
     # Runs from before datasets were MNIST pairs.
-    saved = {
-        "dataset": DEFAULT_DATASET,
-        "layout": DEFAULT_LAYOUT,
-        **load_checkpoint(last)["train_config"],
-    }
+    saved = {"dataset": DEFAULT_DATASET, "layout": DEFAULT_LAYOUT, **state["train_config"]}
     for key in ("model", "preset", "conditional", "dataset", "layout"):
         if asked.get(key) is not None and asked[key] != saved.get(key):
             raise UsageError(
@@ -194,7 +191,7 @@ def _resume_base(out: str, asked: dict) -> dict:
             "run with another --out (--init-from RUN to start from its weights). --resume can "
             f"change {', '.join(changeable)}"
         )
-    return saved
+    return saved, (state["step"], state["epoch"])
 
 
 def _flag(key: str) -> str:
@@ -202,12 +199,20 @@ def _flag(key: str) -> str:
     return "--set" if key == "model_overrides" else "--" + key.replace("_", "-")
 
 
-def _check_model_config(config) -> None:
-    """Build the model config the run will use, so that a bad --set fails before anything."""
+def _check_model_config(config, resume: bool) -> None:
+    """Build the model config the run will use, so that a bad --set fails before anything,
+    and refuse a new model too large for the device's memory before allocating it."""
     from pairflow.training.checkpoint import model_config_class
+    from pairflow.training.memory import check_model_fits
+    from pairflow.training.setup import model_config
+    from pairflow.utils import resolve_device
 
     overrides = dict(config.model_overrides)
     model_config_class(config.model).from_preset(config.preset, **overrides)
+    if not resume:  # a resumed model's size is its checkpoint's
+        values = model_config(config, "fp32")  # the precision does not change its size
+        device = resolve_device(config.device)
+        check_model_fits(config.model, values, device, ema=config.ema_decay > 0)
 
 
 def _check_data(config, download: bool) -> None:
@@ -234,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
         merge_config,
         train,
     )
+    from pairflow.training.loop import nothing_left
     from pairflow.training.runfolder import RunFolderError, open_run_folder
 
     if args.resume and args.overwrite:
@@ -244,16 +250,25 @@ def run(args: argparse.Namespace) -> int:
     flags["compile"] = args.compile
     if args.set:
         flags["model_overrides"] = _parse_overrides(args.set)
+    # Under torchrun, rank 0 owns the folder and speaks; the other ranks write nothing there.
+    main_rank = os.environ.get("RANK", "0") == "0"
+    progress = None  # --resume: the checkpoint's (step, epoch)
     try:
         base = load_config_file(args.config) if args.config else {}
         if args.resume:
             out = flags["out"] or base.get("out") or "runs/default"
             asked = {**base, **{k: v for k, v in flags.items() if v is not None}}
-            base = {**_resume_base(out, asked), **base}
+            saved, progress = _resume_base(out, asked)
+            base = {**saved, **base}
         config = merge_config(base, flags)
-        _check_model_config(config)
+        done = progress and nothing_left(config, *progress)
+        if done:  # say so before anything is read or written
+            if main_rank:
+                print(f"pairflow train: the run in {config.out} already finished: {done}")
+            return 0
         if config.init_from and not Path(config.init_from).exists():
             config.init_from = _shipped_init(config.init_from)  # a shipped model's name
+        _check_model_config(config, args.resume)
         _check_data(config, args.download)
     except MNISTNotFoundError as err:  # say it in flags
         from pairflow.commands._common import data_usage_error
@@ -262,8 +277,6 @@ def run(args: argparse.Namespace) -> int:
         raise data_usage_error(err, root, download_flag="add --download") from err
     except (ValueError, CheckpointError, FileNotFoundError, MNISTDownloadError) as err:
         raise UsageError(str(err)) from err
-    # Under torchrun, rank 0 owns the folder; the other ranks write nothing there.
-    main_rank = os.environ.get("RANK", "0") == "0"
     folder = (
         open_run_folder(config.out, resume=args.resume, overwrite=args.overwrite)
         if main_rank
@@ -286,9 +299,16 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(json.dumps(summary, indent=2))
     final = [v for k, v in summary.items() if k in ("test_bpd", "test_bpd_bound")]
-    if final and not math.isfinite(final[0]):  # a diverged model must not look like a result
+    diverged = bool(final) and not math.isfinite(final[0])
+    if not main_rank:  # rank 0 reports the run
+        return 1 if diverged and summary["stopped"] != "finished" else 0
+    if summary["stopped"] == "finished":  # a checkpoint of an earlier version: found in setup
+        done = nothing_left(config, summary["step"], summary["epoch"])
+        print(f"pairflow train: the run in {config.out} already finished: {done}")
+        return 0
+    print(json.dumps(summary, indent=2))
+    if diverged:  # a diverged model must not look like a result
         print(
             f"pairflow train: the run ended with a diverged model (test bits/dim {final[0]}); "
             "it was not checkpointed, see above for the last good checkpoint"

@@ -66,10 +66,12 @@ CIFAR10_CLASSES = (
 _ROW = 3 * 32 * 32
 
 # What CIFAR-10's pickles may reference: numpy's array reconstruction, nothing else
-# (_codecs.encode: how protocol 2 spells a Python 3 bytes object, as in batches rewritten by
-# Python 3; a pure function).
+# (_codecs.encode and bytes: how protocol 2 spells a Python 3 bytes object, non-empty and
+# empty, as in batches rewritten by Python 3; pure functions).
 _ALLOWED_GLOBALS = {
     ("_codecs", "encode"),
+    ("__builtin__", "bytes"),
+    ("builtins", "bytes"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("numpy.core.multiarray", "_reconstruct"),
@@ -210,7 +212,8 @@ def read_cifar10(
 
     Raises:
         CIFARNotFoundError: neither the directory nor the archive is there.
-        CIFARFormatError: a batch is missing or is not a CIFAR-10 batch.
+        CIFARFormatError: a batch is missing or is not a CIFAR-10 batch, or the split's
+            batches hold no images.
 
     Example:
         >>> images, labels = read_cifar10("data", train=False)  # doctest: +SKIP
@@ -223,6 +226,14 @@ def read_cifar10(
         parts = [_parse_batch(*source.read(name)) for name in names]
     finally:
         source.close()
+    if not sum(len(p[0]) for p in parts):
+        split = "train" if train else "test"
+        where = source.archive if source.tar is not None else source.directory
+        raise CIFARFormatError(
+            where,
+            f"{', '.join(names)} {'holds' if len(names) == 1 else 'hold'} 0 images: valid "
+            f"CIFAR-10 batches, but the {split} split needs images",
+        )
     images = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32)  # R, G, B planes
     labels = np.concatenate([p[1] for p in parts])
     return torch.from_numpy(images.copy()), torch.from_numpy(labels)

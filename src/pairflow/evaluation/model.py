@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -495,9 +496,14 @@ def training_curves(run_dir: str | Path, outputs: dict[str, Path]) -> Path | Non
         return own
     log = run_dir / "metrics.jsonl"
     if log.is_file():
+        from pairflow.training.logger import read_metrics
         from pairflow.training.plots import plot_curves
 
-        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        try:
+            records = read_metrics(log)
+        except ValueError as err:  # the evaluation is done: report it, without these curves
+            print(f"pairflow evaluate: warning: no curves from it: {err}", file=sys.stderr)
+            records = []
         drawn = plot_curves(records, outputs["curves"], title=run_dir.name)
         if drawn is not None:
             return Path(drawn)

@@ -19,6 +19,7 @@ from pairflow.options import (
     PrecisionOption,
     Schedule,
     check_choice,
+    check_seed,
 )
 from pairflow.utils import check_field_types, dataclass_from_dict
 
@@ -110,8 +111,7 @@ class TrainConfig:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
         if not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip!r}")
-        if self.seed < 0:
-            raise ValueError(f"seed (--seed) must be a non-negative integer, got {self.seed}")
+        check_seed(self.seed, "seed (--seed)")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
@@ -131,7 +131,10 @@ class TrainConfig:
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a TOML (``.toml``), YAML (``.yaml``/``.yml``, needs PyYAML) or JSON config file.
 
-    A ``[train]`` table, if present, is used; otherwise the top level.
+    A ``[train]`` table, if present, holds the settings; otherwise the top level does. A file
+    with both is refused, naming the keys outside the table: which of the two should win
+    where they disagree is a guess, and a key silently left out is a run that is not the
+    one asked for.
     """
     path = Path(path)
     if not path.is_file():
@@ -171,6 +174,12 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"config file {path} could not be parsed: {err}") from err
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must hold a table of settings")
+    if "train" in values and len(values) > 1:
+        outside = ", ".join(sorted(str(k) for k in values if k != "train"))
+        raise ValueError(
+            f"config file {path} has settings both in its [train] table and outside it "
+            f"({outside}); put them all in [train], or drop the [train] header"
+        )
     values = values.get("train", values)
     if not isinstance(values, dict):
         raise ValueError(f"config file {path}: [train] must be a table of settings")

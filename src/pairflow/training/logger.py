@@ -18,10 +18,20 @@ def read_metrics(path: Path) -> list[dict]:
     result of a crash: it is dropped with a warning. A bad line elsewhere raises.
 
     Raises:
-        ValueError: naming the file and line of a malformed record that is not the last.
+        ValueError: naming the file and line of a malformed record that is not the last, or
+            of bytes that are not text.
     """
     records: list[dict] = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    raw = path.read_bytes()
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:  # JSON records are text: this is not a metrics log
+        number = raw[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}: line {number} is not text (byte 0x{raw[err.start]:02x} at offset "
+            f"{err.start}), so the file is not a log of JSON records; move it aside to go on "
+            "without the records it held"
+        ) from err
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue

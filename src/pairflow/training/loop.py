@@ -45,6 +45,7 @@ from pairflow.training.setup import (
 from pairflow.training.speed import clip_grad_norm
 
 __all__ = ["train", "train_step", "end_of_epoch", "TrainingDiverged", "init_weights"]
+__all__ += ["nothing_left"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -61,9 +62,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
 
     Returns:
         ``{"out", "step", "epoch", "test_bpd", "best_test_bpd", "nonfinite_skipped",
-        "stopped"}`` where ``stopped`` is ``"epochs"``, ``"max_steps"`` or ``"time_budget"``.
-        A VAE has ``test_bpd_bound`` and ``best_test_bpd_bound`` in place of the bits/dim
-        keys, a GAN its last test record's fields (``test_d_loss`` ...).
+        "stopped"}`` where ``stopped`` is ``"epochs"``, ``"max_steps"`` or ``"time_budget"``,
+        or ``"finished"`` for a resumed run that had nothing left to train (see
+        :func:`nothing_left`; the test numbers are then its last test record's). ``epoch`` is
+        the epoch of the last step, counted from 1 as the progress bar and ``metrics.jsonl``
+        count (a run stopped early in its first epoch says 1). A VAE has ``test_bpd_bound``
+        and ``best_test_bpd_bound`` in place of the bits/dim keys, a GAN its last test
+        record's fields (``test_d_loss`` ...).
 
     Raises:
         TrainingDiverged: after ``config.max_nonfinite`` consecutive non-finite steps.
@@ -76,6 +81,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
 
         run.extra["test_progress"] = bars()
     start, stopped, fields = time.perf_counter(), "epochs", {}
+    if resume and nothing_left(config, run.step, run.epoch) is not None:
+        summary = _summary(run, _last_test_fields(run), "finished")
+        close_processes(run.procs)
+        return summary
     with GracefulInterrupt(enabled=run.procs.world_size == 1) as interrupt:
         try:
             while run.epoch < config.epochs and stopped == "epochs":
@@ -100,7 +109,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                         break
                 if bar is not None:
                     bar.close()
-                fields = end_of_epoch(run, complete=stopped == "epochs")
+                # A stop at the epoch's last batch completes it: a resume starts the next
+                # epoch, rather than finishing this one again with a second test record.
+                fields = end_of_epoch(run, complete=run.batch_in_epoch == len(run.loader))
                 if interrupt.requested:
                     raise interrupt.stop()  # the epoch is complete and saved
         except KeyboardInterrupt:
@@ -109,6 +120,36 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     summary = _summary(run, fields, stopped)
     close_processes(run.procs)
     return summary
+
+
+def nothing_left(config: TrainConfig, step: int, epoch: int) -> str | None:
+    """Why a run that has taken ``step`` steps and completed ``epoch`` epochs has nothing left
+    to train under ``config`` (its ``--epochs`` or ``--max-steps`` reached), in words; None
+    where it has.
+
+    Example:
+        >>> nothing_left(TrainConfig(epochs=2), step=8, epoch=2)
+        'all 2 epochs trained (step 8); raise --epochs to train on'
+        >>> nothing_left(TrainConfig(epochs=2, max_steps=6), step=6, epoch=1)
+        '--max-steps 6 is reached (step 6); raise it to train on'
+        >>> nothing_left(TrainConfig(epochs=2), step=4, epoch=1) is None
+        True
+    """
+    if epoch >= config.epochs:
+        if epoch > config.epochs:
+            what = (
+                f"it has trained {epoch} epochs (step {step}), more than --epochs {config.epochs}"
+            )
+        else:
+            what = f"{'all' if epoch > 1 else 'its'} {_epochs(epoch)} trained (step {step})"
+        return f"{what}; raise --epochs to train on"
+    if config.max_steps is not None and step >= config.max_steps:
+        return f"--max-steps {config.max_steps} is reached (step {step}); raise it to train on"
+    return None
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
 
 
 def train_step(run: Run, x: torch.Tensor, cond: torch.Tensor | None, bar=None) -> bool:
@@ -337,8 +378,17 @@ def _summary(run: Run, fields: dict, stopped: str) -> dict:
         tests = {f"test_{key}": last, f"best_test_{key}": run.best}
     else:
         tests = dict(fields)
-    return {"out": str(run.out), "step": run.step, "epoch": run.epoch, **tests,
+    epoch = run.epoch + (1 if run.batch_in_epoch else 0)  # of the last step, from 1: the bar's
+    return {"out": str(run.out), "step": run.step, "epoch": epoch, **tests,
             "nonfinite_skipped": run.nonfinite_skipped, "stopped": stopped}  # fmt: skip
+
+
+def _last_test_fields(run: Run) -> dict:
+    """The test numbers of the run's last test record (rank 0 reads them; {} elsewhere)."""
+    tests = [r for r in run.logger.records if r.get("type") == "test"]
+    if not tests:
+        return {}
+    return {k: v for k, v in tests[-1].items() if k not in ("type", "step", "epoch", "time")}
 
 
 def _describe(fields: dict, bound: str = "negative ELBO") -> str:

@@ -26,6 +26,7 @@ from pairflow.training.config import TrainConfig
 from pairflow.training.distributed import Processes, init_processes
 from pairflow.training.ema import EMA
 from pairflow.training.logger import MetricsLogger
+from pairflow.training.memory import check_model_fits
 from pairflow.training.speed import (
     CompileOrEager,
     StepProbe,
@@ -338,6 +339,10 @@ def _restore(run: Run, state: dict) -> None:
             run.schedulers[name].load_state_dict(state["schedulers"][name])
     run.step, run.epoch = state["step"], state["epoch"]
     run.batch_in_epoch = state["batch_in_epoch"]
+    if run.batch_in_epoch >= len(run.loader):
+        # Stopped (by --max-steps) at an epoch's last batch, saved as mid-epoch by earlier
+        # versions: that epoch is complete, and its test record is in the log already.
+        run.epoch, run.batch_in_epoch = run.epoch + 1, 0
     run.best = state.get("best_test_bpd", math.inf)
     run.best_step = state.get("best_step")
     run.nonfinite_skipped = state.get("nonfinite_skipped", 0)
@@ -403,6 +408,8 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         if procs.is_main and "precision" in values:
             print(f"precision: {values['precision']} (the checkpoint's)", flush=True)
     else:
+        fp32 = model_config(config, "fp32")  # refused before a byte of it is allocated:
+        check_model_fits(config.model, fp32, procs.device, ema=config.ema_decay > 0)
         probe = _precision_probe(config, procs.device, procs.world_size)
         choice = choose_precision(config.precision, procs.device, probe)
         values = model_config(config, choice.precision)

@@ -235,6 +235,8 @@ def decide_compile(
         return setting, "asked for"
     if setting != "auto":
         raise ValueError(f"compile must be true, false or 'auto', got {setting!r}")
+    if arch is None:  # a baseline
+        return False, "auto: not a multiscale flow, the one model compiling was measured to pay for"
     if arch != "multiscale":
         return False, f"auto: not for arch {arch}, where compiling was measured to gain nothing"
     if planned_steps < COMPILE_MIN_STEPS:
