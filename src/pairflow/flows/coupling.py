@@ -218,6 +218,17 @@ CouplingLayer = Callable[[Tensor, ConditionerFactory], Transform]
 """``layer(mask, conditioner_factory) -> coupling``: how an architecture makes its couplings,
 so that one architecture takes any map (see :func:`coupling_layer`)."""
 
+MAPS: dict[str, Callable[..., ElementwiseMap]] = {
+    "affine": lambda scale_bound, **_: AffineMap(scale_bound),
+    "additive": lambda **_: AdditiveMap(),
+    "spline": lambda spline_bins, spline_bound, **_: RationalQuadraticSpline(
+        spline_bins, spline_bound
+    ),
+}
+"""``FlowConfig.coupling`` (:data:`~pairflow.options.CouplingMap`) -> the builder of its map,
+from the map settings (``scale_bound``, ``spline_bins``, ``spline_bound``). A new map is a
+class in :mod:`pairflow.flows.maps`, a row here and its name in the ``Literal``."""
+
 
 def coupling_layer(
     kind: CouplingMap | CouplingLayer = "affine",
@@ -225,12 +236,11 @@ def coupling_layer(
     spline_bins: int = 8,
     spline_bound: float = 5.0,
 ) -> CouplingLayer:
-    """The coupling layer of a map named by ``kind`` (a callable is returned as it is).
+    """The coupling layer of the map named by ``kind`` (a callable is returned as it is).
 
     Arguments:
-        kind: ``"affine"`` (:class:`AffineCoupling`), ``"additive"``
-            (:class:`AdditiveCoupling`) or ``"spline"`` (a :class:`Coupling` with the
-            :class:`~pairflow.flows.maps.RationalQuadraticSpline`).
+        kind: a key of :data:`MAPS`: ``"affine"`` (RealNVP's), ``"additive"`` (NICE's) or
+            ``"spline"`` (:class:`~pairflow.flows.maps.RationalQuadraticSpline`).
         scale_bound: the affine map's soft bound on its log-scale.
         spline_bins, spline_bound: the spline's bins K and interval [-B, B].
 
@@ -244,11 +254,6 @@ def coupling_layer(
     if callable(kind):
         return kind
     check_choice("coupling", kind, CouplingMap)
-    if kind == "affine":
-        return lambda mask, factory: AffineCoupling(mask, factory, scale_bound)
-    if kind == "additive":
-        return AdditiveCoupling
-    RationalQuadraticSpline(spline_bins, spline_bound)  # checks the arguments now, not per layer
-    return lambda mask, factory: Coupling(
-        mask, factory, RationalQuadraticSpline(spline_bins, spline_bound)
-    )
+    settings = dict(scale_bound=scale_bound, spline_bins=spline_bins, spline_bound=spline_bound)
+    MAPS[kind](**settings)  # checks the settings now, not at every layer
+    return lambda mask, factory: Coupling(mask, factory, MAPS[kind](**settings))
