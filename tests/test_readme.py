@@ -1,11 +1,13 @@
-"""The README's commands run as printed, so the README cannot drift from the code.
+"""The commands of README.md and of every docs/*.md page run as printed, so the documentation
+cannot drift from the code.
 
-Every line of every ```bash block runs, in README order, in one bash shell (``set -e``) inside
-a fresh "clone" folder whose sibling ``../shared/data`` is a tiny synthetic MNIST root: the
-layout the README's ``make demo DATA=../shared/data`` assumes. Nothing from the test's own
-environment tells ``pairflow`` where the data is ($PAIRFLOW_DATA is removed) or puts it on
-PATH: the README's own set-up lines must. Then every ```python block runs, in README order,
-in the same folder.
+Every line of every ```bash block runs, README first and then the pages in ``PAGES`` order, in
+one bash shell (``set -e``) inside a fresh "clone" folder whose sibling ``../shared/data`` is a
+tiny synthetic MNIST root: the layout the README's ``make demo DATA=../shared/data`` assumes.
+Nothing from the test's own environment tells ``pairflow`` where the data is ($PAIRFLOW_DATA is
+removed) or puts it on PATH: the README's own set-up lines must, and a page's commands run in
+the shell they set up, as a reader who followed the README types them. Then every ```python
+block runs, in the same order, in the same folder.
 
 A README command is changed in only the ways the table below lists, each one visible here:
 flags appended where a command would train or evaluate for minutes (argparse keeps the last
@@ -28,6 +30,23 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+# The docs pages whose blocks run after the README's, in this order: a later page may use the
+# runs an earlier one trained (results.md compares runs/vae, which it trains itself, with the
+# evaluated shipped model). Every docs/*.md page is listed (checked below).
+PAGES: tuple[Path, ...] = tuple(
+    REPO / "docs" / name
+    for name in (
+        "datasets.md",
+        "cli.md",
+        "conditional.md",
+        "app.md",
+        "distributed.md",
+        "results.md",
+        "likelihood.md",
+        "speed.md",
+        "architecture.md",
+    )
+)
 
 TINY_TRAIN = (
     "--max-steps 2 --batch-size 8 --num-pairs 64 --test-pairs 16 --sample-n 4 --threads 1 "
@@ -47,8 +66,8 @@ REPLACE: tuple[tuple[str, str | None, str], ...] = (
     (". .venv/bin/activate", 'export PATH="$SHIM:$PATH"', "this Python's pairflow on PATH"),
     ('pip install -e ".[app]"', None, "installs packages (the test's Python has them or not)"),
 )
-# Python blocks not run: (text the block contains, why). Each is a README example that cannot
-# run as printed in a clone beside ../shared/data; fix the README and drop the entry.
+# Python blocks not run: (text the block contains, why). Each is an example of the README or a
+# page that cannot run as printed in a clone beside ../shared/data; fix it and drop the entry.
 PYTHON_SKIP: tuple[tuple[str, str], ...] = ()
 # Command start -> flags appended that make it return: a server runs until Ctrl-C, so its
 # command line is only parsed (every flag it shows must exist).
@@ -61,10 +80,15 @@ APPEND: tuple[tuple[str, str], ...] = (
 )
 
 
-def readme_blocks(language: str) -> list[str]:
-    """The README's fenced code blocks of ``language``, in order."""
-    text = README.read_text(encoding="utf-8")
+def blocks_of(path: Path, language: str) -> list[str]:
+    """The fenced code blocks of ``language`` in the Markdown file ``path``, in order."""
+    text = path.read_text(encoding="utf-8")
     return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def readme_blocks(language: str) -> list[str]:
+    """The fenced code blocks of ``language`` of the README, then of each page of ``PAGES``."""
+    return [block for path in (README, *PAGES) for block in blocks_of(path, language)]
 
 
 def runnable(line: str) -> str | None:
@@ -90,8 +114,17 @@ def test_makefile_demo_recipe_is_the_substituted_command():
     assert re.search(r"^OUT \?= runs/demo$", (REPO / "Makefile").read_text(), flags=re.M)
 
 
+def test_every_docs_page_runs():
+    """A new docs page joins PAGES, so its commands run too; a page named there exists."""
+    assert sorted(PAGES) == sorted((REPO / "docs").glob("*.md"))
+    assert blocks_of(README, "bash") and blocks_of(README, "python")
+    with_commands = [page.name for page in PAGES if blocks_of(page, "bash")]
+    assert {"cli.md", "datasets.md", "conditional.md", "results.md"} <= set(with_commands)
+
+
 def test_every_readme_line_has_a_known_fate():
-    """No README command is silently dropped: only the table's rules skip a line."""
+    """No command of the README or a page is silently dropped: only the table's rules skip a
+    line."""
     lines = [line for block in readme_blocks("bash") for line in block.splitlines()]
     assert len(lines) >= 15
     skipped = [line for line in lines if line.strip() and runnable(line) is None]
@@ -134,7 +167,8 @@ def clone(tmp_path_factory, tiny_mnist_root) -> dict:
 
 @pytest.fixture(scope="module")
 def readme_session(clone) -> subprocess.CompletedProcess:
-    """The README's bash blocks, run once in the clone (the python blocks use their runs)."""
+    """The bash blocks of the README and the pages, run once in the clone (the python blocks
+    use their runs)."""
     lines = ["set -euo pipefail", "TIMEFORMAT='  (%R s)'"]  # each command's seconds, to stderr
     for block in readme_blocks("bash"):
         for line in block.splitlines():
@@ -178,7 +212,7 @@ def test_readme_python_blocks_run(clone, readme_session):
     bash blocks (so a block may load the runs they trained)."""
     assert readme_session.returncode == 0, "the bash blocks failed; see the test above"
     blocks = readme_blocks("python")
-    assert blocks, "the README has no python block"
+    assert blocks, "the README and its pages have no python block"
     setup = [
         runnable(line)
         for block in readme_blocks("bash")

@@ -423,14 +423,14 @@ def test_the_top_level_help_says_what_pairflow_does_today():
     assert "MNIST digit pairs" not in text and "on MNIST pairs" not in text
 
 
-# ---- the README's Datasets example -----------------------------------------------------------
+# ---- the Datasets example of docs/datasets.md ---------------------------------------------------
 
 
 def _datasets_example() -> str:
     import re
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Datasets\n", 1)[1].split("\n## ", 1)[0]
+    page = Path(__file__).resolve().parents[1] / "docs" / "datasets.md"
+    section = page.read_text(encoding="utf-8").split("## Datasets\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
 
 
@@ -440,7 +440,7 @@ def _run_example(cwd: Path, data: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
-def test_the_readme_datasets_example_runs_in_a_fresh_clone(tiny_mnist_root, tmp_path):
+def test_the_datasets_page_example_runs_in_a_fresh_clone(tiny_mnist_root, tmp_path):
     # A clone's data root holds MNIST only: the others are named, with how to fetch them.
     proc = _run_example(tmp_path, tiny_mnist_root)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
@@ -450,7 +450,7 @@ def test_the_readme_datasets_example_runs_in_a_fresh_clone(tiny_mnist_root, tmp_
     assert "download=True" in lines[1] and len(lines) == 2
 
 
-def test_the_readme_datasets_example_reads_every_dataset_where_present(roots, tmp_path):
+def test_the_datasets_page_example_reads_every_dataset_where_present(roots, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "MNIST").symlink_to(roots["mnist"] / "MNIST")
