@@ -170,8 +170,9 @@ CouplingMap = Literal["affine", "additive", "spline"]
 Prior = Literal["normal", "mixture"]
 """An unconditional flow's base distribution: N(0, I) or the label-free mixture."""
 
-Dequantization = Literal["uniform", "variational"]
-"""How a flow turns 8-bit pixels into continuous data: U[0, 1) noise, or Flow++'s q(u | x)."""
+Dequantization = Literal["uniform", "variational", "gaussian"]
+"""How a flow turns 8-bit pixels into continuous data: U[0, 1) noise, Flow++'s q(u | x), or
+TarFlow's Gaussian noise in the data's space (the flow then models noisy data)."""
 
 
 def choices(options: Any) -> tuple[str, ...]:

@@ -116,6 +116,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="no progress bar (it shows only on a terminal anyway)",
     )
     parser.add_argument(
+        "--no-denoise",
+        action="store_true",
+        help="a flow trained with noise: skip the score-based denoising step its samples end "
+        "with by default (the raw samples are of noisy data)",
+    )
+    parser.add_argument(
         "--list-pretrained",
         action="store_true",
         help="list the shipped models with their test bits/dim, then exit",
@@ -295,10 +301,19 @@ def _sample(
     if temperature is None:
         temperature = default_temperature(label_free)
 
+    denoises = bool(getattr(model, "denoises", False))  # flows trained with noise
+    if args.no_denoise and not denoises:
+        raise UsageError("--no-denoise: this model was trained without noise; it has no step")
+    if denoises:
+        state = "off (--no-denoise)" if args.no_denoise else "on (--no-denoise for raw samples)"
+        print(f"denoising: {state}: the model was trained with noise")
+
     def chunks():
         """(offset, images (b, 1, H, W) uint8) a batch at a time: memory bounded by a batch."""
         lo = 0
         options = dict(temperature=temperature, generator=gen, labels=labels, progress=progress)
+        if denoises:
+            options["denoise"] = not args.no_denoise
         for images in iter_samples(model, total, args.batch_size, **options):
             yield lo, images
             lo += len(images)

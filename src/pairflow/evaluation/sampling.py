@@ -21,6 +21,7 @@ def iter_samples(
     generator: torch.Generator | None = None,
     labels: Tensor | None = None,
     progress: ProgressFactory | None = None,
+    **sample_options,
 ) -> Iterator[Tensor]:
     """Yield uint8 sample chunks (<= batch_size, C, H, W) until ``n`` images are drawn.
 
@@ -33,6 +34,8 @@ def iter_samples(
         labels: pair labels (n,) for a conditional model, None otherwise.
         progress: a bar factory (:func:`pairflow.progress.bars`) counting the images drawn;
             None: silent.
+        sample_options: passed on to ``model.sample`` (e.g. ``denoise=False`` for a flow
+            trained with noise).
     """
     if labels is not None:
         n = len(labels)
@@ -45,8 +48,9 @@ def iter_samples(
             hi = min(lo + batch_size, n)
             cond = None if labels is None else labels[lo:hi].to(device)
             chunk = model.sample(
-                (hi - lo,), cond=cond, temperature=temperature, generator=generator
-            )
+                (hi - lo,), cond=cond, temperature=temperature, generator=generator,
+                **sample_options,
+            )  # fmt: skip
             bar.update(hi - lo)
             yield chunk.cpu()  # (hi - lo, C, H, W) uint8
     finally:

@@ -14,7 +14,11 @@ from pairflow.flows.base import Compose, Inverse, Transform
 from pairflow.flows.build import PairFlow, build_flow, flow_parts
 from pairflow.flows.config import PRESETS, FlowConfig
 from pairflow.flows.coupling import AdditiveCoupling, AffineCoupling, Coupling, coupling_layer
-from pairflow.flows.dequantization import UniformDequantizer, VariationalDequantizer
+from pairflow.flows.dequantization import (
+    GaussianDequantizer,
+    UniformDequantizer,
+    VariationalDequantizer,
+)
 from pairflow.flows.distributions import (
     Distribution,
     LabelNormal,
@@ -34,8 +38,8 @@ from pairflow.flows.masks import (
 )
 from pairflow.flows.multiscale import FactorOut, multiscale_flow
 from pairflow.flows.nets import MLP, ConvResNet, SeparateMLPs
-from pairflow.flows.noise import LogitNoise
-from pairflow.flows.preprocessing import Logit, dequantize, quantize
+from pairflow.flows.noise import NoiseAugmentation
+from pairflow.flows.preprocessing import Logit, Scale, dequantize, quantize
 from pairflow.flows.squeeze import Squeeze
 
 __all__ = [
@@ -47,7 +51,9 @@ __all__ = [
     "Coupling",
     "ElementwiseMap",
     "Flow",
-    "LogitNoise",
+    "NoiseAugmentation",
+    "GaussianDequantizer",
+    "Scale",
     "RationalQuadraticSpline",
     "UniformDequantizer",
     "VariationalDequantizer",

@@ -23,7 +23,11 @@ from torch import Tensor, nn
 from pairflow.flows.base import Compose, Transform
 from pairflow.flows.config import FlowConfig
 from pairflow.flows.coupling import CouplingLayer, coupling_layer
-from pairflow.flows.dequantization import UniformDequantizer, VariationalDequantizer
+from pairflow.flows.dequantization import (
+    GaussianDequantizer,
+    UniformDequantizer,
+    VariationalDequantizer,
+)
 from pairflow.flows.distributions import Distribution, LabelNormal, StandardNormal
 from pairflow.flows.flow import Flow
 from pairflow.flows.glow import glow_flow
@@ -32,7 +36,8 @@ from pairflow.flows.masks import vector_mask
 from pairflow.flows.mixture import ClassMixture, ClusterMixture
 from pairflow.flows.multiscale import multiscale_flow
 from pairflow.flows.nets import ConvResNet, SeparateMLPs
-from pairflow.flows.noise import LogitNoise
+from pairflow.flows.noise import NoiseAugmentation
+from pairflow.flows.preprocessing import Logit, Scale
 
 __all__ = [
     "PairFlow",
@@ -139,8 +144,17 @@ DEQUANTIZERS: dict[str, Callable[[FlowConfig], nn.Module]] = {
     "variational": lambda c: VariationalDequantizer(
         c.shape, c.dequant_channels, c.dequant_couplings
     ),
+    "gaussian": lambda c: GaussianDequantizer(c.noise_sigma),
 }
 """``config.dequantization`` -> the dequantizer."""
+
+
+def _noise(config: FlowConfig) -> NoiseAugmentation | None:
+    """TarFlow's noise: in the data's space the dequantizer adds it (this part denoises), in
+    logit space this part adds it too; None without noise."""
+    if config.dequantization == "gaussian":
+        return NoiseAugmentation(config.noise_sigma, in_training=False)  # h = 2y - 1: sigma
+    return NoiseAugmentation(config.noise_sigma) if config.noise_sigma else None
 
 
 def flow_parts(config: FlowConfig) -> dict[str, Any]:
@@ -157,7 +171,10 @@ def flow_parts(config: FlowConfig) -> dict[str, Any]:
         parts["distribution"] = UNCONDITIONAL_DISTRIBUTIONS[config.prior](config)
     parts["dequantizer"] = DEQUANTIZERS[config.dequantization](config)
     parts["body"] = ARCHITECTURES[config.arch](config)
-    parts["noise"] = LogitNoise(config.noise_sigma) if config.noise_sigma else None
+    parts["noise"] = _noise(config)
+    # Noisy data may leave [0, 1]: an affine map to [-1, 1] there, the logit elsewhere.
+    gaussian = config.dequantization == "gaussian"
+    parts["preprocessing"] = Scale() if gaussian else Logit(config.logit_alpha)
     return parts
 
 

@@ -119,10 +119,15 @@ class FlowConfig(ModelConfig):
             component first). Conditional flows choose theirs with ``conditioning``.
         embed_dim: size of each digit's embedding in a conditional model.
         dequantization: ``"uniform"`` (u ~ U[0, 1): bits/dim is the exact likelihood of the
-            continuous model) or ``"variational"`` (Flow++'s u ~ q(u | x), a conditional flow
-            trained with the model: bits/dim is then a variational bound, reported as such).
+            continuous model), ``"variational"`` (Flow++'s u ~ q(u | x), a conditional flow
+            trained with the model: bits/dim is then a variational bound, reported as such) or
+            ``"gaussian"`` (TarFlow's: the image in [-1, 1] with N(0, noise_sigma^2) noise, no
+            logit; the flow models noisy data, its samples end with a denoising step, and
+            ``evaluate --dequantization uniform`` gives its exact bits/dim of clean data).
         dequant_channels, dequant_couplings: width and coupling count of that q(u | x).
-        noise_sigma: TarFlow's Gaussian noise augmentation (Zhai et al. 2024): sigma > 0 adds
+        noise_sigma: TarFlow's Gaussian noise augmentation (Zhai et al. 2024). With
+            ``dequantization="gaussian"`` the noise's sigma in the data's [-1, 1] space
+            (required). Otherwise sigma > 0 adds
             N(0, sigma^2) noise to the logit-space image h before the body, so the flow models
             the noisy h~ = h + sigma eps (its bits/dim are of noisy data: reported apart), and
             sampling ends with one score-based denoising step h = h~ + sigma^2 grad log p(h~)
@@ -209,6 +214,11 @@ class FlowConfig(ModelConfig):
             raise ValueError(f"FlowConfig.logit_alpha must be in (0, 0.5), got {self.logit_alpha}")
         if not (isinstance(self.noise_sigma, (int, float)) and 0 <= self.noise_sigma < 10):
             raise ValueError(f"FlowConfig.noise_sigma must be in [0, 10), got {self.noise_sigma!r}")
+        if self.dequantization == "gaussian" and not self.noise_sigma:
+            raise ValueError(
+                "FlowConfig.dequantization='gaussian' adds N(0, noise_sigma^2) noise in the "
+                "data's [-1, 1] space: set noise_sigma > 0 (TarFlow: 0.05 to 0.15)"
+            )
         if self.scale_bound <= 0:
             raise ValueError(f"FlowConfig.scale_bound must be > 0, got {self.scale_bound}")
         bound = self.spline_bound

@@ -6,7 +6,7 @@ In the nflows sense a flow is ``Flow(transform, distribution, embedding)``; here
   log q(u | x) (uniform noise, or Flow++'s learned q);
 - the preprocessing (:class:`~pairflow.flows.Logit`) and the body (couplings and the rest,
   :mod:`pairflow.flows.build`'s architectures): y -> h -> z, data -> latent;
-- optionally noise augmentation in logit space (:class:`~pairflow.flows.noise.LogitNoise`);
+- optionally noise augmentation and its denoising step (:mod:`pairflow.flows.noise`);
 - the base distribution (:mod:`pairflow.flows.distributions`), which for a conditional flow
   also holds p(y);
 - the label embedding (:class:`~pairflow.flows.labels.LabelEmbedding`) that conditional
@@ -32,7 +32,7 @@ from pairflow.flows.base import Transform, set_autocast
 from pairflow.flows.config import FlowConfig
 from pairflow.flows.dequantization import Dequantizer, UniformDequantizer
 from pairflow.flows.distributions import Distribution
-from pairflow.flows.noise import LogitNoise
+from pairflow.flows.noise import NoiseAugmentation
 from pairflow.flows.preprocessing import Logit, quantize
 from pairflow.options import NUM_LEVELS, Precision, check_choice
 from pairflow.validation import as_pixel_batch, check_pair_labels
@@ -77,7 +77,7 @@ class Flow(Transform):
         embedding: nn.Module | None = None,
         dequantizer: Dequantizer | None = None,
         preprocessing: Transform | None = None,
-        noise: LogitNoise | None = None,
+        noise: NoiseAugmentation | None = None,
     ):
         super().__init__()
         self.config = config
@@ -100,19 +100,27 @@ class Flow(Transform):
         return self.dequantizer.is_bound
 
     def with_uniform_dequantization(self) -> Flow:
-        """This flow scored with uniform noise: its exact continuous likelihood.
+        """This flow scored with uniform noise: its exact continuous likelihood of clean data.
 
         A flow trained with variational dequantization still defines an exact density on
-        [0, 1]^D; only its reported bits/dim is Flow++'s bound. The copy shares every other
-        part; a flow already uniform is returned as it is.
+        [0, 1]^D; only its reported bits/dim is Flow++'s bound. One trained on Gaussian-noised
+        data models noisy data; scored on uniformly dequantized clean pixels, the same density
+        gives an exact bits/dim of clean 8-bit data. The copy shares every other part; a flow
+        already uniform is returned as it is.
         """
-        if not self.dequantizer.is_bound:
+        if self.config.dequantization == "uniform":
             return self
         flow = type(self).__new__(type(self))
         config = dataclasses.replace(self.config, dequantization="uniform")
         parts = {name: getattr(self, name) for name in ("body", "distribution", "embedding")}
         Flow.__init__(flow, config, preprocessing=self.logit, noise=self.noise, **parts)
         return flow.train(self.training)
+
+    @property
+    def denoises(self) -> bool:
+        """Whether :meth:`sample` ends with the denoising step by default (a flow trained
+        with noise: its samples are of noisy data until denoised)."""
+        return self.noise is not None
 
     @property
     def precision(self) -> str:
@@ -163,7 +171,9 @@ class Flow(Transform):
 
     def training_noise(self, y: Tensor, generator: torch.Generator | None) -> Tensor | None:
         """The noise augmentation's eps ~ N(0, I) of y's shape, or None without one."""
-        return None if self.noise is None else self.noise.draw(y, generator)
+        if self.noise is None or not self.noise.in_training:
+            return None
+        return self.noise.draw(y, generator)
 
     def log_prior(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         """log p(z) (B,) under the base distribution (label-dependent where configured)."""

@@ -2,7 +2,10 @@
 
 A flow trained on noisy data h~ = h + sigma eps models the noisy density; its samples are of
 noisy data too, so sampling ends with one denoising step by Tweedie's formula,
-E[h | h~] = h~ + sigma^2 grad log p(h~), with the flow's own score.
+E[h | h~] = h~ + sigma^2 grad log p(h~), with the flow's own score. The noise is added in the
+logit space of the body's input (``noise_sigma`` with uniform or variational
+dequantization: this part adds it) or in the data's [-1, 1] space (``dequantization=
+"gaussian"``: the dequantizer adds it, and this part only denoises).
 
 References:
     Zhai et al., "Normalizing Flows are Capable Generative Models" (TarFlow), 2024.
@@ -16,28 +19,31 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LogitNoise"]
+__all__ = ["NoiseAugmentation"]
 
 
-class LogitNoise(nn.Module):
-    """Gaussian noise N(0, sigma^2) added to the logit-space image before the flow body.
+class NoiseAugmentation(nn.Module):
+    """Gaussian noise N(0, sigma^2) on the body's input h, and the denoising step after sampling.
 
     Arguments:
-        sigma: the noise's standard deviation (> 0).
+        sigma: the noise's standard deviation in h's units (> 0).
+        in_training: whether this part adds the noise in training (False where the
+            dequantizer already did, in the data's space).
 
     Example:
-        >>> noise = LogitNoise(0.1)
+        >>> noise = NoiseAugmentation(0.1)
         >>> h = torch.zeros(2, 1, 4, 8)
         >>> eps = noise.draw(h, torch.Generator().manual_seed(0))
         >>> noise.perturb(h, eps).std() > 0
         tensor(True)
     """
 
-    def __init__(self, sigma: float):
+    def __init__(self, sigma: float, in_training: bool = True):
         super().__init__()
         if not sigma > 0:
             raise ValueError(f"noise sigma must be > 0, got {sigma!r}")
         self.sigma = float(sigma)
+        self.in_training = in_training
 
     def draw(self, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """eps ~ N(0, I) shaped like ``like`` (the training noise, drawn once per batch)."""
@@ -60,4 +66,4 @@ class LogitNoise(nn.Module):
         return (h + self.sigma**2 * grad).detach()
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma:g}"
+        return f"sigma={self.sigma:g}, in_training={self.in_training}"

@@ -22,7 +22,7 @@ from torch import Tensor
 from pairflow.flows.base import Transform
 from pairflow.options import NUM_LEVELS  # y = (k + u) / NUM_LEVELS
 
-__all__ = ["Logit", "dequantize", "quantize", "NUM_LEVELS"]
+__all__ = ["Logit", "Scale", "dequantize", "quantize", "NUM_LEVELS"]
 
 
 def dequantize(
@@ -112,3 +112,25 @@ class Logit(Transform):
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha:g}"
+
+
+class Scale(Transform):
+    r"""The affine map h = 2 y - 1 from [0, 1] to [-1, 1], TarFlow's data space.
+
+    Where the data carries Gaussian noise (``dequantization="gaussian"``) it may leave
+    [0, 1], where the logit is undefined; this map is defined everywhere. Log-determinant
+    :math:`D \log 2`.
+
+    Example:
+        >>> h, ld = Scale()(torch.tensor([[0.0, 0.5, 1.0]]))
+        >>> h, ld
+        (tensor([[-1.,  0.,  1.]]), tensor([2.0794]))
+    """
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        ld = x.new_full((x.shape[0],), x[0].numel() * math.log(2))
+        return 2 * x - 1, ld
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        ld = z.new_full((z.shape[0],), -z[0].numel() * math.log(2))
+        return (z + 1) / 2, ld

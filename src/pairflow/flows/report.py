@@ -34,7 +34,14 @@ def likelihood_facts(flow) -> dict[str, Any]:
     """
     facts: dict[str, Any] = {"dequantization": flow.config.dequantization}
     sigma = flow.config.noise_sigma
-    if sigma:  # TarFlow's noise augmentation: the density is of noisy data
+    if flow.dequantizer.noise_sigma:  # noise in the data's space: the density of noisy data
+        facts["noise_sigma"] = sigma
+        facts["likelihood_of"] = (
+            f"noise-augmented data (the image in [-1, 1] + N(0, {sigma:g}^2)): not comparable "
+            "with the bits/dim of models trained without noise; evaluate --dequantization "
+            "uniform gives this density's exact bits/dim of clean 8-bit data"
+        )
+    elif sigma and flow.noise is not None and flow.noise.in_training:  # in logit space
         facts["noise_sigma"] = sigma
         facts["likelihood_of"] = (
             f"noise-augmented data (logit-space image + N(0, {sigma:g}^2)): not comparable "
