@@ -1,4 +1,4 @@
-"""How long `pairflow app` takes to show a grid of 16 pairs (issue 17's "under ~2 s here").
+"""How long `pairflow app` takes to show a grid of 16 pairs (the target: under about 2 s).
 
 Two numbers, each the median of ``--runs`` clicks after one warm-up:
 

@@ -50,15 +50,36 @@ MULTISCALE = ["--model", "flow", "--preset", "multiscale", *FLOW_RECIPE]
 MODELS: dict[str, list[str]] = {
     "flow-multiscale": MULTISCALE,
     "flow-glow": ["--model", "flow", "--preset", "glow", *FLOW_RECIPE],
-    # probes of two of issue 13's means on the multiscale flow (not in the README table):
-    # Flow++'s variational dequantization (bits/dim is then a bound) and TarFlow's noise
-    # augmentation with a denoising step after sampling (bits/dim of noisy data)
+    # probes on the multiscale flow (not in the README table): Flow++'s variational
+    # dequantization (bits/dim is then a bound) and TarFlow's noise augmentation with a
+    # denoising step after sampling (bits/dim of noisy data: in logit space, or in the data's
+    # [-1, 1] space), and rational-quadratic spline couplings in place of affine ones
     "flow-multiscale-vardeq": [*MULTISCALE, "--set", "dequantization=variational"],
     "flow-multiscale-noise": [*MULTISCALE, "--set", "noise_sigma=0.2"],
+    "flow-multiscale-gaussian": [
+        *MULTISCALE,
+        "--set",
+        "dequantization=gaussian",
+        "--set",
+        "noise_sigma=0.1",
+    ],
+    "flow-multiscale-spline": [*MULTISCALE, "--set", "coupling=spline"],
     # FlowGMM's class-mixture prior (run it as flow-multiscale-mixture-cond): the body never
     # sees the label; against flow-multiscale-cond, the shipped conditioning
     "flow-multiscale-mixture": [*MULTISCALE, "--set", "conditioning=mixture"],
     "flow-seed": ["--model", "flow", "--preset", "seed", "--batch-size", "128", "--lr", "5e-4"],
+    "flow-seed-spline": [
+        "--model",
+        "flow",
+        "--preset",
+        "seed",
+        "--batch-size",
+        "128",
+        "--lr",
+        "5e-4",
+        "--set",
+        "coupling=spline",
+    ],
     "vae": ["--model", "vae"],
     "gan": ["--model", "gan"],
 }

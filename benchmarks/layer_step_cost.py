@@ -1,4 +1,4 @@
-"""Cost per training step of issue 13's layers, timed interleaved in one process.
+"""Cost per training step of the flow's optional layers, timed interleaved in one process.
 
 Each configuration's step (bits/dim of a random batch of 64 pairs, backward, Adam) is timed in
 turn, round after round, so that a changing machine load hits every configuration alike; the

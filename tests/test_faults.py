@@ -1,4 +1,4 @@
-"""The fault suite (issue 14): every way a user or the machine can break a run, through the CLI.
+"""The fault suite: every way a user or the machine can break a run, through the CLI.
 
 Each case asserts the exit code, that the message names the problem (and no traceback came
 out), and that files which existed are byte-identical afterwards where nothing should change.

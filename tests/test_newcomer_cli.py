@@ -1,4 +1,4 @@
-"""What a new user meets first (issue 15): the demo, defaults that are said out loud, refused
+"""What a new user meets first: the demo, defaults that are said out loud, refused
 ambiguities, near-square grids, errors in flags, and a training bar that follows the clock."""
 
 from __future__ import annotations
