@@ -239,3 +239,15 @@ def test_label_free_sampling_of_a_guided_model_draws_labels_from_p_y():
     from pairflow.flows.preprocessing import quantize
 
     assert torch.equal(free, quantize(flow.logit.inverse(h)[0]))
+
+
+def test_a_fine_tunes_new_null_label_starts_at_the_digits_average():
+    from pairflow.flows.guidance import start_null_label
+
+    flow = tiny_flow("multiscale", "both")
+    lines = start_null_label(flow)
+    assert lines and "embedding, prior" in lines[0]
+    weight = flow.embedding.weight.view(2, 10, -1)
+    torch.testing.assert_close(flow.embedding.null, weight.mean(1))
+    torch.testing.assert_close(flow.distribution.null_loc, flow.distribution.loc.mean(1))
+    assert start_null_label(tiny_flow("multiscale", "both", dropout=0.0)) == []

@@ -126,3 +126,21 @@ def test_label_dropout_without_labels_is_refused_by_train(tiny_mnist_root, tmp_p
     assert proc.returncode == 2, proc.stderr
     assert "label_dropout" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_fine_tune_with_label_dropout_from_a_model_without_it(
+    plain_run, tiny_mnist_root, tmp_path
+):
+    from pairflow.training import load_model
+
+    out = tmp_path / "tuned"
+    proc = pairflow(
+        "train", "--init-from", str(plain_run), "--preset", "seed", "--conditional",
+        "--epochs", "1", "--batch-size", "16", "--num-pairs", "64", "--test-pairs", "32",
+        "--data-dir", str(tiny_mnist_root), "--out", str(out), "--device", "cpu",
+        "--precision", "fp32", "--sample-n", "4", "--no-progress",
+        "--set", "hidden_features=16", "--set", "label_dropout=0.3",
+    )  # fmt: skip
+    assert "null label starts at the digits' average (embedding, prior)" in proc.stdout
+    assert load_model(out)[0].guidable
+    pairflow("sample", str(out), "--guidance", "2", "--n", "4", "--out", str(tmp_path / "s.png"))

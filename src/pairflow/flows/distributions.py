@@ -100,6 +100,11 @@ class Distribution(nn.Module):
     """Whether its label-dependent parameters take a :class:`~pairflow.flows.guidance.Guided`
     label (classifier-free guidance); a distribution that ignores the label needs not."""
 
+    @property
+    def null_label(self) -> bool:
+        """Whether it learns a null label (label dropout; see :class:`LabelNormal`)."""
+        return False
+
     def __init__(self, shape: tuple[int, int, int], num_classes: int = 0):
         super().__init__()
         self.shape = tuple(shape)

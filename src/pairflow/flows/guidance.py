@@ -48,6 +48,7 @@ __all__ = [
     "guide",
     "train_labels",
     "why_not_guidable",
+    "start_null_label",
 ]
 
 NULL_DIGIT = -1
@@ -182,3 +183,27 @@ def why_not_guidable(flow: Flow) -> str | None:
                 if not part.follows_guidance:
                     return f"its part {type(part).__name__} does not follow guidance"
     return None
+
+
+@torch.no_grad()
+def start_null_label(flow: Flow) -> list[str]:
+    """Start a fine-tuned flow's new null label at the average of its digits: per side, the
+    mean of the digit embeddings, and of the label prior's means and log-scales.
+
+    A flow fine-tuned with label dropout from one trained without it has learned digits but
+    a null label at zero, far from anything its conditioners have seen; the digits' average
+    is where TarFlow puts its unconditional class embedding. Returns the lines to print.
+    """
+    done = []
+    embedding, distribution = flow.embedding, flow.distribution
+    if embedding is not None and embedding.null is not None:
+        sides, width = embedding.null.shape
+        embedding.null.copy_(embedding.weight.view(sides, 10, width).mean(1))
+        done.append("embedding")
+    if distribution.null_label:
+        distribution.null_loc.copy_(distribution.loc.mean(1))
+        distribution.null_log_scale.copy_(distribution.log_scale.mean(1))
+        done.append("prior")
+    if not done:
+        return []
+    return [f"label dropout: the new null label starts at the digits' average ({', '.join(done)})"]
