@@ -251,3 +251,24 @@ def test_a_fine_tunes_new_null_label_starts_at_the_digits_average():
     torch.testing.assert_close(flow.embedding.null, weight.mean(1))
     torch.testing.assert_close(flow.distribution.null_loc, flow.distribution.loc.mean(1))
     assert start_null_label(tiny_flow("multiscale", "both", dropout=0.0)) == []
+
+
+def test_the_guidance_page_runs_as_printed():
+    """docs/guidance.md: its Python runs, and every flag of its commands exists."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "guidance.md").read_text()
+    for block in re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M):
+        exec(compile(block, "docs/guidance.md", "exec"), {})
+    for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M):
+        for line in block.splitlines():
+            command = line.split()[1]
+            helptext = subprocess.run(
+                [sys.executable, "-m", "pairflow", command, "--help"],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            for flag in re.findall(r"\s(--[a-z-]+)", line):
+                assert flag in helptext, (line, flag)
