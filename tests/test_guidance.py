@@ -272,3 +272,29 @@ def test_the_guidance_page_runs_as_printed():
             ).stdout  # fmt: skip
             for flag in re.findall(r"\s(--[a-z-]+)", line):
                 assert flag in helptext, (line, flag)
+
+
+def test_the_denoising_step_follows_the_guided_flow():
+    # A flow trained with noise ends sampling with h + sigma^2 grad log p(h): under guidance
+    # the score is the guided flow's own, so w = 0 still draws the conditional model's images.
+    torch.manual_seed(0)
+    flow = build_flow("multiscale", height=4, width=8, hidden_channels=4, num_blocks=1,
+                      conditional=True, conditioning="both", label_dropout=0.2,
+                      noise_sigma=0.3)  # fmt: skip
+    flow = randomize(flow).eval()
+    cond = torch.tensor([37, 5, 99])
+
+    def draw_with(**kw):
+        return flow.sample((3,), cond=cond, generator=torch.Generator().manual_seed(0), **kw)
+
+    assert torch.equal(draw_with(guidance=0.0), draw_with())
+    h = torch.randn(3, 1, 4, 8)
+    step = flow.denoise_logits(h, guide(flow, cond, 2.0)) - h
+    plain = flow.denoise_logits(h, cond) - h
+    assert (step - plain).abs().max() > 1e-4  # the guided score differs from the label's
+    # and is sigma^2 times the gradient of the guided log-density, by autograd here.
+    label = guide(flow, cond, 2.0)
+    v = h.clone().requires_grad_(True)
+    z, ld = flow.body(v, flow.context(label))
+    (grad,) = torch.autograd.grad((flow.log_prior(z, label) + ld).sum(), v)
+    torch.testing.assert_close(step, 0.3**2 * grad)
