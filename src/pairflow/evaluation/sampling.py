@@ -24,9 +24,9 @@ def check_guidance_for(model, model_config: dict, source, weight: float) -> floa
         weight: the guidance weight w.
     """
     if not model_config.get("label_dropout"):
-        kind = "conditional" if model_config.get("conditional") else "unconditional"
+        kind = "a conditional" if model_config.get("conditional") else "an unconditional"
         raise ValueError(
-            f"guidance needs a conditional flow trained with label dropout; {source} is a "
+            f"guidance needs a conditional flow trained with label dropout; {source} is "
             f"{kind} model without it (train one with --conditional --set label_dropout=0.1)"
         )
     try:
