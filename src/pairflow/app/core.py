@@ -32,6 +32,7 @@ from __future__ import annotations
 from pairflow.app.explore import interpolate_labels, interpolate_latents, interpolate_test_pairs
 from pairflow.app.generate import default_temperature_for, generate, model_labels
 from pairflow.app.inputs import (
+    GUIDANCE_RANGE,
     MAX_COUNT,
     MAX_STEPS,
     TEMPERATURE_RANGE,
@@ -80,4 +81,5 @@ __all__ = [
     "MAX_STEPS",
     "MNIST_PAIR",
     "TEMPERATURE_RANGE",
+    "GUIDANCE_RANGE",
 ]

@@ -14,7 +14,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pairflow.app.inputs import check_count, check_seed, check_temperature, is_any, parse_pair
+from pairflow.app.inputs import (
+    AppInputError,
+    check_count,
+    check_guidance,
+    check_seed,
+    check_temperature,
+    is_any,
+    parse_pair,
+)
 from pairflow.app.model import LoadedModel
 from pairflow.models import has_label_prior
 from pairflow.options import NUM_PAIR_CLASSES
@@ -33,6 +41,7 @@ def generate(
     count: int = 16,
     temperature: float = 0.7,
     seed: int = 0,
+    guidance: float | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Draw ``count`` pairs, the same ones as ``pairflow sample`` with the same settings.
 
@@ -43,6 +52,8 @@ def generate(
         count: 1..MAX_COUNT images.
         temperature: scale of the latent's standard deviation (> 0).
         seed: seeds the latents (and the random labels of ``"any"``).
+        guidance: classifier-free guidance weight (models trained with label dropout,
+            :attr:`LoadedModel.guidable`; -1..5), as ``pairflow sample --guidance``; None: off.
 
     Returns:
         ``(images uint8 (N, C, H, W), labels int64 (N,) or None)``: the model's image shape,
@@ -50,6 +61,12 @@ def generate(
     """
     label = parse_pair(pair, loaded.conditional, loaded.layout)
     n, t, s = check_count(count), check_temperature(temperature), check_seed(seed)
+    if guidance is not None:
+        if not loaded.guidable:
+            raise AppInputError(
+                f"{loaded.name} was trained without label dropout: it has no guidance"
+            )
+        guidance = check_guidance(guidance)
     labels = None
     if label is not None:
         labels = torch.full((n,), label, dtype=torch.int64)
@@ -62,7 +79,9 @@ def generate(
 
     gen = torch.Generator().manual_seed(s)
     with loaded.lock:
-        images = draw_samples(loaded.model, n, temperature=t, generator=gen, labels=labels)
+        images = draw_samples(
+            loaded.model, n, temperature=t, generator=gen, labels=labels, guidance=guidance
+        )
     return images, labels
 
 

@@ -25,10 +25,12 @@ __all__ = [
     "MAX_COUNT",
     "MAX_STEPS",
     "TEMPERATURE_RANGE",
+    "GUIDANCE_RANGE",
     "is_any",
     "parse_pair",
     "check_count",
     "check_temperature",
+    "check_guidance",
     "check_seed",
     "check_steps",
 ]
@@ -38,6 +40,9 @@ MAX_STEPS = 16  # images in Explore's strip: one row across the page
 TEMPERATURE_RANGE = (0.1, 1.5)
 """The temperatures the page takes: below 0.1 every sample looks alike, above 1.5 they are
 noise (the command line takes any number > 0)."""
+GUIDANCE_RANGE = (-1.0, 5.0)
+"""The guidance weights the page's slider spans: -1 is the unconditional model, 0 the
+conditional one; past 5 samples saturate (the command line takes -20..20)."""
 
 
 class AppInputError(ValueError):
@@ -105,6 +110,18 @@ def check_temperature(temperature: Any) -> float:
     if not (math.isfinite(t) and lo <= t <= hi):
         raise AppInputError(f"temperature {temperature!r}: give a number from {lo} to {hi}")
     return t
+
+
+def check_guidance(guidance: Any) -> float:
+    """A guidance weight in :data:`GUIDANCE_RANGE`, refused (not clamped) outside it."""
+    lo, hi = GUIDANCE_RANGE
+    try:
+        w = float(guidance)
+    except (TypeError, ValueError):
+        w = math.nan
+    if not (math.isfinite(w) and lo <= w <= hi):
+        raise AppInputError(f"guidance {guidance!r}: give a number from {lo:g} to {hi:g}")
+    return w
 
 
 def check_seed(seed: Any) -> int:

@@ -86,6 +86,12 @@ class LoadedModel:
         return bool(self.model.config.conditional)
 
     @property
+    def guidable(self) -> bool:
+        """Whether it samples with classifier-free guidance: a conditional flow trained with
+        label dropout (its config's ``label_dropout``; no other kind's config has one)."""
+        return bool(getattr(self.model.config, "label_dropout", 0)) and self.model.guidable
+
+    @property
     def has_encoder(self) -> bool:
         """Flows and VAEs map images to latents and back (``Autoencoding``)."""
         return self.kind.encodes
@@ -123,6 +129,8 @@ class LoadedModel:
             bound = self.likelihood_bound
             value = f"<= {self.test_bpd:.4f} ({bound})" if bound else f"{self.test_bpd:.4f}"
             text += f"; shipped weights, test bits/dim {value}"
+        if self.guidable:
+            text += "; trained with label dropout: guidance from -1 (no label) up"
         if not self.drawable:
             text += f". Score: upload a {h}x{w} {colour} image (the canvas draws 28x56 pairs)"
         return text

@@ -126,9 +126,17 @@ class _Handlers:
             return gr.update(), shown_default
         return gr.update(value=default), default
 
-    def generate(self, choice, run, pair, temperature, seed, count):
+    def show_guidance(self, choice: str, run: str):
+        """The guidance slider shows only for a model trained with label dropout."""
+        try:
+            return gr.update(visible=self._model(choice, run).guidable)
+        except core.AppInputError:  # no such model: the info line already says so
+            return gr.update(visible=False)
+
+    def generate(self, choice, run, pair, temperature, seed, count, guidance=None):
         loaded = self._model(choice, run)
-        images, labels = core.generate(loaded, pair, count, temperature, seed)
+        guidance = guidance if loaded.guidable else None  # the slider is hidden otherwise
+        images, labels = core.generate(loaded, pair, count, temperature, seed, guidance)
         grid = core.grid_image(images)  # RGB for colour models
         stem = f"pairflow-{loaded.name.replace('/', '_')}-{'any' if labels is None else pair}"
         stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
@@ -144,7 +152,9 @@ class _Handlers:
             )
         text = (
             f"{len(images)} samples from {loaded.name}, {what}, temperature "
-            f"{float(temperature):g}, seed {int(seed)}; {core.grid_nrow(len(images))} per row "
+            f"{float(temperature):g}"
+            + ("" if guidance is None else f", guidance {float(guidance):g}")
+            + f", seed {int(seed)}; {core.grid_nrow(len(images))} per row "
             f"({loaded.items}s, {'x'.join(map(str, loaded.image_shape))})"
         )
         return (
@@ -317,6 +327,15 @@ def build_app(
                 temperature = _temperature_box("temperature", "gen-temperature")
                 seed = gr.Number(0, precision=0, label="seed", elem_id="gen-seed")
                 count = gr.Slider(1, core.MAX_COUNT, 16, step=1, label="count")
+            # Classifier-free guidance, for models trained with label dropout only.
+            lo, hi = core.GUIDANCE_RANGE
+            guidance = gr.Slider(
+                lo, hi, 0.0, step=0.25, elem_id="gen-guidance",
+                label="guidance (-1: no label, 0: the conditional model, more: closer to it)",
+                visible=h.show_guidance(models[0], "")["visible"] if models else False,
+            )  # fmt: skip
+            for widget in (choice, run):
+                widget.change(h.show_guidance, [choice, run], guidance)
             # the slider follows the CLI's default for the model and pair (0.8 label-free)
             shown_default = gr.State(0.7)
             for widget in (pair, choice, run):
@@ -339,7 +358,7 @@ def build_app(
                 npz = gr.DownloadButton("Download .npz", interactive=False, elem_id="gen-npz")
             go.click(
                 _safe(4)(h.generate),
-                [choice, run, pair, temperature, seed, count],
+                [choice, run, pair, temperature, seed, count, guidance],
                 [grid, png, npz, message],
             )
 

@@ -104,6 +104,25 @@ def check_temperature(temperature: float | None) -> None:
         raise UsageError(f"--temperature must be > 0 and finite, got {temperature}")
 
 
+GUIDANCE_HELP = (
+    "classifier-free guidance weight w (conditional flows trained with --set "
+    "label_dropout=P): each label-reading part's output is pushed from the null label's to "
+    "the label's, out_c + w (out_c - out_u); 0 is the conditional model, -1 the "
+    "unconditional one, w > 0 follows the label more closely (default: off)"
+)
+
+
+def check_guidance_arg(guidance: float | None) -> None:
+    """Refuse a ``--guidance`` that is not a finite number in range (None: off)."""
+    from pairflow.flows.guidance import check_guidance
+
+    if guidance is not None:
+        try:
+            check_guidance(guidance)
+        except ValueError as err:
+            raise UsageError(f"--{err}") from None
+
+
 def data_usage_error(err: Exception, root, download_flag: str | None = None) -> UsageError:
     """The CLI's message for a data-root error: the library's advice, in flags.
 

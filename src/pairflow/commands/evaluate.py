@@ -36,7 +36,9 @@ from pathlib import Path
 
 from pairflow.cli import UsageError, seed_arg
 from pairflow.commands._common import (
+    GUIDANCE_HELP,
     add_model_arguments,
+    check_guidance_arg,
     check_output_path,
     check_temperature,
     data_usage_error,
@@ -129,6 +131,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"sampling temperature for --samples (default {DEFAULT_TEMPERATURE}, as pairflow "
         f"sample; {LABEL_FREE_TEMPERATURE} for a conditional flow's label-free samples, "
         "--labels prior or a class mixture's; 1.0 is the model's own distribution)",
+    )
+    parser.add_argument(
+        "--guidance", type=float, metavar="W", help=f"--samples drawn with {GUIDANCE_HELP}"
     )
     parser.add_argument(
         "--seed", type=seed_arg, default=0, help="seed of the samples and of the floor (default 0)"
@@ -224,6 +229,12 @@ def _check_args(args: argparse.Namespace) -> None:
             f"got {args.samples}"
         )
     check_temperature(args.temperature)
+    check_guidance_arg(args.guidance)
+    if args.guidance is not None and not args.samples:
+        raise UsageError(
+            f"--guidance {args.guidance:g} is of the samples: add --samples N (bits/dim is the "
+            "conditional model's, whatever the guidance)"
+        )
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be a positive number of threads, got {args.threads}")
 

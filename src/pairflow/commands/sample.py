@@ -18,7 +18,9 @@ from pathlib import Path
 
 from pairflow.cli import UsageError, seed_arg
 from pairflow.commands._common import (
+    GUIDANCE_HELP,
     add_model_arguments,
+    check_guidance_arg,
     check_output_path,
     check_temperature,
     dataset_of,
@@ -56,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{LABEL_FREE_TEMPERATURE} where a conditional flow draws the labels from its p(y), "
         "the label-free sampler, whose FD is best there)",
     )
+    parser.add_argument("--guidance", type=float, metavar="W", help=GUIDANCE_HELP)
     parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the latents (default 0)")
     parser.add_argument(
         "--out",
@@ -215,6 +218,13 @@ def run(args: argparse.Namespace) -> int:
         )
     layout = layout_of(state)
     pairs = _requested_labels(args, layout, source)
+    if args.guidance is not None:
+        from pairflow.evaluation import check_guidance_for
+
+        try:
+            check_guidance_for(model, state["model_config"], source, args.guidance)
+        except ValueError as err:
+            raise UsageError(f"--guidance {args.guidance:g}: {err}") from None
     if args.interpolate:
         from pairflow.models import kind_spec
 
@@ -246,6 +256,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.n < 1:
         raise UsageError(f"--n must be a positive number of samples, got {args.n}")
     check_temperature(args.temperature)
+    check_guidance_arg(args.guidance)
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.threads is not None and args.threads < 1:
@@ -311,7 +322,8 @@ def _sample(
     def chunks():
         """(offset, images (b, 1, H, W) uint8) a batch at a time: memory bounded by a batch."""
         lo = 0
-        options = dict(temperature=temperature, generator=gen, labels=labels, progress=progress)
+        options = dict(temperature=temperature, generator=gen, labels=labels, progress=progress,
+                       guidance=args.guidance)  # fmt: skip
         if denoises:
             options["denoise"] = not args.no_denoise
         for images in iter_samples(model, total, args.batch_size, **options):
@@ -340,7 +352,8 @@ def _sample(
         why = ", the label-free default" if label_free else ", the default"
     else:
         why = ""
-    print(f"wrote {total} samples to {out} (temperature {temperature:g}{why})")
+    guided = "" if args.guidance is None else f", guidance {args.guidance:g}"
+    print(f"wrote {total} samples to {out} (temperature {temperature:g}{why}{guided})")
     return 0
 
 
@@ -472,6 +485,11 @@ def _check_interpolate_args(args: argparse.Namespace) -> None:
                 f"each row under its start pair's own label; drop {flag} (the app's Explore "
                 "tab walks between samples of two labels)"
             )
+    if args.guidance is not None:
+        raise UsageError(
+            "--guidance does not apply to --interpolate: its rows walk between the latents of "
+            "real test pairs, encoded under their labels, not drawn; drop --guidance"
+        )
     if args.temperature is not None:
         raise UsageError(
             "--temperature does not apply to --interpolate: its rows walk between the latents "

@@ -202,12 +202,15 @@ def _flag(key: str) -> str:
 def _check_model_config(config, resume: bool) -> None:
     """Build the model config the run will use, so that a bad --set fails before anything,
     and refuse a new model too large for the device's memory before allocating it."""
+    from pairflow.models import kind_spec
     from pairflow.training.checkpoint import model_config_class
     from pairflow.training.memory import check_model_fits
     from pairflow.training.setup import model_config
     from pairflow.utils import resolve_device
 
     overrides = dict(config.model_overrides)
+    if kind_spec(config.model).conditions:  # settings that need labels are judged with them
+        overrides.setdefault("conditional", config.conditional)
     model_config_class(config.model).from_preset(config.preset, **overrides)
     if not resume:  # a resumed model's size is its checkpoint's
         values = model_config(config, "fp32")  # the precision does not change its size

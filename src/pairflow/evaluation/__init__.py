@@ -29,7 +29,7 @@ from pairflow.evaluation.report import (
     summary_line,
 )
 from pairflow.evaluation.samples import sample_metrics
-from pairflow.evaluation.sampling import draw_samples, iter_samples
+from pairflow.evaluation.sampling import check_guidance_for, draw_samples, iter_samples
 
 __all__ = [
     "EvaluationError",
@@ -41,6 +41,7 @@ __all__ = [
     "draw_samples",
     "evaluate_bpd",
     "evaluate_importance_weighted",
+    "check_guidance_for",
     "evaluate_model",
     "evaluation_outputs",
     "evaluate_mixture",

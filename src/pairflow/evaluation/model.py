@@ -25,6 +25,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pairflow.evaluation.sampling import check_guidance_for
+from pairflow.flows.guidance import check_guidance
 from pairflow.models import has_label_mixture, kind_spec
 from pairflow.options import default_temperature
 
@@ -70,6 +72,8 @@ class EvaluationOptions:
         temperature: of the samples (None: ``pairflow sample``'s default, or the label-free
             one where the labels come from the flow's p(y)).
         seed: of the samples and the floor.
+        guidance: classifier-free guidance weight w of the samples (a conditional flow
+            trained with label dropout; :mod:`pairflow.flows.guidance`); None: off.
         classifier: a classifier checkpoint judging the samples (None: the shipped one of the
             model's dataset).
     """
@@ -87,6 +91,7 @@ class EvaluationOptions:
     temperature: float | None = None
     seed: int = 0
     classifier: str | None = None
+    guidance: float | None = None
 
     def check(self) -> EvaluationOptions:
         """Raise :class:`EvaluationError` naming a value out of range; returns itself."""
@@ -110,6 +115,16 @@ class EvaluationOptions:
         t = self.temperature
         if t is not None and not (math.isfinite(t) and t > 0):
             raise EvaluationError(f"temperature must be > 0 and finite, got {t}")
+        if self.guidance is not None:
+            try:
+                check_guidance(self.guidance)
+            except ValueError as err:
+                raise EvaluationError(str(err)) from None
+            if not self.samples:
+                raise EvaluationError(
+                    f"guidance {self.guidance:g} is of the samples: it needs --samples N "
+                    "(bits/dim is the conditional model's, whatever the guidance)"
+                )
         return self
 
 
@@ -243,6 +258,11 @@ def evaluate_model(
             "(layout single): use its bits/dim, or train a pair model"
         )
     conditional = bool(config.get("conditional", False))
+    if options.guidance is not None:
+        try:
+            check_guidance_for(model, config, source, options.guidance)
+        except ValueError as err:
+            raise EvaluationError(str(err)) from None
     mixture = has_label_mixture(model)
     # Opened now, so that a missing data file stops the evaluation before any of it runs.
     dataset = None
@@ -452,6 +472,7 @@ def _samples(model, conditional, root, outputs, dataset, options, progress) -> d
             temperature=options.temperature, seed=options.seed,
             batch_size=options.batch_size, json_dir=outputs["json"].parent, dataset=dataset,
             classifier_path=options.classifier, progress=progress, labels_from=options.labels,
+            guidance=options.guidance,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
         raise EvaluationError(str(err)) from err

@@ -113,7 +113,9 @@ def report_markdown(report: dict, outputs: dict[str, Path], curves: Path | None)
         *mixture_markdown(report),
         "## Sample metrics",
         "",
-        f"{s['num_samples']:,} samples at temperature {s['temperature']} (seed {s['seed']})"
+        f"{s['num_samples']:,} samples at temperature {s['temperature']}"
+        + (f", classifier-free guidance {s['guidance']:g}" if "guidance" in s else "")
+        + f" (seed {s['seed']})"
         + (", asked for the 100 pair labels in turn" if asked else "")
         + f", judged by the {s['classifier']} against {s['reference']}. "
         f"The real-vs-real floor is the same metrics for real pairs in place of the samples "
@@ -188,7 +190,9 @@ def summary_line(report: dict) -> str:
         seconds += s["sampling_seconds"] + s["metrics_seconds"] + s["floor_seconds"]
         fd = m["fd"]
         text = (
-            f"{s['num_samples']:,} samples at T={s['temperature']:g}: FD "
+            f"{s['num_samples']:,} samples at T={s['temperature']:g}"
+            + (f", guidance {s['guidance']:g}" if "guidance" in s else "")
+            + ": FD "
             f"{format_number(fd['model'], '.1f')} (floor {format_number(fd['floor'], '.1f')})"
         )
         if "conditional_accuracy" in m:

@@ -30,6 +30,7 @@ def sample_metrics(
     classifier_path: Path | None = None,
     progress=None,
     labels_from: str = "even",
+    guidance: float | None = None,
 ) -> dict:
     """Draw ``n`` samples, judge them against ``n`` real test pairs beside the floor.
 
@@ -52,6 +53,8 @@ def sample_metrics(
         progress: a bar factory (:func:`pairflow.progress.bars`) for the sampling, the
             classifier's features and the floor; None: silent.
         labels_from: ``"even"`` or ``"prior"``, the labels a conditional model is asked for.
+        guidance: classifier-free guidance weight of the samples (a flow trained with label
+            dropout); None: off.
 
     Returns:
         ``{"samples": details, "metrics": {key: {"model", "floor"}}}``.
@@ -107,6 +110,7 @@ def sample_metrics(
         generator=generator,
         labels=labels,
         progress=progress,
+        guidance=guidance,
     )
     sampling_seconds = time.perf_counter() - start
 
@@ -146,6 +150,7 @@ def sample_metrics(
         "num_samples": n,
         "num_real": metrics["num_real"],
         "temperature": temperature,
+        **({} if guidance is None else {"guidance": guidance}),
         "seed": seed,
         "requested_labels": None
         if not conditional

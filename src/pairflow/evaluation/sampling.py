@@ -9,7 +9,30 @@ from torch import Tensor
 
 from pairflow.progress import ProgressFactory, open_bar
 
-__all__ = ["iter_samples", "draw_samples"]
+__all__ = ["iter_samples", "draw_samples", "check_guidance_for"]
+
+
+def check_guidance_for(model, model_config: dict, source, weight: float) -> float:
+    """``weight`` if ``model`` can sample with classifier-free guidance by it, else
+    ValueError naming the model and what to do: guidance needs a conditional flow trained
+    with label dropout (its config's ``label_dropout`` > 0), and a finite weight in range.
+
+    Arguments:
+        model: the loaded model.
+        model_config: its checkpoint's ``model_config`` dict.
+        source: what the model was loaded from, for messages.
+        weight: the guidance weight w.
+    """
+    if not model_config.get("label_dropout"):
+        kind = "a conditional" if model_config.get("conditional") else "an unconditional"
+        raise ValueError(
+            f"guidance needs a conditional flow trained with label dropout; {source} is "
+            f"{kind} model without it (train one with --conditional --set label_dropout=0.1)"
+        )
+    try:
+        return model.check_guidance(weight)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
 
 
 @torch.no_grad()
@@ -21,6 +44,7 @@ def iter_samples(
     generator: torch.Generator | None = None,
     labels: Tensor | None = None,
     progress: ProgressFactory | None = None,
+    guidance: float | None = None,
     **sample_options,
 ) -> Iterator[Tensor]:
     """Yield uint8 sample chunks (<= batch_size, C, H, W) until ``n`` images are drawn.
@@ -34,6 +58,8 @@ def iter_samples(
         labels: pair labels (n,) for a conditional model, None otherwise.
         progress: a bar factory (:func:`pairflow.progress.bars`) counting the images drawn;
             None: silent.
+        guidance: classifier-free guidance weight w for a flow trained with label dropout
+            (:func:`check_guidance_for`); None: off.
         sample_options: passed on to ``model.sample`` (e.g. ``denoise=False`` for a flow
             trained with noise).
     """
@@ -42,14 +68,16 @@ def iter_samples(
     if n < 1 or batch_size < 1:
         raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
     device = model.device
-    bar = open_bar(progress, n, f"sampling at T={temperature:g}")
+    extra = {} if guidance is None else {"guidance": guidance}  # only guided models take it
+    what = f"T={temperature:g}" + ("" if guidance is None else f", guidance {guidance:g}")
+    bar = open_bar(progress, n, f"sampling at {what}")
     try:
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
             cond = None if labels is None else labels[lo:hi].to(device)
             chunk = model.sample(
                 (hi - lo,), cond=cond, temperature=temperature, generator=generator,
-                **sample_options,
+                **extra, **sample_options,
             )  # fmt: skip
             bar.update(hi - lo)
             yield chunk.cpu()  # (hi - lo, C, H, W) uint8

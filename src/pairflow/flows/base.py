@@ -41,6 +41,13 @@ class Transform(nn.Module):
     autocast_dtype: torch.dtype | None = None
     """The dtype its networks run in under autocast (None: the input's); see above."""
 
+    follows_guidance: bool = False
+    """Whether this part, where it reads the label, takes a
+    :class:`~pairflow.flows.guidance.Guided` context (classifier-free guidance: its networks
+    run under the label and the null label, their outputs extrapolated). A part that reads
+    the context must declare it for a flow with it to be guided; one that ignores the
+    context passes it on unchanged."""
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map data to latent.
 

@@ -127,8 +127,8 @@ ARCHITECTURES: dict[str, Callable[[FlowConfig], Transform]] = {
 CONDITIONAL_DISTRIBUTIONS: dict[str, Callable[[FlowConfig], Distribution]] = {
     # The couplings read the label; z ~ N(0, I) whatever it is, p(y) beside it.
     "embedding": lambda c: StandardNormal(c.shape, num_classes=c.num_classes),
-    "prior": lambda c: LabelNormal(c.shape, c.label_sides),
-    "both": lambda c: LabelNormal(c.shape, c.label_sides),
+    "prior": lambda c: LabelNormal(c.shape, c.label_sides, c.null_label),
+    "both": lambda c: LabelNormal(c.shape, c.label_sides, c.null_label),
     "mixture": lambda c: ClassMixture(c.shape, c.label_sides),
 }
 """``config.conditioning`` -> the base distribution of a conditional flow (with p(y))."""
@@ -163,7 +163,9 @@ def flow_parts(config: FlowConfig) -> dict[str, Any]:
     # global generator), so that a seeded build gives the same flow as ever.
     parts: dict[str, Any] = {}
     parts["embedding"] = (
-        LabelEmbedding(config.embed_dim, config.label_sides) if config.label_embedding else None
+        LabelEmbedding(config.embed_dim, config.label_sides, config.null_label)
+        if config.label_embedding
+        else None
     )
     if config.conditional:
         parts["distribution"] = CONDITIONAL_DISTRIBUTIONS[config.conditioning](config)

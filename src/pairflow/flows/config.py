@@ -132,6 +132,12 @@ class FlowConfig(ModelConfig):
             the noisy h~ = h + sigma eps (its bits/dim are of noisy data: reported apart), and
             sampling ends with one score-based denoising step h = h~ + sigma^2 grad log p(h~)
             (Tweedie's formula). 0 (default): off.
+        label_dropout: classifier-free guidance's label dropout (conditional flows with
+            ``conditioning`` ``"embedding"``, ``"prior"`` or ``"both"``): in training each side
+            of a label is replaced by a learned null label with this probability, so the one
+            model is also unconditional and samples with ``guidance=w``
+            (:mod:`pairflow.flows.guidance`). A model field, not a training one: it creates
+            the null label's parameters. 0 (default): no null label.
         precision: ``"fp32"`` or ``"bf16"`` (conditioner nets under bf16 autocast; the affine
             maths, log-determinants and prior stay in fp32).
     """
@@ -174,6 +180,7 @@ class FlowConfig(ModelConfig):
     dequant_channels: int = 16
     dequant_couplings: int = 2
     noise_sigma: float = 0.0
+    label_dropout: float = 0.0
     precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
@@ -219,6 +226,7 @@ class FlowConfig(ModelConfig):
                 "FlowConfig.dequantization='gaussian' adds N(0, noise_sigma^2) noise in the "
                 "data's [-1, 1] space: set noise_sigma > 0 (TarFlow: 0.05 to 0.15)"
             )
+        self._check_label_dropout()
         if self.scale_bound <= 0:
             raise ValueError(f"FlowConfig.scale_bound must be > 0, got {self.scale_bound}")
         bound = self.spline_bound
@@ -233,6 +241,23 @@ class FlowConfig(ModelConfig):
                 f"FlowConfig: conditioning={self.conditioning!r} splits the latent into left "
                 f"and right halves; the width must be even, got {self.width}"
             )
+
+    def _check_label_dropout(self) -> None:
+        p = self.label_dropout
+        if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p < 1):
+            raise ValueError(f"FlowConfig.label_dropout must be in [0, 1), got {p!r}")
+        if p and not (self.label_embedding or self.label_prior):
+            what = "conditioning='mixture'" if self.conditional else "an unconditional flow"
+            raise ValueError(
+                f"FlowConfig.label_dropout={p!r} needs a conditional flow whose couplings or "
+                f"prior read the label (conditioning 'embedding', 'prior' or 'both'); {what} "
+                "has no label to drop"
+            )
+
+    @property
+    def null_label(self) -> bool:
+        """Whether the flow learns a null label (label dropout), so it can be guided."""
+        return bool(self.label_dropout) and (self.label_embedding or self.label_prior)
 
     @property
     def label_embedding(self) -> bool:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from pairflow.flows.base import Transform
+from pairflow.flows.guidance import Guided
 from pairflow.flows.maps import AdditiveMap, AffineMap, ElementwiseMap, RationalQuadraticSpline
 from pairflow.options import CouplingMap, check_choice
 
@@ -64,7 +65,10 @@ class Coupling(Transform):
     The conditioner runs under ``torch.autocast`` in bfloat16 when :attr:`autocast_dtype` is
     set (the flow's precision sets it on every part that declares
     :attr:`~pairflow.flows.base.Transform.runs_in_low_precision`); its output is cast back,
-    so the map and the log-determinant stay in the input's precision.
+    so the map and the log-determinant stay in the input's precision. It follows
+    classifier-free guidance (:attr:`~pairflow.flows.base.Transform.follows_guidance`):
+    given a :class:`~pairflow.flows.guidance.Guided` context its conditioner's output is
+    extrapolated from the null label's to the label's.
 
     Arguments:
         mask: bool tensor shaped like one sample, True for features passed unchanged.
@@ -84,6 +88,7 @@ class Coupling(Transform):
     """
 
     runs_in_low_precision = True
+    follows_guidance = True
     parity: int | None = None  # alternating vector masks: index of the first kept feature
 
     def __init__(self, mask: Tensor, conditioner: ConditionerFactory, transform: ElementwiseMap):
@@ -114,14 +119,27 @@ class Coupling(Transform):
             self.register_buffer("mask", mask.to(torch.float32), persistent=False)
             self.net = conditioner(mask.shape[0], p * mask.shape[0])
 
-    def _params(self, h: Tensor, context: Tensor | None, dtype: torch.dtype) -> list[Tensor]:
-        """The map's P parameter tensors for the transformed features, from the kept ones."""
+    def _params(
+        self, h: Tensor, context: Tensor | Guided | None, dtype: torch.dtype
+    ) -> list[Tensor]:
+        """The map's P parameter tensors for the transformed features, from the kept ones.
+
+        Under classifier-free guidance (``context`` a :class:`Guided`) the conditioner runs
+        under the label and under the null label and its output is extrapolated,
+        (1 + w) out_c - w out_u, before the map reads it: for a fixed w still a coupling.
+        """
+        if isinstance(context, Guided):
+            return list(context.apply(lambda c: self._conditioner(h, c, dtype)))
+        return list(self._conditioner(h, context, dtype))
+
+    def _conditioner(self, h: Tensor, context: Tensor | None, dtype: torch.dtype):
+        """The conditioner's output in ``dtype``, as P chunks along dim 1."""
         if self.autocast_dtype is not None:
             with torch.autocast(h.device.type, dtype=self.autocast_dtype):
                 out = self.net(h, context)
         else:
             out = self.net(h, context)
-        return list(out.to(dtype).chunk(self.map.num_params, dim=1))
+        return out.to(dtype).chunk(self.map.num_params, dim=1)
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(kept, moved) features of x (B, ...), flattened to (B, n_kept) and (B, n_moved)."""

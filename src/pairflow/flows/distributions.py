@@ -26,6 +26,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from pairflow.flows.guidance import NULL_DIGIT, Guided, label_digits
 from pairflow.options import NUM_PAIR_CLASSES
 
 __all__ = [
@@ -94,6 +95,15 @@ class Distribution(nn.Module):
 
     label_optional: bool = False
     """Whether :meth:`log_prob` without a label is the marginal over labels (a mixture)."""
+
+    follows_guidance: bool = False
+    """Whether its label-dependent parameters take a :class:`~pairflow.flows.guidance.Guided`
+    label (classifier-free guidance); a distribution that ignores the label needs not."""
+
+    @property
+    def null_label(self) -> bool:
+        """Whether it learns a null label (label dropout; see :class:`LabelNormal`)."""
+        return False
 
     def __init__(self, shape: tuple[int, int, int], num_classes: int = 0):
         super().__init__()
@@ -169,17 +179,6 @@ class StandardNormal(Distribution):
         return self._noise(n, temperature, generator)
 
 
-def label_digits(cond: Tensor, sides: int) -> list[Tensor]:
-    """The digits of labels ``cond`` (B,), one per side, most significant (leftmost) first.
-
-    A pair label 10 a + b (``sides=2``) gives ``[a, b]``; a single image's class label
-    (``sides=1``) gives ``[cond]``.
-    """
-    if sides == 1:
-        return [cond]
-    return [(cond // 10 ** (sides - 1 - s)) % 10 for s in range(sides)]
-
-
 class LabelNormal(Distribution):
     r"""Label prior N(mu_y, diag sigma_y^2): class-conditional Glow's, position-aware for pairs.
 
@@ -192,9 +191,16 @@ class LabelNormal(Distribution):
 
     .. math:: \log p(z \mid y) = \sum_i \log \mathcal{N}(z_i;\ \mu_{y,i},\ \sigma_{y,i}^2)
 
+    With ``null_label`` (a flow trained with label dropout) each side also has a learned
+    null mean and scale, used where the side's digit is null (-1, in labels written as
+    digits (B, S)); under guidance (:class:`~pairflow.flows.guidance.Guided` in place of the
+    label) the mean and log-scale are extrapolated from the null label's to the label's.
+
     Arguments:
         shape: the latent's shape (C, H, W); W must be divisible by ``sides``.
         sides: digits per label: 2 for pairs (100 labels), 1 for single images (10).
+        null_label: learn a null mean and scale per side (parameters ``null_loc`` and
+            ``null_log_scale``, only then: weights saved without them load unchanged).
 
     References:
         Kingma and Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions",
@@ -202,8 +208,10 @@ class LabelNormal(Distribution):
     """
 
     uses_label = True
+    follows_guidance = True
+    """Its mean and scale follow classifier-free guidance (:mod:`pairflow.flows.guidance`)."""
 
-    def __init__(self, shape: tuple[int, int, int], sides: int = 2):
+    def __init__(self, shape: tuple[int, int, int], sides: int = 2, null_label: bool = False):
         if sides not in (1, 2):
             raise ValueError(f"sides must be 1 (single images) or 2 (pairs), got {sides!r}")
         super().__init__(shape, num_classes=10**sides)
@@ -214,6 +222,12 @@ class LabelNormal(Distribution):
         # [side, digit]: side 0 is the left strip (left digit), side 1 the right one.
         self.loc = nn.Parameter(torch.zeros(sides, 10, c, h, w // sides))
         self.log_scale = nn.Parameter(torch.zeros(sides, 10, c, h, w // sides))
+        if null_label:  # [side]: what a side without its digit gets (start: N(0, I))
+            self.null_loc = nn.Parameter(torch.zeros(sides, c, h, w // sides))
+            self.null_log_scale = nn.Parameter(torch.zeros(sides, c, h, w // sides))
+        else:  # None: not in state_dict, so weights saved before it load unchanged
+            self.register_parameter("null_loc", None)
+            self.register_parameter("null_log_scale", None)
 
     def _strips(self, z: Tensor) -> list[Tensor]:
         """z (B, C, H, W) cut along the width into one strip per side."""
@@ -222,17 +236,34 @@ class LabelNormal(Distribution):
         w = self.shape[2] // self.sides
         return [z[..., s * w : (s + 1) * w] for s in range(self.sides)]
 
-    def params(self, cond: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-scale (B, C, H, W) for labels ``cond`` (B,)."""
+    @property
+    def null_label(self) -> bool:
+        """Whether it has a null mean and scale per side (a flow trained with label dropout)."""
+        return self.null_loc is not None
+
+    def params(self, cond: Tensor | Guided) -> tuple[Tensor, Tensor]:
+        """Mean and log-scale (B, C, H, W) for labels ``cond``: (B,), digits (B, S) with -1
+        for a null side, or a :class:`~pairflow.flows.guidance.Guided` pair of them."""
+        if isinstance(cond, Guided):  # (1 + w) params(label) - w params(null label)
+            return cond.apply(self.params)
         if cond is None:
             top = self.num_classes - 1
             raise ValueError(f"this prior depends on the label: pass cond, labels in 0..{top}")
-        if self.sides == 1:
+        if cond.dim() == 1 and self.sides == 1:
             return self.loc[0, cond], self.log_scale[0, cond]
-        digits = label_digits(cond, self.sides)
-        loc = torch.cat([self.loc[s, d] for s, d in enumerate(digits)], dim=-1)
-        log_scale = torch.cat([self.log_scale[s, d] for s, d in enumerate(digits)], dim=-1)
-        return loc, log_scale
+        locs, log_scales = [], []
+        for s, d in enumerate(label_digits(cond, self.sides)):
+            loc, log_scale = self.loc[s, d.clamp(min=0)], self.log_scale[s, d.clamp(min=0)]
+            if cond.dim() == 2:  # digits, some maybe null
+                if not self.null_label and bool((d == NULL_DIGIT).any()):
+                    raise ValueError("this prior has no null label (trained without dropout)")
+                if self.null_label:
+                    null = (d == NULL_DIGIT).view(-1, 1, 1, 1)
+                    loc = torch.where(null, self.null_loc[s], loc)
+                    log_scale = torch.where(null, self.null_log_scale[s], log_scale)
+            locs.append(loc)
+            log_scales.append(log_scale)
+        return torch.cat(locs, dim=-1), torch.cat(log_scales, dim=-1)
 
     def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         return log_diagonal_normal(z, *self.params(cond))

@@ -26,12 +26,14 @@ import math
 import torch
 from torch import Tensor, nn
 
+from pairflow.flows import guidance as guidance_module
 from pairflow.flows import labels
 from pairflow.flows.actnorm import ActNorm
 from pairflow.flows.base import Transform, set_autocast
 from pairflow.flows.config import FlowConfig
 from pairflow.flows.dequantization import Dequantizer, UniformDequantizer
 from pairflow.flows.distributions import Distribution
+from pairflow.flows.guidance import Guided
 from pairflow.flows.noise import NoiseAugmentation
 from pairflow.flows.preprocessing import Logit, quantize
 from pairflow.options import NUM_LEVELS, Precision, check_choice
@@ -139,13 +141,16 @@ class Flow(Transform):
         return next(self.parameters()).device
 
     # ----------------------------------------------------------------- transform
-    def context(self, cond: Tensor | None) -> Tensor | None:
-        """The couplings' context: the label embedding (B, S, E), or None."""
+    def context(self, cond: Tensor | Guided | None) -> Tensor | Guided | None:
+        """The couplings' context: the label embedding (B, S, E), or None (a guided label
+        gives the :class:`~pairflow.flows.guidance.Guided` pair of embeddings)."""
         if self.embedding is None:
             return None  # the body never sees the label (the class mixture relies on it)
         if cond is None:
             what = "pair labels (B,) in 0..99" if self.config.label_sides == 2 else "class labels"
             raise ValueError(f"this model is conditional: pass cond, {what}")
+        if isinstance(cond, Guided):
+            return cond.map(self.embedding)
         return self.embedding(cond)
 
     def forward(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -226,8 +231,11 @@ class Flow(Transform):
                 total = total + torch.logsumexp(self.log_label_probs() + log_lik, dim=1)
                 continue
             y, log_q = self.dequantizer.dequantize(x, generator)  # (B, C, H, W), (B,)
-            z, logabsdet = self.latent(y, cond, self.training_noise(y, generator))
-            total = total + self.log_prior(z, cond) + logabsdet - log_q
+            label = cond
+            if self.training and cond is not None and self.config.null_label:
+                label = guidance_module.train_labels(self, cond, generator)  # some sides null
+            z, logabsdet = self.latent(y, label, self.training_noise(y, generator))
+            total = total + self.log_prior(z, label) + logabsdet - log_q
         out = total / draws if draws > 1 else total
         return out[0] if unbatched else out
 
@@ -248,11 +256,16 @@ class Flow(Transform):
     # ----------------------------------------------------------------- sampling
     @torch.no_grad()
     def sample(self, sample_shape=(), cond=None, temperature: float = 1.0, generator=None,
-               denoise: bool = True) -> Tensor:  # fmt: skip
+               denoise: bool = True, guidance: float | None = None) -> Tensor:  # fmt: skip
         """Draw uint8 images of shape ``sample_shape + (C, H, W)``: z from the base
         distribution at temperature T, x = floor(256 inverse(z)). Without ``cond`` a
         conditional flow draws y ~ p(y) first. ``denoise``: a flow trained with noise ends
-        with its denoising step (:meth:`denoise_logits`)."""
+        with its denoising step (:meth:`denoise_logits`). ``guidance``: the weight w of
+        classifier-free guidance (a flow trained with label dropout, :attr:`guidable`;
+        :mod:`pairflow.flows.guidance`): 0 is the conditional model, -1 the unconditional
+        one, w > 0 follows the label more closely; None (default): off."""
+        if guidance is not None:
+            guidance = self.check_guidance(guidance)
         shape = torch.Size([sample_shape] if isinstance(sample_shape, int) else sample_shape)
         n = math.prod(shape) if len(shape) else 1
         if len(shape) and (n < 1 or isinstance(sample_shape, bool)):
@@ -260,6 +273,8 @@ class Flow(Transform):
         cond = self.check_cond(cond, n)
         if cond is None and self.config.conditional:
             cond = self.sample_labels(n, generator)  # the label-free sampler: y ~ p(y) first
+        if guidance is not None:
+            cond = guidance_module.guide(self, cond, guidance)
         z = self.distribution.sample(n, cond, temperature=temperature, generator=generator)
         h, _ = self.body.inverse(z, self.context(cond))
         if self.noise is not None and denoise:
@@ -302,6 +317,20 @@ class Flow(Transform):
             self.log_prob(x, cond)
         finally:
             self.train(was_training)
+
+    # ----------------------------------------------------------------- guidance
+    @property
+    def guidable(self) -> bool:
+        """Whether ``sample`` takes ``guidance``: a conditional flow trained with label
+        dropout (it has a null label) whose label-reading parts follow guidance."""
+        return guidance_module.why_not_guidable(self) is None
+
+    def check_guidance(self, weight: float) -> float:
+        """``weight`` as a float if this flow can be guided by it, else ValueError saying why."""
+        why = guidance_module.why_not_guidable(self)
+        if why is not None:
+            raise ValueError(f"guidance needs a flow trained with label dropout: {why}")
+        return guidance_module.check_guidance(weight)
 
     # ----------------------------------------------------------------- labels
     @property

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from pairflow.flows.distributions import label_digits
+from pairflow.flows.guidance import NULL_DIGIT, label_digits
 from pairflow.validation import as_pixel_batch
 
 if TYPE_CHECKING:
@@ -30,24 +30,45 @@ class LabelEmbedding(nn.Embedding):
     (position-specific), so a conditioner can tell "3 on the left" from "3 on the right"; a
     single image's class label (``sides=1``) has the one table of rows 0..9.
 
+    With ``null_label`` (a flow trained with label dropout, :mod:`pairflow.flows.guidance`)
+    each side also has a learned null vector, the parameter ``null`` (S, E), which a side
+    gets where its digit is null: labels then come as digits (B, S), -1 for a null side.
+
     Arguments:
         embed_dim: E, the size of each digit's vector.
         sides: S, digits per label: 2 for pairs, 1 for single images.
+        null_label: learn a null vector per side (only then: weights saved without it load
+            unchanged).
 
     Example:
         >>> LabelEmbedding(4)(torch.tensor([37, 5])).shape
         torch.Size([2, 2, 4])
         >>> LabelEmbedding(4, sides=1)(torch.tensor([3, 5])).shape
         torch.Size([2, 1, 4])
+        >>> embed = LabelEmbedding(4, null_label=True)
+        >>> bool((embed(torch.tensor([[3, -1]]))[0, 1] == embed.null[1]).all())
+        True
     """
 
-    def __init__(self, embed_dim: int, sides: int = 2):
+    def __init__(self, embed_dim: int, sides: int = 2, null_label: bool = False):
         super().__init__(10 * sides, embed_dim)
         self.sides = sides
+        # Zeros: no draw from the global generator, so a seeded build keeps its other weights.
+        null = nn.Parameter(torch.zeros(sides, embed_dim)) if null_label else None
+        self.register_parameter("null", null)
 
     def forward(self, cond: Tensor) -> Tensor:
-        rows = [10 * s + d for s, d in enumerate(label_digits(cond, self.sides))]
-        return super().forward(torch.stack(rows, dim=1))  # (B, S, E)
+        digits = label_digits(cond, self.sides)
+        rows = [10 * s + d.clamp(min=0) for s, d in enumerate(digits)]
+        out = super().forward(torch.stack(rows, dim=1))  # (B, S, E)
+        if cond.dim() == 2:  # digits, null where -1
+            null = torch.stack(digits, dim=1) == NULL_DIGIT  # (B, S)
+            if self.null is None:
+                if bool(null.any()):
+                    raise ValueError("this embedding has no null label (trained without dropout)")
+            else:
+                out = torch.where(null[..., None], self.null.to(out.dtype), out)
+        return out
 
 
 PairEmbedding = LabelEmbedding

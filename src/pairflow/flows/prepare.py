@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pairflow.flows import guidance
+
 __all__ = [
     "prepare",
     "train_latents",
@@ -74,6 +76,8 @@ def prepare(flow, preparation) -> list[str]:
         # p(y), the training pairs' label frequencies: the mixture's weights, and the label
         # draws of every conditional flow sampled without a label.
         flow.set_label_counts(train_set.pair_label_counts())
+    if config.null_label and fine_tune and any("null" in k for k in preparation.new_weights):
+        lines += guidance.start_null_label(flow)  # trained digits, a null label to learn
     if config.label_mixture and fine_tune and new_prior:
         # A trained body under a new mixture: its Gaussians start at their optimum.
         fit_mixture(flow, train_set, device)

@@ -1,0 +1,146 @@
+"""Classifier-free guidance from the command line, end to end on tiny data.
+
+``train --conditional --set label_dropout=P`` trains a flow with a null label;
+``sample --guidance W`` and ``evaluate --samples N --guidance W`` draw with guidance; models
+without label dropout and bad weights exit 2 with a message, before any work.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from clitools import pairflow
+
+
+def _train(root, out, *extra: str) -> None:
+    pairflow(
+        "train", "--preset", "seed", "--conditional", "--epochs", "1", "--batch-size", "16",
+        "--num-pairs", "64", "--test-pairs", "32", "--data-dir", str(root), "--out", str(out),
+        "--device", "cpu", "--precision", "fp32", "--sample-n", "4", "--no-progress",
+        "--set", "hidden_features=16", *extra,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def guided_run(tmp_path_factory, tiny_mnist_root):
+    out = tmp_path_factory.mktemp("guided") / "run"
+    _train(tiny_mnist_root, out, "--set", "label_dropout=0.3")
+    return out
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory, tiny_mnist_root):
+    out = tmp_path_factory.mktemp("plain") / "run"
+    _train(tiny_mnist_root, out)
+    return out
+
+
+def test_label_dropout_trains_a_null_label_that_never_reaches_p_y(guided_run, tiny_mnist_root):
+    import torch
+
+    from pairflow.data import PairedMNIST
+    from pairflow.training import load_model
+
+    model, _ = load_model(guided_run)
+    assert model.config.label_dropout == 0.3 and model.guidable
+    # The null label was trained: it moved from its zero start.
+    assert model.embedding.null.abs().sum() > 0
+    # p(y) is the training labels' frequencies over the 100 pair labels, nothing else.
+    counts = PairedMNIST(tiny_mnist_root, train=True, num_pairs=64, seed=0).pair_label_counts()
+    probs = model.distribution.class_probs
+    assert probs.shape == (100,)
+    torch.testing.assert_close(probs.double(), counts.flatten().double() / counts.sum())
+
+
+def test_sample_with_guidance_zero_is_the_conditional_model(guided_run, tmp_path):
+    plain, zero, guided = tmp_path / "p.npz", tmp_path / "z.npz", tmp_path / "g.npz"
+    common = ["sample", str(guided_run), "--pair", "37,05", "--n", "3", "--seed", "1"]
+    pairflow(*common, "--out", str(plain))
+    pairflow(*common, "--guidance", "0", "--out", str(zero))
+    proc = pairflow(*common, "--guidance", "1.5", "--out", str(guided))
+    assert "guidance 1.5" in proc.stdout
+    assert np.array_equal(np.load(zero)["images"], np.load(plain)["images"])
+    assert np.load(guided)["labels"].tolist() == [37] * 3 + [5] * 3
+    assert not np.array_equal(np.load(guided)["images"], np.load(plain)["images"])
+
+
+def test_label_free_sampling_with_guidance(guided_run, tmp_path):
+    out = tmp_path / "free.npz"
+    proc = pairflow("sample", str(guided_run), "--n", "8", "--guidance", "-1", "--out", str(out))
+    assert "guidance -1" in proc.stdout
+    data = np.load(out)
+    assert data["images"].shape == (8, 28, 56) and data["labels"].min() >= 0
+
+
+def test_evaluate_samples_with_guidance(guided_run, tiny_mnist_root, tmp_path):
+    out = tmp_path / "eval.json"
+    proc = pairflow(
+        "evaluate", str(guided_run), "--samples", "64", "--guidance", "1.5", "--num-pairs", "8",
+        "--data-dir", str(tiny_mnist_root), "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["samples"]["guidance"] == 1.5
+    assert "guidance 1.5" in proc.stderr
+    assert "classifier-free guidance 1.5" in (tmp_path / "eval.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sample", "RUN", "--guidance", "nan"], "--guidance must be a finite number"),
+        (["sample", "RUN", "--guidance", "25"], "--guidance must be a finite number"),
+        (["sample", "RUN", "--interpolate", "--guidance", "1"], "--guidance does not apply"),
+        (["evaluate", "RUN", "--guidance", "1"], "add --samples N"),
+        (["evaluate", "RUN", "--samples", "8", "--guidance", "inf"], "finite number"),
+    ],
+)
+def test_bad_guidance_exits_2_before_any_work(guided_run, tmp_path, args, message):
+    args = [str(guided_run) if a == "RUN" else a for a in args]
+    proc = pairflow(*args, "--out", str(tmp_path / "x.png"), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_model_without_label_dropout_refuses_guidance(plain_run, tiny_mnist_root, tmp_path):
+    for args in (
+        ["sample", str(plain_run), "--guidance", "1", "--out", str(tmp_path / "x.png")],
+        ["evaluate", str(plain_run), "--samples", "8", "--guidance", "1",
+         "--data-dir", str(tiny_mnist_root), "--out", str(tmp_path / "e.json")],
+    ):  # fmt: skip
+        proc = pairflow(*args, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert "trained with label dropout" in proc.stderr, proc.stderr
+        assert "label_dropout=0.1" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "e.json").exists()
+
+
+def test_label_dropout_without_labels_is_refused_by_train(tiny_mnist_root, tmp_path):
+    proc = pairflow(
+        "train", "--preset", "seed", "--epochs", "1", "--data-dir", str(tiny_mnist_root),
+        "--out", str(tmp_path / "run"), "--set", "label_dropout=0.2", check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "label_dropout" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_fine_tune_with_label_dropout_from_a_model_without_it(
+    plain_run, tiny_mnist_root, tmp_path
+):
+    from pairflow.training import load_model
+
+    out = tmp_path / "tuned"
+    proc = pairflow(
+        "train", "--init-from", str(plain_run), "--preset", "seed", "--conditional",
+        "--epochs", "1", "--batch-size", "16", "--num-pairs", "64", "--test-pairs", "32",
+        "--data-dir", str(tiny_mnist_root), "--out", str(out), "--device", "cpu",
+        "--precision", "fp32", "--sample-n", "4", "--no-progress",
+        "--set", "hidden_features=16", "--set", "label_dropout=0.3",
+    )  # fmt: skip
+    assert "null label starts at the digits' average (embedding, prior)" in proc.stdout
+    assert load_model(out)[0].guidable
+    pairflow("sample", str(out), "--guidance", "2", "--n", "4", "--out", str(tmp_path / "s.png"))
