@@ -23,7 +23,7 @@ Presets (``FlowConfig.from_preset``):
 - ``"tarflow"``: TarFlow (Zhai et al. 2024, :mod:`pairflow.flows.tarflow`): 4x4 patches
   (7x14 = 98 tokens for a pair, the left digit's 49 first), 4 affine autoregressive blocks
   of 2 causal transformer layers (width 128, 4 heads), the token order reversed between
-  blocks. About 1.6M parameters.
+  blocks, an ActNorm on the tokens before the first. About 1.7M parameters.
 
 References:
     Dinh, Sohl-Dickstein and Bengio, "Density estimation using Real NVP", ICLR 2017.

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pairflow.flows.actnorm import ActNorm
 from pairflow.flows.base import Compose, Transform
 
 __all__ = [
@@ -317,7 +318,12 @@ class AutoregressiveBlock(Transform):
 
 
 class TransformerFlow(Transform):
-    """TarFlow's body: images (B, C, H, W) -> patches -> T autoregressive blocks -> images.
+    """TarFlow's body: images (B, C, H, W) -> patches -> ActNorm -> T autoregressive blocks.
+
+    An ActNorm (one scale and shift per token position, set from the first training batch)
+    standardises the logit-space tokens before the first block, as ActNorm does before every
+    coupling of the ``multiscale`` and ``glow`` archs: the blocks start as the identity, and
+    raw logits (down to logit(1e-6) ~ -13.8) would otherwise start the flow far from N(0, I).
 
     The latent keeps the image's layout (each patch back where it was cut from), so a label
     prior that gives the left half of z to the left digit still finds it there.
@@ -353,6 +359,7 @@ class TransformerFlow(Transform):
         super().__init__()
         self.patches = Patches(shape, patch_size, sides)
         n, f = self.patches.num_tokens, self.patches.features
+        self.actnorm = ActNorm(n)  # over (B, N, F): one scale per token position
         self.blocks = Compose(
             AutoregressiveBlock(
                 CausalTransformer(f, n, width, depth, heads, context_features),
@@ -364,10 +371,12 @@ class TransformerFlow(Transform):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         tokens, _ = self.patches(x)
+        tokens, ld_norm = self.actnorm(tokens)
         z, logdet = self.blocks(tokens, context)
-        return self.patches.inverse(z)[0], logdet
+        return self.patches.inverse(z)[0], ld_norm + logdet
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         tokens, _ = self.patches(z)
         x, logdet = self.blocks.inverse(tokens, context)
-        return self.patches.inverse(x)[0], logdet
+        x, ld_norm = self.actnorm.inverse(x)
+        return self.patches.inverse(x)[0], logdet + ld_norm
