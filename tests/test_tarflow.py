@@ -138,18 +138,22 @@ def test_the_start_token_reads_the_label():
         layer(x)
 
 
+@pytest.mark.parametrize("grad", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("conditional", [False, True])
-def test_cached_inverse_equals_the_uncached_one(reverse, conditional):
+def test_cached_inverse_equals_the_uncached_one(reverse, conditional, grad):
+    # Without autograd (sampling) the cache is written in place, with it concatenated.
     layer = block(reverse, context=6 if conditional else 0, seed=4).double()
     ctx = context().double() if conditional else None
     z = tokens(seed=7).double()
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         cached, ld_cached = layer.inverse(z, ctx)
         uncached, ld_uncached = layer.inverse_uncached(z, ctx)
     torch.testing.assert_close(cached, uncached, rtol=0, atol=1e-6)
     torch.testing.assert_close(ld_cached, ld_uncached, rtol=0, atol=1e-6)
     assert not torch.allclose(cached, z)  # the block does something
+    forward, _ = layer(cached, ctx)
+    torch.testing.assert_close(forward, z, rtol=0, atol=1e-9)
 
 
 def test_bf16_runs_the_transformer_in_bf16_and_the_affine_maths_in_fp32():

@@ -42,10 +42,46 @@ __all__ = [
     "AutoregressiveBlock",
     "TransformerFlow",
     "KVCache",
+    "LayerCache",
 ]
 
-KVCache = list[list[Tensor]]
-"""One ``[keys, values]`` pair per transformer layer, each (B, heads, steps so far, d)."""
+
+class LayerCache:
+    """One attention layer's keys and values of the steps so far, (B, heads, steps, d).
+
+    Without autograd (sampling) they are written in place into tensors allocated once for
+    all ``capacity`` steps; with it (a differentiated inverse) they are concatenated, since
+    autograd may still hold the earlier ones.
+
+    Arguments:
+        capacity: the most steps it will hold (the tokens of an image).
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.size = 0
+        self.keys: Tensor | None = None
+        self.values: Tensor | None = None
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add the steps ``k``, ``v`` (B, heads, L, d); return every step's so far."""
+        start, self.size = self.size, self.size + k.shape[2]
+        if torch.is_grad_enabled():
+            if self.keys is not None:
+                k, v = torch.cat([self.keys, k], dim=2), torch.cat([self.values, v], dim=2)
+            self.keys, self.values = k, v
+            return k, v
+        if self.keys is None:
+            b, heads, _, d = k.shape
+            self.keys = k.new_empty(b, heads, self.capacity, d)
+            self.values = v.new_empty(b, heads, self.capacity, d)
+        self.keys[:, :, start : self.size] = k
+        self.values[:, :, start : self.size] = v
+        return self.keys[:, :, : self.size], self.values[:, :, : self.size]
+
+
+KVCache = list[LayerCache]
+"""One :class:`LayerCache` per transformer layer."""
 
 
 class Patches(Transform):
@@ -110,20 +146,18 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)
 
-    def forward(self, h: Tensor, cache: list[Tensor] | None = None) -> Tensor:
-        """h (B, L, W) -> (B, L, W). With ``cache`` (this layer's ``[keys, values]``, empty
-        at the first step), h holds the next L tokens and attends to the cached ones too."""
+    def forward(self, h: Tensor, cache: LayerCache | None = None) -> Tensor:
+        """h (B, L, W) -> (B, L, W). With ``cache`` (this layer's, empty at the first
+        step), h holds the next token (L = 1), which attends to the cached ones too."""
         b, length, width = h.shape
         qkv = self.qkv(h).view(b, length, 3, self.heads, width // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, d)
         if cache is None:
             a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            if cache:  # concatenated, not written in place: autograd may hold the old ones
-                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
-            cache[:] = [k, v]
             if length != 1:
                 raise ValueError("a cached step reads one token at a time")
+            k, v = cache.append(k, v)
             a = F.scaled_dot_product_attention(q, k, v)  # the new token reads all before it
         return self.out(a.transpose(1, 2).reshape(b, length, width))
 
@@ -140,7 +174,7 @@ class TransformerLayer(nn.Module):
             nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
         )
 
-    def forward(self, h: Tensor, cache: list[Tensor] | None = None) -> Tensor:
+    def forward(self, h: Tensor, cache: LayerCache | None = None) -> Tensor:
         h = h + self.attention(self.norm1(h), cache)
         return h + self.mlp(self.norm2(h))
 
@@ -176,6 +210,7 @@ class CausalTransformer(nn.Module):
         if width % heads:
             raise ValueError(f"the width {width} must be divisible by the heads {heads}")
         self.features = features
+        self.length = length
         self.proj_in = nn.Linear(features, width)
         self.start = nn.Parameter(torch.randn(width) * 0.02)
         self.position = nn.Parameter(torch.randn(length, width) * 0.02)
@@ -209,7 +244,7 @@ class CausalTransformer(nn.Module):
 
     def new_cache(self) -> KVCache:
         """An empty key-value cache for :meth:`step`."""
-        return [[] for _ in self.layers]
+        return [LayerCache(self.length) for _ in self.layers]
 
     def step(
         self, previous: Tensor | None, k: int, cond: Tensor | None, cache: KVCache, batch: int
