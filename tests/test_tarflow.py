@@ -269,3 +269,31 @@ def test_a_bad_patch_size_is_refused_before_training(tiny_mnist_root, tmp_path):
     assert "divisible by 5 and the width by 10, got 28x56" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        dict(conditional=True, conditioning="prior"),
+        dict(conditional=True, conditioning="mixture"),
+        dict(prior="mixture"),
+        dict(dequantization="variational", dequant_channels=4),
+        dict(noise_sigma=0.1),
+    ],
+)
+def test_the_body_takes_every_other_part(parts):
+    torch.manual_seed(0)
+    flow = build_flow("tarflow", height=4, width=8, patch_size=2, tar_width=8, tar_heads=2,
+                      tar_layers=1, tar_blocks=2, **parts)  # fmt: skip
+    randomize(flow.body, scale=1.0)
+    x = torch.randint(0, 256, (4, 1, 4, 8), dtype=torch.uint8)
+    cond = torch.tensor([3, 47, 90, 12]) if flow.config.conditional else None
+    bpd = flow.bits_per_dim(x, cond)
+    assert torch.isfinite(bpd).all()
+    bpd.mean().backward()  # every part trains through the body
+    assert all(p.grad is not None for p in flow.body.blocks.parameters())
+    if flow.config.conditional:
+        posterior = flow.class_posterior(x)  # the label marginalised over all 100
+        torch.testing.assert_close(posterior.sum(1), torch.ones(4))
+    samples = flow.eval().sample((3,))
+    assert samples.shape == (3, 1, 4, 8) and samples.float().std() > 0
