@@ -8,13 +8,17 @@ medians over rounds):
 - ``sample100`` / ``sample1``: ``flow.sample`` of 100 pairs / 1 pair, conditional
   (``--pair``-style labels, the preset's default ``conditioning="both"``), temperature 0.7;
 - ``step_tarflow`` / ``step_multiscale``: the training loop's step (loss, backward, clipping,
-  Adam) at batch 64, unconditional, for the two presets at their default sizes.
+  Adam) at batch 64, unconditional, for the two presets at their default sizes;
+- any of them with ``:fp32`` or ``:bf16`` appended runs in that precision instead of
+  ``--precision``'s, so both precisions are timed in the same rounds.
 
 Prints one JSON object: the machine (CPU, torch's capability, AMX, threads, load at start
 and end), the model sizes and, per candidate, seconds, pairs/s and the spread.
 
 Usage (from the repository root):
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/tarflow_sampling.py --threads 2
+    .venv/bin/python benchmarks/tarflow_sampling.py --threads 2 --candidates sample100 \
+        sample100:bf16 step_tarflow step_tarflow:bf16   # both precisions, interleaved
     .venv/bin/python benchmarks/tarflow_sampling.py --quick   # seconds: a smoke test
 """
 
@@ -83,16 +87,18 @@ def main() -> None:
     made = {}
     for name in args.candidates:
         log("building", name)
-        if name == "sample100":
-            made[name] = Sample(100, args.precision, overrides)
-        elif name == "sample1":
-            made[name] = Sample(1, args.precision, overrides)
-        elif name == "step_tarflow":
-            made[name] = FlowStep(64, args.precision, overrides, preset="tarflow")
-        elif name == "step_multiscale":
-            made[name] = FlowStep(
-                64, args.precision, small if args.quick else {}, preset="multiscale"
-            )
+        kind, _, precision = name.partition(":")
+        precision = precision or args.precision
+        if precision not in PRECISIONS:
+            raise SystemExit(f"unknown precision {precision!r} in {name!r}")
+        if kind == "sample100":
+            made[name] = Sample(100, precision, overrides)
+        elif kind == "sample1":
+            made[name] = Sample(1, precision, overrides)
+        elif kind == "step_tarflow":
+            made[name] = FlowStep(64, precision, overrides, preset="tarflow")
+        elif kind == "step_multiscale":
+            made[name] = FlowStep(64, precision, small if args.quick else {}, preset="multiscale")
         else:
             raise SystemExit(f"unknown candidate {name!r}")
     result = {
@@ -120,6 +126,7 @@ def main() -> None:
             "pairs_per_s": round(step.batch / t, 1),
             "spread_s": [round(min(times[name]), 3), round(max(times[name]), 3)],
         }
+        out[name]["precision"] = step.flow.config.precision
         if name.startswith("step"):
             out[name]["steps_per_s"] = round(1 / t, 3)
     result["candidates"] = out
