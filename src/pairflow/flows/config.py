@@ -330,9 +330,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         scale_bound=2.0,
         conditioning="both",
     ),
-    # TarFlow (Zhai et al. 2024) sized for a CPU: a train step at batch 64 about as dear as
-    # the multiscale preset's, and 100 pairs sampled, token by token, within 10 s
-    # (docs/tarflow.md, benchmarks/tarflow_sampling.py).
+    # TarFlow (Zhai et al. 2024) sized for a CPU: a train step at batch 64 about 1.2x the
+    # multiscale preset's, and 100 pairs sampled, token by token, in 3 to 5 s on 2 shared
+    # cores (docs/tarflow.md, benchmarks/tarflow_sampling.py).
     "tarflow": dict(
         arch="tarflow",
         patch_size=4,
