@@ -152,7 +152,7 @@ LoadPrecisionOption = Literal["auto", "fp32", "bf16", "saved"]
 """What a user may ask for to run a trained model: ``saved`` is the one it was trained in
 (:func:`pairflow.precision.choose_model_precision`)."""
 
-Arch = Literal["mlp", "multiscale", "glow"]
+Arch = Literal["mlp", "multiscale", "glow", "tarflow"]
 """Flow architectures: the flattened-vector RealNVP, the convolutional multi-scale one and Glow."""
 
 Conditioning = Literal["embedding", "prior", "both", "mixture"]

@@ -38,6 +38,7 @@ from pairflow.flows.multiscale import multiscale_flow
 from pairflow.flows.nets import ConvResNet, SeparateMLPs
 from pairflow.flows.noise import NoiseAugmentation
 from pairflow.flows.preprocessing import Logit, Scale
+from pairflow.flows.tarflow import TransformerFlow
 
 __all__ = [
     "PairFlow",
@@ -117,10 +118,25 @@ def _glow(config: FlowConfig) -> Transform:
     )
 
 
+def _tarflow(config: FlowConfig) -> Transform:
+    return TransformerFlow(
+        config.shape,
+        config.patch_size,
+        sides=config.label_sides,  # a pair's tokens: the left digit's, then the right's
+        blocks=config.tar_blocks,
+        width=config.tar_width,
+        depth=config.tar_layers,
+        heads=config.tar_heads,
+        context_features=config.label_sides * _context_size(config),
+        scale_bound=config.scale_bound,
+    )
+
+
 ARCHITECTURES: dict[str, Callable[[FlowConfig], Transform]] = {
     "mlp": _mlp,
     "multiscale": _multiscale,
     "glow": _glow,
+    "tarflow": _tarflow,
 }
 """``config.arch`` -> the builder of the flow body (h -> z)."""
 

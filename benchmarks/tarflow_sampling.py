@@ -1,0 +1,138 @@
+"""The ``tarflow`` preset's sampling time and train step, beside the ``multiscale`` step.
+
+Sampling inverts every autoregressive block token by token with a key-value cache (98 steps
+per block for a pair in 4x4 patches), so its cost is many small matmuls, not one large one.
+Candidates (each timed once per round, in turn, so that a changing load hits all alike;
+medians over rounds):
+
+- ``sample100`` / ``sample1``: ``flow.sample`` of 100 pairs / 1 pair, conditional
+  (``--pair``-style labels, the preset's default ``conditioning="both"``), temperature 0.7;
+- ``step_tarflow`` / ``step_multiscale``: the training loop's step (loss, backward, clipping,
+  Adam) at batch 64, unconditional, for the two presets at their default sizes;
+- any of them with ``:fp32`` or ``:bf16`` appended runs in that precision instead of
+  ``--precision``'s, so both precisions are timed in the same rounds.
+
+Prints one JSON object: the machine (CPU, torch's capability, AMX, threads, load at start
+and end), the model sizes and, per candidate, seconds, pairs/s and the spread.
+
+Usage (from the repository root):
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/tarflow_sampling.py --threads 2
+    .venv/bin/python benchmarks/tarflow_sampling.py --threads 2 --candidates sample100 \
+        sample100:bf16 step_tarflow step_tarflow:bf16   # both precisions, interleaved
+    .venv/bin/python benchmarks/tarflow_sampling.py --quick   # seconds: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from machine import load, machine_info  # this script's folder is on sys.path
+from pairflow.flows import build_flow
+from pairflow.options import PRECISIONS
+from seed_step import FlowStep
+
+
+def log(*parts) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+class Sample:
+    """``flow.sample`` of ``n`` pairs of a conditional tarflow with given labels."""
+
+    def __init__(self, n: int, precision: str, overrides: dict):
+        torch.manual_seed(0)
+        self.flow = build_flow("tarflow", conditional=True, precision=precision, **overrides)
+        self.flow.eval()
+        self.batch = n
+        self.cond = torch.arange(n) % 100
+        self.generator = torch.Generator().manual_seed(0)
+
+    def __call__(self) -> None:
+        self.flow.sample((self.batch,), cond=self.cond, temperature=0.7, generator=self.generator)
+
+
+def parameters(flow) -> int:
+    return sum(p.numel() for p in flow.parameters())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median)")
+    parser.add_argument(
+        "--candidates",
+        nargs="+",
+        default=["sample100", "sample1", "step_tarflow", "step_multiscale"],
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=INT",
+        help="a tarflow size to override, e.g. --set tar_width=96 (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="a tiny model (smoke test)")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    overrides = {k: int(v) for k, v in (s.split("=", 1) for s in args.set)}
+    small = {"hidden_channels": 8}
+    if args.quick:
+        overrides = {"tar_width": 8, "tar_heads": 2, "tar_layers": 1, "tar_blocks": 2}
+    rounds = 1 if args.quick else args.rounds
+    made = {}
+    for name in args.candidates:
+        log("building", name)
+        kind, _, precision = name.partition(":")
+        precision = precision or args.precision
+        if precision not in PRECISIONS:
+            raise SystemExit(f"unknown precision {precision!r} in {name!r}")
+        if kind == "sample100":
+            made[name] = Sample(100, precision, overrides)
+        elif kind == "sample1":
+            made[name] = Sample(1, precision, overrides)
+        elif kind == "step_tarflow":
+            made[name] = FlowStep(64, precision, overrides, preset="tarflow")
+        elif kind == "step_multiscale":
+            made[name] = FlowStep(64, precision, small if args.quick else {}, preset="multiscale")
+        else:
+            raise SystemExit(f"unknown candidate {name!r}")
+    result = {
+        "benchmark": "tarflow_sampling",
+        "machine": machine_info(),
+        "precision": args.precision,
+        "quick": args.quick,
+        "tarflow_overrides": overrides,
+        "parameters": {name: parameters(step.flow) for name, step in made.items()},
+    }
+    times: dict[str, list[float]] = {name: [] for name in made}
+    for r in range(rounds + 1):  # round 0 warms up
+        for name, step in made.items():
+            start = time.perf_counter()
+            step()
+            if r:
+                times[name].append(time.perf_counter() - start)
+        log(f"round {r}:", {k: round(v[-1], 3) for k, v in times.items() if v})
+    out = {}
+    for name, step in made.items():
+        t = statistics.median(times[name])
+        out[name] = {
+            "batch": step.batch,
+            "seconds": round(t, 3),
+            "pairs_per_s": round(step.batch / t, 1),
+            "spread_s": [round(min(times[name]), 3), round(max(times[name]), 3)],
+        }
+        out[name]["precision"] = step.flow.config.precision
+        if name.startswith("step"):
+            out[name]["steps_per_s"] = round(1 / t, 3)
+    result["candidates"] = out
+    result["load_at_end"] = load()
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
