@@ -380,7 +380,8 @@ def _run_recipe(args: argparse.Namespace) -> int:
     from pairflow.training.runfolder import holds_run
     from pairflow.utils import atomic_write
 
-    given = [_flag(k) for k in _FLAGS if k not in _RECIPE_RUN_FLAGS and getattr(args, k)]
+    asked = [k for k in _FLAGS if k not in _RECIPE_RUN_FLAGS and getattr(args, k) is not None]
+    given = [_flag(k) for k in asked]
     given += [f"--{k}" for k in ("conditional", "balanced") if getattr(args, k) is not None]
     if args.compile is not None:
         given.append("--compile" if args.compile else "--no-compile")
