@@ -423,12 +423,16 @@ def _run_recipe(args: argparse.Namespace) -> int:
             _check_same_recipe(out, state, record)
             finished = list(state["finished"])
         stage_folders = {str(c.out) for _, c in planned}
-        for _, config in planned:
+        for stage, config in planned:
             shipped = config.init_from and config.init_from not in stage_folders
             if shipped and not Path(config.init_from).exists():
                 config.init_from = _shipped_init(config.init_from)
             # Every stage's model settings, before the first trains (memory: at its start).
-            _check_model_config(config, resume=True)
+            try:
+                _check_model_config(config, resume=True)
+            except ValueError as err:
+                where = f"recipe {recipe.path}, stage {stage.index} ({stage.name})"
+                raise UsageError(f"{where}: {err}") from err
         for config in {(c.dataset, c.data_dir): c for _, c in planned}.values():
             _check_data(config, args.download)
     except MNISTNotFoundError as err:
