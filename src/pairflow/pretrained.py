@@ -239,8 +239,10 @@ def card_markdown(name: str) -> str:
         f"| recipe | `{recipe.get('path', NOT_MEASURED)}`, stage `{recipe.get('stage', '?')}` "
         f"({len(stages)} stage{'s' if len(stages) != 1 else ''}) |",
         f"| reproduce | `pairflow train --recipe {recipe.get('path')} --out runs/{name}` |",
-        f"| dataset | {data['name']} pairs; licence: {data['license']} "
-        f"({data['license_source']}) |",
+        f"| dataset | {data['name']} pairs (the dataset's train split; test figures on its "
+        "test split) |",
+        f"| data licence | {data['license']}. {data['license_source'][0].upper()}"
+        f"{data['license_source'][1:]} |",
         f"| test bits/dim | {_test_bpd(meta)} |",
         f"| CPU-hours | {_number(hours) if hours is not None else card['cpu_hours_source']}"
         + (f" ({card['cpu_hours_source']})" if hours is not None else "")
