@@ -118,9 +118,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="train every stage of a recipe (recipes/NAME.toml) into --out: stage i in "
         "OUT/stage-i-NAME, the last one's model in OUT/final.pt. Run again after a stop, the "
-        "same command keeps the finished stages and resumes the running one. Only --out, "
-        "--data-dir, --device, --threads, --download, --no-progress, --set, --recipe-set and "
-        "--until go with it",
+        "same command keeps the finished stages and resumes the running one (--resume is "
+        "implied). Only --out, --data-dir, --device, --threads, --download, --no-progress, "
+        "--set, --recipe-set and --until go with it",
     )
     parser.add_argument(
         "--recipe-set",
