@@ -47,7 +47,7 @@ class ChecksumError(ValueError):
 
 
 def list_pretrained() -> dict[str, dict]:
-    """Name -> metadata (``file``, ``preset``, ``conditional``, ``test_bpd``, ``command``)."""
+    """Name -> metadata (``file``, ``preset``, ``conditional``, ``test_bpd``, ``recipe``...)."""
     index = WEIGHTS_DIR / "index.json"
     if not index.is_file():
         return {}
