@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("pairflow.commands.sample", "draw pairs or images from a trained or shipped model"),
     "evaluate": ("pairflow.commands.evaluate", "test bits/dim (and sample metrics) of a model"),
     "compare": ("pairflow.commands.compare", "several evaluated runs in one table and figure"),
+    "info": ("pairflow.commands.info", "a shipped model's card: recipe, training, data, figures"),
     "export": ("pairflow.commands.export", "compact weights-only checkpoint (fp16 or int8)"),
     "classifier": ("pairflow.commands.classifier", "train or check the digit-pair classifier"),
     "app": ("pairflow.commands.app", "a local web page: generate, explore and score pairs"),

@@ -1,10 +1,14 @@
 """Weights that ship with pairflow, trained with ``pairflow train`` (see BENCHMARKS.md).
 
 ``weights/index.json`` lists each model: its file, preset, whether it is conditional, its
-measured test bits/dim and the command that trained it. ``weights/sha256.json`` holds the
-SHA-256 of every shipped weight file (the flows' and the classifiers'): a shipped file is
-read only if its bytes match (:func:`verify_shipped_file`), so a damaged or altered file is
-refused by name instead of giving other numbers.
+measured test bits/dim, its last stage's training settings and the recipe (file and stage)
+that made it. ``weights/cards/NAME.json`` holds the rest of its model card (what it is, the
+data and its licence, each training stage's machine, time and commit, CPU-hours, further
+likelihood figures and sample metrics, each with the BENCHMARKS.md section it comes from);
+:func:`card_markdown` renders the two together (``pairflow info NAME``, ``docs/models.md``).
+``weights/sha256.json`` holds the SHA-256 of every shipped weight file (the flows' and the
+classifiers'): a shipped file is read only if its bytes match (:func:`verify_shipped_file`),
+so a damaged or altered file is refused by name instead of giving other numbers.
 """
 
 from __future__ import annotations
@@ -16,9 +20,14 @@ from pathlib import Path
 
 __all__ = [
     "WEIGHTS_DIR",
+    "CARDS_DIR",
     "CHECKSUMS",
     "ChecksumError",
     "bpd_text",
+    "card_line",
+    "card_markdown",
+    "model_card",
+    "models_markdown",
     "file_sha256",
     "list_pretrained",
     "pretrained_path",
@@ -28,6 +37,7 @@ __all__ = [
 ]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+CARDS_DIR = WEIGHTS_DIR / "cards"
 CHECKSUMS = "sha256.json"
 """The file beside the weights that maps each weight file's name to its SHA-256 (hex)."""
 
@@ -37,7 +47,7 @@ class ChecksumError(ValueError):
 
 
 def list_pretrained() -> dict[str, dict]:
-    """Name -> metadata (``file``, ``preset``, ``conditional``, ``test_bpd``, ``command``)."""
+    """Name -> metadata (``file``, ``preset``, ``conditional``, ``test_bpd``, ``recipe``...)."""
     index = WEIGHTS_DIR / "index.json"
     if not index.is_file():
         return {}
@@ -132,3 +142,177 @@ def verify_shipped_file(path: str | os.PathLike) -> Path:
             f"({WEIGHTS_DIR / CHECKSUMS}); reinstall pairflow"
         )
     return path
+
+
+NOT_MEASURED = "not measured"
+
+
+def model_card(name: str) -> dict:
+    """The model card of shipped model ``name``: its index entry (``index``) and its card file.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones), or no card for it.
+
+    Example:
+        >>> model_card("multiscale")["index"]["recipe"]["path"]
+        'recipes/multiscale.toml'
+    """
+    models = list_pretrained()
+    if name not in models:
+        valid = ", ".join(sorted(models)) or "(none ship with this build)"
+        raise ValueError(f"unknown pretrained model {name!r}; valid names: {valid}")
+    path = CARDS_DIR / f"{name}.json"
+    if not path.is_file():
+        raise ValueError(f"pretrained model {name!r} has no model card ({path} is missing)")
+    return {**json.loads(path.read_text(encoding="utf-8")), "name": name, "index": models[name]}
+
+
+def _number(value: float | int | None, digits: int | None = None) -> str:
+    """A card's number as written, or "not measured" for None."""
+    if value is None:
+        return NOT_MEASURED
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}f}" if digits is not None else f"{value:g}"
+
+
+def _test_bpd(meta: dict) -> str:
+    """The index's test bits/dim with its error, pairs and kind of figure, in words."""
+    bound = bool(meta.get("test_bpd_is_bound"))
+    value = f"{'<= ' if bound else ''}{meta['test_bpd']:.4f}"
+    if meta.get("test_bpd_stderr") is not None:
+        value += f" ± {meta['test_bpd_stderr']:.4f}"
+    kind = "variational bound, as Flow++ reports it" if bound else "exact"
+    given = ", given the pair label" if meta.get("conditional") else ""
+    pairs = meta.get("test_pairs")
+    on = f" on {pairs:,} test pairs" if pairs else ""
+    return f"{value}{on} ({kind}{given})"
+
+
+def card_line(name: str) -> str:
+    """One line on shipped model ``name`` for ``pairflow sample --list-pretrained``: dataset,
+    preset, conditioning, CPU-hours, its best-known FD and its test bits/dim (last).
+
+    Example:
+        >>> card_line("multiscale").split()[:4]
+        ['multiscale', 'mnist', 'multiscale', 'unconditional']
+    """
+    card = model_card(name)
+    meta = card["index"]
+    kind = "conditional" if meta.get("conditional") else "unconditional"
+    hours = card.get("cpu_hours")
+    hours = f"{hours:g} CPU-hours" if hours is not None else f"CPU-hours {NOT_MEASURED}"
+    fds = [s for s in card.get("samples", []) if s.get("fd") is not None]
+    fd = f"FD {fds[0]['fd']:g} (T {fds[0]['temperature']:g})" if fds else f"FD {NOT_MEASURED}"
+    return (
+        f"{name:24s} {meta.get('dataset', 'mnist'):13s} {meta.get('preset', '?'):11s} "
+        f"{kind:13s} {hours:22s} {fd:16s} test bits/dim {shipped_bpd_text(meta)}"
+    )
+
+
+def card_markdown(name: str) -> str:
+    """The model card of shipped model ``name`` as Markdown (``pairflow info NAME``).
+
+    Every number comes from the index or the card file, whose figures each name their
+    source in BENCHMARKS.md; a figure nobody measured reads "not measured".
+    """
+    card = model_card(name)
+    meta = card["index"]
+    recipe = meta.get("recipe", {})
+    data = card["dataset"]
+    stages = card.get("stages", [])
+    sha = recorded_sha256().get(meta["file"], "")
+    hours = card.get("cpu_hours")
+    lines = [
+        f"## {name}",
+        "",
+        card["what"],
+        "",
+        "| | |",
+        "|---|---|",
+        f"| weights | `{meta['file']}`: {meta.get('weights', 'fp32')}, {meta['megabytes']} MB, "
+        f"SHA-256 `{sha[:16]}...` |",
+        f"| model | preset `{meta.get('preset')}`, "
+        f"{'conditional' if meta.get('conditional') else 'unconditional'}"
+        + (f" (conditioning `{meta['conditioning']}`)" if meta.get("conditioning") else "")
+        + f", {meta.get('step', 0):,} steps in its last stage |",
+        f"| recipe | `{recipe.get('path', NOT_MEASURED)}`, stage `{recipe.get('stage', '?')}` "
+        f"({len(stages)} stage{'s' if len(stages) != 1 else ''}) |",
+        f"| reproduce | `pairflow train --recipe {recipe.get('path')} --out runs/{name}` |",
+        f"| dataset | {data['name']} pairs (the dataset's train split; test figures on its "
+        "test split) |",
+        f"| data licence | {data['license']}. {data['license_source'][0].upper()}"
+        f"{data['license_source'][1:]} |",
+        f"| test bits/dim | {_test_bpd(meta)} |",
+        f"| CPU-hours | {_number(hours) if hours is not None else card['cpu_hours_source']}"
+        + (f" ({card['cpu_hours_source']})" if hours is not None else "")
+        + " |",
+        "",
+        "Training, stage by stage (the commit that added the weights of each stage):",
+        "",
+        "| stage | minutes | machine | commit |",
+        "|---|---:|---|---|",
+    ]
+    for number, stage in enumerate(stages, start=1):
+        lines.append(
+            f"| {number} `{stage['stage']}` | {_number(stage.get('minutes'))} | "
+            f"{stage['machine']} | `{stage['commit'][:12]}` |"
+        )
+    if card.get("likelihood"):
+        lines += [
+            "",
+            "More likelihood figures:",
+            "",
+            "| bits/dim | pairs | kind | label | source |",
+            "|---:|---:|---|---|---|",
+        ]
+        for fig in card["likelihood"]:
+            bound = "<= " if "bound" in fig["kind"] else ""
+            err = f" ± {fig['stderr']:g}" if fig.get("stderr") is not None else ""
+            lines.append(
+                f"| {bound}{fig['value']:.4f}{err} | {fig['pairs']:,} | {fig['kind']} | "
+                f"{fig['label']} | {fig['source']} |"
+            )
+    lines += [
+        "",
+        "Sample metrics (the dataset's shipped pair classifier; FD's real-vs-real floor in "
+        "brackets):",
+        "",
+        "| T | samples | labels | FD | precision | recall | IS | pair accuracy | source |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in card.get("samples", []):
+        fd = _number(row.get("fd"))
+        if row.get("fd") is not None and row.get("fd_floor") is not None:
+            fd += f" ({row['fd_floor']:g})"
+        accuracy = _number(row.get("accuracy")) if meta.get("conditional") else "no label to check"
+        lines.append(
+            f"| {row['temperature']:g} | {row['samples']:,} | {row['labels']} | {fd} | "
+            f"{_number(row.get('precision'))} | {_number(row.get('recall'))} | "
+            f"{_number(row.get('inception_score'))} | {accuracy} | {row['source']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def models_markdown() -> str:
+    """``docs/models.md``: every shipped model's card, generated (``pairflow info --markdown``)."""
+    names = sorted(list_pretrained())
+    head = [
+        "# Shipped models",
+        "",
+        "Generated from `src/pairflow/weights/index.json` and `src/pairflow/weights/cards/` by",
+        "`pairflow info --markdown > docs/models.md`; a test fails when this page and the cards",
+        "differ. `pairflow info NAME` prints one card. Each figure names the section of",
+        'BENCHMARKS.md that measured it; a figure nobody measured reads "not measured".',
+        "",
+        "| model | dataset | CPU-hours | test bits/dim |",
+        "|---|---|---:|---|",
+    ]
+    for name in names:
+        card = model_card(name)
+        hours = card.get("cpu_hours")
+        head.append(
+            f"| [`{name}`](#{name}) | {card['dataset']['name']} | "
+            f"{_number(hours)} | {_test_bpd(card['index'])} |"
+        )
+    return "\n".join(head) + "\n\n" + "\n".join(card_markdown(n) for n in names)

@@ -238,17 +238,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list_pretrained() -> int:
-    from pairflow.pretrained import list_pretrained, shipped_bpd_text
+    from pairflow.pretrained import card_line, list_pretrained
 
     models = list_pretrained()
     if not models:
         print("no pretrained models ship with this build")
-    for name, meta in sorted(models.items()):
-        kind = "conditional" if meta.get("conditional") else "unconditional"
-        print(
-            f"{name:24s} {meta.get('dataset', 'mnist'):13s} {meta.get('preset', '?'):11s} "
-            f"{kind:13s} test bits/dim {shipped_bpd_text(meta)}"
-        )
+        return 0
+    for name in sorted(models):
+        print(card_line(name))
+    print("(pairflow info NAME prints a model's card: recipe, training, data, figures)")
     return 0
 
 

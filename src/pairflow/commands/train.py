@@ -113,6 +113,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a model config field, e.g. --set hidden_channels=64",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--recipe",
+        metavar="FILE",
+        help="train every stage of a recipe (recipes/NAME.toml) into --out: stage i in "
+        "OUT/stage-i-NAME, the last one's model in OUT/final.pt. Run again after a stop, the "
+        "same command keeps the finished stages and resumes the running one (--resume is "
+        "implied). Only --out, --data-dir, --device, --threads, --download, --no-progress, "
+        "--set, --recipe-set and --until go with it",
+    )
+    parser.add_argument(
+        "--recipe-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --recipe: set a training setting in every stage (a --config key, e.g. "
+        "max_steps=2 for a smoke run); recorded, so the run continues only with the same ones",
+    )
+    parser.add_argument(
+        "--until",
+        metavar="STAGE",
+        help="with --recipe: stop after this stage (e.g. reproduce only the first); the same "
+        "command without --until continues from there",
+    )
 
 
 # What --resume applies from this invocation: stopping rules, the schedule's shape (the
@@ -126,12 +149,12 @@ RESUMABLE = (
 )  # fmt: skip
 
 
-def _parse_overrides(items: list[str]) -> dict:
+def _parse_overrides(items: list[str], flag: str = "--set") -> dict:
     overrides = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+            raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -231,20 +254,18 @@ def _check_data(config, download: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
-    from contextlib import nullcontext
     from pathlib import Path
 
-    from pairflow.data import MNISTDownloadError, MNISTFormatError, MNISTNotFoundError
-    from pairflow.training import (
-        CheckpointError,
-        TrainingDiverged,
-        load_config_file,
-        merge_config,
-        train,
-    )
+    from pairflow.data import MNISTDownloadError, MNISTNotFoundError
+    from pairflow.training import CheckpointError, load_config_file, merge_config
     from pairflow.training.loop import nothing_left
-    from pairflow.training.runfolder import RunFolderError, open_run_folder
 
+    if args.recipe is not None:
+        return _run_recipe(args)
+    if args.recipe_set:
+        raise UsageError("--recipe-set changes a recipe's settings; it needs --recipe FILE")
+    if args.until is not None:
+        raise UsageError("--until names a recipe stage; it needs --recipe FILE")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other: continue or start over")
     flags = {name: getattr(args, name) for name in _FLAGS}
@@ -280,17 +301,31 @@ def run(args: argparse.Namespace) -> int:
         raise data_usage_error(err, root, download_flag="add --download") from err
     except (ValueError, CheckpointError, FileNotFoundError, MNISTDownloadError) as err:
         raise UsageError(str(err)) from err
+    code, _ = _train(config, args.resume, args.overwrite, not args.no_progress, main_rank)
+    return code
+
+
+def _train(config, resume: bool, overwrite: bool, progress: bool, main_rank: bool = True):
+    """Train ``config`` in its run folder and print the outcome: (exit code, summary)."""
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    from pairflow.data import MNISTFormatError
+    from pairflow.training import CheckpointError, TrainingDiverged, train
+    from pairflow.training.loop import nothing_left
+    from pairflow.training.runfolder import RunFolderError, open_run_folder
+
     folder = (
-        open_run_folder(config.out, resume=args.resume, overwrite=args.overwrite)
+        open_run_folder(config.out, resume=resume, overwrite=overwrite)
         if main_rank
         else nullcontext()
     )
     try:
         with folder:
-            summary = train(config, resume=args.resume, progress=not args.no_progress)
+            summary = train(config, resume=resume, progress=progress)
     except TrainingDiverged as err:
         print(f"pairflow train: {err}")
-        return 1
+        return 1, None
     except (RunFolderError, FileNotFoundError, CheckpointError, MNISTFormatError) as err:
         raise UsageError(str(err)) from err
     except ValueError as err:
@@ -301,22 +336,177 @@ def run(args: argparse.Namespace) -> int:
             f" (see {config.out}); free space or fix the folder, then continue with --resume",
             file=sys.stderr,
         )
-        return 1
+        return 1, None
     final = [v for k, v in summary.items() if k in ("test_bpd", "test_bpd_bound")]
     diverged = bool(final) and not math.isfinite(final[0])
     if not main_rank:  # rank 0 reports the run
-        return 1 if diverged and summary["stopped"] != "finished" else 0
+        return (1 if diverged and summary["stopped"] != "finished" else 0), summary
     if summary["stopped"] == "finished":  # a checkpoint of an earlier version: found in setup
         done = nothing_left(config, summary["step"], summary["epoch"])
         print(f"pairflow train: the run in {config.out} already finished: {done}")
-        return 0
+        return 0, summary
     print(json.dumps(summary, indent=2))
     if diverged:  # a diverged model must not look like a result
         print(
             f"pairflow train: the run ended with a diverged model (test bits/dim {final[0]}); "
             "it was not checkpointed, see above for the last good checkpoint"
         )
-        return 1
+        return 1, summary
     kept = "best.pt, last.pt" if (Path(summary["out"]) / "best.pt").is_file() else "last.pt"
     print(f"run folder: {summary['out']} (curves.png, samples/, metrics.jsonl, {kept})")
+    return 0, summary
+
+
+# What a recipe run takes from the command line: where it runs, not what it trains.
+_RECIPE_RUN_FLAGS = ("out", "data_dir", "device", "threads")
+
+
+def _run_recipe(args: argparse.Namespace) -> int:
+    """``pairflow train --recipe FILE --out DIR``: every stage of the recipe in turn, each in
+    DIR/stage-i-NAME; finished stages (recorded in DIR/recipe.json) are kept, a stage with a
+    checkpoint resumes, and the last stage's model is copied to DIR/final.pt."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from pairflow.data import MNISTDownloadError, MNISTNotFoundError
+    from pairflow.training import CheckpointError, find_checkpoint, load_checkpoint
+    from pairflow.training.loop import nothing_left
+    from pairflow.training.recipe import (
+        FINAL,
+        STATE,
+        load_recipe,
+        plan_stages,
+        read_state,
+        write_state,
+    )
+    from pairflow.training.runfolder import holds_run
+    from pairflow.utils import atomic_write
+
+    asked = [k for k in _FLAGS if k not in _RECIPE_RUN_FLAGS and getattr(args, k) is not None]
+    given = [_flag(k) for k in asked]
+    given += [f"--{k}" for k in ("conditional", "balanced") if getattr(args, k) is not None]
+    if args.compile is not None:
+        given.append("--compile" if args.compile else "--no-compile")
+    given += [f"--{k}" for k in ("config", "overwrite") if getattr(args, k)]
+    if given:
+        raise UsageError(
+            f"--recipe {args.recipe} holds every training setting, so {', '.join(given)} "
+            "cannot go with it: change the recipe, or set a key in every stage with "
+            "--recipe-set KEY=VALUE (to start over, use a new --out)"
+        )
+    if args.out is None:
+        raise UsageError("--recipe needs --out DIR: the folder its stages train in")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("--recipe runs on one process; run its stages under torchrun one by one")
+    out = Path(args.out)
+    try:
+        recipe = load_recipe(args.recipe)
+        recorded = _parse_overrides(args.recipe_set, "--recipe-set")
+        model_overrides = _parse_overrides(args.set)
+        execution = {k: getattr(args, k) for k in _RECIPE_RUN_FLAGS if k != "out"}
+        execution = {k: v for k, v in execution.items() if v is not None}
+        planned = plan_stages(recipe, out, {**recorded, **execution}, model_overrides)
+        until = recipe.stage(args.until).index if args.until is not None else len(planned)
+        record = {
+            "recipe": str(recipe.path),
+            "recipe_sha256": recipe.sha256,
+            "recipe_set": recorded,
+            "set": model_overrides,
+        }
+        state = read_state(out)
+        if state is None:
+            if out.exists() and (not out.is_dir() or holds_run(out) or any(out.iterdir())):
+                raise UsageError(
+                    f"--out {out} is not empty and holds no recipe run ({STATE}); use a new "
+                    "or empty folder for a recipe"
+                )
+            finished: list[str] = []
+        else:
+            _check_same_recipe(out, state, record)
+            finished = list(state["finished"])
+        stage_folders = {str(c.out) for _, c in planned}
+        for stage, config in planned:
+            shipped = config.init_from and config.init_from not in stage_folders
+            if shipped and not Path(config.init_from).exists():
+                config.init_from = _shipped_init(config.init_from)
+            # Every stage's model settings, before the first trains (memory: at its start).
+            try:
+                _check_model_config(config, resume=True)
+            except ValueError as err:
+                where = f"recipe {recipe.path}, stage {stage.index} ({stage.name})"
+                raise UsageError(f"{where}: {err}") from err
+        for config in {(c.dataset, c.data_dir): c for _, c in planned}.values():
+            _check_data(config, args.download)
+    except MNISTNotFoundError as err:
+        from pairflow.commands._common import data_usage_error
+
+        root = err.missing.parents[2] if err.missing is not None else "?"
+        raise data_usage_error(err, root, download_flag="add --download") from err
+    except (ValueError, CheckpointError, FileNotFoundError, MNISTDownloadError) as err:
+        raise UsageError(str(err)) from err
+
+    names = [stage.name for stage, _ in planned]
+    write_state(out, {**record, "stages": names, "finished": finished, "final": None})
+    for stage, config in planned[:until]:
+        folder = Path(config.out)
+        label = f"recipe {recipe.path.stem}, stage {stage.index}/{len(planned)} ({stage.name})"
+        if stage.name in finished:
+            print(f"{label}: finished, kept in {folder}", flush=True)
+            continue
+        resume = (folder / "last.pt").is_file() or (folder / "best.pt").is_file()
+        if resume:
+            saved = load_checkpoint(find_checkpoint(folder, prefer="last"))
+            done = nothing_left(config, saved["step"], saved["epoch"])
+            if done:
+                print(f"{label}: finished ({done}), kept in {folder}", flush=True)
+            else:
+                print(f"{label}: resuming in {folder} at step {saved['step']}", flush=True)
+        else:
+            done = None
+            source = names[stage.index - 2] if stage.init_from == "previous" else stage.init_from
+            start = f", from {source}" if source else ""
+            print(f"{label}: training in {folder}{start}", flush=True)
+        if not done:
+            try:
+                _check_model_config(config, resume)
+            except ValueError as err:
+                raise UsageError(str(err)) from err
+            overwrite = not resume and folder.exists()  # a start that saved no checkpoint
+            code, _ = _train(config, resume, overwrite, not args.no_progress)
+            if code != 0:
+                return code
+        finished.append(stage.name)
+        write_state(out, {**record, "stages": names, "finished": finished, "final": None})
+    if until < len(planned):
+        print(
+            f"recipe {recipe.path.stem}: stopped after stage {until} ({names[until - 1]}) as "
+            f"asked; the same command without --until continues with stage {until + 1}"
+        )
+        return 0
+    last = find_checkpoint(planned[-1][1].out)
+    with open(last, "rb") as source:
+        atomic_write(out / FINAL, lambda f: shutil.copyfileobj(source, f))
+    write_state(out, {**record, "stages": names, "finished": finished, "final": FINAL})
+    print(f"recipe {recipe.path.stem}: all {len(planned)} stages trained; final model: "
+          f"{out / FINAL} (from {last})")  # fmt: skip
     return 0
+
+
+def _check_same_recipe(out, state: dict, record: dict) -> None:
+    """UsageError unless the recipe run in ``out`` was started with ``record``'s recipe and
+    overrides: a run continues only as the run it is."""
+    if state.get("recipe_sha256") != record["recipe_sha256"]:
+        raise UsageError(
+            f"--out {out} holds a run of the recipe {state.get('recipe')} as it was then; "
+            f"{record['recipe']} differs from it (SHA-256 {record['recipe_sha256'][:12]}..., "
+            f"the run's {str(state.get('recipe_sha256'))[:12]}...). Continue with that recipe, "
+            "or train the changed one into a new --out"
+        )
+    for key, flag in (("recipe_set", "--recipe-set"), ("set", "--set")):
+        if state.get(key, {}) != record[key]:
+            was = " ".join(f"{flag} {k}={json.dumps(v)}" for k, v in state.get(key, {}).items())
+            raise UsageError(
+                f"--out {out} was started with {was or f'no {flag}'}, not "
+                f"{record[key] or 'none'}; run the same command to continue it, or use a new --out"
+            )
