@@ -33,10 +33,13 @@ def _events(folder: Path):
     return events
 
 
-def test_events_match_metrics_through_a_resume_that_replays_steps(tiny_mnist_root, tmp_path):
+def test_events_match_metrics_through_a_resume_that_replays_steps(
+    tiny_mnist_root, tmp_path, capsys
+):
     pytest.importorskip("tensorboard")
     out = tmp_path / "run"
     _train(tiny_mnist_root, out, "--epochs", "1", "--tensorboard")
+    assert "metrics.jsonl, tensorboard/," in capsys.readouterr().out
     epoch_one = tmp_path / "epoch_one.pt"
     shutil.copy(out / "last.pt", epoch_one)
     # The flag is the run's setting now: a resume without it keeps writing events.
@@ -97,11 +100,12 @@ def test_without_the_package_the_run_is_refused_before_any_work(
     assert not out.exists()
 
 
-def test_no_tensorboard_turns_a_config_files_setting_off(tiny_mnist_root, tmp_path):
+def test_no_tensorboard_turns_a_config_files_setting_off(tiny_mnist_root, tmp_path, capsys):
     config = tmp_path / "run.toml"
     config.write_text("[train]\ntensorboard = true\n")
     out = tmp_path / "run"
     _train(tiny_mnist_root, out, "--max-steps", "2", "--config", str(config), "--no-tensorboard")
+    assert "tensorboard/" not in capsys.readouterr().out
     assert json.loads((out / "config.json").read_text())["tensorboard"] is False
     assert not (out / "tensorboard").exists()
 

@@ -329,5 +329,6 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     kept = "best.pt, last.pt" if (Path(summary["out"]) / "best.pt").is_file() else "last.pt"
-    print(f"run folder: {summary['out']} (curves.png, samples/, metrics.jsonl, {kept})")
+    events = "tensorboard/, " if config.tensorboard else ""
+    print(f"run folder: {summary['out']} (curves.png, samples/, metrics.jsonl, {events}{kept})")
     return 0

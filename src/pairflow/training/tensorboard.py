@@ -56,15 +56,20 @@ def scalar_tags(record: dict) -> dict[str, float]:
 
     Returns:
         ``{tag: value}`` for every numeric field but the bookkeeping ones (flags such as
-        ``interrupted`` are not numbers; a ``sync`` record's are flags only).
+        ``interrupted`` are not numbers); none for a ``sync`` record (a check of the
+        processes under ``torchrun``, not a measurement).
 
     Example:
         >>> scalar_tags({"type": "test", "step": 8, "epoch": 2, "test_bpd": 1.5, "time": 0.0})
         {'test/bpd': 1.5}
         >>> scalar_tags({"type": "train", "step": 8, "loss": 1.9, "interrupted": True})
         {'train/loss': 1.9}
+        >>> scalar_tags({"type": "sync", "step": 8, "ranks": 2, "in_sync": True})
+        {}
     """
     kind = str(record.get("type", "record"))
+    if kind == "sync":
+        return {}
     tags = {}
     for key, value in record.items():
         if key in _NOT_SCALARS or isinstance(value, bool) or not isinstance(value, int | float):
