@@ -45,6 +45,12 @@ PAGES: tuple[Path, ...] = tuple(
         "likelihood.md",
         "speed.md",
         "architecture.md",
+        "guidance.md",
+        "models.md",
+        "recipes.md",
+        "tarflow.md",
+        "tensorboard.md",
+        "tutorial.md",
     )
 )
 

@@ -92,6 +92,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch.compile the loss (slow first step; falls back to eager if compiling "
         "fails); default: auto, i.e. for multiscale runs long enough to pay it back",
     )
+    parser.add_argument(
+        "--tensorboard",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also write the logged metrics and each epoch's sample grid as TensorBoard events "
+        "in RUN/tensorboard/ (needs: pip install tensorboard; view with tensorboard --logdir "
+        "RUN)",
+    )
     parser.add_argument("--config", help="TOML/YAML/JSON file of settings; flags override it")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last.pt"
@@ -145,7 +153,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 RESUMABLE = (
     "epochs", "max_steps", "time_budget", "warmup_steps", "schedule", "grad_clip", "data_dir",
     "out", "device", "threads", "compile", "sample_n", "sample_temperature", "log_every",
-    "max_nonfinite",
+    "max_nonfinite", "tensorboard",
 )  # fmt: skip
 
 
@@ -207,7 +215,8 @@ def _resume_base(out: str, asked: dict) -> tuple[dict, tuple[int, int]]:
     ]
     if fixed:
         detail = "; ".join(f"{_flag(k)}: the run has {s!r}, asked {v!r}" for k, s, v in fixed)
-        changeable = [_flag(k) for k in RESUMABLE if k in _FLAGS and k != "out"] + ["--compile"]
+        changeable = [_flag(k) for k in RESUMABLE if k in _FLAGS and k != "out"]
+        changeable += ["--compile", "--tensorboard"]
         raise UsageError(
             f"--resume cannot change {', '.join(_flag(k) for k, _, _ in fixed)} ({detail}): the "
             f"model, data and optimiser come from {last}. Resume without them, or start a new "
@@ -272,6 +281,7 @@ def run(args: argparse.Namespace) -> int:
     flags["conditional"] = args.conditional
     flags["balanced"] = args.balanced
     flags["compile"] = args.compile
+    flags["tensorboard"] = args.tensorboard
     if args.set:
         flags["model_overrides"] = _parse_overrides(args.set)
     # Under torchrun, rank 0 owns the folder and speaks; the other ranks write nothing there.
@@ -290,6 +300,10 @@ def run(args: argparse.Namespace) -> int:
             if main_rank:
                 print(f"pairflow train: the run in {config.out} already finished: {done}")
             return 0
+        if config.tensorboard:  # an optional package: missing, say so before any work
+            from pairflow.training.tensorboard import require_tensorboard
+
+            require_tensorboard()
         if config.init_from and not Path(config.init_from).exists():
             config.init_from = _shipped_init(config.init_from)  # a shipped model's name
         _check_model_config(config, args.resume)
@@ -353,7 +367,8 @@ def _train(config, resume: bool, overwrite: bool, progress: bool, main_rank: boo
         )
         return 1, summary
     kept = "best.pt, last.pt" if (Path(summary["out"]) / "best.pt").is_file() else "last.pt"
-    print(f"run folder: {summary['out']} (curves.png, samples/, metrics.jsonl, {kept})")
+    events = "tensorboard/, " if config.tensorboard else ""
+    print(f"run folder: {summary['out']} (curves.png, samples/, metrics.jsonl, {events}{kept})")
     return 0, summary
 
 

@@ -71,6 +71,7 @@ class TrainConfig:
     # training.speed.decide_compile); falls back to eager if compiling fails.
     compile: bool | str = "auto"
     init_from: str | None = None  # run folder or checkpoint whose weights start this run
+    tensorboard: bool = False  # also write the metrics and sample grids to out/tensorboard/
     ema_decay: float = 0.0  # > 0: evaluate, sample and select best.pt with averaged weights
     model_overrides: dict[str, Any] = field(default_factory=dict)
 

@@ -1,4 +1,5 @@
-"""The run's metrics log: ``metrics.jsonl`` (one JSON record a line) and ``curves.png``."""
+"""The run's metrics log: ``metrics.jsonl`` (one JSON record a line) and ``curves.png``, and
+with ``--tensorboard`` the same records as TensorBoard events."""
 
 from __future__ import annotations
 
@@ -54,12 +55,16 @@ class MetricsLogger:
     Arguments:
         out: the run folder.
         enabled: whether this process writes (rank 0).
+
+    ``tensorboard``: a :class:`~pairflow.training.tensorboard.TensorBoardLog` that gets every
+    record and image too, or None.
     """
 
     def __init__(self, out: Path, enabled: bool):
         self.path = out / "metrics.jsonl"
         self.enabled = enabled
         self.records: list[dict] = []
+        self.tensorboard = None
         if enabled and self.path.exists():
             self.records = read_metrics(self.path)
 
@@ -76,6 +81,19 @@ class MetricsLogger:
         self.records.append(record)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(record)
+
+    def image(self, tag: str, path: Path, step: int) -> None:
+        """An image file the run wrote (a sample grid), for TensorBoard when it logs."""
+        if self.enabled and self.tensorboard is not None:
+            self.tensorboard.image(tag, path, step)
+
+    def close(self) -> None:
+        """Close the TensorBoard writer, if any (metrics.jsonl is closed after each record)."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
 
     def plot(self, path: Path) -> None:
         if not self.enabled:

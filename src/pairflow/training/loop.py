@@ -8,6 +8,7 @@ writing into ``config.out``:
   skipped non-finite step;
 - ``curves.png``: train and test bits/dim against steps;
 - ``samples/epoch_NNN.png``: a grid of samples at each epoch end (same latents every epoch);
+- ``tensorboard/``: with ``config.tensorboard``, the records and grids as TensorBoard events;
 - ``last.pt`` and ``best.pt``: checkpoints (see :mod:`pairflow.training.checkpoint`).
 
 A flow's loss is its bits/dim (the negative log-likelihood up to a constant), a VAE's the
@@ -85,6 +86,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         summary = _summary(run, _last_test_fields(run), "finished")
         close_processes(run.procs)
         return summary
+    if config.tensorboard and run.procs.is_main:  # resumed: hide what comes after last.pt
+        from pairflow.training.tensorboard import TensorBoardLog
+
+        run.logger.tensorboard = TensorBoardLog(run.out, run.step + 1 if resume else None)
     with GracefulInterrupt(enabled=run.procs.world_size == 1) as interrupt:
         try:
             while run.epoch < config.epochs and stopped == "epochs":
@@ -117,6 +122,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         except KeyboardInterrupt:
             _save_interrupted(run)
             raise
+        finally:
+            run.logger.close()
     summary = _summary(run, fields, stopped)
     close_processes(run.procs)
     return summary
@@ -421,3 +428,4 @@ def _write_samples(run: Run, path: Path) -> None:
                           generator=gen)  # fmt: skip
     model.train(was_training)
     save_grid(images.cpu(), path, nrow=8, labels=labels)
+    run.logger.image("samples", path, run.step)

@@ -34,7 +34,9 @@ from pathlib import Path
 __all__ = ["RunFolderError", "RunLock", "open_run_folder", "RUN_FILES"]
 
 # What a training run writes into its folder (``eval_*.json`` are evaluate's reports of it).
-RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "curves.png", "samples")
+RUN_FILES = (
+    "config.json", "metrics.jsonl", "last.pt", "best.pt", "curves.png", "samples", "tensorboard",
+)  # fmt: skip
 RUN_GLOBS = ("eval_*.json",)
 # A run folder "holds a run" when any of these exist.
 _RUN_MARKERS = ("last.pt", "best.pt", "metrics.jsonl", "config.json")
