@@ -27,13 +27,13 @@ import torch
 from torch import Tensor, nn
 
 from pairflow.flows import guidance as guidance_module
-from pairflow.flows import labels
 from pairflow.flows.actnorm import ActNorm
 from pairflow.flows.base import Transform, set_autocast
 from pairflow.flows.config import FlowConfig
 from pairflow.flows.dequantization import Dequantizer, UniformDequantizer
 from pairflow.flows.distributions import Distribution
 from pairflow.flows.guidance import Guided
+from pairflow.flows.labels import LabelledFlow
 from pairflow.flows.noise import NoiseAugmentation
 from pairflow.flows.preprocessing import Logit, quantize
 from pairflow.options import NUM_LEVELS, Precision, check_choice
@@ -42,7 +42,7 @@ from pairflow.validation import as_pixel_batch, check_pair_labels
 __all__ = ["Flow"]
 
 
-class Flow(Transform):
+class Flow(LabelledFlow, Transform):
     """A normalizing flow for 8-bit images with exact likelihoods, from its parts.
 
     As a :class:`~pairflow.flows.base.Transform`, ``forward(y, cond)`` maps continuous data
@@ -317,69 +317,6 @@ class Flow(Transform):
             self.log_prob(x, cond)
         finally:
             self.train(was_training)
-
-    # ----------------------------------------------------------------- guidance
-    @property
-    def guidable(self) -> bool:
-        """Whether ``sample`` takes ``guidance``: a conditional flow trained with label
-        dropout (it has a null label) whose label-reading parts follow guidance."""
-        return guidance_module.why_not_guidable(self) is None
-
-    def check_guidance(self, weight: float) -> float:
-        """``weight`` as a float if this flow can be guided by it, else ValueError saying why."""
-        why = guidance_module.why_not_guidable(self)
-        if why is not None:
-            raise ValueError(f"guidance needs a flow trained with label dropout: {why}")
-        return guidance_module.check_guidance(weight)
-
-    # ----------------------------------------------------------------- labels
-    @property
-    def label_mixture(self) -> bool:
-        """Whether the base distribution marginalises the label itself (the class mixture)."""
-        return self.config.conditional and self.distribution.label_optional
-
-    @property
-    def label_passes(self) -> int:
-        """Passes through the body that the marginal over labels costs: 1 where the body never
-        sees the label, K where the couplings read it; 0 for an unconditional flow."""
-        if not self.config.conditional:
-            return 0
-        return 1 if self.embedding is None else self.config.num_classes
-
-    def require_conditional(self, what: str) -> None:
-        """Raise, naming ``what``, unless this flow is conditional."""
-        if not self.config.conditional:
-            raise ValueError(
-                f"{what} needs a conditional model (one trained with labels); this one is "
-                "unconditional (config.conditional=False)"
-            )
-
-    def log_label_probs(self) -> Tensor:
-        """log p(y) (K,), the training labels' frequencies; -inf for labels never seen."""
-        self.require_conditional("log_label_probs")
-        return self.distribution.log_class_probs()
-
-    def set_label_counts(self, counts: Tensor) -> None:
-        """Set p(y) to the frequencies ``counts`` (pairs: 100, or 10 x 10; singles: 10)."""
-        self.require_conditional("set_label_counts")
-        self.distribution.set_class_counts(counts)
-
-    def sample_labels(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n labels y ~ p(y), int64 (n,) on the model's device."""
-        self.require_conditional("sample_labels")
-        return self.distribution.sample_labels(n, generator)
-
-    def class_log_likelihoods(self, x, generator=None, noise: str = "uniform") -> Tensor:
-        """log p(x | y) (B, K) for every label (:func:`~pairflow.flows.labels` module)."""
-        return labels.class_log_likelihoods(self, x, generator, noise)
-
-    def class_posterior(self, x: Tensor) -> Tensor:
-        """p(y | x) (B, K) by Bayes: :func:`pairflow.flows.labels.class_posterior`."""
-        return labels.class_posterior(self, x)
-
-    def classify(self, x: Tensor) -> Tensor:
-        """The most probable label of each image, int64 (B,)."""
-        return self.class_posterior(x).argmax(dim=1)
 
 
 def _label_probs_moved(module, state_dict, prefix, *args) -> None:
