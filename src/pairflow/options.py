@@ -23,6 +23,7 @@ __all__ = [
     "MAX_INTERPOLATION_STEPS",
     "NUM_LEVELS",
     "NUM_PAIR_CLASSES",
+    "CLASSES_PER_SIDE",
     "PAIR_SHAPE",
     "DatasetName",
     "DEFAULT_DATASET",
@@ -50,7 +51,10 @@ __all__ = [
 NUM_LEVELS = 256
 """Pixel levels of 8-bit images (0..255): bits/dim is reported on this discrete scale."""
 
-NUM_PAIR_CLASSES = 100
+CLASSES_PER_SIDE = 10
+"""Classes one side of a label takes: the digits 0..9 (a pair label has one per side)."""
+
+NUM_PAIR_CLASSES = CLASSES_PER_SIDE**2
 """Pair labels are 10 * left digit + right digit, 0..99."""
 
 PAIR_SHAPE = (1, 28, 56)
@@ -135,7 +139,7 @@ def num_classes_of(layout: str) -> int:
         >>> num_classes_of("pair"), num_classes_of("single")
         (100, 10)
     """
-    return 10 ** LABEL_SIDES[check_choice("layout", layout, Layout)]
+    return CLASSES_PER_SIDE ** LABEL_SIDES[check_choice("layout", layout, Layout)]
 
 
 Precision = Literal["fp32", "bf16"]

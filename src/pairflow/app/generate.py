@@ -25,7 +25,7 @@ from pairflow.app.inputs import (
 )
 from pairflow.app.model import LoadedModel
 from pairflow.models import has_label_prior
-from pairflow.options import NUM_PAIR_CLASSES
+from pairflow.options import num_classes_of
 
 __all__ = ["generate", "default_temperature_for", "model_labels"]
 
@@ -73,7 +73,7 @@ def generate(
     elif loaded.conditional and has_label_prior(loaded.model):  # as `pairflow sample` does
         labels = model_labels(loaded.model, n, s)
     elif loaded.conditional:
-        classes = 10 if loaded.layout == "single" else NUM_PAIR_CLASSES
+        classes = num_classes_of(loaded.layout)
         labels = torch.randint(0, classes, (n,), generator=torch.Generator().manual_seed(s))
     from pairflow.evaluation import draw_samples
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pairflow.models import KindSpec
+from pairflow.options import DEFAULT_DATASET
 
 __all__ = ["MNIST_PAIR", "LoadedModel", "label_text", "shape_text"]
 
@@ -49,7 +50,7 @@ class LoadedModel:
     model: torch.nn.Module
     kind: KindSpec
     test_bpd: float | None = None
-    dataset: str = "mnist"
+    dataset: str = DEFAULT_DATASET
     layout: str = "pair"
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -20,6 +20,7 @@ from torch import Tensor
 from pairflow.app.inputs import AppInputError, parse_pair
 from pairflow.app.model import LoadedModel, shape_text
 from pairflow.models import has_label_prior
+from pairflow.options import DEFAULT_DATASET
 
 __all__ = ["ScoreResult", "shipped_classifier", "score"]
 
@@ -69,7 +70,7 @@ _CLASSIFIERS: dict[str, Any] = {}
 _CLASSIFIER_LOCK = threading.Lock()
 
 
-def shipped_classifier(dataset: str = "mnist"):
+def shipped_classifier(dataset: str = DEFAULT_DATASET):
     """The shipped pair classifier of ``dataset`` (loaded once), or None where none ships
     (CIFAR-10: train one with ``pairflow classifier train --dataset cifar10``)."""
     from pairflow.classifier import SHIPPED_WEIGHTS, load_classifier

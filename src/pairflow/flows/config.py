@@ -37,6 +37,7 @@ from typing import Any, get_args
 from pairflow.flows.masks import VECTOR_MASKS
 from pairflow.flows.multiscale import CHECKERBOARD_MODES
 from pairflow.options import (
+    DEFAULT_LAYOUT,
     Arch,
     Conditioning,
     CouplingMap,
@@ -159,7 +160,7 @@ class FlowConfig(ModelConfig):
     channels: int = 1
     height: int = 28
     width: int = 56
-    layout: Layout = "pair"
+    layout: Layout = DEFAULT_LAYOUT
     logit_alpha: float = 1e-6
     scale_bound: float = 2.0
     # arch "mlp"

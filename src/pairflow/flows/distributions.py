@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from pairflow.flows.guidance import NULL_DIGIT, Guided, label_digits
-from pairflow.options import NUM_PAIR_CLASSES
+from pairflow.options import CLASSES_PER_SIDE, NUM_PAIR_CLASSES
 
 __all__ = [
     "label_frequencies",
@@ -214,14 +214,15 @@ class LabelNormal(Distribution):
     def __init__(self, shape: tuple[int, int, int], sides: int = 2, null_label: bool = False):
         if sides not in (1, 2):
             raise ValueError(f"sides must be 1 (single images) or 2 (pairs), got {sides!r}")
-        super().__init__(shape, num_classes=10**sides)
+        super().__init__(shape, num_classes=CLASSES_PER_SIDE**sides)
         c, h, w = self.shape
         if w % sides:
             raise ValueError(f"{type(self).__name__} splits the width in halves; got odd width {w}")
         self.sides = sides
         # [side, digit]: side 0 is the left strip (left digit), side 1 the right one.
-        self.loc = nn.Parameter(torch.zeros(sides, 10, c, h, w // sides))
-        self.log_scale = nn.Parameter(torch.zeros(sides, 10, c, h, w // sides))
+        k = CLASSES_PER_SIDE
+        self.loc = nn.Parameter(torch.zeros(sides, k, c, h, w // sides))
+        self.log_scale = nn.Parameter(torch.zeros(sides, k, c, h, w // sides))
         if null_label:  # [side]: what a side without its digit gets (start: N(0, I))
             self.null_loc = nn.Parameter(torch.zeros(sides, c, h, w // sides))
             self.null_log_scale = nn.Parameter(torch.zeros(sides, c, h, w // sides))

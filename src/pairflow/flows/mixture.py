@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from pairflow.flows.distributions import LabelNormal, draw_labels, label_digits, label_frequencies
+from pairflow.options import CLASSES_PER_SIDE
 
 __all__ = ["ClassMixture", "ClusterMixture", "kmeans", "label_frequencies", "draw_labels"]
 
@@ -86,7 +87,7 @@ class ClassMixture(LabelNormal):
         ``"side"`` gives it its side's overall mean and scale."""
         strips, digits = self._strips(z), label_digits(groups, self.sides)
         for side, (part, digit) in enumerate(zip(strips, digits, strict=True)):
-            for d in range(10):
+            for d in range(CLASSES_PER_SIDE):
                 chosen = part[digit == d]
                 if len(chosen) < 2:
                     if small == "raise":
@@ -194,7 +195,8 @@ class ClusterMixture(ClassMixture):
         clusters = torch.zeros(len(images), dtype=torch.int64, device=images.device)
         for side in range(self.sides):
             pixels = images[..., side * w : (side + 1) * w].flatten(1).float()
-            clusters = clusters * 10 + kmeans(pixels, 10, iters=iters, seed=seed)
+            k = CLASSES_PER_SIDE
+            clusters = clusters * k + kmeans(pixels, k, iters=iters, seed=seed)
         clusters = clusters.to(z.device)
         self._fit_groups(z, clusters, small="side")  # a cluster of one image (few pairs)
         self.set_class_counts(torch.bincount(clusters, minlength=self.num_classes))
