@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CUDA path of pairflow, in one prepared run (issue 13, "The CUDA path").
+# The CUDA path of pairflow, in one prepared run: every check a GPU machine should pass.
 #
 # 1. the test suite, on a machine where torch sees a GPU (the tests themselves run on the CPU;
 #    the CUDA-specific checks are step 2);
