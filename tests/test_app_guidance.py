@@ -139,3 +139,12 @@ def test_guidance_slider_in_chromium(page, runs):
     _wait_text(page, "#gen-message", r"pair 37, temperature 0\.7, seed 0")
     _fill(page, "run", "")
     _wait_visible(page, "#gen-guidance", True)
+
+
+def test_the_page_says_a_model_trained_with_noise_denoises_its_samples(tiny_mnist_root, tmp_path):
+    noisy, plain = tmp_path / "noisy", tmp_path / "plain"
+    _train(tiny_mnist_root, noisy, "--set", "dequantization=gaussian", "--set", "noise_sigma=0.1")
+    loaded = core.load_model(str(noisy))
+    assert "denoising step (on)" in loaded.describe()
+    _train(tiny_mnist_root, plain)
+    assert "denoising" not in core.load_model(str(plain)).describe()

@@ -132,6 +132,8 @@ class LoadedModel:
             text += f"; shipped weights, test bits/dim {value}"
         if self.guidable:
             text += "; trained with label dropout: guidance from -1 (no label) up"
+        if getattr(self.model, "denoises", False):
+            text += "; trained with noise: samples end with its denoising step (on)"
         if not self.drawable:
             text += f". Score: upload a {h}x{w} {colour} image (the canvas draws 28x56 pairs)"
         return text
