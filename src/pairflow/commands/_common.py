@@ -167,3 +167,27 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, layout: bool = True) 
             help="pair: two images side by side, label 10a+b (default); single: one image, "
             "its class",
         )
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: the torch CPU threads of a command that samples or evaluates."""
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's, one per core); on a shared machine also set "
+        "OMP_WAIT_POLICY=PASSIVE",
+    )
+
+
+def check_threads(threads: int | None) -> None:
+    """Refuse a ``--threads`` below 1 (exit 2) before any work."""
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be a positive number of threads, got {threads}")
+
+
+def apply_threads(threads: int | None) -> None:
+    """Use ``threads`` torch CPU threads (None: torch's default)."""
+    if threads is not None:
+        from pairflow.training.speed import set_threads
+
+        set_threads(threads)

@@ -38,9 +38,12 @@ from pairflow.cli import UsageError, seed_arg
 from pairflow.commands._common import (
     GUIDANCE_HELP,
     add_model_arguments,
+    add_threads_argument,
+    apply_threads,
     check_guidance_arg,
     check_output_path,
     check_temperature,
+    check_threads,
     data_usage_error,
     load_model_from_args,
 )
@@ -143,12 +146,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no progress bars (they show only on a terminal anyway)",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        help="torch CPU threads (default: torch's, one per core); on a shared machine also set "
-        "OMP_WAIT_POLICY=PASSIVE",
-    )
+    add_threads_argument(parser)
     parser.add_argument(
         "--out",
         help="FILE.json, or a folder (gets eval_SPLIT.json, report.md, PNGs); default: the "
@@ -185,10 +183,7 @@ def _outputs(args: argparse.Namespace) -> dict[str, Path] | None:
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
     outputs = _outputs(args)  # checked before anything is loaded or evaluated
-    if args.threads is not None:
-        from pairflow.training.speed import set_threads
-
-        set_threads(args.threads)
+    apply_threads(args.threads)
     from pairflow.data import resolve_root
     from pairflow.evaluation import EvaluationError, EvaluationOptions, evaluate_model
     from pairflow.progress import bars
@@ -235,8 +230,7 @@ def _check_args(args: argparse.Namespace) -> None:
             f"--guidance {args.guidance:g} is of the samples: add --samples N (bits/dim is the "
             "conditional model's, whatever the guidance)"
         )
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be a positive number of threads, got {args.threads}")
+    check_threads(args.threads)
 
 
 def _print_and_write(report: dict, args: argparse.Namespace, outputs: dict | None) -> None:

@@ -20,9 +20,12 @@ from pairflow.cli import UsageError, seed_arg
 from pairflow.commands._common import (
     GUIDANCE_HELP,
     add_model_arguments,
+    add_threads_argument,
+    apply_threads,
     check_guidance_arg,
     check_output_path,
     check_temperature,
+    check_threads,
     dataset_of,
     layout_of,
     load_model_from_args,
@@ -107,12 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data root for --interpolate's test pairs, the model's own dataset (default "
         "$PAIRFLOW_DATA or ./data)",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        help="torch CPU threads (default: torch's, one per core); on a shared machine also set "
-        "OMP_WAIT_POLICY=PASSIVE",
-    )
+    add_threads_argument(parser)
     parser.add_argument(
         "--no-progress",
         action="store_true",
@@ -204,10 +202,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         kind = _out_kind(out)
     check_output_path(out, folder=kind == "folder")
-    if args.threads is not None:
-        from pairflow.training.speed import set_threads
-
-        set_threads(args.threads)
+    apply_threads(args.threads)
     model, state, source = load_model_from_args(args)
     conditional = bool(state["model_config"].get("conditional", False))
     if (args.pair is not None or args.label is not None or args.grid) and not conditional:
@@ -257,8 +252,7 @@ def _check_args(args: argparse.Namespace) -> None:
     check_guidance_arg(args.guidance)
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be a positive number of threads, got {args.threads}")
+    check_threads(args.threads)
     if args.pair is not None and args.grid:
         raise UsageError(
             "--pair and --grid exclude each other: --grid draws all 100 pairs; give --pair "
