@@ -21,8 +21,12 @@ _FLAGS = {
     ),
     "epochs": dict(type=int, help="epochs of 60,000 pairs (default 10)"),
     "batch_size": dict(type=int, help="pairs per optimiser step (default 64)"),
-    "lr": dict(type=float, help="Adam learning rate (default 1e-3)"),
-    "warmup_steps": dict(type=int, help="linear learning-rate warmup steps (default 200)"),
+    "lr": dict(
+        type=float, help="Adam learning rate (default 1e-3; 2e-4 for a fine-tune, --init-from)"
+    ),
+    "warmup_steps": dict(
+        type=int, help="linear learning-rate warmup steps (default 200; 100 for a fine-tune)"
+    ),
     "schedule": dict(help="learning rate after warmup: constant (default) or cosine"),
     "grad_clip": dict(type=float, help="gradient-norm clip (default 100)"),
     "max_steps": dict(type=int, help="stop after this many steps (tiny runs)"),
@@ -58,13 +62,16 @@ _FLAGS = {
     "ema_decay": dict(
         type=float,
         help="keep an exponential moving average of the weights with this decay (e.g. 0.999) "
-        "and evaluate, sample and export with it (default 0: off)",
+        "and evaluate, sample and export with it (default 0: off; 0.999 for a fine-tune, "
+        "whose average starts as the weights it starts from)",
     ),
     "init_from": dict(
         metavar="RUN",
         help="start from the weights of this run folder, checkpoint or shipped model (e.g. "
         "multiscale; fine-tuning with a fresh optimiser and schedule). Parameters the new "
-        "model adds, e.g. a label prior via --set conditioning=both, keep their initialisation",
+        "model adds, e.g. a label prior via --set conditioning=both, keep their initialisation. "
+        "The starting weights are tested first (step 0: best.pt starts as them), and the "
+        "run ends comparing the two numbers",
     ),
 }
 
