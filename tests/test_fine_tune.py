@@ -126,3 +126,19 @@ def test_a_resumed_fine_tune_is_bit_exact_and_tests_its_start_once(
     assert all(torch.equal(a["ema"]["shadow"][k], v) for k, v in b["ema"]["shadow"].items())
     starts = [r for r in _records(tmp_path / "parts") if r["type"] == "test" and r["step"] == 0]
     assert len(starts) == 1
+
+
+def test_the_closing_line_for_a_tie_and_for_a_best_step_between():
+    from pairflow.commands.train import fine_tune_verdict
+
+    config = TrainConfig(init_from="multiscale", lr=2e-4, ema_decay=0.999)
+    tie = {"start_test_bpd_bound": 1.07654, "test_bpd_bound": 1.07649, "step": 17}
+    assert fine_tune_verdict(tie, config) == (
+        "fine-tune: started at test bits/dim <= 1.0765, ended at 1.0765 (the same to 4 decimals)"
+    )
+    worse = {"start_test_bpd": 1.2, "test_bpd": 1.3, "step": 5000, "best_step": 1000,
+             "best_test_bpd": 1.1}  # fmt: skip
+    line = fine_tune_verdict(worse, config)
+    assert "WORSE by 0.1000" in line and "best.pt holds step 1000 (1.1000)" in line
+    assert "too few" not in line and "above the fine-tune default" not in line
+    assert fine_tune_verdict({"test_bpd": 1.3, "step": 5}, config) is None

@@ -87,6 +87,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         return summary
     if not resume and config.init_from and run.bpd_key is not None:
         test_start(run)  # a fine-tune: best.pt starts as the weights it starts from
+        start = time.perf_counter()  # the time budget is of training, as the last test is
     with GracefulInterrupt(enabled=run.procs.world_size == 1) as interrupt:
         try:
             while run.epoch < config.epochs and stopped == "epochs":
