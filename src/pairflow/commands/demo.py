@@ -114,7 +114,7 @@ def _train(args: argparse.Namespace, root: Path, out: Path):
         time_budget=args.minutes,
         max_steps=args.max_steps,
         batch_size=64,
-        # A fine-tune takes the gentle defaults of `train --init-from` (docs/fine-tuning.md).
+        # A fine-tune takes the gentle defaults of `train --init-from` (docs/cli.md, "Fine-tuning").
         **(dict(lr=1e-3, warmup_steps=100) if base is None else FINE_TUNE_DEFAULTS),
         num_pairs=EPOCH_PAIRS,
         data_dir=str(root),

@@ -28,7 +28,7 @@ __all__ += ["fine_tune_defaults"]
 
 # A fine-tune (--init-from) starts from weights that are already good, with a fresh Adam whose
 # first steps are large: these replace the from-scratch defaults where the flag and the config
-# file leave a setting out. Chosen by measuring (docs/fine-tuning.md): the from-scratch rate
+# file leave a setting out. Chosen by measuring (docs/cli.md, "Fine-tuning"): the from-scratch rate
 # (1e-3) made the shipped multiscale flow worse in a minute's fine-tune.
 FINE_TUNE_DEFAULTS: dict[str, Any] = {"lr": 2e-4, "warmup_steps": 100, "ema_decay": 0.999}
 
