@@ -132,9 +132,11 @@ def test_the_closing_line_for_a_tie_and_for_a_best_step_between():
     from pairflow.commands.train import fine_tune_verdict
 
     config = TrainConfig(init_from="multiscale", lr=2e-4, ema_decay=0.999)
-    tie = {"start_test_bpd_bound": 1.07654, "test_bpd_bound": 1.07649, "step": 17}
+    # 1.07646 and 1.07642 print as 1.0765 and 1.0764, but their difference as 0.0000.
+    tie = {"start_test_bpd_bound": 1.07646, "test_bpd_bound": 1.07642, "step": 17}
     assert fine_tune_verdict(tie, config) == (
-        "fine-tune: started at test bits/dim <= 1.0765, ended at 1.0765 (the same to 4 decimals)"
+        "fine-tune: started at test bits/dim <= 1.0765, ended at 1.0764 (unchanged to within "
+        "0.0001)"
     )
     worse = {"start_test_bpd": 1.2, "test_bpd": 1.3, "step": 5000, "best_step": 1000,
              "best_test_bpd": 1.1}  # fmt: skip

@@ -263,8 +263,8 @@ def start_end_text(summary: dict) -> str:
         is worse by 0.0025 (best.pt keeps the shipped weights)
         >>> print(start_end_text({"start_test_bpd": 1.2, "test_bpd": 1.1}))
         ; the shipped weights it started from: 1.2000 on the same pairs, better by 0.1000
-        >>> print(start_end_text({"start_test_bpd": 1.07654, "test_bpd": 1.07649}))
-        ; the shipped weights it started from: 1.0765 on the same pairs, the same to 4 decimals
+        >>> print(start_end_text({"start_test_bpd": 1.07646, "test_bpd": 1.07642}))
+        ; the shipped weights it started from: 1.0765 on the same pairs, unchanged to within 0.0001
         >>> start_end_text({"test_bpd": 1.1})
         ''
     """
@@ -273,8 +273,8 @@ def start_end_text(summary: dict) -> str:
         return ""
     start, end = summary[f"start_{key}"], summary[key]
     text = f"; the shipped weights it started from: {start:.4f} on the same pairs"
-    if f"{end:.4f}" == f"{start:.4f}":
-        return f"{text}, the same to 4 decimals"
+    if f"{abs(end - start):.4f}" == "0.0000":  # the same in the digits shown
+        return f"{text}, unchanged to within 0.0001"
     if end < start:
         return f"{text}, better by {start - end:.4f}"
     return (

@@ -246,8 +246,8 @@ def fine_tune_verdict(summary: dict, config) -> str | None:
     start, end = summary[f"start_{key}"], summary.get(key, math.nan)
     what = "test bits/dim <=" if key.endswith("bound") else "test bits/dim"
     line = f"fine-tune: started at {what} {start:.4f}, ended at {end:.4f}"
-    if f"{end:.4f}" == f"{start:.4f}":
-        return f"{line} (the same to 4 decimals)"
+    if f"{abs(end - start):.4f}" == "0.0000":  # the same in the digits shown
+        return f"{line} (unchanged to within 0.0001)"
     if end < start:
         return f"{line} (better by {start - end:.4f})"
     reasons = []
