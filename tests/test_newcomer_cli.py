@@ -199,6 +199,11 @@ def test_demo_end_to_end_tiny(tmp_path, tiny_mnist_root):
     out = tmp_path / "runs" / "demo"
     assert "fine-tuning the shipped multiscale flow" in proc.stdout
     assert ") for 1 minute; --from-scratch" in proc.stdout
+    # The run's line (and the figure's caption) sets its end beside the shipped start.
+    line = next(x for x in proc.stdout.splitlines() if "steps, test bits/dim" in x)
+    assert "; the shipped weights it started from: " in line and " on the same pairs" in line
+    verdicts = (", better by ", "(best.pt keeps the shipped weights)", ", unchanged to within ")
+    assert any(x in line for x in verdicts)
     for name in ("demo.png", "pairs.png", "demo_run_samples.png", "train/curves.png",
                  "train/last.pt", "train/samples/step_000002.png",
                  "pretrained_multiscale.png", "pretrained_multiscale-cond.png",

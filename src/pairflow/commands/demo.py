@@ -94,6 +94,7 @@ def _train(args: argparse.Namespace, root: Path, out: Path):
     """[2/4]: the demo's own short run; (summary, how it was made, shipped base, minutes)."""
     from pairflow.pretrained import list_pretrained, pretrained_path, shipped_bpd_text
     from pairflow.training import CheckpointError, TrainConfig, train
+    from pairflow.training.config import FINE_TUNE_DEFAULTS
 
     shipped = list_pretrained()
     base = None if args.from_scratch else _shipped_of_preset(shipped, args.preset)
@@ -113,8 +114,8 @@ def _train(args: argparse.Namespace, root: Path, out: Path):
         time_budget=args.minutes,
         max_steps=args.max_steps,
         batch_size=64,
-        lr=1e-3 if base is None else 5e-4,
-        warmup_steps=100 if base is None else 50,
+        # A fine-tune takes the gentle defaults of `train --init-from` (docs/cli.md, "Fine-tuning").
+        **(dict(lr=1e-3, warmup_steps=100) if base is None else FINE_TUNE_DEFAULTS),
         num_pairs=EPOCH_PAIRS,
         data_dir=str(root),
         out=str(out / "train"),
@@ -136,7 +137,7 @@ def _train(args: argparse.Namespace, root: Path, out: Path):
         raise UsageError(str(err)) from err
     minutes = (time.perf_counter() - started) / 60
     print(f"      {summary['step']} steps, test bits/dim {_run_bpd_text(summary)} (on "
-          f"{args.test_pairs:,} fixed test pairs)")  # fmt: skip
+          f"{args.test_pairs:,} fixed test pairs){start_end_text(summary)}")  # fmt: skip
     return summary, how, base, minutes
 
 
@@ -157,7 +158,8 @@ def _figure(args, root: Path, out: Path, summary: dict, how: str, base, minutes:
     images = _draw(model, torch, conditional=False)
     same = "; the same latents as the shipped panel of its preset" if base else ""
     caption = run_caption(how, steps, args.minutes, minutes, root) + (
-        f"; test bits/dim {_run_bpd_text(summary)} on {args.test_pairs:,} test pairs{same}"
+        f"; test bits/dim {_run_bpd_text(summary)} on {args.test_pairs:,} test pairs"
+        f"{start_end_text(summary)}{same}"
     )
     panels.append(
         ("this demo's run", caption, save_grid(images, out / "demo_run_samples.png", nrow=8))
@@ -248,6 +250,37 @@ def _run_bpd_text(summary: dict) -> str:
 
     bound = "test_bpd_bound" in summary
     return bpd_text(summary["test_bpd_bound" if bound else "test_bpd"], bound, digits=3)
+
+
+def start_end_text(summary: dict) -> str:
+    """A fine-tune's start beside its end, for the demo's line and caption: what the shipped
+    weights it started from scored on the same test pairs, whether the run improved on them,
+    and which checkpoint keeps the better; "" for a run from scratch.
+
+    Example:
+        >>> print(start_end_text({"start_test_bpd_bound": 1.0765, "test_bpd_bound": 1.079}))
+        ; the shipped weights it started from: 1.0765 on the same pairs, so this short run
+        is worse by 0.0025 (best.pt keeps the shipped weights)
+        >>> print(start_end_text({"start_test_bpd": 1.2, "test_bpd": 1.1}))
+        ; the shipped weights it started from: 1.2000 on the same pairs, better by 0.1000
+        >>> print(start_end_text({"start_test_bpd": 1.07646, "test_bpd": 1.07642}))
+        ; the shipped weights it started from: 1.0765 on the same pairs, unchanged to within 0.0001
+        >>> start_end_text({"test_bpd": 1.1})
+        ''
+    """
+    key = "test_bpd_bound" if "test_bpd_bound" in summary else "test_bpd"
+    if f"start_{key}" not in summary:
+        return ""
+    start, end = summary[f"start_{key}"], summary[key]
+    text = f"; the shipped weights it started from: {start:.4f} on the same pairs"
+    if f"{abs(end - start):.4f}" == "0.0000":  # the same in the digits shown
+        return f"{text}, unchanged to within 0.0001"
+    if end < start:
+        return f"{text}, better by {start - end:.4f}"
+    return (
+        f"{text}, so this short run is worse by {end - start:.4f} (best.pt keeps the shipped "
+        "weights)"
+    )
 
 
 def _how_trained(meta: dict) -> str:

@@ -21,8 +21,12 @@ _FLAGS = {
     ),
     "epochs": dict(type=int, help="epochs of 60,000 pairs (default 10)"),
     "batch_size": dict(type=int, help="pairs per optimiser step (default 64)"),
-    "lr": dict(type=float, help="Adam learning rate (default 1e-3)"),
-    "warmup_steps": dict(type=int, help="linear learning-rate warmup steps (default 200)"),
+    "lr": dict(
+        type=float, help="Adam learning rate (default 1e-3; 2e-4 for a fine-tune, --init-from)"
+    ),
+    "warmup_steps": dict(
+        type=int, help="linear learning-rate warmup steps (default 200; 100 for a fine-tune)"
+    ),
     "schedule": dict(help="learning rate after warmup: constant (default) or cosine"),
     "grad_clip": dict(type=float, help="gradient-norm clip (default 100)"),
     "max_steps": dict(type=int, help="stop after this many steps (tiny runs)"),
@@ -58,13 +62,16 @@ _FLAGS = {
     "ema_decay": dict(
         type=float,
         help="keep an exponential moving average of the weights with this decay (e.g. 0.999) "
-        "and evaluate, sample and export with it (default 0: off)",
+        "and evaluate, sample and export with it (default 0: off; 0.999 for a fine-tune, "
+        "whose average starts as the weights it starts from)",
     ),
     "init_from": dict(
         metavar="RUN",
         help="start from the weights of this run folder, checkpoint or shipped model (e.g. "
         "multiscale; fine-tuning with a fresh optimiser and schedule). Parameters the new "
-        "model adds, e.g. a label prior via --set conditioning=both, keep their initialisation",
+        "model adds, e.g. a label prior via --set conditioning=both, keep their initialisation. "
+        "The starting weights are tested first (step 0: best.pt starts as them), and the "
+        "run ends comparing the two numbers",
     ),
 }
 
@@ -250,6 +257,63 @@ def _check_model_config(config, resume: bool) -> None:
         check_model_fits(config.model, values, device, ema=config.ema_decay > 0)
 
 
+def _tuned_line(tuned: dict) -> str:
+    """What the fine-tune defaults set, in words, with the flags that change them."""
+    values = ", ".join(f"{_flag(k)} {v:g}" for k, v in tuned.items())
+    return f"fine-tune defaults (--init-from, not set here): {values}"
+
+
+def fine_tune_verdict(summary: dict, config) -> str | None:
+    """A fine-tune's closing line: the test bits/dim it started at and ended at, and, when it
+    ended worse, that it did, the likely reasons, and which checkpoint holds the better model.
+    None for a run that did not start from weights (no step-0 test in ``summary``).
+
+    Example:
+        >>> from pairflow.training import TrainConfig
+        >>> config = TrainConfig(init_from="multiscale", lr=1e-3, ema_decay=0.0)
+        >>> print(fine_tune_verdict({"start_test_bpd": 1.08, "test_bpd": 1.07, "step": 50,
+        ...                          "best_test_bpd": 1.07, "best_step": 50}, config))
+        fine-tune: started at test bits/dim 1.0800, ended at 1.0700 (better by 0.0100)
+    """
+    key = next((k[len("start_") :] for k in summary if k.startswith("start_test_")), None)
+    if key is None:
+        return None
+    start, end = summary[f"start_{key}"], summary.get(key, math.nan)
+    what = "test bits/dim <=" if key.endswith("bound") else "test bits/dim"
+    line = f"fine-tune: started at {what} {start:.4f}, ended at {end:.4f}"
+    if f"{abs(end - start):.4f}" == "0.0000":  # the same in the digits shown
+        return f"{line} (unchanged to within 0.0001)"
+    if end < start:
+        return f"{line} (better by {start - end:.4f})"
+    reasons = []
+    steps = summary.get("step", 0)
+    if steps < 1000:
+        reasons.append(
+            f"{steps} step{'s are' if steps != 1 else ' is'} too few for Adam's fresh "
+            f"moments to settle at --lr {config.lr:g}"
+        )
+    from pairflow.training.config import FINE_TUNE_DEFAULTS
+
+    if config.lr > FINE_TUNE_DEFAULTS["lr"]:
+        reasons.append(
+            f"--lr {config.lr:g} is above the fine-tune default {FINE_TUNE_DEFAULTS['lr']:g}"
+        )
+    if not config.ema_decay:
+        reasons.append("no weight average (--ema-decay 0): the last step's weights are noisy")
+    why = "; ".join(reasons) or "the starting weights were already at their optimum here"
+    best = summary.get("best_step")
+    held = (
+        "best.pt holds the starting weights"
+        if best == 0
+        else f"best.pt holds step {best} ({summary.get('best_' + key, math.nan):.4f})"
+    )
+    return (
+        f"{line}: the fine-tuned model is WORSE by {end - start:.4f}. Likely why: {why}. "
+        f"{held}; last.pt holds the fine-tuned weights. A longer run (--time-budget), a lower "
+        "--lr or --ema-decay 0.999 fine-tunes more gently"
+    )
+
+
 def _check_data(config, download: bool) -> None:
     """The dataset's files exist (fetched first with --download), before the run folder."""
     from pairflow.data import get_dataset, resolve_root
@@ -267,6 +331,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pairflow.data import MNISTDownloadError, MNISTNotFoundError
     from pairflow.training import CheckpointError, load_config_file, merge_config
+    from pairflow.training.config import fine_tune_defaults
     from pairflow.training.loop import nothing_left
 
     if args.recipe is not None:
@@ -294,6 +359,8 @@ def run(args: argparse.Namespace) -> int:
             asked = {**base, **{k: v for k, v in flags.items() if v is not None}}
             saved, progress = _resume_base(out, asked)
             base = {**saved, **base}
+        given = {**base, **{k: v for k, v in flags.items() if v is not None}}
+        tuned = {} if args.resume else fine_tune_defaults(given)
         config = merge_config(base, flags)
         done = progress and nothing_left(config, *progress)
         if done:  # say so before anything is read or written
@@ -308,6 +375,8 @@ def run(args: argparse.Namespace) -> int:
             config.init_from = _shipped_init(config.init_from)  # a shipped model's name
         _check_model_config(config, args.resume)
         _check_data(config, args.download)
+        if tuned and main_rank:
+            print(_tuned_line(tuned), flush=True)
     except MNISTNotFoundError as err:  # say it in flags
         from pairflow.commands._common import data_usage_error
 
@@ -366,6 +435,9 @@ def _train(config, resume: bool, overwrite: bool, progress: bool, main_rank: boo
             "it was not checkpointed, see above for the last good checkpoint"
         )
         return 1, summary
+    verdict = fine_tune_verdict(summary, config)
+    if verdict:
+        print(verdict)
     kept = "best.pt, last.pt" if (Path(summary["out"]) / "best.pt").is_file() else "last.pt"
     events = "tensorboard/, " if config.tensorboard else ""
     print(f"run folder: {summary['out']} (curves.png, samples/, metrics.jsonl, {events}{kept})")

@@ -46,7 +46,7 @@ from pairflow.training.setup import (
 from pairflow.training.speed import clip_grad_norm
 
 __all__ = ["train", "train_step", "end_of_epoch", "TrainingDiverged", "init_weights"]
-__all__ += ["nothing_left"]
+__all__ += ["nothing_left", "test_start", "start_test_bpd"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -90,6 +90,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         from pairflow.training.tensorboard import TensorBoardLog
 
         run.logger.tensorboard = TensorBoardLog(run.out, run.step + 1 if resume else None)
+    if not resume and config.init_from and run.bpd_key is not None:
+        test_start(run)  # a fine-tune: best.pt starts as the weights it starts from
+        start = time.perf_counter()  # the time budget is of training, as the last test is
     with GracefulInterrupt(enabled=run.procs.world_size == 1) as interrupt:
         try:
             while run.epoch < config.epochs and stopped == "epochs":
@@ -226,6 +229,45 @@ def end_of_epoch(run: Run, complete: bool = True) -> dict:
         bound = "negative ELBO" if run.spec.likelihood == "bound" else "variational bound"
         print(f"epoch {run.epoch}: {_describe(fields, bound)} (step {run.step})", flush=True)
     return fields
+
+
+def test_start(run: Run) -> float:
+    """Evaluate a fine-tune's starting weights on the test pairs before its first step.
+
+    Logs a test record at step 0 (marked ``"start": true``) and, where the number is finite,
+    writes ``best.pt`` with those weights, so that a fine-tune that gets worse keeps the model
+    it started from. Returns the test bits/dim (or bound) of the starting weights.
+    """
+    items = "images" if run.config.layout == "single" else "pairs"
+    if run.procs.is_main:
+        print(f"testing the starting weights: {len(run.test_set):,} test {items}", flush=True)
+    with run.averaged():  # the average starts as the loaded weights
+        fields, test_bpd = _evaluate_test(run)
+    run.logger.log({"type": "test", "step": 0, "epoch": 0, "start": True, **fields,
+                    "time": time.time()})  # fmt: skip
+    if math.isfinite(test_bpd):
+        run.best, run.best_step = test_bpd, 0
+        _checkpoint(run, run.out / "best.pt", run.procs.gather(run.noise.get_state()))
+    if run.procs.is_main:
+        bound = "variational bound" if run.bpd_key == "bpd_bound" else ""
+        print(f"start: {_describe(fields, bound)} (step 0)", flush=True)
+    return test_bpd
+
+
+def start_test_bpd(records: list[dict], key: str = "test_bpd") -> float | None:
+    """The test number of a fine-tune's starting weights from its ``metrics.jsonl``
+    records (the step-0 test record), or None for a run that has none.
+
+    Example:
+        >>> start_test_bpd([{"type": "test", "step": 0, "start": True, "test_bpd": 1.08}])
+        1.08
+        >>> start_test_bpd([{"type": "test", "step": 9, "test_bpd": 1.1}]) is None
+        True
+    """
+    for record in records:
+        if record.get("type") == "test" and record.get("start") and key in record:
+            return record[key]
+    return None
 
 
 # ---------------------------------------------------------------------- the pieces
@@ -383,6 +425,10 @@ def _summary(run: Run, fields: dict, stopped: str) -> dict:
     if key is not None:
         last = fields.get(f"test_{key}", math.nan)
         tests = {f"test_{key}": last, f"best_test_{key}": run.best}
+        start = start_test_bpd(run.logger.records, f"test_{key}")
+        if start is not None:  # a fine-tune: what its starting weights scored
+            tests[f"start_test_{key}"] = start
+            tests["best_step"] = run.best_step
     else:
         tests = dict(fields)
     epoch = run.epoch + (1 if run.batch_in_epoch else 0)  # of the last step, from 1: the bar's

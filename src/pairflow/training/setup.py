@@ -448,7 +448,9 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
                 print(line, flush=True)
     if config.ema_decay > 0:
         # The average starts from the weights loaded above; a resumed run continues its own.
-        run.ema = EMA(model, config.ema_decay)
+        # A fine-tune's average starts as the weights it starts from and moves at the full
+        # decay from the first step: the warm-up would let a few noisy steps replace them.
+        run.ema = EMA(model, config.ema_decay, warmup=not config.init_from)
         if state is not None and "ema" in state:
             run.ema.load_state_dict(state["ema"])
     _wrap(run)
