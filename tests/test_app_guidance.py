@@ -26,15 +26,7 @@ from test_app import (
     _wait_until_serving,
     tiles,
 )
-
-
-def _train(root, out, *extra: str) -> None:
-    pairflow(
-        "train", "--preset", "seed", "--conditional", "--epochs", "1", "--batch-size", "16",
-        "--num-pairs", "64", "--test-pairs", "32", "--data-dir", str(root), "--out", str(out),
-        "--device", "cpu", "--precision", "fp32", "--sample-n", "4", "--no-progress",
-        "--set", "hidden_features=16", *extra,
-    )  # fmt: skip
+from test_guidance_cli import _train  # the same tiny conditional run
 
 
 @pytest.fixture(scope="module")

@@ -480,12 +480,12 @@ def _check_interpolate_args(args: argparse.Namespace) -> None:
     if args.guidance is not None:
         raise UsageError(
             "--guidance does not apply to --interpolate: its rows walk between the latents of "
-            "real test pairs, encoded under their labels, not drawn; drop --guidance"
+            "real test pairs, encoded under their labels, not sampled; leave out --guidance"
         )
     if args.temperature is not None:
         raise UsageError(
             "--temperature does not apply to --interpolate: its rows walk between the latents "
-            "of real test pairs, which are encoded, not drawn; drop --temperature"
+            "of real test pairs, which are encoded, not sampled; leave out --temperature"
         )
     top = MAX_INTERPOLATION_STEPS
     if not 2 <= args.steps <= top:

@@ -101,7 +101,6 @@ def _multiscale(config: FlowConfig) -> Transform:
         checkerboard_couplings=config.checkerboard_couplings,
         channel_couplings=config.channel_couplings,
         final_couplings=config.final_couplings,
-        scale_bound=config.scale_bound,
         actnorm=config.actnorm,
         checkerboard=config.checkerboard,
         coupling=couplings_of(config),
