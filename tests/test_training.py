@@ -383,3 +383,23 @@ def test_export_keeps_the_model_and_shrinks_the_file(tiny_mnist_root, tmp_path, 
     y_back, ld_back = exported.inverse(z)
     assert torch.allclose(y_back, y, atol=1e-9)
     assert torch.allclose(ld + ld_back, torch.zeros_like(ld))
+
+
+def test_a_budget_spent_in_an_epochs_test_stops_there(tiny_mnist_root, tmp_path, monkeypatch):
+    """The clock running out during an epoch's test ends the run at that epoch: no step of a
+    new epoch, and no second test of nearly the same weights."""
+    import pairflow.training.loop as loop
+
+    original = loop.end_of_epoch
+
+    def slow_test(run, complete):
+        fields = original(run, complete)
+        time.sleep(7)  # the test pass outlasts the 6-second budget
+        return fields
+
+    monkeypatch.setattr(loop, "end_of_epoch", slow_test)
+    config = tiny_config(tiny_mnist_root, tmp_path / "run", epochs=3, time_budget=0.1)
+    summary = train(config, progress=False)
+    assert summary["stopped"] == "time_budget" and summary["step"] == 4  # one epoch of 4 steps
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [r["step"] for r in records if r["type"] == "test"] == [4]

@@ -95,7 +95,17 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         start = time.perf_counter()  # the time budget is of training, as the last test is
     with GracefulInterrupt(enabled=run.procs.world_size == 1) as interrupt:
         try:
+            tested = False  # an epoch ended (and was tested) in this run
             while run.epoch < config.epochs and stopped == "epochs":
+                # The clock ran out during the last epoch's test: stop there, rather than
+                # train one step of a new epoch and test the model a second time.
+                if (
+                    tested
+                    and config.time_budget
+                    and run.procs.out_of_time(start, config.time_budget)
+                ):
+                    stopped = "time_budget"
+                    break
                 run.train_set.set_epoch(run.epoch)
                 run.loader.set_epoch(run.epoch)
                 run.model.train()
@@ -120,6 +130,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 # A stop at the epoch's last batch completes it: a resume starts the next
                 # epoch, rather than finishing this one again with a second test record.
                 fields = end_of_epoch(run, complete=run.batch_in_epoch == len(run.loader))
+                tested = True
                 if interrupt.requested:
                     raise interrupt.stop()  # the epoch is complete and saved
         except KeyboardInterrupt:
