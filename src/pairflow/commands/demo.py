@@ -142,7 +142,7 @@ def _train(args: argparse.Namespace, root: Path, out: Path):
 
 
 def _figure(args, root: Path, out: Path, summary: dict, how: str, base, minutes: float):
-    """[3/4] and [4/4]: samples of the run and of every shipped MNIST model, one captioned figure."""
+    """[3/4] and [4/4]: samples of the run and of each shipped MNIST model, in one figure."""
     import torch
 
     import pairflow
