@@ -1,4 +1,5 @@
-"""Speed levers: fused Adam, the torch.compile fallback, --threads, bf16 conditioners."""
+"""Speed levers: fused Adam, the torch.compile fallback, --threads, bf16 conditioners; and
+benchmarks/speed.py, which times every flow family against the machine's ceiling."""
 
 from __future__ import annotations
 
@@ -538,3 +539,70 @@ def test_sample_says_which_precision_it_measured(tmp_path, monkeypatch, capsys):
     assert "precision: " in err and "measured now" in err and "Fake CPU" in err
     assert main(args) == 0
     assert "measured now" not in capsys.readouterr().err  # cached: nothing more to say
+
+
+# ---------------------------------------------------------------------------- benchmarks/speed.py
+SPEED_SCRIPT = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "speed.py")
+FAMILIES = ("seed", "multiscale", "multiscale:coupling=spline", "glow", "tarflow")
+
+
+def _speed(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    command = [sys.executable, SPEED_SCRIPT, "--threads", "1", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.slow
+def test_speed_benchmark_times_every_family_against_its_precisions_ceiling(
+    tiny_mnist_root, tmp_path
+):
+    out = tmp_path / "speed.json"
+    run = _speed(
+        "--quick", "--sections", "matmul", "train", "sample", "--data-dir",
+        str(tiny_mnist_root), "--out", str(out), "--families", *FAMILIES,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["families"]["multiscale:coupling=spline"]["overrides"] == {
+        "hidden_channels": 8,
+        "coupling": "spline",
+    }
+    # Every family's conditioners run under autocast, so each is timed in both precisions.
+    expected = {(f, c, p) for f in FAMILIES for c in (False, True) for p in ("fp32", "bf16")}
+    train = {(e["family"], e["conditional"], e["precision"]): e for e in result["train"]}
+    sample = {(e["family"], e["conditional"], e["precision"]): e for e in result["sample"]}
+    assert set(train) == expected and set(sample) == expected
+    ceiling = result["matmul_ceiling_gflop_s"]
+    for (family, _, precision), entry in train.items():
+        assert entry["pairs_per_s"] > 0 and entry["gflop_per_step"] > 0, (family, entry)
+        beside = entry["ceiling_beside"]  # the best product at the start, timed again
+        assert beside["by"] == ceiling[precision]["by"] and beside["gflop_s"] > 0
+        fraction = entry["achieved_gflop_s"] / beside["gflop_s"]
+        assert entry["fraction_of_matmul_ceiling"] == pytest.approx(fraction, abs=2e-3)
+        assert entry["matmul_share_of_step"] > 0 and entry["matmul_only_gflop_s"] > 0
+        by_dtype = entry["gflop_by_dtype"]
+        assert sum(by_dtype.values()) == pytest.approx(entry["gflop_per_step"], abs=0.02)
+        main_dtype = "bfloat16" if precision == "bf16" else "float32"
+        assert by_dtype.get(main_dtype, 0) > 0.9 * entry["gflop_per_step"], (family, entry)
+    for cond in (False, True):  # the override reached the model: wider conditioner outputs
+        spline = train[("multiscale:coupling=spline", cond, "fp32")]["gflop_per_step"]
+        assert spline > train[("multiscale", cond, "fp32")]["gflop_per_step"]
+        attention = train[("tarflow", cond, "fp32")]["gflop_by_op"]  # counted, not missed
+        assert attention.get("aten._scaled_dot_product_flash_attention_for_cpu_backward", 0) > 0
+    for entry in sample.values():
+        assert entry["temperature"] == 0.7
+        assert entry["pairs_per_s_batch_1"] > 0 and entry["pairs_per_s_batch_10"] > 0
+
+
+@pytest.mark.parametrize(
+    "family, message",
+    [
+        ("glwo", "unknown preset 'glwo' in family 'glwo'"),
+        ("multiscale:coupling=splin", "unknown coupling 'splin'"),
+        ("multiscale:coupling", "expected FIELD=VALUE, got 'coupling'"),
+        ("seed:widht=3", "unknown FlowConfig field(s) widht"),
+    ],
+)
+def test_speed_benchmark_refuses_a_bad_family_with_exit_code_2(family, message):
+    run = _speed("--quick", "--sections", "train", "--families", "seed", family, timeout=120)
+    assert run.returncode == 2 and message in run.stderr, run.stderr
