@@ -7,7 +7,7 @@ Prints one JSON object (and writes it to ``--out`` if given) with:
 - ``matmul_ceiling_gflop_s``: the best fp32 and bf16 rate of this process on large products:
   square matrix multiplies and 3x3 convolutions (median of several runs per size, best size).
   Both count: torch multiplies fp32 matrices with MKL and convolves with oneDNN, and on an
-  AVX512 AMD EPYC the fp32 convolution ran 1.7 to 2.1 times as fast as the fp32 matmul;
+  AVX512 AMD EPYC the fp32 convolution ran 1.5 to 2.1 times as fast as the fp32 matmul;
 - ``train``: for each family x conditional x precision, pairs/s and seconds per epoch of
   60,000 pairs of the training loop's step (real batches from ``PairLoader``, loss, backward,
   gradient clipping, finiteness check, fused Adam step), the FLOPs of the step counted by
@@ -77,7 +77,8 @@ QUICK = {
 # (forward and backward) and fused attention; the rest is elementwise work, casts, copies,
 # reductions and the optimiser.
 MATMUL_OPS = {
-    "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm",
+    "aten::mm", "aten::addmm", "aten::addmm_", "aten::_addmm_activation", "aten::bmm",
+    "aten::baddbmm", "aten::baddbmm_", "aten::addbmm",  # CPU baddbmm may run addmm_ per item
     "aten::mkldnn_convolution", "aten::mkldnn_convolution_backward",
     "aten::convolution_backward", "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward",
     "aten::_scaled_dot_product_flash_attention_for_cpu",
