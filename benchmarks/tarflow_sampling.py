@@ -10,7 +10,13 @@ medians over rounds):
 - ``step_tarflow`` / ``step_multiscale``: the training loop's step (loss, backward, clipping,
   Adam) at batch 64, unconditional, for the two presets at their default sizes;
 - any of them with ``:fp32`` or ``:bf16`` appended runs in that precision instead of
-  ``--precision``'s, so both precisions are timed in the same rounds.
+  ``--precision``'s, so both precisions are timed in the same rounds; with ``:bf16:old``,
+  bf16 with the attention left in bf16 (``upcast_attention = False``), as it was before
+  the attention ran in fp32 under autocast, so that the two are timed in the same rounds;
+- ``attention_sdpa:P`` / ``attention_masked:P``: the attention alone at the preset's size
+  (batch 64, 4 heads of 32 over 98 tokens), forward and backward, 8 times, in precision P:
+  torch's ``scaled_dot_product_attention``, or an explicit masked matmul-softmax (softmax
+  in fp32), each under autocast in bf16 for P = bf16.
 
 Prints one JSON object: the machine (CPU, torch's capability, AMX, threads, load at start
 and end), the model sizes and, per candidate, seconds, pairs/s and the spread.
@@ -19,6 +25,8 @@ Usage (from the repository root):
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/tarflow_sampling.py --threads 2
     .venv/bin/python benchmarks/tarflow_sampling.py --threads 2 --candidates sample100 \
         sample100:bf16 step_tarflow step_tarflow:bf16   # both precisions, interleaved
+    .venv/bin/python benchmarks/tarflow_sampling.py --threads 1 --candidates \
+        step_tarflow:bf16:old step_tarflow:bf16 sample100:bf16:old sample100:bf16
     .venv/bin/python benchmarks/tarflow_sampling.py --quick   # seconds: a smoke test
 """
 
@@ -31,9 +39,11 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 from machine import load, machine_info  # this script's folder is on sys.path
 from pairflow.flows import build_flow
+from pairflow.flows.tarflow import CausalSelfAttention
 from pairflow.options import PRECISIONS
 from seed_step import FlowStep
 
@@ -57,8 +67,47 @@ class Sample:
         self.flow.sample((self.batch,), cond=self.cond, temperature=0.7, generator=self.generator)
 
 
+class Attention:
+    """The attention alone, forward and backward, 8 times at the preset's size."""
+
+    batch = 64
+
+    def __init__(self, masked: bool, precision: str, overrides: dict):
+        heads, width = overrides.get("tar_heads", 4), overrides.get("tar_width", 128)
+        length = 98
+        gen = torch.Generator().manual_seed(0)
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.qkv = [
+            torch.randn(self.batch, heads, length, width // heads, generator=gen, dtype=dtype)
+            for _ in range(3)
+        ]
+        self.mask = torch.ones(length, length, dtype=torch.bool).tril()
+        self.masked, self.dtype = masked, dtype
+
+    def attend(self, q, k, v):
+        if not self.masked:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        s = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+        s = s.masked_fill(~self.mask, float("-inf"))
+        return torch.softmax(s.float(), dim=-1).to(v.dtype) @ v
+
+    def __call__(self) -> None:
+        for _ in range(8):
+            q, k, v = (t.detach().requires_grad_() for t in self.qkv)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype != torch.float32):
+                out = self.attend(q, k, v)
+            out.float().sum().backward()
+
+
 def parameters(flow) -> int:
     return sum(p.numel() for p in flow.parameters())
+
+
+def old_attention(flow) -> None:
+    """Leave the attention in autocast's precision, as before it was cast up to fp32."""
+    for module in flow.modules():
+        if isinstance(module, CausalSelfAttention):
+            module.upcast_attention = False
 
 
 def main() -> None:
@@ -88,9 +137,12 @@ def main() -> None:
     for name in args.candidates:
         log("building", name)
         kind, _, precision = name.partition(":")
+        precision, _, variant = precision.partition(":")
         precision = precision or args.precision
         if precision not in PRECISIONS:
             raise SystemExit(f"unknown precision {precision!r} in {name!r}")
+        if variant not in ("", "old"):
+            raise SystemExit(f"unknown variant {variant!r} in {name!r} (only 'old')")
         if kind == "sample100":
             made[name] = Sample(100, precision, overrides)
         elif kind == "sample1":
@@ -99,15 +151,23 @@ def main() -> None:
             made[name] = FlowStep(64, precision, overrides, preset="tarflow")
         elif kind == "step_multiscale":
             made[name] = FlowStep(64, precision, small if args.quick else {}, preset="multiscale")
+        elif kind in ("attention_sdpa", "attention_masked"):
+            made[name] = Attention(kind == "attention_masked", precision, overrides)
         else:
             raise SystemExit(f"unknown candidate {name!r}")
+        if variant:
+            if not hasattr(made[name], "flow"):
+                raise SystemExit(f"{name!r}: only a flow's candidate has an 'old' variant")
+            old_attention(made[name].flow)
     result = {
         "benchmark": "tarflow_sampling",
         "machine": machine_info(),
         "precision": args.precision,
         "quick": args.quick,
         "tarflow_overrides": overrides,
-        "parameters": {name: parameters(step.flow) for name, step in made.items()},
+        "parameters": {
+            name: parameters(step.flow) for name, step in made.items() if hasattr(step, "flow")
+        },
     }
     times: dict[str, list[float]] = {name: [] for name in made}
     for r in range(rounds + 1):  # round 0 warms up
@@ -126,7 +186,8 @@ def main() -> None:
             "pairs_per_s": round(step.batch / t, 1),
             "spread_s": [round(min(times[name]), 3), round(max(times[name]), 3)],
         }
-        out[name]["precision"] = step.flow.config.precision
+        if hasattr(step, "flow"):
+            out[name]["precision"] = step.flow.config.precision
         if name.startswith("step"):
             out[name]["steps_per_s"] = round(1 / t, 3)
     result["candidates"] = out

@@ -179,6 +179,86 @@ def test_bf16_runs_the_transformer_in_bf16_and_the_affine_maths_in_fp32():
     torch.testing.assert_close(z, z32, rtol=0.1, atol=0.1)
 
 
+def bf16_block(conditional: bool, reverse: bool = False, seed: int = 4):
+    layer = block(reverse, context=6 if conditional else 0, seed=seed)
+    layer.autocast_dtype = torch.bfloat16
+    return layer
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_under_bf16_the_attention_runs_in_fp32_between_bf16_projections(cached, monkeypatch):
+    # torch's CPU attention is several times slower in bf16: it is computed in fp32, from
+    # q, k, v cast up, with autocast off (which would otherwise cast them back down).
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append((q.dtype, k.dtype, v.dtype, torch.is_autocast_enabled("cpu")))
+        return sdpa(q, k, v, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    layer = bf16_block(conditional=True)
+    into_out = []
+    attention = layer.net.layers[0].attention
+    attention.out.register_forward_hook(lambda m, i, o: into_out.append((i[0].dtype, o.dtype)))
+    with torch.no_grad():
+        if cached:
+            layer.inverse(tokens(), context())
+        else:
+            layer(tokens(), context())
+    calls = 2 * (6 if cached else 1)  # 2 layers, once per pass or once per token
+    assert seen == [(torch.float32,) * 3 + (False,)] * calls
+    assert set(into_out) == {(torch.bfloat16, torch.bfloat16)}  # cast back for autocast
+    # Left in bf16 (the old way), the attention reads bf16 under autocast.
+    seen.clear()
+    for m in layer.modules():
+        if hasattr(m, "upcast_attention"):
+            m.upcast_attention = False
+    layer(tokens(), context())
+    assert seen == [(torch.bfloat16,) * 3 + (True,)] * 2
+
+
+def test_in_fp32_the_attention_is_not_touched():
+    # The cast to fp32 applies under autocast only: an fp32 (or fp64) flow computes exactly
+    # what it did, bit for bit.
+    for dtype in (torch.float32, torch.float64):
+        layer = block(context=6, seed=4).to(dtype)
+        x, ctx = tokens().to(dtype), context().to(dtype)
+        z, ld = layer(x, ctx)
+        cached, _ = layer.inverse(z, ctx)
+        for m in layer.modules():
+            if hasattr(m, "upcast_attention"):
+                m.upcast_attention = False
+        z_old, ld_old = layer(x, ctx)
+        assert z.dtype == dtype and torch.equal(z, z_old) and torch.equal(ld, ld_old)
+        assert torch.equal(cached, layer.inverse(z, ctx)[0])
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("conditional", [False, True])
+def test_in_bf16_the_cached_inverse_is_close_to_the_uncached_and_to_fp32(reverse, conditional):
+    layer = bf16_block(conditional, reverse)
+    ctx = context() if conditional else None
+    z = tokens(seed=7)
+    with torch.no_grad():
+        cached, ld_cached = layer.inverse(z, ctx)
+        uncached, ld_uncached = layer.inverse_uncached(z, ctx)
+        # Both read the same bf16-rounded keys and values, attended in fp32 (the cache holds
+        # them cast up), row by row through the same projections: they agree to fp32's
+        # rounding (bit for bit on the machine this was written on).
+        torch.testing.assert_close(cached, uncached, rtol=0, atol=1e-4)
+        torch.testing.assert_close(ld_cached, ld_uncached, rtol=0, atol=1e-4)
+        assert not torch.allclose(cached, z, atol=1.0)  # the block moves tokens by several
+        forward, _ = layer(cached, ctx)
+        torch.testing.assert_close(forward, z, rtol=0, atol=1e-4)
+        layer.autocast_dtype = None
+        fp32, ld32 = layer.inverse(z, ctx)
+    assert not torch.equal(cached, fp32)  # bf16 really ran
+    # bf16's 8-bit mantissa: within 0.15 of fp32's tokens (moved by up to 7), log-dets 2%.
+    torch.testing.assert_close(cached, fp32, rtol=0, atol=0.15)
+    torch.testing.assert_close(ld_cached, ld32, rtol=2e-2, atol=0)
+
+
 def test_the_preset_and_its_checks():
     config = FlowConfig.from_preset("tarflow")
     assert (config.arch, config.patch_size, config.tar_blocks) == ("tarflow", 4, 4)

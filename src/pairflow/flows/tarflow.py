@@ -138,7 +138,25 @@ class Patches(Transform):
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention in which token k reads tokens <= k, with an optional cache."""
+    """Multi-head self-attention in which token k reads tokens <= k, with an optional cache.
+
+    Under autocast in bfloat16 (or float16) the projections run in that precision, but the
+    attention itself runs in float32: q, k and v are cast up, the attention is computed with
+    autocast off, and its output is cast back for the output projection. On the CPU, torch's
+    ``scaled_dot_product_attention`` is several times slower in bfloat16 than in float32
+    (its backward above all: at the preset's size, 4 heads of 32 over 98 tokens, it took
+    most of a bf16 train step), and so is its one-query cached step when sampling; an
+    explicit masked matmul-softmax in bfloat16 was slower than float32 attention too (see
+    BENCHMARKS.md). The cache then holds float32 keys and values, so that each sampling
+    step casts only its new token's. In float32 (or float64) nothing is cast.
+
+    Attributes:
+        upcast_attention: compute the attention in float32 under autocast (the default);
+            False leaves it in autocast's precision (kept to measure the two against each
+            other).
+    """
+
+    upcast_attention = True
 
     def __init__(self, width: int, heads: int):
         super().__init__()
@@ -150,16 +168,23 @@ class CausalSelfAttention(nn.Module):
         """h (B, L, W) -> (B, L, W). With ``cache`` (this layer's, empty at the first
         step), h holds the next token (L = 1), which attends to the cached ones too."""
         b, length, width = h.shape
+        if cache is not None and length != 1:
+            raise ValueError("a cached step reads one token at a time")
         qkv = self.qkv(h).view(b, length, 3, self.heads, width // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, d)
-        if cache is None:
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if self.upcast_attention and q.dtype in (torch.bfloat16, torch.float16):
+            with torch.autocast(h.device.type, enabled=False):
+                a = self._attend(q.float(), k.float(), v.float(), cache).to(q.dtype)
         else:
-            if length != 1:
-                raise ValueError("a cached step reads one token at a time")
-            k, v = cache.append(k, v)
-            a = F.scaled_dot_product_attention(q, k, v)  # the new token reads all before it
+            a = self._attend(q, k, v, cache)
         return self.out(a.transpose(1, 2).reshape(b, length, width))
+
+    @staticmethod
+    def _attend(q: Tensor, k: Tensor, v: Tensor, cache: LayerCache | None) -> Tensor:
+        if cache is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        k, v = cache.append(k, v)
+        return F.scaled_dot_product_attention(q, k, v)  # the new token reads all before it
 
 
 class TransformerLayer(nn.Module):
