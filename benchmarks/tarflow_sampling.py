@@ -10,9 +10,10 @@ medians over rounds):
 - ``step_tarflow`` / ``step_multiscale``: the training loop's step (loss, backward, clipping,
   Adam) at batch 64, unconditional, for the two presets at their default sizes;
 - any of them with ``:fp32`` or ``:bf16`` appended runs in that precision instead of
-  ``--precision``'s, so both precisions are timed in the same rounds; with ``:bf16:old``,
-  bf16 with the attention left in bf16 (``upcast_attention = False``), as it was before
-  the attention ran in fp32 under autocast, so that the two are timed in the same rounds;
+  ``--precision``'s, so both precisions are timed in the same rounds; ``:bf16:old`` runs
+  bf16 as it was before 2026-12-06's changes, to time the two in the same rounds: the
+  attention in bf16 (``upcast_attention = False``) and, in sampling, autocast entered
+  and left at every token step;
 - ``attention_sdpa:P`` / ``attention_masked:P``: the attention alone at the preset's size
   (batch 64, 4 heads of 32 over 98 tokens), forward and backward, 8 times, in precision P:
   torch's ``scaled_dot_product_attention``, or an explicit masked matmul-softmax (softmax
@@ -37,13 +38,14 @@ import json
 import statistics
 import sys
 import time
+import types
 
 import torch
 import torch.nn.functional as F
 
 from machine import load, machine_info  # this script's folder is on sys.path
 from pairflow.flows import build_flow
-from pairflow.flows.tarflow import CausalSelfAttention
+from pairflow.flows.tarflow import AutoregressiveBlock, CausalSelfAttention
 from pairflow.options import PRECISIONS
 from seed_step import FlowStep
 
@@ -103,11 +105,30 @@ def parameters(flow) -> int:
     return sum(p.numel() for p in flow.parameters())
 
 
-def old_attention(flow) -> None:
-    """Leave the attention in autocast's precision, as before it was cast up to fp32."""
+def inverse_per_token(self, z, context=None):
+    """The old :meth:`AutoregressiveBlock.inverse`: an autocast region per token step."""
+    z = self._ordered(z)
+    cache = self.net.new_cache()
+    with self._autocast(z.device):
+        cond = self.net.condition(context)
+    tokens = []
+    total = z.new_zeros(z.shape[0])
+    for k in range(z.shape[1]):
+        with self._autocast(z.device):
+            raw = self.net.step(tokens[-1] if tokens else None, k, cond, cache, z.shape[0])
+        alpha, mu = self._affine(raw, z.dtype)
+        tokens.append(z[:, k : k + 1] * torch.exp(alpha) + mu)
+        total = total + alpha.sum(dim=(1, 2))
+    return self._ordered(torch.cat(tokens, dim=1)), total
+
+
+def old_bf16(flow) -> None:
+    """bf16 as it was: the attention in autocast's precision, autocast entered per token."""
     for module in flow.modules():
         if isinstance(module, CausalSelfAttention):
             module.upcast_attention = False
+        if isinstance(module, AutoregressiveBlock):
+            module.inverse = types.MethodType(inverse_per_token, module)
 
 
 def main() -> None:
@@ -158,7 +179,7 @@ def main() -> None:
         if variant:
             if not hasattr(made[name], "flow"):
                 raise SystemExit(f"{name!r}: only a flow's candidate has an 'old' variant")
-            old_attention(made[name].flow)
+            old_bf16(made[name].flow)
     result = {
         "benchmark": "tarflow_sampling",
         "machine": machine_info(),

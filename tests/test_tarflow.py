@@ -259,6 +259,39 @@ def test_in_bf16_the_cached_inverse_is_close_to_the_uncached_and_to_fp32(reverse
     torch.testing.assert_close(ld_cached, ld32, rtol=2e-2, atol=0)
 
 
+def test_in_bf16_sampling_casts_each_weight_once_and_keeps_the_affine_maths_in_fp32():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Casts(TorchDispatchMode):
+        """Counts the casts to bf16 of tensors of one shape (a layer's qkv weight)."""
+
+        def __init__(self, shape):
+            super().__init__()
+            self.shape, self.count = shape, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if (
+                func is torch.ops.aten._to_copy.default
+                and tuple(args[0].shape) == self.shape
+                and kwargs.get("dtype") == torch.bfloat16
+            ):
+                self.count += 1
+            return func(*args, **kwargs)
+
+    layer = bf16_block(conditional=True)
+    modes = []
+    affine = layer._affine
+    layer._affine = lambda *a: modes.append(torch.is_autocast_enabled("cpu")) or affine(*a)
+    weight = layer.net.layers[0].attention.qkv.weight  # (24, 8), the 2 layers' alike
+    with torch.no_grad(), Casts(tuple(weight.shape)) as casts:
+        x, _ = layer.inverse(tokens(), context())
+    # One autocast region for all 6 steps: each of the 2 layers' qkv weights is cast once,
+    # not once per step (12).
+    assert casts.count == 2
+    assert modes == [False] * 6 and x.dtype == torch.float32
+
+
 def test_the_preset_and_its_checks():
     config = FlowConfig.from_preset("tarflow")
     assert (config.arch, config.patch_size, config.tar_blocks) == ("tarflow", 4, 4)

@@ -328,6 +328,12 @@ class AutoregressiveBlock(Transform):
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=self.autocast_dtype)
 
+    def _exact(self, device: torch.device):
+        """Autocast off inside :meth:`_autocast`'s region (nothing to do without it)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, enabled=False)
+
     def _affine(self, raw: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """(alpha, mu) from the conditioner's output, in the data's precision."""
         raw_alpha, mu = raw.to(dtype).chunk(2, dim=-1)
@@ -352,16 +358,20 @@ class AutoregressiveBlock(Transform):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z = self._ordered(z)
         cache = self.net.new_cache()
-        with self._autocast(z.device):
-            cond = self.net.condition(context)
         tokens: list[Tensor] = []
         total = z.new_zeros(z.shape[0])
-        for k in range(z.shape[1]):
-            with self._autocast(z.device):
+        # One autocast region around all N steps, not one per step: autocast keeps the
+        # weights it cast until its outermost region ends, so they are cast once, not N
+        # times (at batch 1 in bf16 the casts took a fifth of sampling). The affine maths
+        # steps out of it, into the data's precision.
+        with self._autocast(z.device):
+            cond = self.net.condition(context)
+            for k in range(z.shape[1]):
                 raw = self.net.step(tokens[-1] if tokens else None, k, cond, cache, z.shape[0])
-            alpha, mu = self._affine(raw, z.dtype)
-            tokens.append(z[:, k : k + 1] * torch.exp(alpha) + mu)
-            total = total + alpha.sum(dim=(1, 2))
+                with self._exact(z.device):
+                    alpha, mu = self._affine(raw, z.dtype)
+                    tokens.append(z[:, k : k + 1] * torch.exp(alpha) + mu)
+                    total = total + alpha.sum(dim=(1, 2))
         return self._ordered(torch.cat(tokens, dim=1)), total
 
     def inverse_uncached(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
