@@ -172,7 +172,9 @@ def test_bf16_runs_the_transformer_in_bf16_and_the_affine_maths_in_fp32():
     assert z.dtype == torch.float32 and ld.dtype == torch.float32
     yr, _ = flow.inverse(z)
     assert yr.dtype == torch.float32
-    torch.testing.assert_close(yr, y, rtol=0, atol=2e-3)  # bf16 parameters, fp32 maths
+    # The forward and the cached inverse compute the same bf16 transformer (its attention in
+    # fp32 in both) and fp32 maths: the round trip is exact to fp32's rounding.
+    torch.testing.assert_close(yr, y, rtol=0, atol=1e-5)
     flow.precision = "fp32"
     z32, _ = flow(y)
     assert not torch.equal(z, z32)  # bf16 really changed what the transformer computed

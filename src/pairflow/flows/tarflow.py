@@ -142,17 +142,24 @@ class CausalSelfAttention(nn.Module):
 
     Under autocast in bfloat16 (or float16) the projections run in that precision, but the
     attention itself runs in float32: q, k and v are cast up, the attention is computed with
-    autocast off, and its output is cast back for the output projection. On the CPU, torch's
-    ``scaled_dot_product_attention`` is several times slower in bfloat16 than in float32
-    (its backward above all: at the preset's size, 4 heads of 32 over 98 tokens, it took
-    most of a bf16 train step), and so is its one-query cached step when sampling; an
-    explicit masked matmul-softmax in bfloat16 was slower than float32 attention too (see
-    BENCHMARKS.md). The cache then holds float32 keys and values, so that each sampling
-    step casts only its new token's. In float32 (or float64) nothing is cast.
+    autocast off, and its output is cast back for the output projection. On a CPU without
+    AMX (AVX512-BF16), torch's ``scaled_dot_product_attention`` is several times slower in
+    bfloat16 than in float32, its backward above all (at the preset's size, 4 heads of 32
+    over 98 tokens, it took most of a bf16 train step), and so is its one-query cached step
+    when sampling (see BENCHMARKS.md). The cache then holds float32 keys and values, so that
+    each sampling step casts only its new token's. In float32 (or float64) nothing is cast.
+
+    Both paths take the same float32 attention on purpose. An explicit masked matmul-softmax
+    with bfloat16 matmuls made the train step about 9% faster still, but it was slower for
+    a cached step, and it rounds the attention scores to bfloat16: with it for a whole
+    sequence and float32 for the cached steps, the inverse no longer undid the forward (a
+    small random flow's round trip was off by 0.28 in pixels of [0, 1]). With float32
+    attention in both, the bf16 inverse undoes the bf16 forward to float32's rounding
+    (about 1e-7 there).
 
     Attributes:
         upcast_attention: compute the attention in float32 under autocast (the default);
-            False leaves it in autocast's precision (kept to measure the two against each
+            False leaves it in autocast's precision (kept to time the two against each
             other).
     """
 
