@@ -161,9 +161,9 @@ def main() -> None:
         precision, _, variant = precision.partition(":")
         precision = precision or args.precision
         if precision not in PRECISIONS:
-            raise SystemExit(f"unknown precision {precision!r} in {name!r}")
+            parser.error(f"unknown precision {precision!r} in {name!r}")
         if variant not in ("", "old"):
-            raise SystemExit(f"unknown variant {variant!r} in {name!r} (only 'old')")
+            parser.error(f"unknown variant {variant!r} in {name!r} (only 'old')")
         if kind == "sample100":
             made[name] = Sample(100, precision, overrides)
         elif kind == "sample1":
@@ -175,10 +175,10 @@ def main() -> None:
         elif kind in ("attention_sdpa", "attention_masked"):
             made[name] = Attention(kind == "attention_masked", precision, overrides)
         else:
-            raise SystemExit(f"unknown candidate {name!r}")
+            parser.error(f"unknown candidate {name!r}")
         if variant:
             if not hasattr(made[name], "flow"):
-                raise SystemExit(f"{name!r}: only a flow's candidate has an 'old' variant")
+                parser.error(f"{name!r}: only a flow's candidate has an 'old' variant")
             old_bf16(made[name].flow)
     result = {
         "benchmark": "tarflow_sampling",
