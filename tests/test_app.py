@@ -130,19 +130,26 @@ def test_default_temperature_follows_the_cli_and_the_slider_moves_only_on_a_chan
     from pairflow.app.ui import _Handlers
 
     unconditional = core.load_model("multiscale")
-    assert core.default_temperature_for(cond_model, "37") == 0.7  # a given label
+    # a given label: the shipped multiscale-cond's own, chosen by its sweep (the global: 0.7)
+    assert core.default_temperature_for(cond_model, "37") == 0.6
     assert core.default_temperature_for(cond_model, " Any ") == 0.8  # y ~ p(y)
     assert core.default_temperature_for(cond_model, "") == 0.8
-    assert core.default_temperature_for(unconditional, "any") == 0.7  # no labels at all
+    # no labels at all: the shipped multiscale's own default, chosen by its temperature sweep
+    assert core.default_temperature_for(unconditional, "any") == 0.8
+    assert unconditional.temperatures == {"default": 0.8}
     h = _Handlers(None, tmp_path, None)
     update, shown = h.follow_temperature("multiscale-cond", "", "any", 0.7)
     assert update["value"] == 0.8 and shown == 0.8
     update, shown = h.follow_temperature("multiscale-cond", "", "any", 0.8)  # typed on: no move
     assert "value" not in update and shown == 0.8
-    update, shown = h.follow_temperature("multiscale", "", "any", 0.8)  # unconditional: 0.7
-    assert update["value"] == 0.7 and shown == 0.7
-    update, shown = h.follow_temperature("multiscale-cond", "", "12", 0.7)
-    assert "value" not in update and shown == 0.7
+    update, shown = h.follow_temperature("multiscale", "", "any", 0.8)  # its own 0.8: stays
+    assert "value" not in update and shown == 0.8
+    update, shown = h.follow_temperature("seed", "", "any", 0.8)  # seed's own default, 1.0
+    assert update["value"] == 1.0 and shown == 1.0
+    update, shown = h.follow_temperature("multiscale-cond", "", "12", 1.0)  # a label: 0.6
+    assert update["value"] == 0.6 and shown == 0.6
+    update, shown = h.follow_temperature("multiscale-cond", "", "12", 0.6)
+    assert "value" not in update and shown == 0.6
     update, shown = h.follow_temperature("x", str(tmp_path / "nothing"), "any", 0.7)
     assert "value" not in update and shown == 0.7  # no such model: leave the slider
 
@@ -578,7 +585,9 @@ def _fill(page, elem_id: str, text: str) -> None:
 def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_path):
     from PIL import Image
 
-    # --- Generate: pair 37 from multiscale-cond (the default model), 16 samples
+    # --- Generate: pair 37 from multiscale-cond (the default model), 16 samples, at its own
+    # given-label temperature (0.6, chosen by its sweep)
+    _wait_value(page, "gen-temperature", "0.6")
     _fill(page, "gen-pair", "37")
     page.click("#gen-button")
     data, src = _image_src_bytes(page, "#gen-grid")
@@ -608,9 +617,9 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
     page.click("#gen-button")
     _wait_text(page, "#gen-message", r"random pairs: .*temperature 0\.8,")
     _fill(page, "gen-pair", "58")
-    _wait_value(page, "gen-temperature", "0.7")
+    _wait_value(page, "gen-temperature", "0.6")
     page.click("#gen-button")
-    _wait_text(page, "#gen-message", r"pair 58, temperature 0\.7,")
+    _wait_text(page, "#gen-message", r"pair 58, temperature 0\.6,")
 
     # --- bad input: a pair that is not 00..99, a run folder that does not exist
     _fill(page, "gen-pair", "123")

@@ -145,3 +145,32 @@ def test_load_trained_keeps_shipped_names_and_paths_apart(tmp_path, monkeypatch)
         load_trained("seed", precision="half")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert load_trained("~/seed").checkpoint == tmp_path / "seed" / "last.pt"
+
+
+def test_shipped_sampling_temperatures_are_well_formed():
+    # A sweep's choice per shipped model (BENCHMARKS.md, "Sampling temperature of each shipped
+    # model"): "default" for its unconditional or given-label samples, "label_free" only for a
+    # conditional flow.
+    chosen = {name: meta["temperature"] for name, meta in list_pretrained().items()
+              if "temperature" in meta}  # fmt: skip
+    assert chosen, "no shipped model records the temperature its sweep chose"
+    for name, temperatures in chosen.items():
+        assert set(temperatures) <= {"default", "label_free"}, name
+        assert all(0 < t <= 1.0 for t in temperatures.values()), name
+        if "label_free" in temperatures:
+            assert list_pretrained()[name]["conditional"], name
+
+
+def test_a_shipped_models_sampling_temperatures_reach_the_state(tmp_path, monkeypatch):
+    folder = tmp_path / "weights"
+    shutil.copytree(pretrained.WEIGHTS_DIR, folder)
+    index = json.loads((folder / "index.json").read_text())
+    index["fashion-multiscale-cond"]["temperature"] = {"default": 0.9, "label_free": 0.6}
+    index["fashion-multiscale"].pop("temperature", None)
+    (folder / "index.json").write_text(json.dumps(index))
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", folder)
+    chosen = load_trained("fashion-multiscale-cond", precision="fp32").state
+    assert chosen["sampling_temperatures"] == {"default": 0.9, "label_free": 0.6}
+    assert "sampling_temperatures" not in load_trained("fashion-multiscale", precision="fp32").state
+    _saved_flow(tmp_path / "run")
+    assert "sampling_temperatures" not in load_trained(tmp_path / "run").state  # runs: global ones

@@ -120,6 +120,13 @@ def test_pairflow_info_prints_the_card(name, capsys):
     kind = "variational bound" if bound else "exact"
     assert re.search(rf"\| test bits/dim \| {re.escape(bpd)} on 10,000 test pairs \({kind}", out)
     assert ("given the pair label" in out) == bool(meta["conditional"])
+    row = next(line for line in out.splitlines() if line.startswith("| sampling temperature |"))
+    chosen = meta.get("temperature") or {}
+    default = chosen.get("default", 0.7)  # else the global defaults, 0.7 and 0.8 label-free
+    assert row.startswith(f"| sampling temperature | {default:g}")
+    assert ("temperature sweep" in row) == bool(chosen) and ("label-free" in row) == bool(
+        meta["conditional"]
+    )
     assert card["dataset"]["license"] in out
     for stage in card["stages"]:
         assert f"`{stage['stage']}` | " in out and stage["commit"][:12] in out
@@ -149,7 +156,8 @@ def test_list_pretrained_shows_a_line_from_each_card(capsys):
         assert lines[name] == card_line(name)
         hours = card["cpu_hours"]
         assert (f"{hours:g} CPU-hours" if hours else f"CPU-hours {NOT_MEASURED}") in lines[name]
-        assert f"FD {card['samples'][0]['fd']:g} (T 0.7)" in lines[name]
+        first = card["samples"][0]
+        assert f"FD {first['fd']:g} (T {first['temperature']:g})" in lines[name]
 
 
 def test_docs_models_md_is_generated_from_the_cards(capsys):

@@ -68,7 +68,9 @@ class TrainedModel:
     Arguments:
         model: the model, in eval mode, on its device, at its precision.
         state: the checkpoint dict it was loaded from (``kind``, ``model_config``,
-            ``train_config``, ``step``...).
+            ``train_config``, ``step``...); a shipped model's gets its sampling defaults,
+            ``sampling_temperatures``, from its ``weights/index.json`` entry where a temperature
+            sweep chose them (:func:`pairflow.options.default_temperature`).
         checkpoint: the checkpoint file read.
         name: the shipped model's name, or None for a run folder or checkpoint file.
         shipped: its ``weights/index.json`` entry (``test_bpd``...), or {} if not shipped.
@@ -173,6 +175,8 @@ def load_trained(
         choice = choose_model_precision(model, precision)
         model.precision = choice.precision
     meta = list_pretrained().get(name, {}) if name is not None else {}
+    if meta.get("temperature"):  # chosen by a sweep after the weights were shipped
+        state = {**state, "sampling_temperatures": dict(meta["temperature"])}
     return TrainedModel(model, state, checkpoint, name, dict(meta), choice)
 
 

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
 __all__ = [
@@ -73,9 +74,15 @@ average (6 levels at 10 steps), so more add nothing to see; the row is then 11,6
 wide at the PNG's 2x scale, and memory grows with every image."""
 
 
-def default_temperature(label_free: bool) -> float:
+def default_temperature(label_free: bool, chosen: Mapping[str, float] | None = None) -> float:
     """The CLI's sampling temperature when none is given.
 
+    A model's own defaults come first where a temperature sweep chose them (``chosen``: a
+    checkpoint's ``sampling_temperatures``; a shipped model's come from its entry in
+    ``weights/index.json``; BENCHMARKS.md, "Sampling temperature of each shipped model"):
+    ``{"default": T}`` for its unconditional or given-label samples and ``{"label_free": T}``
+    for a conditional flow's samples with labels drawn from its p(y), each key optional.
+    Otherwise:
     0.7 where the label is given (the drawn pair is read right more often there: 96% of the
     shipped ``multiscale-cond``'s samples, against 92% at 0.8) and for unconditional models;
     0.8 where a conditional flow draws its labels from its own p(y), the label-free sampler,
@@ -85,7 +92,13 @@ def default_temperature(label_free: bool) -> float:
     Example:
         >>> default_temperature(False), default_temperature(label_free=True)
         (0.7, 0.8)
+        >>> chosen = {"default": 1.0}  # a model whose sweep chose 1.0 for its given-label samples
+        >>> default_temperature(False, chosen), default_temperature(True, chosen)
+        (1.0, 0.8)
     """
+    key = "label_free" if label_free else "default"
+    if chosen and chosen.get(key) is not None:
+        return float(chosen[key])
     return LABEL_FREE_TEMPERATURE if label_free else DEFAULT_TEMPERATURE
 
 

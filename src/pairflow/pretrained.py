@@ -189,6 +189,20 @@ def _test_bpd(meta: dict) -> str:
     return f"{value}{on} ({kind}{given})"
 
 
+def _temperatures(meta: dict) -> str:
+    """The temperatures ``sample`` and ``evaluate`` take for the model when none is given."""
+    from pairflow.options import default_temperature
+
+    chosen = meta.get("temperature") or {}
+    text = f"{default_temperature(False, chosen):g}"
+    if meta.get("conditional"):
+        text = f"{text} given a label, {default_temperature(True, chosen):g} label-free"
+    if not chosen:
+        return f"{text} (the global defaults)"
+    sweep = 'BENCHMARKS.md, "Sampling temperature of each shipped model"'
+    return f"{text} (chosen by its temperature sweep: {sweep})"
+
+
 def card_line(name: str) -> str:
     """One line on shipped model ``name`` for ``pairflow sample --list-pretrained``: dataset,
     preset, conditioning, CPU-hours, its best-known FD and its test bits/dim (last).
@@ -244,6 +258,7 @@ def card_markdown(name: str) -> str:
         f"| data licence | {data['license']}. {data['license_source'][0].upper()}"
         f"{data['license_source'][1:]} |",
         f"| test bits/dim | {_test_bpd(meta)} |",
+        f"| sampling temperature | {_temperatures(meta)} |",
         f"| CPU-hours | {_number(hours) if hours is not None else card['cpu_hours_source']}"
         + (f" ({card['cpu_hours_source']})" if hours is not None else "")
         + " |",

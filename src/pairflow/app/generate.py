@@ -88,8 +88,9 @@ def generate(
 def default_temperature_for(loaded: LoadedModel, pair: str | int | None) -> float:
     """The temperature ``pairflow sample`` takes for this model and pair when none is given.
 
-    0.8 where a conditional flow draws its labels from its own p(y) (``"any"``), 0.7 for a
-    given label and for unconditional models (:func:`pairflow.options.default_temperature`).
+    The model's own where a sweep chose them (a shipped model's), else 0.8 where a
+    conditional flow draws its labels from its own p(y) (``"any"``), 0.7 for a given label and
+    for unconditional models (:func:`pairflow.options.default_temperature`).
     The page moves its slider here when the pair switches between a label and ``"any"``.
 
     Example:
@@ -104,4 +105,4 @@ def default_temperature_for(loaded: LoadedModel, pair: str | int | None) -> floa
     from pairflow.options import default_temperature
 
     label_free = is_any(pair) and loaded.conditional and has_label_prior(loaded.model)
-    return default_temperature(bool(label_free))
+    return default_temperature(bool(label_free), loaded.temperatures)

@@ -38,7 +38,8 @@ def load_model(name_or_path: str) -> LoadedModel:
     except ValueError as err:  # CheckpointError is one too
         raise AppInputError(f"model {name!r}: {err}") from err
     model, test_bpd = loaded.model, loaded.test_bpd
-    return LoadedModel(name, model, kind_of(model), test_bpd, dataset, layout)
+    temperatures = loaded.state.get("sampling_temperatures")
+    return LoadedModel(name, model, kind_of(model), test_bpd, dataset, layout, temperatures)
 
 
 class ModelCache:

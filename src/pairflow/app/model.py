@@ -44,6 +44,8 @@ class LoadedModel:
         test_bpd: the shipped model's measured test bits/dim (None for a run).
         dataset: the dataset it was trained on (a name in :data:`pairflow.data.DATASETS`).
         layout: ``"pair"`` (two images side by side) or ``"single"``.
+        temperatures: its own sampling defaults where a sweep chose them (a shipped model's
+            ``sampling_temperatures``, :func:`pairflow.options.default_temperature`), or None.
     """
 
     name: str
@@ -52,6 +54,7 @@ class LoadedModel:
     test_bpd: float | None = None
     dataset: str = DEFAULT_DATASET
     layout: str = "pair"
+    temperatures: dict | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property

@@ -117,7 +117,8 @@ class _Handlers:
 
     def follow_temperature(self, choice, run, pair, shown_default):
         """Move the slider to the sampling default when it changes (a label <-> "any" on a
-        conditional flow: 0.7 <-> 0.8); otherwise leave the user's setting alone."""
+        conditional flow: 0.7 <-> 0.8; another model with its own default, e.g. ``seed``'s
+        1.0); otherwise leave the user's setting alone."""
         try:
             default = core.default_temperature_for(self._model(choice, run), pair)
         except core.AppInputError:  # no such model: the info line already says so
@@ -278,11 +279,11 @@ def _mode_fields(mode: str):
     return gr.update(visible=pairs), gr.update(visible=not pairs)
 
 
-def _temperature_box(label: str, elem_id: str) -> gr.Number:
+def _temperature_box(label: str, elem_id: str, value: float = 0.7) -> gr.Number:
     """A temperature field that passes what is typed on unchanged, so a value outside the
     range is refused with a message in the page (a slider would clamp it without a word)."""
     lo, hi = core.TEMPERATURE_RANGE
-    return gr.Number(0.7, step=0.05, label=f"{label} ({lo}..{hi})", elem_id=elem_id)
+    return gr.Number(value, step=0.05, label=f"{label} ({lo}..{hi})", elem_id=elem_id)
 
 
 def _blank_canvas() -> dict:
@@ -324,7 +325,9 @@ def build_app(
         with gr.Tab("Generate"):
             with gr.Row():
                 pair = gr.Textbox("37", label="pair (00..99, or any)", elem_id="gen-pair")
-                temperature = _temperature_box("temperature", "gen-temperature")
+                # the first model's default for its first pair (a shipped model's own)
+                first = h.follow_temperature(models[0], "", "37", 0.7)[1] if models else 0.7
+                temperature = _temperature_box("temperature", "gen-temperature", first)
                 seed = gr.Number(0, precision=0, label="seed", elem_id="gen-seed")
                 count = gr.Slider(1, core.MAX_COUNT, 16, step=1, label="count")
             # Classifier-free guidance, for models trained with label dropout only.
@@ -336,8 +339,9 @@ def build_app(
             )  # fmt: skip
             for widget in (choice, run):
                 widget.change(h.show_guidance, [choice, run], guidance)
-            # the slider follows the CLI's default for the model and pair (0.8 label-free)
-            shown_default = gr.State(0.7)
+            # the slider follows the CLI's default for the model and pair (0.8 label-free,
+            # a shipped model's own where its sweep chose one)
+            shown_default = gr.State(first)
             for widget in (pair, choice, run):
                 widget.change(
                     h.follow_temperature,

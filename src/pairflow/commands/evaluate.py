@@ -131,9 +131,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--temperature",
         type=float,
         default=None,
-        help=f"sampling temperature for --samples (default {DEFAULT_TEMPERATURE}, as pairflow "
-        f"sample; {LABEL_FREE_TEMPERATURE} for a conditional flow's label-free samples, "
-        "--labels prior or a class mixture's; 1.0 is the model's own distribution)",
+        help="sampling temperature for --samples (default: as pairflow sample, the model's "
+        f"own where a sweep chose one, else {DEFAULT_TEMPERATURE}, and {LABEL_FREE_TEMPERATURE} "
+        "for a conditional flow's label-free samples, --labels prior or a class mixture's; "
+        "1.0 is the model's own distribution)",
     )
     parser.add_argument(
         "--guidance", type=float, metavar="W", help=f"--samples drawn with {GUIDANCE_HELP}"

@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--temperature",
         type=float,
         default=None,
-        help=f"scale of the latent's standard deviation (default {DEFAULT_TEMPERATURE}; "
+        help="scale of the latent's standard deviation (default: a shipped model's own, "
+        f"chosen by its sweep, see pairflow info NAME; else {DEFAULT_TEMPERATURE}, and "
         f"{LABEL_FREE_TEMPERATURE} where a conditional flow draws the labels from its p(y), "
         "the label-free sampler, whose FD is best there)",
     )
@@ -302,7 +303,7 @@ def _sample(
     gen = torch.Generator(device=device).manual_seed(args.seed)
     temperature = args.temperature
     if temperature is None:
-        temperature = default_temperature(label_free)
+        temperature = default_temperature(label_free, state.get("sampling_temperatures"))
 
     denoises = bool(getattr(model, "denoises", False))  # flows trained with noise
     if args.no_denoise and not denoises:
@@ -342,6 +343,8 @@ def _sample(
         raise
     if args.temperature is None:
         why = ", the label-free default" if label_free else ", the default"
+        if state.get("sampling_temperatures"):
+            why += " of this model"
     else:
         why = ""
     guided = "" if args.guidance is None else f", guidance {args.guidance:g}"

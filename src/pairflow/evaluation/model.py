@@ -318,7 +318,7 @@ def evaluate_model(
         temperature = options.temperature
         if temperature is None:  # labels drawn from the flow's own p(y): label-free
             label_free = conditional and spec.classifies and (mixture or options.labels == "prior")
-            temperature = default_temperature(label_free)
+            temperature = default_temperature(label_free, checkpoint.get("sampling_temperatures"))
         report.update(
             _samples(model, sampled_conditional, root, outputs, trained_on,
                      replace(options, temperature=temperature), progress)
