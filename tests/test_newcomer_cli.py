@@ -212,6 +212,16 @@ def test_demo_end_to_end_tiny(tmp_path, tiny_mnist_root):
         assert f"runs/demo/{name}" in proc.stdout  # listed where the demo says what it wrote
     with Image.open(out / "demo.png") as img:
         assert img.format == "PNG" and img.width > 1000
+    assert "each at its default temperature" in proc.stdout
+
+
+def test_the_demo_draws_each_shipped_model_at_its_own_default_temperature():
+    from pairflow.commands.demo import _temperature
+    from pairflow.pretrained import list_pretrained
+
+    shipped = list_pretrained()
+    assert _temperature(shipped["seed"]) == shipped["seed"]["temperature"]["default"] == 1.0
+    assert _temperature({}) == 0.7  # a model no sweep has chosen for: the global default
 
 
 # ---- evaluate: progress bars and a summary line ----------------------------------------------
@@ -256,3 +266,18 @@ def test_evaluate_prints_a_summary_line_before_the_json(tmp_path, tiny_mnist_roo
     assert "test bits/dim" in summary[0] and "16 samples at T=0.7: FD" in summary[0]
     assert "%|" not in proc.stderr  # no bar when stderr is not a terminal
     json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])  # stdout stays JSON
+
+
+def test_a_shipped_model_samples_at_the_temperature_its_sweep_chose(tmp_path):
+    import numpy as np
+
+    from pairflow.pretrained import list_pretrained
+
+    chosen = list_pretrained()["seed"]["temperature"]["default"]
+    assert chosen != 0.7  # the global default: else this test could not tell the two apart
+    proc = pairflow_in(tmp_path, "sample", "--pretrained", "seed", "--n", "4", "--out", "a.npz")
+    assert f"(temperature {chosen:g}, the default of this model)" in proc.stdout
+    pairflow_in(tmp_path, "sample", "--pretrained", "seed", "--n", "4", "--temperature",
+                str(chosen), "--out", "b.npz")  # fmt: skip
+    assert np.array_equal(np.load(tmp_path / "a.npz")["images"],
+                          np.load(tmp_path / "b.npz")["images"])  # fmt: skip

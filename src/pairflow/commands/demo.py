@@ -19,7 +19,8 @@ from pathlib import Path
 
 from pairflow.cli import UsageError
 
-TEMPERATURE = 0.7  # the temperature of every sample the demo draws (the README's)
+TEMPERATURE = 0.7  # of the run's grids during training; samples in the figure take the
+# shipped model's own default (pairflow.options.default_temperature), the run its base's
 NUM_SAMPLES = 32  # samples per model in the figure
 EPOCH_PAIRS = 6400  # pairs per demo epoch: 100 steps, so curves and grids come every ~2 min
 
@@ -151,11 +152,12 @@ def _figure(args, root: Path, out: Path, summary: dict, how: str, base, minutes:
 
     shipped = list_pretrained()
     steps = summary["step"]
-    print(f"[3/4] samples from the shipped pretrained models (temperature {TEMPERATURE})")
+    print("[3/4] samples from the shipped pretrained models (each at its default temperature)")
     panels = []
     run_dir = out / "train"
     model = pairflow.load(run_dir / "last.pt")  # at the precision that is fast here
-    images = _draw(model, torch, conditional=False)
+    # The run at its base's temperature: the same latents and temperature as that panel.
+    images = _draw(model, torch, False, _temperature(shipped[base] if base else {}))
     same = "; the same latents as the shipped panel of its preset" if base else ""
     caption = run_caption(how, steps, args.minutes, minutes, root) + (
         f"; test bits/dim {_run_bpd_text(summary)} on {args.test_pairs:,} test pairs"
@@ -169,11 +171,15 @@ def _figure(args, root: Path, out: Path, summary: dict, how: str, base, minutes:
             continue  # the demo is about MNIST pairs; `pairflow sample --list-pretrained` has all
         model = pairflow.load(name)
         conditional = bool(meta.get("conditional"))
-        images, labels = _draw(model, torch, conditional=conditional), None
+        temperature = _temperature(meta)
+        images, labels = _draw(model, torch, conditional, temperature), None
         if conditional:
             labels = [f"{int(c):02d}" for c in _labels(torch)]
         path = save_grid(images, out / f"pretrained_{name}.png", nrow=8, labels=labels)
-        caption = f"{_how_trained(meta)}; test bits/dim {shipped_bpd_text(meta)} on 10,000 pairs"
+        caption = (
+            f"{_how_trained(meta)}; test bits/dim {shipped_bpd_text(meta)} on 10,000 pairs; "
+            f"T = {temperature:g}"
+        )
         if conditional:
             caption += "; asked for the pair under each image"
         panels.append((f"shipped `{name}`", caption, path))
@@ -235,12 +241,20 @@ def _labels(torch):
     return torch.arange(NUM_SAMPLES) * 3 % 100  # 00, 03, ..., 93: pairs from every row
 
 
-def _draw(model, torch, conditional: bool):
-    """NUM_SAMPLES samples at TEMPERATURE, seed 0: the same latents for every model."""
+def _temperature(meta: dict) -> float:
+    """A shipped model's default temperature for its given-label or unconditional samples
+    (its own where a sweep chose one, else the global default) from its index entry."""
+    from pairflow.options import default_temperature
+
+    return default_temperature(False, meta.get("temperature"))
+
+
+def _draw(model, torch, conditional: bool, temperature: float):
+    """NUM_SAMPLES samples at ``temperature``, seed 0: the same latents for every model."""
     gen = torch.Generator().manual_seed(0)
     cond = _labels(torch) if conditional else None
     with torch.no_grad():
-        return model.sample(NUM_SAMPLES, temperature=TEMPERATURE, generator=gen, cond=cond).cpu()
+        return model.sample(NUM_SAMPLES, temperature=temperature, generator=gen, cond=cond).cpu()
 
 
 def _run_bpd_text(summary: dict) -> str:
