@@ -28,6 +28,7 @@ TINY = {
     "mlp": dict(arch="mlp", hidden_features=8, num_couplings=4),
     "multiscale": dict(hidden_channels=4, num_blocks=1),
     "glow": dict(hidden_channels=4, num_blocks=1, glow_levels=2, glow_steps=2),
+    "tarflow": dict(patch_size=2, tar_width=8, tar_heads=2, tar_layers=1, tar_blocks=2),
 }
 
 
@@ -75,6 +76,30 @@ def test_w0_is_the_conditional_model_and_w_minus1_the_unconditional_one_exactly(
         plain = flow.sample((4,), cond=cond, generator=gen)
         gen = torch.Generator().manual_seed(3)
         assert torch.equal(flow.sample((4,), cond=cond, generator=gen, guidance=0.0), plain)
+
+
+@pytest.mark.parametrize("arch,conditioning", CASES)
+def test_the_guided_log_density_is_the_conditional_at_w0_and_the_unconditional_at_w_minus1(
+    arch, conditioning
+):
+    # The forward direction (data -> latent, log p), as the sampler's test above checks the
+    # inverse: every label-reading part's output is the label's at w = 0, the null's at -1.
+    with one_thread():
+        flow = tiny_flow(arch, conditioning)
+        cond = torch.tensor([37, 5, 99, 40])
+        gen = torch.Generator().manual_seed(5)
+        y = torch.rand(4, *flow.config.shape, generator=gen, dtype=torch.float64) * 0.9 + 0.05
+
+        def log_density(label) -> torch.Tensor:
+            z, logabsdet = flow.latent(y, label)
+            return flow.log_prior(z, label) + logabsdet
+
+        conditional = log_density(cond)
+        unconditional = log_density(null_labels(4, flow.config.label_sides))
+        assert (conditional - unconditional).abs().max() > 1e-3
+        assert torch.equal(log_density(guide(flow, cond, 0.0)), conditional)
+        assert torch.equal(log_density(guide(flow, cond, -1.0)), unconditional)
+        assert (log_density(guide(flow, cond, 1.5)) - conditional).abs().max() > 1e-4
 
 
 def test_guidance_extrapolates_every_conditioner_output_linearly_in_w():
@@ -129,6 +154,65 @@ def test_a_guided_flow_is_invertible_for_a_fixed_w(arch):
         torch.testing.assert_close(ld[0], fwd, rtol=1e-9, atol=1e-8)
         plain = flow.body(h[:1], flow.context(cond[:1]))[1]
         assert (plain - ld[0]).abs() > 1e-6
+
+
+def test_a_tarflow_block_extrapolates_each_tokens_shift_and_log_scale():
+    # Token k's shift mu_k is (1 + w) mu_c - w mu_u; its raw log-scale likewise, before the
+    # soft bound alpha = b tanh(. / b), as a coupling's affine map bounds its mixed output.
+    flow = tiny_flow("tarflow", "embedding")
+    block = flow.body.blocks.transforms[0]
+    cond = torch.tensor([37, 5])
+    ctx = Guided(flow.embedding(cond), flow.embedding(null_labels(2, 2)), 2.0)
+    x = torch.randn(2, 8, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    raw_c, raw_u = block.net(x, ctx.cond), block.net(x, ctx.uncond)  # (B, N, 2F)
+    alpha, mu = block.params(x, ctx)
+    (s_c, mu_c), (s_u, mu_u) = raw_c.chunk(2, dim=-1), raw_u.chunk(2, dim=-1)
+    assert (mu_c - mu_u).abs().max() > 1e-3 and (s_c - s_u).abs().max() > 1e-3
+    torch.testing.assert_close(mu, mu_c + 2 * (mu_c - mu_u), rtol=0, atol=1e-12)
+    b = block.scale_bound
+    torch.testing.assert_close(
+        alpha, b * torch.tanh((s_c + 2 * (s_c - s_u)) / b), rtol=0, atol=1e-12
+    )
+
+
+def test_tarflows_cached_guided_inverse_is_the_uncached_one_and_undoes_the_forward():
+    with one_thread():
+        flow = tiny_flow("tarflow", "both")
+        cond = torch.tensor([37, 5, 99])
+        ctx = flow.context(guide(flow, cond, 1.5))
+        z = torch.randn(3, 8, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        for block in flow.body.blocks.transforms:  # both token orders
+            cached, ld_cached = block.inverse(z, ctx)  # two key-value caches, token by token
+            uncached, ld_uncached = block.inverse_uncached(z, ctx)  # full passes, no cache
+            torch.testing.assert_close(cached, uncached, rtol=0, atol=1e-10)
+            torch.testing.assert_close(ld_cached, ld_uncached, rtol=0, atol=1e-10)
+            plain, _ = block.inverse(z, flow.context(cond))
+            assert (cached - plain).abs().max() > 1e-3  # guidance moved the tokens
+            back, ld = block(cached, ctx)
+            torch.testing.assert_close(back, z, rtol=0, atol=1e-10)
+            torch.testing.assert_close(ld + ld_cached, torch.zeros(3, dtype=ld.dtype), atol=1e-10,
+                                       rtol=0)  # fmt: skip
+        # The whole flow at w = 1.5: images -> latents -> the cached inverse -> the images.
+        label = guide(flow, cond, 1.5)
+        gen = torch.Generator().manual_seed(3)
+        y = torch.rand(3, 1, 4, 8, generator=gen, dtype=torch.float64) * 0.9 + 0.05
+        latent, ld = flow.latent(y, label)
+        y_back, ld_inv = flow.inverse(latent, label)
+        torch.testing.assert_close(y_back, y, rtol=0, atol=1e-10)
+        torch.testing.assert_close(ld + ld_inv, torch.zeros(3, dtype=ld.dtype), rtol=0, atol=1e-9)
+
+
+def test_a_tarflow_with_label_dropout_is_guidable_because_its_blocks_follow_guidance(
+    monkeypatch,
+):
+    from pairflow.flows.guidance import why_not_guidable
+    from pairflow.flows.tarflow import AutoregressiveBlock
+
+    flow = tiny_flow("tarflow", "embedding")
+    assert why_not_guidable(flow) is None and flow.guidable
+    # The declaration is what lets it through: without it the blocks are refused by name.
+    monkeypatch.setattr(AutoregressiveBlock, "follows_guidance", False)
+    assert "AutoregressiveBlock does not follow guidance" in why_not_guidable(flow)
 
 
 def test_single_images_are_guided_too():

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from pairflow.flows.actnorm import ActNorm
 from pairflow.flows.base import Compose, Transform
+from pairflow.flows.guidance import Guided
 
 __all__ = [
     "Patches",
@@ -310,6 +311,15 @@ class AutoregressiveBlock(Transform):
     precision sets it; its parameters are cast back, so the affine maths and the
     log-determinant stay in the input's precision.
 
+    It follows classifier-free guidance
+    (:attr:`~pairflow.flows.base.Transform.follows_guidance`), as a coupling does: given a
+    :class:`~pairflow.flows.guidance.Guided` context, the transformer runs under the label's
+    context and under the null label's, and its outputs, every token's raw log-scale and
+    shift mu_k, are extrapolated, (1 + w) out_c - w out_u, before the soft bound makes
+    alpha_k of the log-scale. For a fixed w the block is still an affine autoregressive
+    flow (token k's parameters still read only x_{<k}); its cached inverse keeps one cache
+    for each of the two passes.
+
     Arguments:
         conditioner: the :class:`CausalTransformer`.
         reverse: read the tokens last to first (the order alternates between blocks).
@@ -323,6 +333,7 @@ class AutoregressiveBlock(Transform):
     """
 
     runs_in_low_precision = True
+    follows_guidance = True
 
     def __init__(self, conditioner: CausalTransformer, reverse: bool = False, scale_bound=2.0):
         super().__init__()
@@ -347,11 +358,22 @@ class AutoregressiveBlock(Transform):
         b = self.scale_bound
         return b * torch.tanh(raw_alpha / b), mu
 
-    def params(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """(alpha, mu) of every token (B, N, F), tokens in the block's order."""
+    def params(self, x: Tensor, context: Tensor | Guided | None = None) -> tuple[Tensor, Tensor]:
+        """(alpha, mu) of every token (B, N, F), tokens in the block's order.
+
+        Under guidance (``context`` a :class:`Guided`) the transformer's output, cast to the
+        data's precision, is extrapolated from the null label's to the label's before the
+        soft bound, as :meth:`Coupling._params <pairflow.flows.coupling.Coupling._params>`
+        does with its conditioner's."""
+        if isinstance(context, Guided):
+            return self._affine(context.apply(lambda c: self._conditioner(x, c)), x.dtype)
+        return self._affine(self._conditioner(x, context), x.dtype)
+
+    def _conditioner(self, x: Tensor, context: Tensor | None) -> Tensor:
+        """The transformer's output (B, N, 2F) in the data's precision."""
         with self._autocast(x.device):
             raw = self.net(x, context)
-        return self._affine(raw, x.dtype)
+        return raw.to(x.dtype)
 
     def _ordered(self, t: Tensor) -> Tensor:
         return t.flip(1) if self.reverse else t
@@ -362,26 +384,45 @@ class AutoregressiveBlock(Transform):
         z = (x - mu) * torch.exp(-alpha)
         return self._ordered(z), -alpha.sum(dim=(1, 2))
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | Guided | None = None) -> tuple[Tensor, Tensor]:
         z = self._ordered(z)
-        cache = self.net.new_cache()
+        batch = z.shape[0]
         tokens: list[Tensor] = []
-        total = z.new_zeros(z.shape[0])
+        total = z.new_zeros(batch)
         # One autocast region around all N steps, not one per step: autocast keeps the
         # weights it cast until its outermost region ends, so they are cast once, not N
         # times (at batch 1 in bf16 the casts took a fifth of sampling). The affine maths
         # steps out of it, into the data's precision.
         with self._autocast(z.device):
-            cond = self.net.condition(context)
+            # Under guidance, the label's pass and the null label's each keep their own
+            # context vector and cache: two batch-B steps per token, each exactly the
+            # unguided step (a doubled batch of 2B was slower, see BENCHMARKS.md).
+            if isinstance(context, Guided):
+                passes = context.map(lambda c: (self.net.condition(c), self.net.new_cache()))
+            else:
+                passes = (self.net.condition(context), self.net.new_cache())
             for k in range(z.shape[1]):
-                raw = self.net.step(tokens[-1] if tokens else None, k, cond, cache, z.shape[0])
+                raw = self._step(passes, tokens[-1] if tokens else None, k, batch, z.dtype)
                 with self._exact(z.device):
                     alpha, mu = self._affine(raw, z.dtype)
                     tokens.append(z[:, k : k + 1] * torch.exp(alpha) + mu)
                     total = total + alpha.sum(dim=(1, 2))
         return self._ordered(torch.cat(tokens, dim=1)), total
 
-    def inverse_uncached(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _step(self, passes, previous: Tensor | None, k: int, batch: int, dtype: torch.dtype):
+        """Token k's transformer output (B, 1, 2F) in ``dtype``, from the (context vector,
+        cache) of one pass, or of both under guidance, extrapolated by :meth:`Guided.mix`
+        (elementwise, which autocast leaves in ``dtype``)."""
+
+        def run(state: tuple[Tensor | None, KVCache]) -> Tensor:
+            cond, cache = state
+            return self.net.step(previous, k, cond, cache, batch).to(dtype)
+
+        return passes.apply(run) if isinstance(passes, Guided) else run(passes)
+
+    def inverse_uncached(
+        self, z: Tensor, context: Tensor | Guided | None = None
+    ) -> tuple[Tensor, Tensor]:
         """:meth:`inverse` without the cache: a full causal pass per token (N times the cost)."""
         z = self._ordered(z)
         n = z.shape[1]
