@@ -144,3 +144,31 @@ def test_a_fine_tune_with_label_dropout_from_a_model_without_it(
     assert "null label starts at the digits' average (embedding, prior)" in proc.stdout
     assert load_model(out)[0].guidable
     pairflow("sample", str(out), "--guidance", "2", "--n", "4", "--out", str(tmp_path / "s.png"))
+
+
+@pytest.mark.slow
+def test_a_tarflow_trained_with_label_dropout_samples_and_evaluates_with_guidance(
+    tiny_mnist_root, tmp_path
+):
+    from pairflow.app import core
+    from test_tarflow import train_args  # the tarflow end-to-end test's tiny sizes
+
+    run = tmp_path / "tarflow"
+    pairflow(*train_args(tiny_mnist_root, run, "--conditional", "--set", "label_dropout=0.2"))
+    assert core.load_model(str(run)).guidable  # the app shows its guidance slider
+    plain, zero, guided = tmp_path / "p.npz", tmp_path / "z.npz", tmp_path / "g.npz"
+    common = ["sample", str(run), "--pair", "37", "--n", "3", "--seed", "1"]
+    pairflow(*common, "--out", str(plain))
+    pairflow(*common, "--guidance", "0", "--out", str(zero))
+    proc = pairflow(*common, "--guidance", "1.5", "--out", str(guided))
+    assert "guidance 1.5" in proc.stdout
+    images = np.load(guided)["images"]
+    assert images.shape == (3, 28, 56) and np.load(guided)["labels"].tolist() == [37] * 3
+    assert np.array_equal(np.load(zero)["images"], np.load(plain)["images"])  # w = 0
+    assert not np.array_equal(images, np.load(plain)["images"])
+    out = tmp_path / "eval.json"
+    pairflow(
+        "evaluate", str(run), "--samples", "16", "--guidance", "1", "--num-pairs", "8",
+        "--data-dir", str(tiny_mnist_root), "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    assert json.loads(out.read_text())["samples"]["guidance"] == 1.0
