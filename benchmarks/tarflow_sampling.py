@@ -7,6 +7,12 @@ medians over rounds):
 
 - ``sample100`` / ``sample1``: ``flow.sample`` of 100 pairs / 1 pair, conditional
   (``--pair``-style labels, the preset's default ``conditioning="both"``), temperature 0.7;
+- ``sample100_guided`` / ``sample1_guided``: the same with classifier-free guidance, w = 1.5
+  (the preset with ``label_dropout=0.1``: one null label more, the same sizes); each token
+  step runs the transformer under the label and under the null label, each pass with its own
+  key-value cache. ``:doubled`` appended (``sample100_guided:fp32:doubled``) runs the two
+  passes instead as one batch of 2B with one cache, the other way to do it, timed in the
+  same rounds;
 - ``step_tarflow`` / ``step_multiscale``: the training loop's step (loss, backward, clipping,
   Adam) at batch 64, unconditional, for the two presets at their default sizes;
 - any of them with ``:fp32`` or ``:bf16`` appended runs in that precision instead of
@@ -28,6 +34,8 @@ Usage (from the repository root):
         sample100:bf16 step_tarflow step_tarflow:bf16   # both precisions, interleaved
     .venv/bin/python benchmarks/tarflow_sampling.py --threads 1 --candidates \
         step_tarflow:bf16:old step_tarflow:bf16 sample100:bf16:old sample100:bf16
+    .venv/bin/python benchmarks/tarflow_sampling.py --threads 1 --candidates sample100 \
+        sample100_guided sample100_guided:fp32:doubled   # guidance's cost, two ways
     .venv/bin/python benchmarks/tarflow_sampling.py --quick   # seconds: a smoke test
 """
 
@@ -45,6 +53,7 @@ import torch.nn.functional as F
 
 from machine import load, machine_info  # this script's folder is on sys.path
 from pairflow.flows import build_flow
+from pairflow.flows.guidance import Guided
 from pairflow.flows.tarflow import AutoregressiveBlock, CausalSelfAttention
 from pairflow.options import PRECISIONS
 from seed_step import FlowStep
@@ -55,18 +64,26 @@ def log(*parts) -> None:
 
 
 class Sample:
-    """``flow.sample`` of ``n`` pairs of a conditional tarflow with given labels."""
+    """``flow.sample`` of ``n`` pairs of a conditional tarflow with given labels, guided by
+    ``guidance`` (a flow with label dropout) or not (None)."""
 
-    def __init__(self, n: int, precision: str, overrides: dict):
+    def __init__(self, n: int, precision: str, overrides: dict, guidance: float | None = None):
         torch.manual_seed(0)
-        self.flow = build_flow("tarflow", conditional=True, precision=precision, **overrides)
+        dropout = {} if guidance is None else {"label_dropout": 0.1}
+        self.flow = build_flow(
+            "tarflow", conditional=True, precision=precision, **dropout, **overrides
+        )
         self.flow.eval()
         self.batch = n
+        self.guidance = guidance
         self.cond = torch.arange(n) % 100
         self.generator = torch.Generator().manual_seed(0)
 
     def __call__(self) -> None:
-        self.flow.sample((self.batch,), cond=self.cond, temperature=0.7, generator=self.generator)
+        self.flow.sample(
+            (self.batch,), cond=self.cond, temperature=0.7, generator=self.generator,
+            guidance=self.guidance,
+        )  # fmt: skip
 
 
 class Attention:
@@ -122,6 +139,34 @@ def inverse_per_token(self, z, context=None):
     return self._ordered(torch.cat(tokens, dim=1)), total
 
 
+def inverse_doubled(self, z, context=None):
+    """:meth:`AutoregressiveBlock.inverse` with guidance's two passes as one batch of 2B."""
+    if not isinstance(context, Guided):
+        return AutoregressiveBlock.inverse(self, z, context)
+    z = self._ordered(z)
+    b = z.shape[0]
+    cache = self.net.new_cache()
+    tokens = []
+    total = z.new_zeros(b)
+    with self._autocast(z.device):
+        cond = self.net.condition(torch.cat([context.cond, context.uncond]))
+        for k in range(z.shape[1]):
+            previous = tokens[-1].repeat(2, 1, 1) if tokens else None
+            raw = self.net.step(previous, k, cond, cache, 2 * b).to(z.dtype)
+            with self._exact(z.device):
+                alpha, mu = self._affine(context.mix(*raw.chunk(2)), z.dtype)
+                tokens.append(z[:, k : k + 1] * torch.exp(alpha) + mu)
+                total = total + alpha.sum(dim=(1, 2))
+    return self._ordered(torch.cat(tokens, dim=1)), total
+
+
+def doubled(flow) -> None:
+    """Guidance's two passes as one doubled batch in every block's cached inverse."""
+    for module in flow.modules():
+        if isinstance(module, AutoregressiveBlock):
+            module.inverse = types.MethodType(inverse_doubled, module)
+
+
 def old_bf16(flow) -> None:
     """bf16 as it was: the attention in autocast's precision, autocast entered per token."""
     for module in flow.modules():
@@ -162,12 +207,13 @@ def main() -> None:
         precision = precision or args.precision
         if precision not in PRECISIONS:
             parser.error(f"unknown precision {precision!r} in {name!r}")
-        if variant not in ("", "old"):
-            parser.error(f"unknown variant {variant!r} in {name!r} (only 'old')")
-        if kind == "sample100":
-            made[name] = Sample(100, precision, overrides)
-        elif kind == "sample1":
-            made[name] = Sample(1, precision, overrides)
+        if variant not in ("", "old", "doubled"):
+            parser.error(f"unknown variant {variant!r} in {name!r} (only 'old' or 'doubled')")
+        if variant == "doubled" and not kind.endswith("_guided"):
+            parser.error(f"{name!r}: only a guided candidate has a 'doubled' variant")
+        if kind in ("sample100", "sample1", "sample100_guided", "sample1_guided"):
+            n = 100 if kind.startswith("sample100") else 1
+            made[name] = Sample(n, precision, overrides, 1.5 if "_guided" in kind else None)
         elif kind == "step_tarflow":
             made[name] = FlowStep(64, precision, overrides, preset="tarflow")
         elif kind == "step_multiscale":
@@ -176,10 +222,12 @@ def main() -> None:
             made[name] = Attention(kind == "attention_masked", precision, overrides)
         else:
             parser.error(f"unknown candidate {name!r}")
-        if variant:
+        if variant == "old":
             if not hasattr(made[name], "flow"):
                 parser.error(f"{name!r}: only a flow's candidate has an 'old' variant")
             old_bf16(made[name].flow)
+        elif variant == "doubled":
+            doubled(made[name].flow)
     result = {
         "benchmark": "tarflow_sampling",
         "machine": machine_info(),
@@ -209,6 +257,8 @@ def main() -> None:
         }
         if hasattr(step, "flow"):
             out[name]["precision"] = step.flow.config.precision
+        if getattr(step, "guidance", None) is not None:
+            out[name]["guidance"] = step.guidance
         if name.startswith("step"):
             out[name]["steps_per_s"] = round(1 / t, 3)
     result["candidates"] = out
