@@ -396,7 +396,9 @@ class AutoregressiveBlock(Transform):
         with self._autocast(z.device):
             # Under guidance, the label's pass and the null label's each keep their own
             # context vector and cache: two batch-B steps per token, each exactly the
-            # unguided step (a doubled batch of 2B was slower, see BENCHMARKS.md).
+            # unguided step. One step on a doubled batch of 2B cost the same at batch 100
+            # (less at batch 1), but its matmuls round differently from batch B's, so w = 0
+            # and w = -1 were no longer the two models bit for bit (see BENCHMARKS.md).
             if isinstance(context, Guided):
                 passes = context.map(lambda c: (self.net.condition(c), self.net.new_cache()))
             else:
@@ -409,7 +411,14 @@ class AutoregressiveBlock(Transform):
                     total = total + alpha.sum(dim=(1, 2))
         return self._ordered(torch.cat(tokens, dim=1)), total
 
-    def _step(self, passes, previous: Tensor | None, k: int, batch: int, dtype: torch.dtype):
+    def _step(
+        self,
+        passes: Guided | tuple[Tensor | None, KVCache],
+        previous: Tensor | None,
+        k: int,
+        batch: int,
+        dtype: torch.dtype,
+    ) -> Tensor:
         """Token k's transformer output (B, 1, 2F) in ``dtype``, from the (context vector,
         cache) of one pass, or of both under guidance, extrapolated by :meth:`Guided.mix`
         (elementwise, which autocast leaves in ``dtype``)."""
