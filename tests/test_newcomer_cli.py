@@ -141,10 +141,12 @@ def test_evaluate_pretrained_writes_a_default_report_folder(tmp_path, tiny_mnist
     out = tmp_path / "runs" / "pretrained-seed"
     assert "no --out given: writing the evaluation to runs/pretrained-seed/" in proc.stderr
     data = json.loads((out / "eval_test.json").read_text())
-    assert data["samples"]["temperature"] == 0.7 and data["samples"]["num_samples"] == 16
+    # seed's own default temperature, chosen by its sweep (1.0; the global default is 0.7)
+    assert data["samples"]["temperature"] == 1.0 and data["samples"]["num_samples"] == 16
     assert (out / "report.md").is_file()
     help_text = " ".join(pairflow_in(tmp_path, "evaluate", "--help").stdout.split())
-    assert "default 0.7" in help_text and "runs/pretrained-NAME" in help_text
+    assert "the model's own where a sweep chose one, else 0.7" in help_text
+    assert "runs/pretrained-NAME" in help_text
 
 
 def test_evaluate_checkpoint_file_reports_beside_it(tmp_path, tiny_mnist_root):
@@ -263,7 +265,7 @@ def test_evaluate_prints_a_summary_line_before_the_json(tmp_path, tiny_mnist_roo
                        "--out", "ev")  # fmt: skip
     summary = [line for line in proc.stderr.splitlines() if line.startswith("seed: ")]
     assert len(summary) == 1, proc.stderr
-    assert "test bits/dim" in summary[0] and "16 samples at T=0.7: FD" in summary[0]
+    assert "test bits/dim" in summary[0] and "16 samples at T=1: FD" in summary[0]
     assert "%|" not in proc.stderr  # no bar when stderr is not a terminal
     json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])  # stdout stays JSON
 

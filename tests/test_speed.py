@@ -583,7 +583,10 @@ def test_speed_benchmark_times_every_family_against_its_precisions_ceiling(
         by_dtype = entry["gflop_by_dtype"]
         assert sum(by_dtype.values()) == pytest.approx(entry["gflop_per_step"], abs=0.02)
         main_dtype = "bfloat16" if precision == "bf16" else "float32"
-        assert by_dtype.get(main_dtype, 0) > 0.9 * entry["gflop_per_step"], (family, entry)
+        main = by_dtype.get(main_dtype, 0)
+        if family == "tarflow" and precision == "bf16":  # its attention runs in fp32 by design
+            main += sum(n for op, n in entry["gflop_by_op"].items() if "attention" in op)
+        assert main > 0.9 * entry["gflop_per_step"], (family, entry)
     for cond in (False, True):  # the override reached the model: wider conditioner outputs
         spline = train[("multiscale:coupling=spline", cond, "fp32")]["gflop_per_step"]
         assert spline > train[("multiscale", cond, "fp32")]["gflop_per_step"]

@@ -309,8 +309,8 @@ def _sample(
     if args.no_denoise and not denoises:
         raise UsageError("--no-denoise: this model was trained without noise; it has no step")
     if denoises:
-        state = "off (--no-denoise)" if args.no_denoise else "on (--no-denoise for raw samples)"
-        print(f"denoising: {state}: the model was trained with noise")
+        step = "off (--no-denoise)" if args.no_denoise else "on (--no-denoise for raw samples)"
+        print(f"denoising: {step}: the model was trained with noise")
 
     def chunks():
         """(offset, images (b, 1, H, W) uint8) a batch at a time: memory bounded by a batch."""
