@@ -1,0 +1,146 @@
+"""Test bits/dim against CPU-hours of training, for several runs on one figure.
+
+Each run is a run folder (its ``metrics.jsonl``) or a recipe's output folder (its stages'
+``stage-*/metrics.jsonl`` in order, one curve across the stages). A point is each test pass
+the training logged (the EMA weights where the run keeps an average); its x is the training
+time up to that pass. Wall-clock is converted to CPU time with ``--cpu-log`` where one was
+kept (lines ``UNIX_TIME PID TICKS recipes/NAME`` from sampling ``/proc/PID/stat`` during the
+runs, ``TICKS`` = utime + stime + cutime + cstime in clock ticks); without one, the wall-clock
+of a one-thread run stands for its CPU time (true when it had a core to itself).
+
+Prints one JSON object: per run, its points ``[cpu_hours, wall_hours, step, test_bpd, key]``
+and its last; with ``--plot FILE`` the curves on one figure.
+
+Usage (from the repository root):
+    .venv/bin/python benchmarks/bpd_per_cpu_hour.py runs/tarflow runs/multiscale-spline \\
+        --label tarflow "multiscale, spline" --plot bpd_per_cpu_hour.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+from pathlib import Path
+
+KEYS = ("test_bpd", "test_bpd_bound")
+
+
+def metrics_files(run: Path) -> list[Path]:
+    """The run's metrics files in training order: its own, or its recipe stages'."""
+    if (run / "metrics.jsonl").is_file():
+        return [run / "metrics.jsonl"]
+    stages = sorted(
+        (p for p in run.glob("stage-*") if (p / "metrics.jsonl").is_file()),
+        key=lambda p: int(p.name.split("-")[1]),
+    )
+    if not stages:
+        raise SystemExit(f"{run}: no metrics.jsonl, and no stage-*/metrics.jsonl of a recipe")
+    return [p / "metrics.jsonl" for p in stages]
+
+
+def cpu_clock(log: Path, name: str):
+    """wall time -> CPU seconds of the processes logged under ``name`` (None: not logged)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    samples: dict[str, list[tuple[float, float]]] = {}
+    for line in log.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[1].isdigit() and parts[3].endswith("/" + name):
+            samples.setdefault(parts[1], []).append((float(parts[0]), float(parts[2]) / tick))
+    if not samples:
+        return None
+    # One process after another (a resumed run is a new one): CPU time adds up across them.
+    spans, offset = [], 0.0
+    for points in sorted(samples.values(), key=lambda p: p[0][0]):
+        spans.append([(t, offset + cpu) for t, cpu in points])
+        offset += points[-1][1]
+    flat = [p for span in spans for p in span]
+    times = [t for t, _ in flat]
+
+    def at(wall: float) -> float:
+        i = bisect.bisect_left(times, wall)
+        if i == 0:
+            return flat[0][1]
+        if i == len(flat):
+            return flat[-1][1]
+        (t0, c0), (t1, c1) = flat[i - 1], flat[i]
+        return c0 + (c1 - c0) * (wall - t0) / (t1 - t0) if t1 > t0 else c1
+
+    return at
+
+
+def curve(run: Path, cpu_at) -> list[list]:
+    """[cpu_hours, wall_hours, step, bpd, key] for each test pass, the stages one after another."""
+    points, wall_offset, step_offset = [], 0.0, 0
+    for path in metrics_files(run):
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        timed = [r for r in records if "time" in r]
+        if not timed:
+            continue
+        # The stage started when its folder got its config.json, before its first logged step.
+        config = path.parent / "config.json"
+        start = min([r["time"] for r in timed] + ([config.stat().st_mtime] if config.is_file()
+                                                   else []))  # fmt: skip
+        last_step = 0
+        for r in records:
+            key = next((k for k in KEYS if k in r), None)
+            if r.get("type") != "test" or key is None:
+                continue
+            if r.get("start") and points:  # a stage's step-0 test repeats the last stage's end
+                continue
+            wall = wall_offset + (r["time"] - start)
+            # The log's CPU seconds count from the start of the process(es) that trained it.
+            cpu = cpu_at(r["time"]) if cpu_at else wall
+            points.append([cpu / 3600, wall / 3600, step_offset + r["step"], r[key], key])
+            last_step = r["step"]
+        wall_offset += max(r["time"] for r in timed) - start
+        step_offset += last_step
+    return points
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--label", nargs="+", default=None, help="a label per run")
+    parser.add_argument("--cpu-log", type=Path, default=None)
+    parser.add_argument("--plot", default=None)
+    parser.add_argument("--title", default="MNIST pairs: test bits/dim per CPU-hour")
+    args = parser.parse_args()
+    labels = args.label or [p.name for p in args.runs]
+    if len(labels) != len(args.runs):
+        parser.error(f"{len(args.runs)} runs but {len(labels)} labels")
+    result = {}
+    for run, label in zip(args.runs, labels, strict=True):
+        cpu_at = cpu_clock(args.cpu_log, run.name) if args.cpu_log else None
+        points = curve(run, cpu_at)
+        result[label] = {
+            "run": str(run),
+            "cpu_time_from": "cpu log" if cpu_at else "wall-clock (one thread)",
+            "points": [[round(a, 4), round(b, 4), s, round(v, 4), k] for a, b, s, v, k in points],
+            "last": points[-1][:4] if points else None,
+        }
+    print(json.dumps(result, indent=1))
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for label, entry in result.items():
+            pts = entry["points"]
+            ax.plot([p[0] for p in pts], [p[3] for p in pts], marker=".", label=label)
+        right = max(p[0] for e in result.values() for p in e["points"]) if result else 1.0
+        for name, value in (("Glow 1.05 (MNIST)", 1.05), ("Residual Flows 0.97", 0.97)):
+            ax.axhline(value, color="grey", linestyle=":", linewidth=1)
+            ax.text(right, value, name, fontsize=7, va="bottom", ha="right", color="grey")
+        ax.set(xlabel="CPU-hours of training", ylabel="test bits/dim", title=args.title)
+        ax.set_ylim(top=min(1.6, ax.get_ylim()[1]))
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

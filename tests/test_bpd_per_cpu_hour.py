@@ -1,0 +1,63 @@
+"""benchmarks/bpd_per_cpu_hour.py: test bits/dim against training CPU-hours, the stages of a
+recipe one after another, wall-clock turned into CPU time by a log of /proc samples."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bpd_per_cpu_hour.py"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stage(folder: Path, start: float, records: list[dict]) -> None:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    os.utime(folder / "config.json", (start, start))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _run(*args) -> dict:
+    proc = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_a_recipes_stages_make_one_curve_in_cpu_hours(tmp_path):
+    t0 = 1_000_000.0
+    run = tmp_path / "spline"
+    _stage(run / "stage-1-pretrain", t0, [
+        {"type": "train", "step": 50, "bpd": 2.0, "time": t0 + 600},
+        {"type": "test", "step": 100, "test_bpd": 1.5, "time": t0 + 3600},
+    ])  # fmt: skip
+    _stage(run / "stage-2-vd", t0 + 3700, [
+        {"type": "test", "step": 0, "start": True, "test_bpd_bound": 1.9, "time": t0 + 3800},
+        {"type": "test", "step": 60, "test_bpd_bound": 1.2, "time": t0 + 7300},
+    ])  # fmt: skip
+    # One process ran both stages at half a core: CPU seconds grow at half the wall's pace.
+    log = tmp_path / "cpu.txt"
+    log.write_text("".join(
+        f"{t0 + s} 4242 {int(s / 2 * TICK)} recipes/spline\n{t0 + s} load 2.0 2.0 2.0\n"
+        for s in range(0, 7400, 100)
+    ))  # fmt: skip
+    result = _run(run, "--label", "spline", "--cpu-log", log)["spline"]
+    assert result["cpu_time_from"] == "cpu log"
+    # The step-0 test of stage 2 repeats stage 1's end: left out; steps add up across stages.
+    (c1, w1, s1, b1, k1), (c2, w2, s2, b2, k2) = result["points"]
+    assert (s1, b1, k1) == (100, 1.5, "test_bpd") and (s2, b2, k2) == (160, 1.2, "test_bpd_bound")
+    assert abs(w1 - 1.0) < 1e-3 and abs(w2 - (1.0 + 3600 / 3600)) < 1e-3  # gaps are not counted
+    assert abs(c1 - 0.5) < 1e-3 and abs(c2 - 7300 / 2 / 3600) < 1e-3  # the log's CPU seconds
+    # Without a log, a one-thread run's wall-clock stands for its CPU time.
+    plain = _run(run, "--label", "spline")["spline"]
+    assert plain["cpu_time_from"].startswith("wall-clock")
+    assert [p[0] for p in plain["points"]] == [p[1] for p in plain["points"]]
+
+
+def test_runs_and_labels_must_pair_up(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--label", "a", "b"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and "1 runs but 2 labels" in proc.stderr
