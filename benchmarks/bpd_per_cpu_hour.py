@@ -4,8 +4,9 @@ Each run is a run folder (its ``metrics.jsonl``) or a recipe's output folder (it
 ``stage-*/metrics.jsonl`` in order, one curve across the stages). A point is each test pass
 the training logged (the EMA weights where the run keeps an average); its x is the training
 time up to that pass. Wall-clock is converted to CPU time with ``--cpu-log`` where one was
-kept (lines ``UNIX_TIME PID TICKS recipes/NAME`` from sampling ``/proc/PID/stat`` during the
-runs, ``TICKS`` = utime + stime + cutime + cstime in clock ticks); without one, the wall-clock
+kept (``benchmarks/cpu_log.sh`` beside the runs: lines ``UNIX_TIME PID TICKS recipes/NAME``
+from ``/proc/PID/stat``, ``TICKS`` = utime + stime + cutime + cstime in clock ticks; a run
+folder is matched to its recipe by name); without one, the wall-clock
 of a one-thread run stands for its CPU time (true when it had a core to itself).
 
 Prints one JSON object: per run, its points ``[cpu_hours, wall_hours, step, test_bpd, key]``
