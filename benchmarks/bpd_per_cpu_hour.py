@@ -5,8 +5,8 @@ Each run is a run folder (its ``metrics.jsonl``) or a recipe's output folder (it
 the training logged (the EMA weights where the run keeps an average); its x is the training
 time up to that pass. Wall-clock is converted to CPU time with ``--cpu-log`` where one was
 kept (``benchmarks/cpu_log.sh`` beside the runs: lines ``UNIX_TIME PID TICKS recipes/NAME``
-from ``/proc/PID/stat``, ``TICKS`` = utime + stime + cutime + cstime in clock ticks; a run
-folder is matched to its recipe by name); without one, the wall-clock
+from ``/proc/PID/stat``, ``TICKS`` = utime + stime in clock ticks, summed over the run's
+processes; a run folder is matched to its recipe by name); without one, the wall-clock
 of a one-thread run stands for its CPU time (true when it had a core to itself).
 
 Prints one JSON object: per run, its points ``[cpu_hours, wall_hours, step, test_bpd, key]``
@@ -51,24 +51,22 @@ def cpu_clock(log: Path, name: str):
             samples.setdefault(parts[1], []).append((float(parts[0]), float(parts[2]) / tick))
     if not samples:
         return None
-    # One process after another (a resumed run is a new one): CPU time adds up across them.
-    spans, offset = [], 0.0
-    for points in sorted(samples.values(), key=lambda p: p[0][0]):
-        spans.append([(t, offset + cpu) for t, cpu in points])
-        offset += points[-1][1]
-    flat = [p for span in spans for p in span]
-    times = [t for t, _ in flat]
+    series = [sorted(points) for points in samples.values()]
 
-    def at(wall: float) -> float:
-        i = bisect.bisect_left(times, wall)
+    def one(points: list[tuple[float, float]], wall: float) -> float:
+        """A process's CPU seconds at ``wall``: 0 before it was seen, held after its end."""
+        times = [t for t, _ in points]
+        i = bisect.bisect_right(times, wall)
         if i == 0:
-            return flat[0][1]
-        if i == len(flat):
-            return flat[-1][1]
-        (t0, c0), (t1, c1) = flat[i - 1], flat[i]
-        return c0 + (c1 - c0) * (wall - t0) / (t1 - t0) if t1 > t0 else c1
+            return 0.0
+        if i == len(points):
+            return points[-1][1]
+        (t0, c0), (t1, c1) = points[i - 1], points[i]
+        return c0 + (c1 - c0) * (wall - t0) / (t1 - t0)
 
-    return at
+    # Processes one after another (a resumed run is a new one) or side by side (ranks): the
+    # run's CPU time is the sum of theirs.
+    return lambda wall: sum(one(points, wall) for points in series)
 
 
 def curve(run: Path, cpu_at) -> list[list]:

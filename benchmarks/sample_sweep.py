@@ -36,15 +36,19 @@ from machine import load, machine_info  # this script's folder is on sys.path
 from pairflow.data import resolve_root
 from pairflow.evaluation.samples import sample_metrics
 from pairflow.loading import load_trained
+from pairflow.models import has_label_mixture, has_label_prior
 
 MODES = ("unconditional", "given-label", "label-free")
 
 
 def modes_of(model, config: dict, asked: list[str] | None) -> list[str]:
-    """The sampling modes the model takes (those of ``asked`` only, if given)."""
+    """The sampling modes the model takes, as ``pairflow evaluate`` samples it (those of
+    ``asked`` only, if given): a class mixture only label-free, without labels."""
     if not config.get("conditional", False):
         own = ["unconditional"]
-    elif hasattr(model, "sample_labels"):
+    elif has_label_mixture(model):
+        own = ["label-free"]
+    elif has_label_prior(model):
         own = ["given-label", "label-free"]
     else:
         own = ["given-label"]
@@ -57,15 +61,19 @@ def sweep_model(name: str, args, root: Path, work: Path) -> list[dict]:
     config = checkpoint["model_config"]
     dataset = (checkpoint.get("train_config") or {}).get("dataset") or "mnist"
     guided = float(config.get("label_dropout", 0.0) or 0.0) > 0
+    mixture = has_label_mixture(model)
+    modes = modes_of(model, config, args.modes)
+    if not modes:
+        raise SystemExit(f"sample_sweep.py: {name} takes none of --modes {' '.join(args.modes)}")
     rows = []
-    for mode in modes_of(model, config, args.modes):
+    for mode in modes:
         weights = [None] + (args.guidance if guided and mode == "given-label" else [])
         for temperature in args.temperatures:
             for guidance in weights:
                 start = time.perf_counter()
                 result = sample_metrics(
                     model,
-                    mode != "unconditional",
+                    mode != "unconditional" and not mixture,  # a mixture: no labels
                     args.samples,
                     root,
                     work / "grid.png",

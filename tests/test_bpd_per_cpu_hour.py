@@ -61,3 +61,21 @@ def test_runs_and_labels_must_pair_up(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--label", "a", "b"],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 2 and "1 runs but 2 labels" in proc.stderr
+
+
+def test_processes_side_by_side_or_one_after_another_add_up(tmp_path):
+    t0 = 2_000_000.0
+    run = tmp_path / "ranks"
+    _stage(run, t0, [{"type": "test", "step": 10, "test_bpd": 1.3, "time": t0 + 1800},
+                     {"type": "test", "step": 20, "test_bpd": 1.2, "time": t0 + 5400}])  # fmt: skip
+    # Two processes on a core each for the first hour, then a third (a resume) alone.
+    lines = []
+    for s in range(0, 3601, 60):
+        lines += [f"{t0 + s} 11 {s * TICK} recipes/ranks", f"{t0 + s} 12 {s * TICK} recipes/ranks"]
+    for s in range(3600, 7201, 60):
+        lines.append(f"{t0 + s} 13 {(s - 3600) * TICK} recipes/ranks")
+    log = tmp_path / "cpu.txt"
+    log.write_text("\n".join(lines) + "\n")
+    points = _run(run, "--label", "ranks", "--cpu-log", log)["ranks"]["points"]
+    assert abs(points[0][0] - 1.0) < 1e-3  # 1,800 s on each of two processes: one CPU-hour
+    assert abs(points[1][0] - 2.5) < 1e-3  # 2 CPU-hours, then 1,800 s of the third

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pairflow.options import default_temperature
 from pairflow.pretrained import (
     CARDS_DIR,
     NOT_MEASURED,
@@ -59,6 +60,9 @@ def test_a_card_holds_what_a_card_must(name):
     for figure in card["likelihood"]:
         assert "exact" in figure["kind"] or "bound" in figure["kind"], figure
         assert figure["source"].startswith("BENCHMARKS.md")
+    if card["samples"]:  # the first row, shown by --list-pretrained: its default temperature
+        chosen = card["index"].get("temperature")
+        assert card["samples"][0]["temperature"] == default_temperature(False, chosen), name
     for row in card["samples"]:
         assert row["source"].startswith("BENCHMARKS.md")
         if not card["index"]["conditional"]:

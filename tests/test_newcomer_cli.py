@@ -214,7 +214,6 @@ def test_demo_end_to_end_tiny(tmp_path, tiny_mnist_root):
         assert f"runs/demo/{name}" in proc.stdout  # listed where the demo says what it wrote
     with Image.open(out / "demo.png") as img:
         assert img.format == "PNG" and img.width > 1000
-    assert "each at its default temperature" in proc.stdout
 
 
 def test_the_demo_draws_each_shipped_model_at_its_own_default_temperature():

@@ -205,7 +205,8 @@ def _temperatures(meta: dict) -> str:
 
 def card_line(name: str) -> str:
     """One line on shipped model ``name`` for ``pairflow sample --list-pretrained``: dataset,
-    preset, conditioning, CPU-hours, its best-known FD and its test bits/dim (last).
+    preset, conditioning, CPU-hours, the FD at its default temperature (its card's first
+    sample row) and its test bits/dim (last).
 
     Example:
         >>> card_line("multiscale").split()[:4]

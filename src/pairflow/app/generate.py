@@ -39,7 +39,7 @@ def generate(
     loaded: LoadedModel,
     pair: str | int | None = "any",
     count: int = 16,
-    temperature: float = 0.7,
+    temperature: float | None = None,
     seed: int = 0,
     guidance: float | None = None,
 ) -> tuple[Tensor, Tensor | None]:
@@ -50,7 +50,9 @@ def generate(
         pair: ``"37"`` (conditional models), or ``"any"``: a label per image drawn from p(y)
             (conditional models) or no label (unconditional ones).
         count: 1..MAX_COUNT images.
-        temperature: scale of the latent's standard deviation (> 0).
+        temperature: scale of the latent's standard deviation (> 0); None: the model's
+            default for this pair, as ``pairflow sample`` takes it
+            (:func:`default_temperature_for`).
         seed: seeds the latents (and the random labels of ``"any"``).
         guidance: classifier-free guidance weight (models trained with label dropout,
             :attr:`LoadedModel.guidable`; -1..5), as ``pairflow sample --guidance``; None: off.
@@ -60,6 +62,8 @@ def generate(
         (N, 1, 28, 56) for MNIST pairs, (N, 3, 32, 64) (R, G, B) for CIFAR-10 pairs.
     """
     label = parse_pair(pair, loaded.conditional, loaded.layout)
+    if temperature is None:
+        temperature = default_temperature_for(loaded, pair)
     n, t, s = check_count(count), check_temperature(temperature), check_seed(seed)
     if guidance is not None:
         if not loaded.guidable:

@@ -343,7 +343,8 @@ def _sample(
         raise
     if args.temperature is None:
         why = ", the label-free default" if label_free else ", the default"
-        if state.get("sampling_temperatures"):
+        chosen = state.get("sampling_temperatures") or {}
+        if chosen.get("label_free" if label_free else "default") is not None:
             why += " of this model"
     else:
         why = ""

@@ -159,9 +159,9 @@ class CausalSelfAttention(nn.Module):
     (about 1e-7 there).
 
     Attributes:
-        upcast_attention: compute the attention in float32 under autocast (the default);
-            False leaves it in autocast's precision (kept to time the two against each
-            other).
+        upcast_attention: compute the attention in float32 under autocast on the CPU (the
+            default; on CUDA it stays in autocast's precision); False leaves it in autocast's
+            precision everywhere (kept to time the two against each other).
     """
 
     upcast_attention = True
@@ -180,7 +180,10 @@ class CausalSelfAttention(nn.Module):
             raise ValueError("a cached step reads one token at a time")
         qkv = self.qkv(h).view(b, length, 3, self.heads, width // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, d)
-        if self.upcast_attention and q.dtype in (torch.bfloat16, torch.float16):
+        # On the CPU only: measured there (the CPU kernel's bf16 backward is the slow part);
+        # on CUDA a bf16 flash attention is the fast path and stays.
+        upcast = self.upcast_attention and h.device.type == "cpu"
+        if upcast and q.dtype in (torch.bfloat16, torch.float16):
             with torch.autocast(h.device.type, enabled=False):
                 a = self._attend(q.float(), k.float(), v.float(), cache).to(q.dtype)
         else:
