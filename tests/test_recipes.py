@@ -34,7 +34,9 @@ TINY_RUN = [
 TINY_MODEL = {
     "seed": ["--set", "hidden_features=16"],
     "multiscale": ["--set", "hidden_channels=8", "--set", "num_blocks=1"],
-}
+    "tarflow": ["--set", "tar_width=16", "--set", "tar_heads=2", "--set", "tar_layers=1",
+                "--set", "tar_blocks=2"],
+}  # fmt: skip
 
 
 def recipe_args(name: str, out: Path, root: Path, *extra: str) -> list[str]:
