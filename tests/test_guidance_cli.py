@@ -55,13 +55,19 @@ def test_label_dropout_trains_a_null_label_that_never_reaches_p_y(guided_run, ti
     torch.testing.assert_close(probs.double(), counts.flatten().double() / counts.sum())
 
 
-def test_sample_with_guidance_zero_is_the_conditional_model(guided_run, tmp_path):
+def _sample_unguided_at_zero_and_guided(run, pair: str, tmp_path):
+    """The same 3 samples per pair of ``run`` without guidance, at w = 0 and at w = 1.5."""
     plain, zero, guided = tmp_path / "p.npz", tmp_path / "z.npz", tmp_path / "g.npz"
-    common = ["sample", str(guided_run), "--pair", "37,05", "--n", "3", "--seed", "1"]
+    common = ["sample", str(run), "--pair", pair, "--n", "3", "--seed", "1"]
     pairflow(*common, "--out", str(plain))
     pairflow(*common, "--guidance", "0", "--out", str(zero))
     proc = pairflow(*common, "--guidance", "1.5", "--out", str(guided))
     assert "guidance 1.5" in proc.stdout
+    return plain, zero, guided
+
+
+def test_sample_with_guidance_zero_is_the_conditional_model(guided_run, tmp_path):
+    plain, zero, guided = _sample_unguided_at_zero_and_guided(guided_run, "37,05", tmp_path)
     assert np.array_equal(np.load(zero)["images"], np.load(plain)["images"])
     assert np.load(guided)["labels"].tolist() == [37] * 3 + [5] * 3
     assert not np.array_equal(np.load(guided)["images"], np.load(plain)["images"])
@@ -156,12 +162,7 @@ def test_a_tarflow_trained_with_label_dropout_samples_and_evaluates_with_guidanc
     run = tmp_path / "tarflow"
     pairflow(*train_args(tiny_mnist_root, run, "--conditional", "--set", "label_dropout=0.2"))
     assert core.load_model(str(run)).guidable  # the app shows its guidance slider
-    plain, zero, guided = tmp_path / "p.npz", tmp_path / "z.npz", tmp_path / "g.npz"
-    common = ["sample", str(run), "--pair", "37", "--n", "3", "--seed", "1"]
-    pairflow(*common, "--out", str(plain))
-    pairflow(*common, "--guidance", "0", "--out", str(zero))
-    proc = pairflow(*common, "--guidance", "1.5", "--out", str(guided))
-    assert "guidance 1.5" in proc.stdout
+    plain, zero, guided = _sample_unguided_at_zero_and_guided(run, "37", tmp_path)
     images = np.load(guided)["images"]
     assert images.shape == (3, 28, 56) and np.load(guided)["labels"].tolist() == [37] * 3
     assert np.array_equal(np.load(zero)["images"], np.load(plain)["images"])  # w = 0

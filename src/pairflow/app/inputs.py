@@ -100,28 +100,25 @@ def check_count(count: Any) -> int:
     return n
 
 
+def _in_range(name: str, value: Any, lo: float, hi: float) -> float:
+    """``value`` as a finite float in [lo, hi], refused (not clamped) outside it."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and lo <= number <= hi):
+        raise AppInputError(f"{name} {value!r}: give a number from {lo:g} to {hi:g}")
+    return number
+
+
 def check_temperature(temperature: Any) -> float:
     """A temperature in :data:`TEMPERATURE_RANGE`, refused (not clamped) outside it."""
-    lo, hi = TEMPERATURE_RANGE
-    try:
-        t = float(temperature)
-    except (TypeError, ValueError):
-        t = math.nan
-    if not (math.isfinite(t) and lo <= t <= hi):
-        raise AppInputError(f"temperature {temperature!r}: give a number from {lo} to {hi}")
-    return t
+    return _in_range("temperature", temperature, *TEMPERATURE_RANGE)
 
 
 def check_guidance(guidance: Any) -> float:
     """A guidance weight in :data:`GUIDANCE_RANGE`, refused (not clamped) outside it."""
-    lo, hi = GUIDANCE_RANGE
-    try:
-        w = float(guidance)
-    except (TypeError, ValueError):
-        w = math.nan
-    if not (math.isfinite(w) and lo <= w <= hi):
-        raise AppInputError(f"guidance {guidance!r}: give a number from {lo:g} to {hi:g}")
-    return w
+    return _in_range("guidance", guidance, *GUIDANCE_RANGE)
 
 
 def check_seed(seed: Any) -> int:
