@@ -37,7 +37,7 @@ def metrics_files(run: Path) -> list[Path]:
         key=lambda p: int(p.name.split("-")[1]),
     )
     if not stages:
-        raise SystemExit(f"{run}: no metrics.jsonl, and no stage-*/metrics.jsonl of a recipe")
+        raise ValueError(f"{run}: no metrics.jsonl, and no stage-*/metrics.jsonl of a recipe")
     return [p / "metrics.jsonl" for p in stages]
 
 
@@ -109,6 +109,13 @@ def main() -> None:
     labels = args.label or [p.name for p in args.runs]
     if len(labels) != len(args.runs):
         parser.error(f"{len(args.runs)} runs but {len(labels)} labels")
+    if args.cpu_log is not None and not args.cpu_log.is_file():
+        parser.error(f"--cpu-log {args.cpu_log}: no such file")
+    for run in args.runs:  # every run readable before any is read
+        try:
+            metrics_files(run)
+        except ValueError as err:
+            parser.error(str(err))
     result = {}
     for run, label in zip(args.runs, labels, strict=True):
         cpu_at = cpu_clock(args.cpu_log, run.name) if args.cpu_log else None

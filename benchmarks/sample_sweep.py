@@ -64,7 +64,7 @@ def sweep_model(name: str, args, root: Path, work: Path) -> list[dict]:
     mixture = has_label_mixture(model)
     modes = modes_of(model, config, args.modes)
     if not modes:
-        raise SystemExit(f"sample_sweep.py: {name} takes none of --modes {' '.join(args.modes)}")
+        raise ValueError(f"{name} takes none of --modes {' '.join(args.modes)}")
     rows = []
     for mode in modes:
         weights = [None] + (args.guidance if guided and mode == "given-label" else [])
@@ -159,7 +159,10 @@ def main() -> None:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            rows += sweep_model(name, args, root, Path(tmp))
+            try:
+                rows += sweep_model(name, args, root, Path(tmp))
+            except ValueError as err:  # an unknown model, a mode it lacks, missing data
+                parser.error(str(err))
     result = {
         "machine": machine_info(),
         "load_start": start_load,

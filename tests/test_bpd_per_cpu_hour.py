@@ -79,3 +79,11 @@ def test_processes_side_by_side_or_one_after_another_add_up(tmp_path):
     points = _run(run, "--label", "ranks", "--cpu-log", log)["ranks"]["points"]
     assert abs(points[0][0] - 1.0) < 1e-3  # 1,800 s on each of two processes: one CPU-hour
     assert abs(points[1][0] - 2.5) < 1e-3  # 2 CPU-hours, then 1,800 s of the third
+
+
+def test_a_missing_run_or_cpu_log_is_refused_before_any_work(tmp_path):
+    for args in ([tmp_path / "no-run"], [tmp_path, "--cpu-log", tmp_path / "no-log.txt"]):
+        proc = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "no metrics.jsonl" in proc.stderr or "--cpu-log" in proc.stderr
