@@ -157,11 +157,12 @@ def _figure(args, root: Path, out: Path, summary: dict, how: str, base, minutes:
     run_dir = out / "train"
     model = pairflow.load(run_dir / "last.pt")  # at the precision that is fast here
     # The run at its base's temperature: the same latents and temperature as that panel.
-    images = _draw(model, torch, False, _temperature(shipped[base] if base else {}))
+    run_temperature = _temperature(shipped[base] if base else {})
+    images = _draw(model, torch, False, run_temperature)
     same = "; the same latents as the shipped panel of its preset" if base else ""
     caption = run_caption(how, steps, args.minutes, minutes, root) + (
         f"; test bits/dim {_run_bpd_text(summary)} on {args.test_pairs:,} test pairs"
-        f"{start_end_text(summary)}{same}"
+        f"{start_end_text(summary)}{same}; T = {run_temperature:g}"
     )
     panels.append(
         ("this demo's run", caption, save_grid(images, out / "demo_run_samples.png", nrow=8))
@@ -345,7 +346,7 @@ def demo_figure(panels: list[tuple[str, str, Path]], path: Path) -> Path:
             va="top",
             fontsize=8,
         )
-    fig.suptitle(f"MNIST digit pairs sampled at temperature {TEMPERATURE}", fontsize=12)
+    fig.suptitle("MNIST digit pairs, each model at its default temperature T", fontsize=12)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
