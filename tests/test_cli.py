@@ -108,6 +108,7 @@ def test_evaluate_prints_and_writes_json(trained_run, tiny_mnist_root):
         (["sample", "--pretrained", "nonsense"], "unknown pretrained model 'nonsense'"),
         (["train", "--preset", "resnet"], "unknown preset 'resnet'; valid presets: seed"),
         (["train", "--precision", "fp8"], "unknown precision 'fp8'"),
+        (["train", "--test-every", "0"], "test_every must be a positive integer, got 0"),
         (["train", "--config", "/no/such.toml"], "does not exist"),
         (["evaluate", "RUN", "--split", "val"], "unknown --split 'val'"),
     ],

@@ -403,3 +403,32 @@ def test_a_budget_spent_in_an_epochs_test_stops_there(tiny_mnist_root, tmp_path,
     assert summary["stopped"] == "time_budget" and summary["step"] == 4  # one epoch of 4 steps
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert [r["step"] for r in records if r["type"] == "test"] == [4]
+
+
+def test_test_every_adds_tests_within_epochs_and_leaves_training_as_it_was(
+    tiny_mnist_root, tmp_path
+):
+    plain = tiny_config(tiny_mnist_root, tmp_path / "a", "multiscale")
+    train(plain, progress=False)
+    tested = tiny_config(tiny_mnist_root, tmp_path / "b", "multiscale", test_every=3)
+    train(tested, progress=False)
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    # 4 steps an epoch: a test at steps 3 and 6 within the epochs, 4 and 8 at their ends.
+    assert [r["step"] for r in records if r["type"] == "test"] == [3, 4, 6, 8]
+    assert sorted(p.name for p in (tmp_path / "b" / "samples").iterdir()) == [
+        "epoch_001.png",
+        "epoch_002.png",
+        "step_000003.png",
+        "step_000006.png",
+    ]
+    # The tests draw nothing from the training's random streams: the same weights either way.
+    a = load_checkpoint(tmp_path / "a" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert b["step"] == 8 and b["batch_in_epoch"] == 0
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_test_every_must_be_a_positive_number_of_steps(tiny_mnist_root, tmp_path):
+    with pytest.raises(ValueError, match="test_every must be a positive integer, got 0"):
+        tiny_config(tiny_mnist_root, tmp_path / "run", test_every=0).validate()

@@ -59,6 +59,12 @@ _FLAGS = {
     "sample_n": dict(type=int, help="samples in each epoch's grid (default 64)"),
     "sample_temperature": dict(type=float, help="temperature of those samples (default 0.7)"),
     "log_every": dict(type=int, help="steps between logged train metrics (default 20)"),
+    "test_every": dict(
+        type=int,
+        metavar="STEPS",
+        help="also test (and checkpoint) every STEPS steps within an epoch, for bits/dim "
+        "curves finer than one point per epoch (default: at each epoch's end only)",
+    ),
     "ema_decay": dict(
         type=float,
         help="keep an exponential moving average of the weights with this decay (e.g. 0.999) "
@@ -160,7 +166,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 RESUMABLE = (
     "epochs", "max_steps", "time_budget", "warmup_steps", "schedule", "grad_clip", "data_dir",
     "out", "device", "threads", "compile", "sample_n", "sample_temperature", "log_every",
-    "max_nonfinite", "tensorboard",
+    "test_every", "max_nonfinite", "tensorboard",
 )  # fmt: skip
 
 

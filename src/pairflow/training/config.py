@@ -62,6 +62,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     num_pairs: int | None = None  # training pairs per epoch; default: 60,000
     test_pairs: int | None = None  # fixed test pairs evaluated each epoch; default: 10,000
+    test_every: int | None = None  # also test every this many steps within an epoch (curves)
     data_dir: str | None = None
     dataset: str = DEFAULT_DATASET  # options.DatasetName: mnist, fashion-mnist or cifar10
     layout: str = DEFAULT_LAYOUT  # pair: two images side by side (label 10a+b); single: one
@@ -105,7 +106,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("max_steps", "num_pairs", "test_pairs", "threads"):
+        for name in ("max_steps", "num_pairs", "test_pairs", "test_every", "threads"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

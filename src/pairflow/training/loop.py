@@ -125,6 +125,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                         stopped = "time_budget"
                     if stopped != "epochs":
                         break
+                    if (
+                        config.test_every
+                        and run.step % config.test_every == 0
+                        and run.batch_in_epoch < len(run.loader)  # else the epoch's end tests
+                    ):
+                        end_of_epoch(run, complete=False)  # a test within the epoch
+                        run.model.train()
                 if bar is not None:
                     bar.close()
                 # A stop at the epoch's last batch completes it: a resume starts the next
