@@ -87,3 +87,21 @@ def test_a_missing_run_or_cpu_log_is_refused_before_any_work(tmp_path):
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert "no metrics.jsonl" in proc.stderr or "--cpu-log" in proc.stderr
+
+
+def test_every_curve_recipe_trains_30_minutes_on_one_thread_its_family_from_scratch():
+    from pairflow.training import TrainConfig
+    from pairflow.training.recipe import load_recipe
+
+    curves = sorted((SCRIPT.parent / "recipes").glob("curve-*.toml"))
+    families = set()
+    for path in curves:
+        (stage,) = load_recipe(path).stages
+        config = TrainConfig.from_dict(stage.settings).validate()
+        assert stage.init_from is None and config.threads == 1, path.name
+        assert (config.time_budget, config.test_every, config.test_pairs) == (30.0, 300, 2000)
+        families.add((config.preset, config.model_overrides.get("coupling"), config.conditional))
+    # Each a family of its own: the affine and spline multi-scale flows, Glow and the
+    # transformer flow given the label; without it, affine multi-scale and Glow (the spline
+    # flow's and the transformer flow's own recipes give theirs).
+    assert len(families) == len(curves) == 6
