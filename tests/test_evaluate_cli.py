@@ -261,6 +261,8 @@ def test_compare_two_runs(evaluated, tmp_path):
         (["compare", "RUN", "RUN", "--names", "a", "--out", "OUT"], "--names gives 1 names"),
         (["evaluate", "RUN", "--samples", "-1"], "--samples must be a number of samples >= 1"),
         (["evaluate", "RUN", "--samples", "8", "--temperature", "0"], "--temperature must be"),
+        (["evaluate", "RUN", "--labels", "prior"], "--labels prior chooses the labels of the sa"),
+        (["evaluate", "RUN", "--samples", "8", "--labels", "prior"], "is unconditional (its sa"),
     ],
 )
 def test_bad_arguments_exit_2(evaluated, tmp_path, args, message):

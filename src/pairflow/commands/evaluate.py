@@ -190,6 +190,11 @@ def run(args: argparse.Namespace) -> int:
     from pairflow.progress import bars
 
     model, state, source = load_model_from_args(args)
+    if args.labels == "prior" and not getattr(getattr(model, "config", None), "conditional", False):
+        raise UsageError(
+            f"--labels prior draws the labels a conditional model is given; {source} is "
+            "unconditional (its samples never read a label): leave --labels out"
+        )
     root = resolve_root(args.data_dir)
     options = EvaluationOptions(
         **{f.name: getattr(args, f.name) for f in fields(EvaluationOptions)}
@@ -223,6 +228,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--samples must be a number of samples >= 1 (or 0 for bits/dim only), "
             f"got {args.samples}"
+        )
+    if args.labels == "prior" and not args.samples:
+        raise UsageError(
+            "--labels prior chooses the labels of the samples: add --samples N (bits/dim is "
+            "given each test pair's own label)"
         )
     check_temperature(args.temperature)
     check_guidance_arg(args.guidance)
