@@ -635,6 +635,10 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
 
     # --- Explore: test pairs 0 -> 1, 10 steps
     page.get_by_role("tab", name="Explore").click()
+    # between two labels, drawn at the model's own given-label temperature as Generate's
+    page.get_by_label("two labels").check()
+    _wait_value(page, "exp-temperature", "0.6")
+    page.get_by_label("two test pairs").check()
     page.click("#exp-button")
     data, _ = _image_src_bytes(page, "#exp-strip")
     strip = np.asarray(Image.open(io.BytesIO(data)).convert("L"))

@@ -377,9 +377,18 @@ def build_app(
             with gr.Row(visible=False, elem_id="exp-labels") as label_fields:
                 pair_a = gr.Textbox("37", label="label A", elem_id="exp-label-a")
                 pair_b = gr.Textbox("80", label="label B", elem_id="exp-label-b")
-                exp_temperature = _temperature_box("temperature", "exp-temperature")
+                # its first label's default, as Generate's: both draw with a label (37)
+                exp_temperature = _temperature_box("temperature", "exp-temperature", first)
                 exp_seed = gr.Number(0, precision=0, label="seed", elem_id="exp-seed")
             mode.change(_mode_fields, mode, [test_pair_fields, label_fields])
+            # the box follows the model's default for label A, as Generate's slider does
+            exp_shown_default = gr.State(first)
+            for widget in (pair_a, choice, run):
+                widget.change(
+                    h.follow_temperature,
+                    [choice, run, pair_a, exp_shown_default],
+                    [exp_temperature, exp_shown_default],
+                )
             steps = gr.Slider(2, core.MAX_STEPS, 10, step=1, label="steps", elem_id="exp-steps")
             explore = gr.Button("Interpolate", variant="primary", elem_id="exp-button")
             exp_message = gr.Markdown(elem_id="exp-message")
