@@ -9,8 +9,10 @@ from ``/proc/PID/stat``, ``TICKS`` = utime + stime in clock ticks, summed over t
 processes; a run folder is matched to its recipe by name); without one, the wall-clock
 of a one-thread run stands for its CPU time (true when it had a core to itself).
 
-Prints one JSON object: per run, its points ``[cpu_hours, wall_hours, step, test_bpd, key]``
-and its last; with ``--plot FILE`` the curves on one figure.
+Prints one JSON object: per run, its points ``[cpu_hours, wall_hours, step, test_bpd, key]``,
+its last and whether it was given the label; with ``--plot FILE`` the curves on one figure,
+the runs without a label on the left, those given it on the right. ``--earlier FILE`` adds
+the curves of an earlier window (this script's JSON output from then), drawn dashed.
 
 Usage (from the repository root):
     .venv/bin/python benchmarks/bpd_per_cpu_hour.py runs/tarflow runs/multiscale-spline \\
@@ -98,12 +100,37 @@ def curve(run: Path, cpu_at) -> list[list]:
     return points
 
 
+def conditional(run: Path) -> bool:
+    """Whether the run (its first stage) was trained given the label."""
+    first = metrics_files(run)[0].parent / "config.json"
+    try:
+        return bool(json.loads(first.read_text()).get("conditional", False))
+    except (OSError, ValueError):
+        return False
+
+
+def earlier_curves(path: Path) -> dict:
+    """The curves of an earlier window: this script's JSON output, checked."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--earlier {path}: not this script's JSON output ({err})") from err
+    if not isinstance(data, dict) or not all(
+        isinstance(e, dict) and isinstance(e.get("points"), list) for e in data.values()
+    ):
+        raise ValueError(f"--earlier {path}: not this script's JSON output (label -> points)")
+    return {label: {**e, "earlier": True} for label, e in data.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--label", nargs="+", default=None, help="a label per run")
     parser.add_argument("--cpu-log", type=Path, default=None)
     parser.add_argument("--plot", default=None)
+    parser.add_argument(
+        "--earlier", type=Path, default=None, help="curves of an earlier window (this JSON)"
+    )
     parser.add_argument("--title", default="MNIST pairs: test bits/dim per CPU-hour")
     args = parser.parse_args()
     labels = args.label or [p.name for p in args.runs]
@@ -116,6 +143,10 @@ def main() -> None:
             metrics_files(run)
         except ValueError as err:
             parser.error(str(err))
+    try:
+        earlier = earlier_curves(args.earlier) if args.earlier is not None else {}
+    except ValueError as err:
+        parser.error(str(err))
     result = {}
     for run, label in zip(args.runs, labels, strict=True):
         cpu_at = cpu_clock(args.cpu_log, run.name) if args.cpu_log else None
@@ -125,25 +156,37 @@ def main() -> None:
             "cpu_time_from": "cpu log" if cpu_at else "wall-clock (one thread)",
             "points": [[round(a, 4), round(b, 4), s, round(v, 4), k] for a, b, s, v, k in points],
             "last": points[-1][:4] if points else None,
+            "conditional": conditional(run),
         }
     print(json.dumps(result, indent=1))
+    result.update({k: v for k, v in earlier.items() if k not in result})
     if args.plot:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for label, entry in result.items():
-            pts = entry["points"]
-            ax.plot([p[0] for p in pts], [p[3] for p in pts], marker=".", label=label)
-        right = max(p[0] for e in result.values() for p in e["points"]) if result else 1.0
-        for name, value in (("Glow 1.05 (MNIST)", 1.05), ("Residual Flows 0.97", 0.97)):
-            ax.axhline(value, color="grey", linestyle=":", linewidth=1)
-            ax.text(right, value, name, fontsize=7, va="bottom", ha="right", color="grey")
-        ax.set(xlabel="CPU-hours of training", ylabel="test bits/dim", title=args.title)
-        ax.set_ylim(top=min(1.6, ax.get_ylim()[1]))
-        ax.legend(fontsize=8)
+        panels = [(False, "no label"), (True, "given the pair label")]
+        panels = [(c, t) for c, t in panels if any(e.get("conditional", False) == c
+                                                   for e in result.values())]  # fmt: skip
+        fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5),
+                                 sharey=True, squeeze=False)  # fmt: skip
+        right = max((p[0] for e in result.values() for p in e["points"]), default=1.0)
+        for ax, (given, what) in zip(axes[0], panels, strict=True):
+            for label, entry in result.items():
+                if entry.get("conditional", False) != given:
+                    continue
+                pts = entry["points"]
+                style = "--" if entry.get("earlier") else "-"
+                ax.plot([p[0] for p in pts], [p[3] for p in pts], style, marker=".", label=label)
+            for name, value in (("Glow 1.05 (MNIST)", 1.05), ("Residual Flows 0.97", 0.97)):
+                ax.axhline(value, color="grey", linestyle=":", linewidth=1)
+                ax.text(right, value, name, fontsize=7, va="bottom", ha="right", color="grey")
+            ax.set(xlabel="CPU-hours of training", title=what)
+            ax.legend(fontsize=8)
+        axes[0][0].set_ylabel("test bits/dim")
+        axes[0][0].set_ylim(top=min(1.6, axes[0][0].get_ylim()[1]))
+        fig.suptitle(args.title)
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)
 

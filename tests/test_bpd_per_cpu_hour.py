@@ -105,3 +105,24 @@ def test_every_curve_recipe_trains_30_minutes_on_one_thread_its_family_from_scra
     # transformer flow given the label; without it, affine multi-scale and Glow (the spline
     # flow's and the transformer flow's own recipes give theirs).
     assert len(families) == len(curves) == 6
+
+
+def test_earlier_curves_and_the_label_given_runs_go_on_the_figure(tmp_path):
+    t0 = 3_000_000.0
+    run = tmp_path / "glow-cond"
+    _stage(run, t0, [{"type": "test", "step": 300, "test_bpd": 1.4, "time": t0 + 600}])
+    (run / "config.json").write_text(json.dumps({"conditional": True}))
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"tarflow": {"points": [[0.26, 0.62, 937, 1.4892, "test_bpd"]]}}))
+    plot = tmp_path / "curves.png"
+    result = _run(run, "--earlier", earlier, "--plot", plot)
+    # The output is this window's runs; the earlier ones are drawn, not printed again.
+    assert list(result) == ["glow-cond"] and result["glow-cond"]["conditional"] is True
+    from PIL import Image
+
+    with Image.open(plot) as img:  # two panels: no label (the earlier tarflow), given it
+        assert img.width > 1.8 * img.height
+    earlier.write_text("[1, 2]")
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(run), "--earlier", str(earlier)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and "not this script's JSON output" in proc.stderr
