@@ -40,10 +40,12 @@ TINY_MODEL = {
 
 
 def recipe_args(name: str, out: Path, root: Path, *extra: str) -> list[str]:
-    """``pairflow train --recipe recipes/NAME.toml`` in tiny sizes, into ``out``."""
-    preset = load_recipe(RECIPES / f"{name}.toml").stages[0].settings["preset"]
+    """``pairflow train --recipe recipes/NAME.toml`` in tiny sizes, into ``out``: a tiny model
+    too, unless the recipe starts from a shipped model (then that model's own size)."""
+    first = load_recipe(RECIPES / f"{name}.toml").stages[0]
+    tiny_model = [] if first.init_from else TINY_MODEL[first.settings["preset"]]
     return ["train", "--recipe", str(RECIPES / f"{name}.toml"), "--out", str(out),
-            "--data-dir", str(root), *TINY_RUN, *TINY_MODEL[preset], *extra]  # fmt: skip
+            "--data-dir", str(root), *TINY_RUN, *tiny_model, *extra]  # fmt: skip
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -101,8 +103,11 @@ def test_the_index_names_the_recipe_and_its_last_stage_holds_the_index_settings(
             assert settings[key] == value, (key, settings[key], value)
     if meta.get("conditioning"):
         assert settings["model_overrides"].get("conditioning") == meta["conditioning"]
-    # A fine-tuned model's recipe starts each later stage from the one before it.
-    assert [s.init_from for s in recipe.stages] == [None] + ["previous"] * (len(recipe.stages) - 1)
+    # A recipe starts from scratch or from another shipped model, which has its own recipe
+    # (so one command after another rebuilds it); each later stage from the one before it.
+    first = recipe.stages[0].init_from
+    assert first is None or (first in list_pretrained() and first != name), first
+    assert [s.init_from for s in recipe.stages[1:]] == ["previous"] * (len(recipe.stages) - 1)
 
 
 @pytest.mark.parametrize("name", sorted(list_pretrained()))
@@ -127,7 +132,7 @@ def test_a_shipped_recipe_runs_every_stage_end_to_end(recipe_runs, name):
                 assert value.items() <= config[key].items(), stage.name
             else:
                 assert config[key] == value, (stage.name, key)
-        previous = None if stage.index == 1 else str(folders[stage.index - 2])
+        previous = stage.init_from if stage.index == 1 else str(folders[stage.index - 2])
         assert config["init_from"] == previous, stage.name
         assert f"stage {stage.index}/{len(recipe.stages)} ({stage.name}): training" in stdout
     assert (out / "final.pt").read_bytes() == (folders[-1] / "best.pt").read_bytes()
