@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from clitools import pairflow
-from pairflow.pretrained import list_pretrained
+from pairflow.pretrained import WEIGHTS_DIR, list_pretrained
 from pairflow.training import TrainConfig, load_checkpoint
 from pairflow.training.recipe import load_recipe
 
@@ -132,8 +132,12 @@ def test_a_shipped_recipe_runs_every_stage_end_to_end(recipe_runs, name):
                 assert value.items() <= config[key].items(), stage.name
             else:
                 assert config[key] == value, (stage.name, key)
-        previous = stage.init_from if stage.index == 1 else str(folders[stage.index - 2])
-        assert config["init_from"] == previous, stage.name
+        if stage.index > 1:
+            assert config["init_from"] == str(folders[stage.index - 2]), stage.name
+        elif stage.init_from is None:
+            assert config["init_from"] is None
+        else:  # a shipped model, by its file
+            assert Path(config["init_from"]) == WEIGHTS_DIR / f"{stage.init_from}.pt"
         assert f"stage {stage.index}/{len(recipe.stages)} ({stage.name}): training" in stdout
     assert (out / "final.pt").read_bytes() == (folders[-1] / "best.pt").read_bytes()
     import pairflow
