@@ -136,6 +136,8 @@ def main() -> None:
     labels = args.label or [p.name for p in args.runs]
     if len(labels) != len(args.runs):
         parser.error(f"{len(args.runs)} runs but {len(labels)} labels")
+    if len(set(labels)) != len(labels):
+        parser.error(f"labels must differ (each names one curve): {labels}")
     if args.cpu_log is not None and not args.cpu_log.is_file():
         parser.error(f"--cpu-log {args.cpu_log}: no such file")
     for run in args.runs:  # every run readable before any is read
@@ -170,20 +172,26 @@ def main() -> None:
         panels = [(c, t) for c, t in panels if any(e.get("conditional", False) == c
                                                    for e in result.values())]  # fmt: skip
         fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5),
-                                 sharey=True, squeeze=False)  # fmt: skip
-        right = max((p[0] for e in result.values() for p in e["points"]), default=1.0)
+                                 sharex=True, sharey=True, squeeze=False)  # fmt: skip
+        # One colour per family in both panels: a label's text before any " (" names it
+        # ("glow" and "glow (given the label)" are one family).
+        colours: dict[str, str] = {}
+        for label in result:
+            colours.setdefault(label.split(" (")[0], f"C{len(colours)}")
         for ax, (given, what) in zip(axes[0], panels, strict=True):
             for label, entry in result.items():
                 if entry.get("conditional", False) != given:
                     continue
                 pts = entry["points"]
                 style = "--" if entry.get("earlier") else "-"
-                ax.plot([p[0] for p in pts], [p[3] for p in pts], style, marker=".", label=label)
+                ax.plot([p[0] for p in pts], [p[3] for p in pts], style, marker=".", label=label,
+                        color=colours[label.split(" (")[0]])  # fmt: skip
             for name, value in (("Glow 1.05 (MNIST)", 1.05), ("Residual Flows 0.97", 0.97)):
                 ax.axhline(value, color="grey", linestyle=":", linewidth=1)
-                ax.text(right, value, name, fontsize=7, va="bottom", ha="right", color="grey")
+                ax.text(0.99, value, name, fontsize=7, va="bottom", ha="right", color="grey",
+                        transform=ax.get_yaxis_transform())  # fmt: skip
             ax.set(xlabel="CPU-hours of training", title=what)
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7, loc="upper right")
         axes[0][0].set_ylabel("test bits/dim")
         axes[0][0].set_ylim(top=min(1.6, axes[0][0].get_ylim()[1]))
         fig.suptitle(args.title)

@@ -61,6 +61,9 @@ def test_runs_and_labels_must_pair_up(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--label", "a", "b"],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 2 and "1 runs but 2 labels" in proc.stderr
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), str(tmp_path), "--label",
+                           "a", "a"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and "labels must differ" in proc.stderr
 
 
 def test_processes_side_by_side_or_one_after_another_add_up(tmp_path):
