@@ -71,6 +71,24 @@ def test_samples_end_with_the_denoising_step():
     assert not torch.equal(denoised, raw)
 
 
+def test_logit_noise_flow_scored_on_clean_data_is_its_exact_likelihood_and_still_denoises():
+    flow = tiny(0.3).float()
+    clean = flow.with_uniform_dequantization()
+    assert clean is not flow and clean.body is flow.body and clean.denoises
+    x = torch.randint(0, 256, (3, 1, 4, 8), dtype=torch.uint8)
+    got = clean.log_prob(x, generator=torch.Generator().manual_seed(5))
+    y = dequantize(x, torch.Generator().manual_seed(5))  # no noise after the dequantisation
+    h, ld_logit = flow.logit(y)
+    z, ld_body = flow.body(h, None)
+    torch.testing.assert_close(got, flow.log_prior(z) + ld_logit + ld_body)
+    from pairflow.flows.report import likelihood_facts
+
+    assert "noise_sigma" in likelihood_facts(flow) and "noise_sigma" not in likelihood_facts(clean)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    assert torch.equal(clean.sample(4, temperature=0.7, generator=g()),
+                       flow.sample(4, temperature=0.7, generator=g()))  # fmt: skip
+
+
 def test_noise_sigma_is_checked():
     with pytest.raises(ValueError, match="noise_sigma"):
         FlowConfig.from_preset("multiscale", noise_sigma=-0.1)

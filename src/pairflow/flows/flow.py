@@ -107,15 +107,21 @@ class Flow(LabelledFlow, Transform):
         A flow trained with variational dequantization still defines an exact density on
         [0, 1]^D; only its reported bits/dim is Flow++'s bound. One trained on Gaussian-noised
         data models noisy data; scored on uniformly dequantized clean pixels, the same density
-        gives an exact bits/dim of clean 8-bit data. The copy shares every other part; a flow
-        already uniform is returned as it is.
+        gives an exact bits/dim of clean 8-bit data. Noise added in logit space is left out
+        of the scoring too (the copy still denoises its samples). The copy shares every other
+        part; a flow already uniform and without that noise is returned as it is.
         """
-        if self.config.dequantization == "uniform":
+        logit_noise = self.noise is not None and self.noise.in_training
+        if self.config.dequantization == "uniform" and not logit_noise:
             return self
         flow = type(self).__new__(type(self))
         config = dataclasses.replace(self.config, dequantization="uniform")
         parts = {name: getattr(self, name) for name in ("body", "distribution", "embedding")}
-        Flow.__init__(flow, config, preprocessing=self.logit, noise=self.noise, **parts)
+        # Clean data in, so no noise in the score; the denoising step of samples stays.
+        noise = self.noise
+        if logit_noise:
+            noise = NoiseAugmentation(self.noise.sigma, in_training=False)
+        Flow.__init__(flow, config, preprocessing=self.logit, noise=noise, **parts)
         return flow.train(self.training)
 
     @property
