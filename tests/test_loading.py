@@ -172,5 +172,12 @@ def test_a_shipped_models_sampling_temperatures_reach_the_state(tmp_path, monkey
     chosen = load_trained("fashion-multiscale-cond", precision="fp32").state
     assert chosen["sampling_temperatures"] == {"default": 0.9, "label_free": 0.6}
     assert "sampling_temperatures" not in load_trained("fashion-multiscale", precision="fp32").state
+    # The shipped file given by its path is the shipped model; a copy elsewhere is a checkpoint.
+    by_path = load_trained(folder / "fashion-multiscale-cond.pt", precision="fp32")
+    assert by_path.name == "fashion-multiscale-cond"
+    assert by_path.state["sampling_temperatures"] == {"default": 0.9, "label_free": 0.6}
+    copy = tmp_path / "copy.pt"
+    shutil.copy(folder / "fashion-multiscale-cond.pt", copy)
+    assert "sampling_temperatures" not in load_trained(copy, precision="fp32").state
     _saved_flow(tmp_path / "run")
     assert "sampling_temperatures" not in load_trained(tmp_path / "run").state  # runs: global ones

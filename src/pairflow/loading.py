@@ -117,13 +117,31 @@ def _resolve(name_or_path: str | os.PathLike, shipped: bool | None) -> tuple[Pat
         return pretrained_path(text), text
     path = Path(os.path.expanduser(text))
     if shipped is False or path.exists():
-        return find_checkpoint(path), None
+        found = find_checkpoint(path)
+        return found, _shipped_name_of(found)
     if text not in list_pretrained():
         names = ", ".join(sorted(list_pretrained())) or "(none ship with this build)"
         raise ValueError(
             f"{text!r} is neither a file, a run folder nor a shipped model; shipped: {names}"
         )
     return pretrained_path(text), text
+
+
+def _shipped_name_of(path: Path) -> str | None:
+    """The shipped name of a checkpoint file given by its path: the installed shipped file
+    with its recorded bytes (so it takes that model's sampling defaults), else None."""
+    from pairflow.pretrained import WEIGHTS_DIR, list_pretrained, pretrained_path
+
+    try:
+        if path.resolve().parent != WEIGHTS_DIR.resolve():
+            return None
+        for name, meta in list_pretrained().items():
+            if meta.get("file") == path.name:
+                pretrained_path(name)  # its bytes checked: an edited file is a plain checkpoint
+                return name
+    except (OSError, ValueError):  # ChecksumError is a ValueError
+        return None
+    return None
 
 
 def load_trained(
