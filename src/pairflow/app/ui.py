@@ -286,6 +286,15 @@ def _temperature_box(label: str, elem_id: str, value: float = 0.7) -> gr.Number:
     return gr.Number(value, step=0.05, label=f"{label} ({lo}..{hi})", elem_id=elem_id)
 
 
+def _follow_temperature(h, choice, run, pair, box, first: float) -> None:
+    """Move ``box`` to the sampling default of the chosen model and ``pair`` whenever either
+    changes (:meth:`_Handlers.follow_temperature`), remembering the default last shown."""
+    shown_default = gr.State(first)
+    for widget in (pair, choice, run):
+        widget.change(h.follow_temperature, [choice, run, pair, shown_default],
+                      [box, shown_default])  # fmt: skip
+
+
 def _blank_canvas() -> dict:
     black = np.zeros((28 * CANVAS_SCALE, 56 * CANVAS_SCALE, 3), dtype=np.uint8)
     return {"background": black, "layers": [], "composite": black}
@@ -341,13 +350,7 @@ def build_app(
                 widget.change(h.show_guidance, [choice, run], guidance)
             # the slider follows the CLI's default for the model and pair (0.8 label-free,
             # a shipped model's own where its sweep chose one)
-            shown_default = gr.State(first)
-            for widget in (pair, choice, run):
-                widget.change(
-                    h.follow_temperature,
-                    [choice, run, pair, shown_default],
-                    [temperature, shown_default],
-                )
+            _follow_temperature(h, choice, run, pair, temperature, first)
             go = gr.Button("Generate", variant="primary", elem_id="gen-button")
             message = gr.Markdown(elem_id="gen-message")
             grid = gr.Image(
@@ -382,13 +385,7 @@ def build_app(
                 exp_seed = gr.Number(0, precision=0, label="seed", elem_id="exp-seed")
             mode.change(_mode_fields, mode, [test_pair_fields, label_fields])
             # the box follows the model's default for label A, as Generate's slider does
-            exp_shown_default = gr.State(first)
-            for widget in (pair_a, choice, run):
-                widget.change(
-                    h.follow_temperature,
-                    [choice, run, pair_a, exp_shown_default],
-                    [exp_temperature, exp_shown_default],
-                )
+            _follow_temperature(h, choice, run, pair_a, exp_temperature, first)
             steps = gr.Slider(2, core.MAX_STEPS, 10, step=1, label="steps", elem_id="exp-steps")
             explore = gr.Button("Interpolate", variant="primary", elem_id="exp-button")
             exp_message = gr.Markdown(elem_id="exp-message")
