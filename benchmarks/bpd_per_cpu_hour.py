@@ -111,6 +111,8 @@ def conditional(run: Path) -> bool:
 
 def earlier_curves(path: Path) -> dict:
     """The curves of an earlier window: this script's JSON output, checked."""
+    if not path.is_file():
+        raise ValueError(f"--earlier {path}: no such file")
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
