@@ -130,7 +130,7 @@ def test_init_from_fine_tunes_with_a_new_label_prior(tiny_mnist_root, tmp_path):
     from pairflow.flows import FlowConfig, build_flow
 
     model = build_flow(FlowConfig.from_dict(config))
-    assert init_weights(model, source) == (["distribution.loc", "distribution.log_scale"], [])
+    assert init_weights(model, source) == (["distribution.loc", "distribution.log_scale"], [], [])
     test = PairedMNIST(tiny_mnist_root, train=False, num_pairs=32)
     a = evaluate_bpd(src_model, test, conditional=True)["bpd"]
     b = evaluate_bpd(model.eval(), test, conditional=True)["bpd"]
@@ -152,6 +152,56 @@ def test_init_from_fine_tunes_with_a_new_label_prior(tiny_mnist_root, tmp_path):
     assert state["model_config"]["conditioning"] == "both"
 
 
+@pytest.mark.parametrize("preset", ["seed", "multiscale"])
+def test_init_from_an_unconditional_flow_reads_the_label_through_zero_inputs(
+    preset, tiny_mnist_root, tmp_path
+):
+    """A flow whose couplings read a label, fine-tuned from one whose couplings did not,
+    starts as its source for every label: each conditioner's first layer gets the label's
+    inputs appended at zero weight (MLP features, convolution channels), nothing else moves."""
+    from pairflow.data import PairedMNIST
+    from pairflow.flows import FlowConfig, build_flow
+    from pairflow.training.loop import init_weights
+
+    source = tmp_path / "source"
+    cfg = tiny_config(tiny_mnist_root, source, preset, max_steps=4, lr=1e-2,
+                      model_overrides=TINY[preset])  # fmt: skip
+    train(cfg, progress=False)
+    src_model, _ = load_model(source / "last.pt")
+    src_model.eval()
+    config = dict(src_model.config.to_dict(), conditional=True, conditioning="embedding")
+    model = build_flow(FlowConfig.from_dict(config)).eval()
+    fresh, dropped, widened = init_weights(model, source)
+    assert widened and dropped == [] and fresh == ["distribution.class_probs", "embedding.weight"]
+    before, after = src_model.state_dict(), model.state_dict()
+    for name in widened:
+        old = before[name].shape[1]
+        torch.testing.assert_close(after[name][:, :old], before[name], rtol=0, atol=0)
+        assert after[name][:, old:].abs().max() == 0
+    x, _ = PairedMNIST(tiny_mnist_root, train=False, num_pairs=8).get_batch(torch.arange(8))
+    with torch.no_grad():
+        want = src_model.log_prob(x, generator=torch.Generator().manual_seed(0))
+        assert want.std() > 0
+        for label in (0, 37, 99):
+            got = model.log_prob(x, torch.full((8,), label),
+                                 generator=torch.Generator().manual_seed(0))  # fmt: skip
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-4)
+        # the label then matters once the new inputs move off zero
+        for name in widened:
+            after[name][:, before[name].shape[1] :].normal_(0, 0.5)
+        model.load_state_dict(after)
+        a = model.log_prob(x, torch.full((8,), 0), generator=torch.Generator().manual_seed(0))
+        b = model.log_prob(x, torch.full((8,), 99), generator=torch.Generator().manual_seed(0))
+        assert (a - b).abs().max() > 1e-3
+    # a conditional fine-tune of it runs end to end from those weights
+    tuned = tmp_path / "tuned"
+    overrides = dict(TINY[preset], conditioning="embedding")
+    cfg = tiny_config(tiny_mnist_root, tuned, preset, conditional=True, max_steps=2,
+                      init_from=str(source), model_overrides=overrides)  # fmt: skip
+    train(cfg, progress=False)
+    assert load_checkpoint(tuned / "last.pt")["step"] == 2
+
+
 def test_init_from_a_variational_dequantization_flow_with_or_without_its_dequantizer(
     tiny_mnist_root, tmp_path
 ):
@@ -169,13 +219,14 @@ def test_init_from_a_variational_dequantization_flow_with_or_without_its_dequant
     trained, _ = load_model(source / "last.pt")
     uniform_set = dict(TINY["seed"], dequantization="uniform")
     uniform = build_flow("seed", **uniform_set)
-    fresh, dropped = init_weights(uniform, source)
+    fresh, dropped, widened = init_weights(uniform, source)
+    assert widened == []
     assert fresh == [] and dropped and all(k.startswith("dequantizer.") for k in dropped)
     test = PairedMNIST(tiny_mnist_root, train=False, num_pairs=32)
     a = evaluate_bpd(trained.with_uniform_dequantization(), test)["bpd"]
     assert evaluate_bpd(uniform.eval(), test)["bpd"] == pytest.approx(a, rel=1e-6)
     again = build_flow("seed", **variational)
-    assert init_weights(again, source) == ([], [])
+    assert init_weights(again, source) == ([], [], [])
     for name, value in trained.state_dict().items():
         torch.testing.assert_close(again.state_dict()[name], value)
     # A fine-tune keeps the learned noise unless --set says otherwise, and says which.

@@ -258,6 +258,9 @@ class KindSpec:
             config fields a fine-tune keeps from its source checkpoint; None: none.
         left_out: (source weights, model, source model config) -> the source's weights a
             fine-tuned model leaves out; None: none (every weight must fit).
+        widen: (source weights, model, source model config) -> the names of the source's
+            weights it extends in place to the model's larger shapes (a conditioner that now
+            reads a label); None: none.
         likelihood_facts: model -> the report fields saying what its bits/dim is (exact or
             which bound, of which data); None: nothing beyond ``likelihood``.
     """
@@ -281,6 +284,7 @@ class KindSpec:
     migrations: tuple[Callable[[dict], None], ...] = ()
     inherited_fields: Callable[[dict, dict, bool], dict] | None = None
     left_out: Callable[[dict, Any, dict], list[str]] | None = None
+    widen: Callable[[dict, Any, dict], list[str]] | None = None
     likelihood_facts: Callable[[Any], dict[str, Any]] | None = None
 
     @property
@@ -324,6 +328,11 @@ class KindSpec:
         out (``source``: the checkpoint's model config)."""
         return [] if self.left_out is None else self.left_out(weights, model, source)
 
+    def widen_weights(self, weights: dict, model: torch.nn.Module, source: dict) -> list[str]:
+        """Extend a source checkpoint's ``weights`` in place where fine-tuning ``model``
+        widens them (``source``: the checkpoint's model config); the names widened."""
+        return [] if self.widen is None else self.widen(weights, model, source)
+
     def facts(self, model: torch.nn.Module) -> dict[str, Any]:
         """The report fields that say what ``model``'s bits/dim is ({} if nothing to add)."""
         return {} if self.likelihood_facts is None else self.likelihood_facts(model)
@@ -338,7 +347,8 @@ def _flow_spec() -> KindSpec:
         "flow", FlowConfig, PairFlow, "multiscale", "exact", encodes=True, classifies=True,
         data_init=True, dequantized=True, preparation=prepare.prepare,
         migrations=migrations.MIGRATIONS, inherited_fields=prepare.inherited_fields,
-        left_out=prepare.left_out, likelihood_facts=report.likelihood_facts,
+        left_out=prepare.left_out, widen=prepare.widen,
+        likelihood_facts=report.likelihood_facts,
     )  # fmt: skip
 
 

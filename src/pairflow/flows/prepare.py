@@ -8,6 +8,8 @@ training loop calls these through the row and never asks whether a model is a fl
   start before distributed wrapping; returns the lines to print.
 - :func:`inherited_fields` and :func:`left_out`: a fine-tune (``--init-from``) keeps its
   source's dequantizer and label-free prior, and leaves out the weights of parts it has not.
+- :func:`widen`: a conditional fine-tune of a flow whose couplings did not read a label starts
+  the conditioners' new label inputs at zero weight, so it starts as its source.
 
 Only the flow's public parts are used (``dequantizer.dequantize``, ``distribution``, ``config``,
 ``set_label_counts``, ``data_init``, and ``flow(y)``: data -> latent).
@@ -33,6 +35,7 @@ __all__ = [
     "fit_clusters",
     "inherited_fields",
     "left_out",
+    "widen",
     "DEQUANTIZER_FIELDS",
 ]
 
@@ -205,3 +208,47 @@ def left_out(weights: dict[str, Tensor], flow, source: dict[str, Any]) -> list[s
     if source.get("prior", "normal") != flow.config.prior:
         dropped += sorted(k for k in weights if k.startswith("distribution."))
     return dropped
+
+
+def widen(weights: dict[str, Tensor], flow, source: dict[str, Any]) -> list[str]:
+    """Zero-extend the source's conditioner inputs where ``flow``'s couplings read a label
+    that the source's did not; the names widened (``weights`` is changed in place).
+
+    Every conditioner appends the label context after its input (a convolution's input
+    channels, an MLP's input features: dim 1 of the first layer's weight in each case), so a
+    source tensor that is narrower than the flow's only along dim 1, by the context's size,
+    is the first layer of a conditioner that now also reads the label. Its new inputs start
+    at zero weight: the fine-tuned flow computes exactly what its source did for every label
+    (a weight-normalised convolution's norm is unchanged by zero columns), and the label
+    enters as training moves those weights off zero.
+
+    Arguments:
+        weights: the source's state dict.
+        flow: the flow being fine-tuned.
+        source: the source checkpoint's model config.
+
+    Returns:
+        The names of the tensors widened (empty unless the flow has a label embedding and the
+        source had none).
+    """
+    source_embeds = source.get("conditional") and source.get("conditioning") in (
+        "embedding",
+        "both",
+    )
+    if flow.embedding is None or source_embeds:
+        return []
+    sides, width = flow.config.label_sides, flow.config.embed_dim
+    own = flow.state_dict()
+    done = []
+    for name, value in weights.items():
+        target = own.get(name)
+        if target is None or target.dim() < 2 or value.dim() != target.dim():
+            continue
+        extra = target.shape[1] - value.shape[1]
+        same_else = value.shape[:1] == target.shape[:1] and value.shape[2:] == target.shape[2:]
+        if same_else and extra in (width, sides * width):
+            wide = torch.zeros_like(target, dtype=value.dtype)
+            wide[:, : value.shape[1]] = value
+            weights[name] = wide
+            done.append(name)
+    return sorted(done)

@@ -228,7 +228,7 @@ def _precision_probe(config: TrainConfig, device: torch.device, world_size: int)
 
 def init_weights(
     model: nn.Module, path: str | os.PathLike, kind: str | None = None
-) -> tuple[list[str], list[str]]:
+) -> tuple[list[str], list[str], list[str]]:
     """Load the weights of checkpoint (or run folder) ``path`` into ``model`` to fine-tune it.
 
     The weights are the moving average's where the run kept one (what it was evaluated with).
@@ -237,7 +237,10 @@ def init_weights(
     variational dequantizer q(u | x) that ``model`` has no place for, since it is no part of
     the flow's density p(x), and a label-free mixture's clusters under another prior).
     Parameters and buffers only ``model`` has (e.g. the label prior of
-    ``conditioning="both"`` added to an ``"embedding"`` model) keep their initialisation.
+    ``conditioning="both"`` added to an ``"embedding"`` model) keep their initialisation, and
+    tensors the kind widens (:meth:`~pairflow.models.KindSpec.widen_weights`: for a flow, the
+    conditioners' first layers when its couplings read a label its source's did not) get
+    their new entries at zero.
 
     Arguments:
         model: the model to fine-tune.
@@ -245,7 +248,8 @@ def init_weights(
         kind: the model's kind (default: the registry's kind of ``model``).
 
     Returns:
-        (the names ``model`` initialised itself, the names of the checkpoint left out).
+        (the names ``model`` initialised itself, the names of the checkpoint left out, the
+        names widened).
 
     Raises:
         CheckpointError: the checkpoint is of another model kind, or its weights do not fit.
@@ -264,6 +268,7 @@ def init_weights(
     dropped = spec.weights_left_out(weights, model, state.get("model_config", {}))
     for k in dropped:
         del weights[k]
+    widened = spec.widen_weights(weights, model, state.get("model_config", {}))
     extra = sorted(set(weights) - set(own))
     misfit = [k for k in weights if k in own and weights[k].shape != own[k].shape]
     if extra or misfit:
@@ -281,7 +286,7 @@ def init_weights(
         )
     missing = sorted(set(own) - set(weights))
     model.load_state_dict(weights, strict=False)
-    return missing, dropped
+    return missing, dropped, widened
 
 
 def _resume_state(config: TrainConfig, out: Path) -> dict:
@@ -431,10 +436,15 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         fresh: list[str] = []  # --init-from: what the checkpoint did not hold
         dropped: list[str] = []
         if config.init_from:
-            fresh, dropped = init_weights(model, config.init_from, config.model)
+            fresh, dropped, widened = init_weights(model, config.init_from, config.model)
             if procs.is_main:
                 new = f"; new, freshly initialised: {', '.join(fresh)}" if fresh else ""
                 print(f"initialised from {config.init_from}{new}")
+                if widened:
+                    print(
+                        f"the label enters {len(widened)} conditioners through new inputs at "
+                        "zero weight: the flow starts as its source for every label"
+                    )
         # The kind's own preparation: for a flow p(y) from the training labels, a prior
         # fitted to the data, ActNorm's start before distributed wrapping.
         preparation = Preparation(
