@@ -2,7 +2,8 @@
 
 For each model and each sampling mode it can take, draws ``--samples`` pairs at every
 temperature of ``--temperatures`` (and, for flows trained with label dropout, every guidance
-weight of ``--guidance``) and judges them with the project's classifier, exactly as
+weight of ``--guidance``, given a label or with the label drawn from p(y); w = -1 is the null
+label's unconditional model) and judges them with the project's classifier, exactly as
 ``pairflow evaluate --samples`` does (same reference pairs, same floor). The modes:
 
 - ``unconditional``: a model that never reads a label;
@@ -11,7 +12,8 @@ weight of ``--guidance``) and judges them with the project's classifier, exactly
 
 Prints one JSON object: the machine, the settings and one row per (model, mode, temperature,
 guidance) with FD, precision, recall, coverage and, given a label, the accuracies; with
-``--plot FILE`` also the curves (FD and accuracy against temperature) in one figure.
+``--plot FILE`` also the curves (FD and accuracy against temperature, and against the
+guidance weight where there are guided rows) in one figure.
 
 Usage (from the repository root):
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/sample_sweep.py \\
@@ -67,7 +69,9 @@ def sweep_model(name: str, args, root: Path, work: Path) -> list[dict]:
         raise ValueError(f"{name} takes none of --modes {' '.join(args.modes)}")
     rows = []
     for mode in modes:
-        weights = [None] + (args.guidance if guided and mode == "given-label" else [])
+        # guidance steers a given label and the label drawn from p(y) alike (w = -1: the
+        # null label's unconditional model, whatever the label)
+        weights = [None] + (args.guidance if guided and mode != "unconditional" else [])
         for temperature in args.temperatures:
             for guidance in weights:
                 start = time.perf_counter()
@@ -106,11 +110,15 @@ def plot(rows: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_fd, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    guided = [row for row in rows if row["guidance"] is not None]
+    fig, axes = plt.subplots(1, 4 if guided else 2, figsize=(22 if guided else 11, 4))
+    ax_fd, ax_acc = axes[0], axes[1]
     curves: dict[tuple, list[dict]] = {}
     for row in rows:
         if row["guidance"] is None:
             curves.setdefault((row["model"], row["mode"]), []).append(row)
+    if guided:
+        _plot_guidance(rows, axes[2], axes[3])
     for (model, mode), points in curves.items():
         points.sort(key=lambda r: r["temperature"])
         t = [p["temperature"] for p in points]
@@ -129,6 +137,36 @@ def plot(rows: list[dict], path: str) -> None:
         ax_acc.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def _plot_guidance(rows: list[dict], ax_fd, ax_acc) -> None:
+    """FD and accuracy against the guidance weight, one curve per (model, mode, T); the
+    unguided row of the same setting is w = 0, the conditional model."""
+    curves: dict[tuple, list[tuple[float, dict]]] = {}
+    guided_settings = {
+        (r["model"], r["mode"], r["temperature"]) for r in rows if r["guidance"] is not None
+    }
+    for row in rows:
+        key = (row["model"], row["mode"], row["temperature"])
+        if key in guided_settings:
+            w = 0.0 if row["guidance"] is None else row["guidance"]
+            curves.setdefault(key, []).append((w, row))
+    for (model, mode, t), points in curves.items():
+        points.sort(key=lambda p: p[0])
+        w = [p[0] for p in points]
+        ax_fd.plot(w, [p[1]["fd"] for p in points], marker="o", label=f"{model} ({mode}, T {t:g})")
+        if mode == "given-label":
+            ax_acc.plot(w, [p[1]["conditional_accuracy"] for p in points], marker="o",
+                        label=f"{model} mean, T {t:g}")  # fmt: skip
+            ax_acc.plot(w, [p[1]["conditional_accuracy_min"] for p in points], marker="x",
+                        linestyle="--", label=f"{model} worst pair, T {t:g}")  # fmt: skip
+    ax_fd.set(xlabel="guidance weight w (0: conditional, -1: unconditional)",
+              ylabel="FD (lower is better)", yscale="log", title="FD against guidance")  # fmt: skip
+    ax_acc.set(xlabel="guidance weight w", ylabel="accuracy of the asked pair",
+               title="conditional accuracy against guidance")  # fmt: skip
+    ax_fd.legend(fontsize=7)
+    if ax_acc.lines:
+        ax_acc.legend(fontsize=7)
 
 
 def main() -> None:

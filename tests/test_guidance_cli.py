@@ -173,3 +173,29 @@ def test_a_tarflow_trained_with_label_dropout_samples_and_evaluates_with_guidanc
         "--data-dir", str(tiny_mnist_root), "--out", str(out), "--no-progress",
     )  # fmt: skip
     assert json.loads(out.read_text())["samples"]["guidance"] == 1.0
+
+
+def test_the_sample_sweep_guides_given_and_drawn_labels(guided_run, tiny_mnist_root, tmp_path):
+    """benchmarks/sample_sweep.py sweeps the guidance weights given a label and with the
+    label drawn from p(y); w = 0 is the unguided row's model, so its samples are the same."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sample_sweep.py"
+    out, picture = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--models", str(guided_run), "--samples", "100",
+         "--temperatures", "0.7", "--guidance", "-1", "0", "1", "--data-dir",
+         str(tiny_mnist_root), "--threads", "1", "--out", str(out), "--plot", str(picture)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    settings = {(r["mode"], r["guidance"]) for r in rows}
+    assert settings == {(m, w) for m in ("given-label", "label-free") for w in (None, -1, 0, 1)}
+    by = {(r["mode"], r["guidance"]): r for r in rows}
+    for mode in ("given-label", "label-free"):  # w = 0 is exactly the conditional model
+        assert by[(mode, 0)]["fd"] == pytest.approx(by[(mode, None)]["fd"], rel=1e-6)
+        assert by[(mode, 1)]["fd"] != by[(mode, None)]["fd"]
+    assert picture.stat().st_size > 0
