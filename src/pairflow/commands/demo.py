@@ -182,12 +182,30 @@ def _figure(args, root: Path, out: Path, summary: dict, how: str, base, minutes:
             f"T = {temperature:g}"
         )
         if conditional:
-            caption += "; asked for the pair under each image"
+            caption += _asked_text(meta)
         panels.append((f"shipped `{name}`", caption, path))
     print(f"[4/4] all samples side by side, captioned: {out / 'demo.png'}")
     figure = demo_figure(panels, out / "demo.png")
 
     return panels, figure
+
+
+def _asked_text(meta: dict) -> str:
+    """What a conditional panel's labels are: pairs a model whose couplings read the label
+    draws, or, for a model with only a label prior, labels it was given and rarely draws.
+
+    Example:
+        >>> _asked_text({"conditioning": "both"})
+        '; asked for the pair under each image'
+        >>> "one time in ten" in _asked_text({"conditioning": "prior"})
+        True
+    """
+    if meta.get("conditioning") == "prior":
+        return (
+            "; given the pair under each image, though it draws the asked pair only about "
+            "one time in ten (only its prior reads the label)"
+        )
+    return "; asked for the pair under each image"
 
 
 def _minutes(minutes: float) -> str:
