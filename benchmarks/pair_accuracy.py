@@ -70,6 +70,9 @@ def main() -> None:
     parser.add_argument("--per-pair", type=int, default=500, help="samples asked per pair")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--threshold", type=float, default=0.90)
+    parser.add_argument("--guidance", type=float, default=None, metavar="W",
+                        help="classifier-free guidance weight (a flow trained with label "
+                        "dropout; default: off)")  # fmt: skip
     parser.add_argument("--worst", type=int, default=8, help="worst pairs listed")
     parser.add_argument("--precision", default="fp32", help="fp32 (default), bf16 or auto")
     parser.add_argument("--batch-size", type=int, default=500)
@@ -87,13 +90,21 @@ def main() -> None:
         parser.error(str(err))
     if not getattr(model.config, "conditional", False):
         parser.error(f"{args.model} is not a conditional model: it takes no pair label")
+    if args.guidance is not None:
+        from pairflow.evaluation import check_guidance_for
+
+        try:
+            check_guidance_for(model, model.config.to_dict(), args.model, args.guidance)
+        except ValueError as err:
+            parser.error(f"--guidance {args.guidance:g}: {err}")
+    guided = {} if args.guidance is None else {"guidance": args.guidance}
     classifier = load_classifier()
     labels = torch.arange(100).repeat(args.per_pair)  # every pair per_pair times
     generator = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
     images = draw_samples(
         model, len(labels), args.batch_size, temperature=args.temperature,
-        generator=generator, labels=labels, progress=bars(),
+        generator=generator, labels=labels, progress=bars(), **guided,
     )  # fmt: skip
     sampling = time.perf_counter() - start
     pred = pair_labels(classifier.embed(images)[1])
@@ -108,6 +119,7 @@ def main() -> None:
             {
                 "model": args.model,
                 "temperature": args.temperature,
+                "guidance": args.guidance,
                 "samples_per_pair": args.per_pair,
                 "threshold": args.threshold,
                 "model_accuracy": summarise(pred, labels, args.threshold, args.worst),
