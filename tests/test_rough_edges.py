@@ -174,6 +174,10 @@ def test_the_largest_seed_samples_and_a_config_file_seed_is_checked(tiny_mnist_r
 # ---- signals ---------------------------------------------------------------------------------
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     "sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"]
 )
@@ -181,9 +185,12 @@ def test_a_signal_stops_sample_removes_its_temporary_file_and_says_so(tmp_path, 
     out = tmp_path / "big.npz"
     args = ["sample", "--pretrained", "seed", "--n", "1000000", "--batch-size", "100",
             "--out", out, "--device", "cpu", "--precision", "fp32"]  # fmt: skip
+    # Ctrl-C at a terminal reaches a process whose SIGINT is at its default; a test worker
+    # may itself run with SIGINT ignored, which a child inherits (and Python then keeps).
     proc = subprocess.Popen([sys.executable, "-m", "pairflow", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=_default_sigint)  # fmt: skip
     deadline = time.time() + 120
     while not list(tmp_path.glob(".big.npz.*.tmp")) and time.time() < deadline:
         time.sleep(0.1)  # the streamed .npz is being written
