@@ -50,3 +50,36 @@ def test_bad_k_is_refused_before_any_work(tiny_mnist_root, tmp_path):
     proc = _run("--data-dir", tiny_mnist_root, "--out", tmp_path / "c", "--k", 11)
     assert proc.returncode == 2 and "--k must be in 2..10" in proc.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_a_flow_trained_on_the_copy_converts_to_one_that_reads_its_own_clusters(
+    tiny_mnist_root, tmp_path
+):
+    """benchmarks/own_clusters.py: the conditional flow of the copy and the converted flow are
+    one model (the same clusters of the test images, the same log p(x | c) + log p(c))."""
+    from pairflow.training import TrainConfig, load_model, train
+
+    copy = tmp_path / "copy"
+    assert _run("--data-dir", tiny_mnist_root, "--out", copy, "--k", 4).returncode == 0
+    run = tmp_path / "run"
+    train(TrainConfig(preset="multiscale", conditional=True, epochs=1, batch_size=16,
+                      num_pairs=64, test_pairs=16, data_dir=str(copy), out=str(run),
+                      device="cpu", precision="fp32", sample_n=4, lr=1e-2,
+                      model_overrides=dict(hidden_channels=8, num_blocks=1)),
+          progress=False)  # fmt: skip
+    script = SCRIPT.with_name("own_clusters.py")
+    out = tmp_path / "converted"
+    args = [str(run), "--data-dir", str(tiny_mnist_root), "--copy", str(copy), "--out", str(out),
+            "--k", "4", "--check-pairs", "32"]  # fmt: skip
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["clusters_equal_copy_labels"] == 1.0 and report["same_images"]
+    assert report["max_abs_log_prob_gap"] < 1e-3
+    model, state = load_model(out / "best.pt")
+    assert model.config.clusters == 4 and not model.config.conditional
+    assert state["train_config"]["model_overrides"]["clusters"] == 4
+    again = subprocess.run([sys.executable, str(script), str(run), "--copy", str(copy),
+                            "--out", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert again.returncode == 2 and "exists" in again.stderr

@@ -147,6 +147,9 @@ def score(loaded: LoadedModel, x: Tensor, label: str | None = None, draws: int =
             bpd = float(loaded.model.bits_per_dim(x.expand(draws, -1, -1, -1), c, gen).mean())
         if loaded.has_encoder:
             c1 = None if c is None else c[:1]
+            own_labels = getattr(loaded.model, "own_labels", None)
+            if c1 is None and own_labels is not None:  # a flow reading its own clusters
+                c1 = own_labels(x)
             recon = loaded.model.decode(loaded.model.encode(x, cond=c1), cond=c1).cpu()
             err = int((recon.int() - x.int()).abs().max())
     return ScoreResult(bpd, cond, source, probs, reading, note, posterior, recon, err)

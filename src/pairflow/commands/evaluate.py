@@ -99,7 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="conditional flows whose couplings read the label: also the exact unconditional "
+        help="conditional flows whose couplings read the label (or flows that read their own "
+        "clusters): also the exact unconditional "
         "bits/dim, log p(x) summed over the labels (100 passes per pair; 10 per single "
         "image), and the flow's own accuracy by Bayes, on the first N pairs (default 0: off; "
         "a class mixture always reports them, from one pass)",

@@ -111,6 +111,9 @@ def interpolate(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows = x0.shape[0]
+    own_labels = getattr(model, "own_labels", None)
+    if cond is None and own_labels is not None:  # a flow reading its own clusters: x0's
+        cond = own_labels(x0)
     both = None if cond is None else torch.as_tensor(cond).repeat(2)  # x1 under x0's labels
     z = model.encode(torch.cat([x0, x1]), cond=both)
     path = latent_path(z[:rows], z[rows:], steps).flatten(0, 1)  # (B * steps, ...)

@@ -23,6 +23,7 @@ def evaluate_mixture(
     draws: int = 1,
     seed: int = 1234,
     progress=None,
+    labels_of=None,
 ) -> dict:
     """A conditional flow on every pair of ``dataset``, with and without the label.
 
@@ -33,6 +34,8 @@ def evaluate_mixture(
     ``model.log_label_probs()``), the bits/dim given the true label, and the flow's own pair
     classification by Bayes (argmax of p(y | x), the log-likelihoods averaged over the
     draws). Draws, seed, progress and NaN handling as in :func:`evaluate_bpd`.
+    ``labels_of``: images -> the labels to score them under in place of the dataset's (a
+    flow that reads its own clusters: ``model.own_labels``).
 
     Returns:
         ``{"bpd", "bpd_stderr", "bpd_given_label", "bpd_given_label_stderr", "accuracy",
@@ -58,6 +61,8 @@ def evaluate_mixture(
 
     bar = open_bar(progress, n, "bits/dim, all labels")
     for rows, x, y in pair_batches(model, dataset, batch_size, device):
+        if labels_of is not None:
+            y = labels_of(x)
         total_marginal = torch.zeros(len(x), dtype=torch.float64, device=device)
         total_given = torch.zeros_like(total_marginal)
         mean_loglik = torch.zeros(len(x), len(log_prior), dtype=torch.float64, device=device)

@@ -38,8 +38,8 @@ def bpd_markdown(report: dict) -> str:
     if "bits_per_dim_bound" in report and "bound" in report:
         return (
             f"{report['split']} bits/dim ≤ **{report['bits_per_dim_bound']:.4f}** "
-            f"± {report['bits_per_dim_bound_stderr']:.4f}: a variational bound (variational "
-            "dequantization, Flow++), not the exact likelihood of the continuous model "
+            f"± {report['bits_per_dim_bound_stderr']:.4f}: a bound ({report['bound']}), not "
+            "the exact likelihood of the continuous model "
             f"(standard error over {report['num_pairs']:,} pairs, "
             f"{report['dequantization_draws']} dequantisation draw(s) each)."
         )

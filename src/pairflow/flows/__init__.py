@@ -12,6 +12,7 @@ Example:
 from pairflow.flows.actnorm import ActNorm
 from pairflow.flows.base import Compose, Inverse, Transform
 from pairflow.flows.build import PairFlow, build_flow, flow_parts
+from pairflow.flows.clusters import PixelClusters
 from pairflow.flows.config import PRESETS, FlowConfig
 from pairflow.flows.coupling import AdditiveCoupling, AffineCoupling, Coupling, coupling_layer
 from pairflow.flows.dequantization import (
@@ -73,6 +74,7 @@ __all__ = [
     "PairEmbedding",
     "PairFlow",
     "PairLabelNormal",
+    "PixelClusters",
     "SeparateMLPs",
     "Squeeze",
     "StandardNormal",

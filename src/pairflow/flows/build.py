@@ -21,6 +21,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from pairflow.flows.base import Compose, Transform
+from pairflow.flows.clusters import PixelClusters
 from pairflow.flows.config import FlowConfig
 from pairflow.flows.coupling import CouplingLayer, coupling_layer
 from pairflow.flows.dequantization import (
@@ -182,7 +183,7 @@ def flow_parts(config: FlowConfig) -> dict[str, Any]:
         if config.label_embedding
         else None
     )
-    if config.conditional:
+    if config.reads_labels:  # a label, or the flow's own clusters
         parts["distribution"] = CONDITIONAL_DISTRIBUTIONS[config.conditioning](config)
     else:
         parts["distribution"] = UNCONDITIONAL_DISTRIBUTIONS[config.prior](config)
@@ -192,6 +193,8 @@ def flow_parts(config: FlowConfig) -> dict[str, Any]:
     # Noisy data may leave [0, 1]: an affine map to [-1, 1] there, the logit elsewhere.
     gaussian = config.dequantization == "gaussian"
     parts["preprocessing"] = Scale() if gaussian else Logit(config.logit_alpha)
+    if config.clusters:  # a buffer: no draw from the generator
+        parts["clusters"] = PixelClusters(config.clusters, config.shape, config.label_sides)
     return parts
 
 

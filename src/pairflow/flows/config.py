@@ -112,7 +112,13 @@ class FlowConfig(ModelConfig):
             conditioner (same masks; see :func:`~pairflow.flows.multiscale_flow`).
         conditional: condition on labels (``cond`` = 10 * left + right for pairs, the class
             0..9 for single images).
-        conditioning: how a conditional model uses the label. ``"embedding"``: each digit's
+        clusters: k > 0 (2..10) makes an unconditional flow whose couplings and prior read,
+            in place of a label, each side's nearest of k pixel centres that k-means finds in
+            the training images (:mod:`pairflow.flows.clusters`; ``conditioning`` says how
+            they are read, as for a label). Its users never give a label; its bits/dim is the
+            bound at the image's own clusters. 0 (default): none.
+        conditioning: how a conditional model uses the label (or a ``clusters`` flow its
+            clusters). ``"embedding"``: each digit's
             learned embedding (left and right digits have separate tables; a single image
             has one class table) is fed to every coupling's conditioner, each side's vector
             over its half of the image (a single image's over all of it). ``"prior"``: a
@@ -192,6 +198,7 @@ class FlowConfig(ModelConfig):
     spline_bound: float = 0.0
     # conditioning and speed
     conditional: bool = False
+    clusters: int = 0
     conditioning: Conditioning = "embedding"
     prior: Prior = "normal"
     embed_dim: int = 8
@@ -253,6 +260,7 @@ class FlowConfig(ModelConfig):
                 "data's [-1, 1] space: set noise_sigma > 0 (TarFlow: 0.05 to 0.15)"
             )
         self._check_label_dropout()
+        self._check_clusters()
         if self.scale_bound <= 0:
             raise ValueError(f"FlowConfig.scale_bound must be > 0, got {self.scale_bound}")
         bound = self.spline_bound
@@ -279,6 +287,31 @@ class FlowConfig(ModelConfig):
                 f"prior read the label (conditioning 'embedding', 'prior' or 'both'); {what} "
                 "has no label to drop"
             )
+
+    def _check_clusters(self) -> None:
+        k = self.clusters
+        if not isinstance(k, int) or isinstance(k, bool) or not (k == 0 or 2 <= k <= 10):
+            raise ValueError(f"FlowConfig.clusters must be 0 (none) or 2..10 per side, got {k!r}")
+        if not k:
+            return
+        if self.conditional:
+            raise ValueError(
+                "FlowConfig.clusters gives an unconditional flow clusters of its own to read in "
+                "place of a label; a conditional flow reads its labels: leave one of them out"
+            )
+        if self.conditioning == "mixture" or self.prior != "normal":
+            raise ValueError(
+                "FlowConfig.clusters: the couplings or the prior read the clusters "
+                "(conditioning 'embedding', 'prior' or 'both', prior 'normal'), got "
+                f"conditioning={self.conditioning!r}, prior={self.prior!r}"
+            )
+        if self.label_dropout:
+            raise ValueError("FlowConfig.clusters takes no label dropout (no guidance by clusters)")
+
+    @property
+    def reads_labels(self) -> bool:
+        """Whether the flow's parts read a label: a conditional flow's, or its own clusters'."""
+        return self.conditional or bool(self.clusters)
 
     @property
     def null_label(self) -> bool:
@@ -307,12 +340,12 @@ class FlowConfig(ModelConfig):
     @property
     def label_embedding(self) -> bool:
         """Whether the couplings' conditioners read the label (conditional models)."""
-        return self.conditional and self.conditioning in ("embedding", "both")
+        return self.reads_labels and self.conditioning in ("embedding", "both")
 
     @property
     def label_prior(self) -> bool:
         """Whether the base distribution depends on the label (conditional models)."""
-        return self.conditional and self.conditioning in ("prior", "both")
+        return self.reads_labels and self.conditioning in ("prior", "both")
 
     @property
     def cluster_mixture(self) -> bool:

@@ -10,7 +10,9 @@ In the nflows sense a flow is ``Flow(transform, distribution, embedding)``; here
 - the base distribution (:mod:`pairflow.flows.distributions`), which for a conditional flow
   also holds p(y);
 - the label embedding (:class:`~pairflow.flows.labels.LabelEmbedding`) that conditional
-  couplings read, or None.
+  couplings read, or None;
+- optionally the flow's own clusters (:class:`~pairflow.flows.clusters.PixelClusters`),
+  which an unconditional flow's couplings and prior read in place of a label.
 
 :func:`~pairflow.flows.build_flow` makes the parts from a :class:`FlowConfig`.
 
@@ -29,6 +31,7 @@ from torch import Tensor, nn
 from pairflow.flows import guidance as guidance_module
 from pairflow.flows.actnorm import ActNorm
 from pairflow.flows.base import Transform, set_autocast
+from pairflow.flows.clusters import PixelClusters
 from pairflow.flows.config import FlowConfig
 from pairflow.flows.dequantization import Dequantizer, UniformDequantizer
 from pairflow.flows.distributions import Distribution
@@ -62,6 +65,8 @@ class Flow(LabelledFlow, Transform):
         dequantizer: pixels -> y (default: uniform noise).
         preprocessing: y -> h (default: ``Logit(config.logit_alpha)``).
         noise: noise augmentation of h during training, or None.
+        clusters: the pixel clusters an unconditional flow reads as its label, or None
+            (:mod:`pairflow.flows.clusters`).
 
     Example:
         >>> from pairflow.flows import build_flow
@@ -80,6 +85,7 @@ class Flow(LabelledFlow, Transform):
         dequantizer: Dequantizer | None = None,
         preprocessing: Transform | None = None,
         noise: NoiseAugmentation | None = None,
+        clusters: PixelClusters | None = None,
     ):
         super().__init__()
         self.config = config
@@ -90,6 +96,7 @@ class Flow(LabelledFlow, Transform):
         self.dequantizer = dequantizer if dequantizer is not None else UniformDequantizer()
         self.body = body
         self.noise = noise
+        self.clusters = clusters
         self._register_load_state_dict_pre_hook(_label_probs_moved, with_module=True)
         set_autocast(self, torch.bfloat16 if config.precision == "bf16" else None)
 
@@ -98,8 +105,10 @@ class Flow(LabelledFlow, Transform):
     def bits_per_dim_is_bound(self) -> bool:
         """False with uniform dequantization (the exact likelihood of the continuous model,
         an upper bound of the discrete one, as every flow paper reports); True with a learned
-        q (Flow++'s variational bound), and every output says so."""
-        return self.dequantizer.is_bound
+        q (Flow++'s variational bound), or for a flow that reads its own clusters (the
+        mixture's term at the image's clusters, :mod:`pairflow.flows.clusters`); every
+        output says so."""
+        return self.dequantizer.is_bound or self.clusters is not None
 
     def with_uniform_dequantization(self) -> Flow:
         """This flow scored with uniform noise: its exact continuous likelihood of clean data.
@@ -116,7 +125,8 @@ class Flow(LabelledFlow, Transform):
             return self
         flow = type(self).__new__(type(self))
         config = dataclasses.replace(self.config, dequantization="uniform")
-        parts = {name: getattr(self, name) for name in ("body", "distribution", "embedding")}
+        names = ("body", "distribution", "embedding", "clusters")
+        parts = {name: getattr(self, name) for name in names}
         # Clean data in, so no noise in the score; the denoising step of samples stays.
         noise = self.noise
         if logit_noise:
@@ -208,6 +218,26 @@ class Flow(LabelledFlow, Transform):
 
         return self.noise.denoise(h, log_density)
 
+    def own_labels(self, x: Tensor) -> Tensor | None:
+        """The labels a flow that reads its own clusters gives images (B, C, H, W) of pixels
+        (their sides' nearest centres, :class:`~pairflow.flows.clusters.PixelClusters`);
+        None for every other flow."""
+        if self.clusters is None:
+            return None
+        x, _ = as_pixel_batch(x, self.config.shape, self.device)
+        return self.clusters(x)
+
+    def _cluster_cond(self, cond, batch: int, x: Tensor | None = None) -> Tensor:
+        """A cluster flow's labels for encode/decode: ``cond`` checked, else those of ``x``."""
+        if cond is None:
+            if x is None:
+                raise ValueError(
+                    "this flow reads its own clusters: decode a latent under the cluster "
+                    "labels it was encoded with (cond=flow.own_labels(x))"
+                )
+            return self.clusters(x)
+        return check_pair_labels(cond, batch, True, self.device, self.config.num_classes)
+
     def check_cond(self, cond: Tensor | int | None, batch: int, optional: bool = True):
         """Labels as a (batch,) tensor on the model's device, checked; None where allowed."""
         if cond is None and self.config.conditional and optional:
@@ -222,7 +252,9 @@ class Flow(LabelledFlow, Transform):
 
         Without a label, a conditional flow's exact marginal over the K labels (one pass
         where the body never sees the label, K where the couplings read it). With a learned
-        dequantizer log q(u | x) is subtracted: a one-sample variational bound.
+        dequantizer log q(u | x) is subtracted: a one-sample variational bound. A flow that
+        reads its own clusters gives log p(c) + log p(y | c) at the image's clusters c, a
+        lower bound of its log p(y) (:meth:`marginal_log_prob` is exact).
         ``draws`` averages several dequantization draws; ``generator`` seeds them.
         """
         x, unbatched = as_pixel_batch(x, self.config.shape, self.device)
@@ -233,15 +265,17 @@ class Flow(LabelledFlow, Transform):
         total = 0
         for _ in range(draws):
             if marginal:  # log p(x) = logsumexp_y [log p(y) + log p(x | y)]
-                log_lik = self.class_log_likelihoods(x, generator)
-                total = total + torch.logsumexp(self.log_label_probs() + log_lik, dim=1)
+                total = total + self.marginal_log_prob(x, generator)
                 continue
             y, log_q = self.dequantizer.dequantize(x, generator)  # (B, C, H, W), (B,)
-            label = cond
+            label, log_label = cond, 0
+            if self.clusters is not None:  # the bound at the image's own clusters c
+                label = self.clusters(x)
+                log_label = self.log_label_probs()[label]  # log p(c)
             if self.training and cond is not None and self.config.null_label:
                 label = guidance_module.train_labels(self, cond, generator)  # some sides null
             z, logabsdet = self.latent(y, label, self.training_noise(y, generator))
-            total = total + self.log_prior(z, label) + logabsdet - log_q
+            total = total + log_label + self.log_prior(z, label) + logabsdet - log_q
         out = total / draws if draws > 1 else total
         return out[0] if unbatched else out
 
@@ -265,7 +299,8 @@ class Flow(LabelledFlow, Transform):
                denoise: bool = True, guidance: float | None = None) -> Tensor:  # fmt: skip
         """Draw uint8 images of shape ``sample_shape + (C, H, W)``: z from the base
         distribution at temperature T, x = floor(256 inverse(z)). Without ``cond`` a
-        conditional flow draws y ~ p(y) first. ``denoise``: a flow trained with noise ends
+        conditional flow draws y ~ p(y) first (a flow reading its own clusters draws them
+        from their frequencies). ``denoise``: a flow trained with noise ends
         with its denoising step (:meth:`denoise_logits`). ``guidance``: the weight w of
         classifier-free guidance (a flow trained with label dropout, :attr:`guidable`;
         :mod:`pairflow.flows.guidance`): 0 is the conditional model, -1 the unconditional
@@ -277,7 +312,7 @@ class Flow(LabelledFlow, Transform):
         if len(shape) and (n < 1 or isinstance(sample_shape, bool)):
             raise ValueError(f"n must be an int >= 1, got {sample_shape!r}")
         cond = self.check_cond(cond, n)
-        if cond is None and self.config.conditional:
+        if cond is None and self.config.reads_labels:
             cond = self.sample_labels(n, generator)  # the label-free sampler: y ~ p(y) first
         if guidance is not None:
             cond = guidance_module.guide(self, cond, guidance)
@@ -291,9 +326,14 @@ class Flow(LabelledFlow, Transform):
     @torch.no_grad()
     def encode(self, x: Tensor, cond: Tensor | int | None = None) -> Tensor:
         """Latents (B, C, H, W) of images at the dequantizer's central point (bin centres,
-        or a learned q's mode); ``decode(encode(x))`` returns x (exactly in fp32)."""
+        or a learned q's mode); ``decode(encode(x))`` returns x (exactly in fp32). A flow
+        reading its own clusters encodes under the images' clusters unless ``cond`` names
+        others; decode under the same (:meth:`own_labels`)."""
         x, unbatched = as_pixel_batch(x, self.config.shape, self.device)
-        cond = self.check_cond(cond, x.shape[0], optional=self.embedding is None)
+        if self.clusters is not None:
+            cond = self._cluster_cond(cond, x.shape[0], x)
+        else:
+            cond = self.check_cond(cond, x.shape[0], optional=self.embedding is None)
         z, _ = self(self.dequantizer.central(x)[0], cond)
         return z[0] if unbatched else z
 
@@ -306,7 +346,10 @@ class Flow(LabelledFlow, Transform):
             raise ValueError(
                 f"expected latents of shape (B, {', '.join(map(str, shape))}), got {got}"
             )
-        cond = self.check_cond(cond, z.shape[0], optional=self.embedding is None)
+        if self.clusters is not None:
+            cond = self._cluster_cond(cond, z.shape[0])
+        else:
+            cond = self.check_cond(cond, z.shape[0], optional=self.embedding is None)
         y, _ = self.inverse(z.to(self.device, torch.float32), cond)
         return quantize(y)
 

@@ -162,13 +162,14 @@ class LabelledFlow:
     def label_passes(self) -> int:
         """Passes through the body that the marginal over labels costs: 1 where the body never
         sees the label, K where the couplings read it; 0 for an unconditional flow."""
-        if not self.config.conditional:
+        if not self.config.reads_labels:
             return 0
         return 1 if self.embedding is None else self.config.num_classes
 
     def require_conditional(self, what: str) -> None:
-        """Raise, naming ``what``, unless this flow is conditional."""
-        if not self.config.conditional:
+        """Raise, naming ``what``, unless this flow reads a label (a conditional flow, or one
+        that reads its own clusters, whose labels are those clusters)."""
+        if not self.config.reads_labels:
             raise ValueError(
                 f"{what} needs a conditional model (one trained with labels); this one is "
                 "unconditional (config.conditional=False)"
@@ -188,6 +189,13 @@ class LabelledFlow:
         """n labels y ~ p(y), int64 (n,) on the model's device."""
         self.require_conditional("sample_labels")
         return self.distribution.sample_labels(n, generator)
+
+    def marginal_log_prob(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The exact log p(x) = logsumexp_y [log p(y) + log p(x | y)] (B,) in nats, from one
+        dequantization draw: K passes where the couplings read the label (a conditional
+        flow's marginal, or the exact density of a flow that reads its own clusters)."""
+        log_lik = self.class_log_likelihoods(x, generator)
+        return torch.logsumexp(self.log_label_probs() + log_lik, dim=1)
 
     def class_log_likelihoods(self, x, generator=None, noise: str = "uniform") -> Tensor:
         """log p(x | y) (B, K) for every label (:func:`~pairflow.flows.labels` module)."""

@@ -4,7 +4,8 @@ The flow's row of the model registry (:data:`pairflow.models.REGISTRY`) points h
 training loop calls these through the row and never asks whether a model is a flow.
 
 - :func:`prepare`: p(y) from the training labels, a class mixture's Gaussians fitted to a
-  trained body, a label-free mixture started from k-means clusters, ActNorm's data-dependent
+  trained body, a label-free mixture started from k-means clusters, the centres of a flow
+  that reads its own clusters, ActNorm's data-dependent
   start before distributed wrapping; returns the lines to print.
 - :func:`inherited_fields` and :func:`left_out`: a fine-tune (``--init-from``) keeps its
   source's dequantizer and label-free prior, and leaves out the weights of parts it has not.
@@ -33,6 +34,7 @@ __all__ = [
     "train_latents",
     "fit_mixture",
     "fit_clusters",
+    "fit_own_clusters",
     "inherited_fields",
     "left_out",
     "widen",
@@ -79,6 +81,8 @@ def prepare(flow, preparation) -> list[str]:
         # p(y), the training pairs' label frequencies: the mixture's weights, and the label
         # draws of every conditional flow sampled without a label.
         flow.set_label_counts(train_set.pair_label_counts())
+    if config.clusters:
+        lines += fit_own_clusters(flow, train_set)
     if config.null_label and fine_tune and any("null" in k for k in preparation.new_weights):
         lines += guidance.start_null_label(flow)  # trained digits, a null label to learn
     if config.label_mixture and fine_tune and new_prior:
@@ -163,6 +167,31 @@ def fit_clusters(flow, train_set, device: torch.device | str, num_pairs: int = 2
     flow.distribution.fit_clusters(latents, images)
 
 
+def fit_own_clusters(flow, train_set) -> list[str]:
+    """A flow that reads its own clusters: their centres, by k-means of the training set's
+    single images (every side, no labels read), unless it has them (a fine-tune of such a
+    flow keeps its source's); then p(c), each side's cluster frequencies over those images
+    (pairs are drawn at random, so a pair's p(a, b) = p(a) p(b)). Returns the lines to print.
+    """
+    clusters = flow.clusters
+    images = train_set.digits  # (N, H, W) or (N, C, H, W) uint8: single images
+    lines = []
+    if not clusters.fitted:
+        clusters.fit(images.to(clusters.centres.device))
+        lines.append(
+            f"clusters: {clusters.k} per side, k-means of the {len(images):,} training images' "
+            "pixels (no labels read)"
+        )
+    side = clusters.label_counts(images).double()
+    table = torch.zeros(10, 10, dtype=torch.float64)
+    if clusters.sides == 2:
+        table[: clusters.k, : clusters.k] = side[:, None] * side[None, :]
+        flow.set_label_counts(table)
+    else:
+        flow.set_label_counts(torch.nn.functional.pad(side, (0, 10 - clusters.k)))
+    return lines
+
+
 def inherited_fields(
     source: dict[str, Any], overrides: dict[str, Any], conditional: bool
 ) -> dict[str, Any]:
@@ -172,7 +201,9 @@ def inherited_fields(
     it, and the same weights scored with uniform noise are far worse (BENCHMARKS.md). So a
     fine-tune keeps the source's dequantizer unless ``--set dequantization=...`` says
     otherwise. An unconditional fine-tune keeps the source's label-free mixture prior
-    (``prior="mixture"``) the same way, unless ``--set prior=...``.
+    (``prior="mixture"``) the same way, unless ``--set prior=...`` (or ``--set clusters=k``,
+    whose prior reads the clusters); and a source's own clusters (``clusters``, with its
+    ``conditioning``), unless ``--set clusters=...``.
 
     Arguments:
         source: the source checkpoint's model config (a dict).
@@ -185,9 +216,21 @@ def inherited_fields(
     kept: dict[str, Any] = {}
     if source.get("dequantization") == "variational" and "dequantization" not in overrides:
         kept.update({k: source[k] for k in DEQUANTIZER_FIELDS if k in source})
-    # A conditional model's base distribution is its conditioning, not the source's prior.
-    if source.get("prior", "normal") != "normal" and not conditional and "prior" not in overrides:
+    # A conditional model's base distribution is its conditioning, not the source's prior;
+    # nor is that of a flow that reads its own clusters.
+    clusters = overrides.get("clusters", 0 if conditional else source.get("clusters", 0))
+    if (
+        source.get("prior", "normal") != "normal"
+        and not conditional
+        and not clusters
+        and "prior" not in overrides
+    ):
         kept["prior"] = source["prior"]
+    # A flow that reads its own clusters keeps them (its centres come with its weights).
+    if source.get("clusters") and not conditional and "clusters" not in overrides:
+        kept["clusters"] = source["clusters"]
+        if "conditioning" not in overrides:
+            kept["conditioning"] = source.get("conditioning", "embedding")
     return kept
 
 

@@ -14,10 +14,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["likelihood_facts", "VARIATIONAL_BOUND"]
+__all__ = ["likelihood_facts", "VARIATIONAL_BOUND", "OWN_CLUSTERS_BOUND"]
 
 VARIATIONAL_BOUND = "variational dequantization (Flow++): -E_q[log p(x+u) - log q(u|x)]"
 """The report's ``bound``: what a flow with variational dequantization reports."""
+
+OWN_CLUSTERS_BOUND = (
+    "its own clusters: -log p(c(x)) - log p(x | c(x)) at the image's clusters c(x), above "
+    "the exact -log p(x) (evaluate --marginal-pairs N sums over every cluster label)"
+)
+"""The report's ``bound`` for a flow that reads its own clusters."""
 
 
 def likelihood_facts(flow) -> dict[str, Any]:
@@ -48,6 +54,11 @@ def likelihood_facts(flow) -> dict[str, Any]:
             "with the bits/dim of models trained without noise; evaluate --dequantization "
             "uniform gives this density's exact bits/dim of clean 8-bit data"
         )
-    if flow.bits_per_dim_is_bound:
-        facts["bound"] = VARIATIONAL_BOUND
+    reasons = []
+    if flow.dequantizer.is_bound:
+        reasons.append(VARIATIONAL_BOUND)
+    if getattr(flow, "clusters", None) is not None:
+        reasons.append(OWN_CLUSTERS_BOUND)
+    if reasons:
+        facts["bound"] = "; and ".join(reasons)
     return facts

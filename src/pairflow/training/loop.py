@@ -244,9 +244,18 @@ def end_of_epoch(run: Run, complete: bool = True) -> dict:
         print(f"test {run.spec.bpd_key} is {test_bpd} at step {run.step}: the model diverged and "
               f"was not saved. {_last_good(run)}.", flush=True)  # fmt: skip
     if run.procs.is_main and complete:
-        bound = "negative ELBO" if run.spec.likelihood == "bound" else "variational bound"
+        bound = "negative ELBO" if run.spec.likelihood == "bound" else _flow_bound(run)
         print(f"epoch {run.epoch}: {_describe(fields, bound)} (step {run.step})", flush=True)
     return fields
+
+
+def _flow_bound(run: Run) -> str:
+    """Which bound a flow's bits/dim is: variational dequantization's, or (also) the one at
+    the image's own clusters of a flow that reads them."""
+    if getattr(run.model, "clusters", None) is None:
+        return "variational bound"
+    variational = run.model.dequantizer.is_bound
+    return "bound at its own clusters" + (", variational" if variational else "")
 
 
 def test_start(run: Run) -> float:
@@ -267,7 +276,7 @@ def test_start(run: Run) -> float:
         run.best, run.best_step = test_bpd, 0
         _checkpoint(run, run.out / "best.pt", run.procs.gather(run.noise.get_state()))
     if run.procs.is_main:
-        bound = "variational bound" if run.bpd_key == "bpd_bound" else ""
+        bound = _flow_bound(run) if run.bpd_key == "bpd_bound" else ""
         print(f"start: {_describe(fields, bound)} (step 0)", flush=True)
     return test_bpd
 

@@ -5,6 +5,10 @@
 - ``int8``: every floating matrix or kernel (2+ dims) as int8 with one float32 scale per
   output row (symmetric, round-to-nearest), vectors as float16.
 
+Tensors that are data rather than weights stay float32 whatever the dtype: the pixel
+centres of a flow that reads its own clusters (``clusters.centres``), whose rounding would
+move images from one cluster to another.
+
 Used by :mod:`pairflow.training.export` (writing) and :mod:`pairflow.training.checkpoint`
 (reading): both import this module, neither imports the other's internals.
 """
@@ -17,6 +21,8 @@ __all__ = ["DTYPES", "pack_state_dict", "unpack_state_dict"]
 
 DTYPES = ("fp32", "fp16", "int8")
 _SCALE = ".__int8_scale"
+KEEP_FP32 = ("clusters.centres",)
+"""State-dict names (suffixes) stored as float32 by every dtype."""
 
 
 def pack_state_dict(state: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
@@ -25,8 +31,8 @@ def pack_state_dict(state: dict[str, torch.Tensor], dtype: str) -> dict[str, tor
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     packed: dict[str, torch.Tensor] = {}
     for name, value in state.items():
-        if not value.is_floating_point() or dtype == "fp32":
-            packed[name] = value
+        if not value.is_floating_point() or dtype == "fp32" or name.endswith(KEEP_FP32):
+            packed[name] = value.float() if value.is_floating_point() else value
         elif dtype == "fp16" or value.dim() < 2:
             packed[name] = value.to(torch.float16)
         else:

@@ -303,6 +303,10 @@ class StepProbe:
             config = models["fp32"].config
             x = torch.randint(0, 256, (self.batch, *config.shape), dtype=torch.uint8)
             x = x.to(self.device)
+            for m in models.values():  # a flow reading its own clusters needs centres first
+                clusters = getattr(m, "clusters", None)
+                if clusters is not None and not clusters.fitted:
+                    clusters.fit_sides(x)
             cond = None
             if getattr(config, "conditional", False):  # pair labels, or 0..9 for single images
                 cond = torch.randint(0, config.num_classes, (self.batch,), device=self.device)

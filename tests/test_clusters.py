@@ -1,0 +1,254 @@
+"""A flow that reads its own clusters: the clusters, the bound it reports against its exact
+density, its samples, its fine-tunes and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from clitools import pairflow
+from pairflow.flows import FlowConfig, PixelClusters, build_flow
+from pairflow.training import TrainConfig, load_checkpoint, load_model, train
+
+TINY = dict(height=4, width=8, hidden_channels=4, num_blocks=1)
+
+
+def cluster_flow(k: int = 2, conditioning: str = "both", **kw):
+    """A tiny multiscale flow reading k clusters per side, randomised, with fitted centres."""
+    torch.manual_seed(0)
+    flow = build_flow("multiscale", clusters=k, conditioning=conditioning, **TINY, **kw)
+    with torch.no_grad():
+        for p in flow.parameters():  # off the identity start, so every part matters
+            p.add_(0.2 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (40, 1, 4, 8), generator=g, dtype=torch.uint8)
+    flow.clusters.fit_sides(images)
+    side = flow.clusters.label_counts(torch.cat([images[..., :4], images[..., 4:]])).double()
+    table = torch.zeros(10, 10, dtype=torch.float64)
+    table[:k, :k] = side[:, None] * side[None, :]
+    flow.set_label_counts(table)
+    return flow, images
+
+
+def test_an_image_takes_its_sides_nearest_centres_as_a_pair_label():
+    clusters = PixelClusters(3, (1, 2, 4), sides=2)
+    centres = torch.stack([torch.full((1, 2, 2), v) for v in (0.0, 100.0, 250.0)])
+    clusters.set_centres(centres)
+    left = [10, 90, 200, 255]  # nearest: 0, 1, 2, 2
+    right = [180, 0, 120, 40]  # nearest: 2, 0, 1, 0
+    sides = [
+        (torch.full((1, 2, 2), a), torch.full((1, 2, 2), b))
+        for a, b in zip(left, right, strict=True)
+    ]
+    x = torch.stack([torch.cat(pair, -1) for pair in sides]).to(torch.uint8)
+    assert clusters(x).tolist() == [2, 10, 21, 20]
+    single = PixelClusters(3, (1, 2, 2), sides=1)
+    single.set_centres(centres)
+    assert single(x[..., :2]).tolist() == [0, 1, 2, 2]
+
+
+def test_fitted_centres_are_the_means_of_their_kmeans_clusters():
+    g = torch.Generator().manual_seed(0)
+    dark = torch.randint(0, 30, (20, 1, 2, 2), generator=g)
+    bright = torch.randint(200, 256, (12, 1, 2, 2), generator=g)
+    images = torch.cat([dark, bright]).to(torch.uint8)
+    clusters = PixelClusters(2, (1, 2, 4), sides=2)
+    assert not clusters.fitted
+    with pytest.raises(ValueError, match="no centres yet"):
+        clusters(torch.zeros(1, 1, 2, 4, dtype=torch.uint8))
+    assign = clusters.fit(images)
+    assert clusters.fitted and sorted(torch.bincount(assign).tolist()) == [12, 20]
+    for j in range(2):
+        want = images[assign == j].double().mean(0)
+        torch.testing.assert_close(clusters.centres[j].double(), want, rtol=0, atol=1e-4)
+    assert clusters.label_counts(images).sum() == 32
+    with pytest.raises(ValueError, match="at least 2 training images"):
+        PixelClusters(2, (1, 2, 4), sides=2).fit(images[:1])
+    with pytest.raises(ValueError, match="single images of shape"):
+        PixelClusters(2, (1, 2, 4), sides=2).fit(torch.zeros(5, 1, 2, 4, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(clusters=1), "0 \\(none\\) or 2..10"),
+        (dict(clusters=11), "0 \\(none\\) or 2..10"),
+        (dict(clusters=True), "clusters: expected an integer"),
+        (dict(clusters=3, conditional=True), "a conditional flow reads its labels"),
+        (dict(clusters=3, prior="mixture"), "prior 'normal'"),
+        (dict(clusters=3, conditioning="mixture"), "conditioning 'embedding'"),
+    ],
+)
+def test_bad_cluster_settings_are_refused_by_name(fields, message):
+    with pytest.raises(ValueError, match=message):
+        FlowConfig.from_preset("multiscale", **TINY, **fields)
+
+
+def test_its_bits_per_dim_is_the_mixture_term_at_its_own_clusters_below_the_exact_density():
+    """log_prob(x) = log p(c(x)) + log p(x | c(x)) exactly (float64, one dequantization draw),
+    and the exact log p(x) = logsumexp_c [log p(c) + log p(x | c)] is above it."""
+    flow, images = cluster_flow(3)
+    flow = flow.double().eval()
+    x = images[:8]
+    own = flow.own_labels(x)
+    assert len(set(own.tolist())) > 1  # the images fall in several cluster pairs
+    bound = flow.log_prob(x, generator=torch.Generator().manual_seed(5))
+    columns = flow.class_log_likelihoods(x, torch.Generator().manual_seed(5))  # (B, 100)
+    log_pc = flow.log_label_probs()
+    want = log_pc[own] + columns.gather(1, own[:, None]).squeeze(1)
+    torch.testing.assert_close(bound, want, rtol=0, atol=1e-9)
+    exact = flow.marginal_log_prob(x, torch.Generator().manual_seed(5))
+    manual = torch.stack(
+        [torch.logsumexp(torch.stack([log_pc[c] + columns[i, c] for c in range(100)
+                                      if log_pc[c] > -math.inf]), 0) for i in range(8)]
+    )  # fmt: skip
+    torch.testing.assert_close(exact, manual, rtol=0, atol=1e-9)
+    assert (exact >= bound - 1e-9).all() and (exact > bound + 1e-6).any()
+    assert flow.bits_per_dim_is_bound
+    with pytest.raises(ValueError, match="unconditional"):
+        flow.log_prob(x, cond=torch.zeros(8, dtype=torch.int64))  # it takes no label
+
+
+def test_it_is_the_conditional_flow_given_its_clusters():
+    """The same weights as a conditional flow: the cluster flow's log_prob is the conditional
+    one at c(x) plus log p(c(x)); its samples are the conditional flow's label-free ones."""
+    flow, images = cluster_flow(2, conditioning="both")
+    flow.eval()
+    config = dict(flow.config.to_dict(), clusters=0, conditional=True)
+    conditional = build_flow(FlowConfig.from_dict(config)).eval()
+    state = {k: v for k, v in flow.state_dict().items() if not k.startswith("clusters.")}
+    conditional.load_state_dict(state)
+    x = images[:6]
+    own = flow.own_labels(x)
+    with torch.no_grad():
+        a = flow.log_prob(x, generator=torch.Generator().manual_seed(2))
+        b = conditional.log_prob(x, own, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(a, b + conditional.log_label_probs()[own], rtol=0, atol=1e-4)
+    s = flow.sample(16, temperature=0.9, generator=torch.Generator().manual_seed(3))
+    t = conditional.sample(16, temperature=0.9, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(s, t) and s.dtype == torch.uint8
+    # the cluster draws follow p(c): only the fitted clusters (2 per side) ever come out
+    labels = flow.sample_labels(2000, torch.Generator().manual_seed(0))
+    assert set(labels.tolist()) <= {0, 1, 10, 11}
+    freq = torch.bincount(labels, minlength=100)[[0, 1, 10, 11]].double() / 2000
+    want = flow.log_label_probs().exp()[[0, 1, 10, 11]].double()
+    torch.testing.assert_close(freq, want, rtol=0, atol=0.04)
+
+
+def test_encode_and_decode_invert_under_its_own_clusters():
+    flow, images = cluster_flow(2)
+    flow.eval()
+    x = images[:5]
+    z = flow.encode(x)
+    assert torch.equal(flow.decode(z, flow.own_labels(x)), x)
+    with pytest.raises(ValueError, match="own_labels"):
+        flow.decode(z)
+
+
+def test_int8_export_keeps_the_centres_exactly(tmp_path):
+    from pairflow.training.packing import pack_state_dict, unpack_state_dict
+
+    flow, _ = cluster_flow(2)
+    state = flow.state_dict()
+    for dtype in ("fp16", "int8"):
+        back = unpack_state_dict(pack_state_dict(state, dtype))
+        assert torch.equal(back["clusters.centres"], state["clusters.centres"])
+
+
+def tiny_run(root, out, **kw) -> TrainConfig:
+    values = dict(
+        preset="multiscale", epochs=1, batch_size=16, lr=1e-3, warmup_steps=2, num_pairs=64,
+        test_pairs=32, data_dir=str(root), out=str(out), device="cpu", precision="fp32",
+        sample_n=4, log_every=1,
+        model_overrides=dict(hidden_channels=8, num_blocks=1, clusters=3, conditioning="both"),
+    )  # fmt: skip
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def test_training_fits_the_centres_and_a_fine_tune_keeps_them(tiny_mnist_root, tmp_path):
+    from pairflow.data import PairedMNIST
+
+    train(tiny_run(tiny_mnist_root, tmp_path / "a"), progress=False)
+    model, _ = load_model(tmp_path / "a" / "last.pt")
+    centres = model.clusters.centres.clone()
+    train_set = PairedMNIST(tiny_mnist_root, train=True, num_pairs=64)
+    # the centres: k-means of every training image (both sides are single images)
+    want = PixelClusters(3, (1, 28, 56), sides=2)
+    want.fit(train_set.digits)
+    torch.testing.assert_close(centres, want.centres, rtol=0, atol=1e-3)
+    # p(c): each side's cluster frequencies over the training images, a pair's the product
+    side = want.label_counts(train_set.digits).double()
+    table = torch.zeros(10, 10, dtype=torch.float64)
+    table[:3, :3] = side[:, None] * side[None, :] / side.sum() ** 2
+    torch.testing.assert_close(model.log_label_probs().exp().double(), table.flatten(),
+                               rtol=0, atol=1e-6)  # fmt: skip
+    # a fine-tune of it (no --set clusters) keeps its clusters and their centres
+    train(tiny_run(tiny_mnist_root, tmp_path / "b", init_from=str(tmp_path / "a"),
+                   model_overrides=dict(hidden_channels=8, num_blocks=1), max_steps=2),
+          progress=False)  # fmt: skip
+    tuned = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert tuned["model_config"]["clusters"] == 3
+    assert tuned["model_config"]["conditioning"] == "both"
+    assert torch.equal(tuned["model"]["clusters.centres"], centres)
+
+
+def test_a_flow_fine_tuned_into_one_that_reads_clusters_starts_as_its_source(
+    tiny_mnist_root, tmp_path
+):
+    """Zero-weight cluster inputs and a zero label prior: the start differs from the source
+    only by log p(c(x)), on every pair."""
+    from pairflow.data import PairedMNIST
+    from pairflow.flows.prepare import fit_own_clusters
+    from pairflow.training.loop import init_weights
+
+    source = tmp_path / "source"
+    plain = dict(hidden_channels=8, num_blocks=1)
+    train(tiny_run(tiny_mnist_root, source, max_steps=3, lr=1e-2, model_overrides=plain),
+          progress=False)  # fmt: skip
+    src_model, _ = load_model(source / "last.pt")
+    config = dict(src_model.config.to_dict(), clusters=3, conditioning="both")
+    model = build_flow(FlowConfig.from_dict(config)).eval()
+    fresh, dropped, widened = init_weights(model, source)
+    assert widened and "clusters.centres" in fresh
+    train_set = PairedMNIST(tiny_mnist_root, train=True, num_pairs=64)
+    assert fit_own_clusters(model, train_set)[0].startswith("clusters: 3 per side")
+    x, _ = PairedMNIST(tiny_mnist_root, train=False, num_pairs=8).get_batch(torch.arange(8))
+    with torch.no_grad():
+        want = src_model.eval().log_prob(x, generator=torch.Generator().manual_seed(0))
+        got = model.log_prob(x, generator=torch.Generator().manual_seed(0))
+    log_pc = model.log_label_probs()[model.own_labels(x)]
+    torch.testing.assert_close(got, want + log_pc, rtol=1e-6, atol=1e-3)
+
+
+def test_cli_trains_samples_evaluates_and_interpolates_a_cluster_flow(tiny_mnist_root, tmp_path):
+    run = tmp_path / "run"
+    proc = pairflow(
+        "train", "--preset", "multiscale", "--set", "hidden_channels=8", "--set", "num_blocks=1",
+        "--set", "clusters=3", "--epochs", "1", "--batch-size", "16", "--num-pairs", "64",
+        "--test-pairs", "32", "--data-dir", str(tiny_mnist_root), "--out", str(run),
+        "--device", "cpu", "--precision", "fp32", "--sample-n", "4", "--no-progress",
+    )  # fmt: skip
+    assert "clusters: 3 per side, k-means of the 256 training images' pixels" in proc.stdout
+    assert "bound at its own clusters" in proc.stdout
+    out = tmp_path / "s.npz"
+    pairflow("sample", str(run), "--n", "6", "--out", str(out))
+    data = np.load(out)
+    assert data["images"].shape == (6, 28, 56) and "labels" not in data
+    refused = pairflow("sample", str(run), "--pair", "37", "--out", str(out), check=False)
+    assert refused.returncode == 2 and "unconditional" in refused.stderr
+    pairflow("evaluate", str(run), "--data-dir", str(tiny_mnist_root), "--num-pairs", "16",
+             "--marginal-pairs", "4")  # fmt: skip
+    report = json.loads((run / "eval_test.json").read_text())
+    assert "its own clusters" in report["bound"] and not report["conditional"]
+    exact = report["exact"]
+    assert exact["num_pairs"] == 4 and exact["label_passes"] == 100
+    assert exact["bits_per_dim"] <= exact["bits_per_dim_at_own_clusters"] + 1e-9
+    interp = tmp_path / "i.png"
+    pairflow("sample", str(run), "--interpolate", "--n", "2", "--steps", "3",
+             "--data-dir", str(tiny_mnist_root), "--out", str(interp))  # fmt: skip
+    assert interp.is_file()
