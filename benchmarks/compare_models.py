@@ -64,6 +64,17 @@ MODELS: dict[str, list[str]] = {
         "noise_sigma=0.1",
     ],
     "flow-multiscale-spline": [*MULTISCALE, "--set", "coupling=spline"],
+    # the shipped recipe (variational dequantization) with couplings and a prior that read
+    # the flow's own k-means clusters of each side (no label anywhere; FlowConfig.clusters)
+    "flow-multiscale-clusters": [
+        *MULTISCALE,
+        "--set",
+        "dequantization=variational",
+        "--set",
+        "clusters=10",
+        "--set",
+        "conditioning=both",
+    ],
     # FlowGMM's class-mixture prior (run it as flow-multiscale-mixture-cond): the body never
     # sees the label; against flow-multiscale-cond, the shipped conditioning
     "flow-multiscale-mixture": [*MULTISCALE, "--set", "conditioning=mixture"],

@@ -80,7 +80,8 @@ class PixelClusters(nn.Module):
 
     def side_labels(self, x: Tensor) -> Tensor:
         """Each side's nearest centre, (B, S) int64, of images (B, C, H, W) in pixels 0..255."""
-        if not self.fitted:
+        # (Checked eagerly: under torch.compile the check would break the graph every step.)
+        if not torch.compiler.is_compiling() and not self.fitted:
             raise ValueError("these clusters have no centres yet: fit them to training images")
         centres = self.centres.flatten(1).double()
         return torch.stack(
