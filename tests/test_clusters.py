@@ -139,6 +139,18 @@ def test_it_is_the_conditional_flow_given_its_clusters():
     torch.testing.assert_close(freq, want, rtol=0, atol=0.04)
 
 
+def test_it_is_no_conditional_model_to_its_users():
+    """No label prior to draw from or classify by for the commands and the app: its p(c) is
+    of clusters, which are not the data's labels."""
+    from pairflow.models import has_label_prior
+
+    flow, _ = cluster_flow(2)
+    assert not has_label_prior(flow) and not flow.config.conditional
+    assert flow.label_passes == 100  # what its exact marginal costs
+    config = dict(flow.config.to_dict(), clusters=0, conditional=True)
+    assert has_label_prior(build_flow(FlowConfig.from_dict(config)))
+
+
 def test_encode_and_decode_invert_under_its_own_clusters():
     flow, images = cluster_flow(2)
     flow.eval()

@@ -147,8 +147,12 @@ def has_label_mixture(model: Any) -> bool:
 
 
 def has_label_prior(model: Any) -> bool:
-    """Whether ``model`` is a conditional :class:`PairClassifier`: it has p(y) to draw from."""
-    return isinstance(model, PairClassifier) and model.label_passes > 0
+    """Whether ``model`` is a conditional :class:`PairClassifier`: it has p(y) to draw from.
+
+    A flow that reads its own clusters has a p(c) too, but its labels are clusters, not the
+    data's: it is no conditional model to its users."""
+    conditional = bool(getattr(getattr(model, "config", None), "conditional", False))
+    return isinstance(model, PairClassifier) and conditional and model.label_passes > 0
 
 
 @runtime_checkable
