@@ -787,3 +787,20 @@ def test_the_page_opens_on_an_mnist_conditional_model():
     assert names[0] == "multiscale-cond" and sorted(names) == sorted(shipped)
     datasets = [shipped[n].get("dataset", "mnist") for n in names]
     assert datasets == sorted(datasets, key=lambda d: d != "mnist")  # MNIST's first
+
+
+def test_the_app_treats_a_flow_reading_its_own_clusters_as_unconditional():
+    """multiscale-clusters: the app draws without a pair, shows no p(y | x) of its clusters
+    as pair labels, scores the image at its own clusters and rebuilds it from its latent."""
+    loaded = core.load_model("multiscale-clusters")
+    assert not loaded.conditional
+    images, labels = core.generate(loaded, "any", count=2, seed=0)
+    assert images.shape == (2, 1, 28, 56) and labels is None
+    x = images[:1]
+    result = core.score(loaded, x)
+    assert result.label is None and result.posterior_top is None
+    with torch.no_grad():
+        expected = loaded.model.bits_per_dim(x.expand(8, -1, -1, -1), None,
+                                             torch.Generator().manual_seed(0))  # fmt: skip
+    assert result.bits_per_dim == pytest.approx(float(expected.mean()), abs=1e-6)
+    assert result.max_reconstruction_error <= BF16_ROUND_TRIP
