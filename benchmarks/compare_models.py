@@ -64,6 +64,19 @@ MODELS: dict[str, list[str]] = {
         "noise_sigma=0.1",
     ],
     "flow-multiscale-spline": [*MULTISCALE, "--set", "coupling=spline"],
+    # the flow's own clusters (below) with TarFlow's noise in the data's space in place of
+    # the learned dequantization
+    "flow-multiscale-clusters-gaussian": [
+        *MULTISCALE,
+        "--set",
+        "dequantization=gaussian",
+        "--set",
+        "noise_sigma=0.1",
+        "--set",
+        "clusters=10",
+        "--set",
+        "conditioning=both",
+    ],
     # the shipped recipe (variational dequantization) with couplings and a prior that read
     # the flow's own k-means clusters of each side (no label anywhere; FlowConfig.clusters)
     "flow-multiscale-clusters": [
