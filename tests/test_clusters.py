@@ -264,3 +264,26 @@ def test_cli_trains_samples_evaluates_and_interpolates_a_cluster_flow(tiny_mnist
     pairflow("sample", str(run), "--interpolate", "--n", "2", "--steps", "3",
              "--data-dir", str(tiny_mnist_root), "--out", str(interp))  # fmt: skip
     assert interp.is_file()
+
+
+def test_a_fine_tune_of_a_flow_with_noise_in_the_data_space_keeps_it(tiny_mnist_root, tmp_path):
+    """Without --set, a fine-tune keeps the source's Gaussian dequantization and sigma (its
+    body reads the image through an affine map, not the logit) and starts where it ended."""
+    from pairflow.training.loop import start_test_bpd
+
+    overrides = dict(hidden_channels=8, num_blocks=1, clusters=3, conditioning="both",
+                     dequantization="gaussian", noise_sigma=0.1)  # fmt: skip
+    train(tiny_run(tiny_mnist_root, tmp_path / "a", model_overrides=overrides), progress=False)
+    source = load_checkpoint(tmp_path / "a" / "last.pt")
+    plain = dict(hidden_channels=8, num_blocks=1)
+    tune = tiny_run(tiny_mnist_root, tmp_path / "b", init_from=str(tmp_path / "a"), max_steps=1,
+                    model_overrides=plain)  # fmt: skip
+    train(tune, progress=False)
+    tuned = load_checkpoint(tmp_path / "b" / "last.pt")
+    for key in ("dequantization", "noise_sigma", "clusters"):
+        assert tuned["model_config"][key] == source["model_config"][key], key
+    records = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").open()]
+    start = start_test_bpd(records, "test_bpd_bound")
+    ended = [r for r in (json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").open())
+             if r["type"] == "test"][-1]["test_bpd_bound"]  # fmt: skip
+    assert start == pytest.approx(ended, abs=1e-3)

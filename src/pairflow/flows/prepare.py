@@ -67,10 +67,15 @@ def prepare(flow, preparation) -> list[str]:
             "its variational dequantizer is left out (--set dequantization=uniform): "
             "this run dequantizes with uniform noise, its bits/dim exact"
         )
-    elif inherited.get("dequantization"):
+    elif inherited.get("dequantization") == "variational":
         lines.append(
             "it keeps its variational dequantization: bits/dim is Flow++'s variational "
             "bound (--set dequantization=uniform drops it)"
+        )
+    elif inherited.get("dequantization") == "gaussian":
+        lines.append(
+            f"it keeps its noise in the data's space (sigma {inherited.get('noise_sigma', 0):g}): "
+            "bits/dim is of noisy data (--set dequantization=... changes it)"
         )
     if inherited.get("prior") == "mixture":
         lines.append("it keeps its label-free mixture prior (--set prior=normal drops it)")
@@ -200,7 +205,9 @@ def inherited_fields(
     The learned noise q(u | x) is part of how such a flow was fitted: its density is shaped to
     it, and the same weights scored with uniform noise are far worse (BENCHMARKS.md). So a
     fine-tune keeps the source's dequantizer unless ``--set dequantization=...`` says
-    otherwise. An unconditional fine-tune keeps the source's label-free mixture prior
+    otherwise, and noise in the data's space (``dequantization="gaussian"`` with its
+    ``noise_sigma``), whose body reads the image through an affine map rather than the logit.
+    An unconditional fine-tune keeps the source's label-free mixture prior
     (``prior="mixture"``) the same way, unless ``--set prior=...`` (or ``--set clusters=k``,
     whose prior reads the clusters); and a source's own clusters (``clusters``, with its
     ``conditioning``), unless ``--set clusters=...``.
@@ -216,6 +223,12 @@ def inherited_fields(
     kept: dict[str, Any] = {}
     if source.get("dequantization") == "variational" and "dequantization" not in overrides:
         kept.update({k: source[k] for k in DEQUANTIZER_FIELDS if k in source})
+    # Noise in the data's space comes with an affine map in place of the logit: the body was
+    # fitted to that input, and under the logit it would start from nonsense.
+    if source.get("dequantization") == "gaussian" and "dequantization" not in overrides:
+        kept["dequantization"] = "gaussian"
+        if "noise_sigma" not in overrides:
+            kept["noise_sigma"] = source.get("noise_sigma")
     # A conditional model's base distribution is its conditioning, not the source's prior;
     # nor is that of a flow that reads its own clusters.
     clusters = overrides.get("clusters", 0 if conditional else source.get("clusters", 0))
