@@ -426,6 +426,8 @@ def _own_clusters_exact(model, data, root, layout, options, progress) -> dict[st
     """A flow that reads its own clusters on the first ``marginal_pairs`` pairs: its exact
     log p(x) = logsumexp_c [log p(c) + log p(x | c)] (one pass per cluster label) beside the
     bound it reports, log p(c(x)) + log p(x | c(x)) at the images' own clusters."""
+    import torch
+
     from pairflow.evaluation.mixture import evaluate_mixture
 
     n = min(options.marginal_pairs, options.num_pairs or options.marginal_pairs)
@@ -434,8 +436,6 @@ def _own_clusters_exact(model, data, root, layout, options, progress) -> dict[st
         model, subset, batch_size=options.batch_size, device=model.device,
         draws=options.draws, progress=progress, labels_of=model.own_labels,
     )  # fmt: skip
-    import torch
-
     images = subset.get_batch(torch.arange(len(subset)))[0]
     own = model.own_labels(images.to(model.device))
     d = model.config.num_dims

@@ -263,19 +263,20 @@ class Flow(LabelledFlow, Transform):
             raise ValueError(f"draws must be an int >= 1, got {draws!r}")
         marginal = cond is None and self.config.conditional and not self.label_mixture
         total = 0
+        own, log_own = cond, 0
+        if self.clusters is not None and not marginal:  # the bound at the image's clusters c
+            own = self.clusters(x)  # a function of the pixels: the same for every draw
+            log_own = self.log_label_probs()[own]  # log p(c)
         for _ in range(draws):
             if marginal:  # log p(x) = logsumexp_y [log p(y) + log p(x | y)]
                 total = total + self.marginal_log_prob(x, generator)
                 continue
             y, log_q = self.dequantizer.dequantize(x, generator)  # (B, C, H, W), (B,)
-            label, log_label = cond, 0
-            if self.clusters is not None:  # the bound at the image's own clusters c
-                label = self.clusters(x)
-                log_label = self.log_label_probs()[label]  # log p(c)
+            label = own
             if self.training and cond is not None and self.config.null_label:
                 label = guidance_module.train_labels(self, cond, generator)  # some sides null
             z, logabsdet = self.latent(y, label, self.training_noise(y, generator))
-            total = total + log_label + self.log_prior(z, label) + logabsdet - log_q
+            total = total + log_own + self.log_prior(z, label) + logabsdet - log_q
         out = total / draws if draws > 1 else total
         return out[0] if unbatched else out
 
