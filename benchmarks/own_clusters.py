@@ -33,7 +33,12 @@ import torch
 from pairflow.data import PairedDataset, resolve_root
 from pairflow.flows import FlowConfig, build_flow
 from pairflow.flows.prepare import fit_own_clusters
-from pairflow.training.checkpoint import evaluation_state_dict, load_checkpoint, save_checkpoint
+from pairflow.training.checkpoint import (
+    CheckpointError,
+    evaluation_state_dict,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def main() -> None:
@@ -48,7 +53,12 @@ def main() -> None:
     out = Path(args.out)
     if out.exists():
         parser.error(f"--out {out} exists: give a new folder")
-    state = load_checkpoint(args.run)
+    if not Path(args.copy, "MNIST", "raw").is_dir():
+        parser.error(f"--copy {args.copy} holds no MNIST/raw: write it with cluster_labels.py")
+    try:
+        state = load_checkpoint(args.run)
+    except (CheckpointError, OSError, ValueError) as err:
+        parser.error(str(err))
     source = state["model_config"]
     if not source.get("conditional") or source.get("clusters"):
         parser.error(f"{args.run} is not a conditional flow trained on a relabelled copy")

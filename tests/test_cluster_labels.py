@@ -83,3 +83,12 @@ def test_a_flow_trained_on_the_copy_converts_to_one_that_reads_its_own_clusters(
     again = subprocess.run([sys.executable, str(script), str(run), "--copy", str(copy),
                             "--out", str(out)], capture_output=True, text=True)  # fmt: skip
     assert again.returncode == 2 and "exists" in again.stderr
+    missing = subprocess.run([sys.executable, str(script), str(tmp_path / "none"), "--copy",
+                              str(copy), "--out", str(tmp_path / "o2")], capture_output=True,
+                             text=True)  # fmt: skip
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr and not (tmp_path / "o2").exists()
+    no_copy = subprocess.run([sys.executable, str(script), str(run), "--copy",
+                              str(tmp_path / "none"), "--out", str(tmp_path / "o3")],
+                             capture_output=True, text=True)  # fmt: skip
+    assert no_copy.returncode == 2 and "holds no MNIST/raw" in no_copy.stderr
