@@ -29,6 +29,24 @@ def test_ema_exact_on_a_hand_example():
     assert ema.shadow["count"].item() == 3  # integer buffers are copied, not averaged
 
 
+def test_ema_averages_parameters_and_copies_buffers():
+    # A buffer the model fixes before training (a cluster flow's centres, p(y)) must come out
+    # of the average bit for bit: d * v + (1 - d) * v is not v in floating point.
+    model = nn.Linear(1, 1, bias=False)
+    model.register_buffer("centres", torch.tensor([255.0 / 7.0, 1.0 / 3.0]))
+    _ = model.weight.data.fill_(0.0)
+    ema = EMA(model, decay=0.3, warmup=False)
+    _ = model.weight.data.fill_(2.0)
+    model.centres.mul_(1.0)  # unchanged
+    for _ in range(5):
+        ema.update(model)
+    assert torch.equal(ema.shadow["centres"], model.centres)
+    assert ema.shadow["weight"].item() == pytest.approx(2.0 * (1 - 0.3**5))
+    model.centres.fill_(4.0)  # a buffer that changes is taken as it is now
+    ema.update(model)
+    assert torch.equal(ema.shadow["centres"], torch.full((2,), 4.0))
+
+
 def test_ema_warmup_decays():
     model = Tiny()
     ema = EMA(model, decay=0.9, warmup=True)

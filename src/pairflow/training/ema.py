@@ -26,8 +26,9 @@ class EMA:
         d_n = \min\left(d, \frac{1 + n}{10 + n}\right) \text{ (warm-up) or } d,
 
     with n the number of updates so far (TensorFlow's warm-up, so the average forgets a
-    random initialisation quickly). Non-floating tensors (ActNorm's ``initialized`` flag) are
-    copied. The average starts as a copy of the model. It is plain state, not an ``nn.Module``,
+    random initialisation quickly), for every parameter. Buffers are copied, not averaged:
+    ActNorm's ``initialized`` flag, and the values a model fixes before training (a cluster
+    flow's centres, p(y)), which an average would only move by rounding. The average starts as a copy of the model. It is plain state, not an ``nn.Module``,
     so the optimiser never sees it; :meth:`state_dict` goes into the checkpoint under
     ``"ema"``.
 
@@ -55,6 +56,7 @@ class EMA:
         self.shadow: dict[str, Tensor] = {
             k: v.detach().clone() for k, v in model.state_dict().items()
         }
+        self._parameters = {name for name, _ in model.named_parameters()}
 
     def current_decay(self) -> float:
         """d_n, the decay the next :meth:`update` uses."""
@@ -69,7 +71,7 @@ class EMA:
         d = self.current_decay()
         for name, value in model.state_dict().items():
             avg = self.shadow[name]
-            if avg.is_floating_point():
+            if avg.is_floating_point() and name in self._parameters:
                 avg.mul_(d).add_(value.detach().to(avg.dtype), alpha=1 - d)
             else:
                 avg.copy_(value)
