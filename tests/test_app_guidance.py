@@ -65,6 +65,30 @@ def test_a_model_without_label_dropout_has_no_guidance(runs):
         core.generate(loaded, "37", count=2, guidance=1.0)
 
 
+def test_the_slider_follows_a_models_own_guidance_and_keeps_the_users_setting(runs, tmp_path):
+    from dataclasses import replace
+
+    from pairflow.app.ui import _Handlers
+
+    loaded = core.load_model(str(runs["guided"]))
+    assert core.default_guidance_for(loaded, "37") == 0.0  # a run: the conditional model
+    own = replace(loaded, guidance={"default": 0.1, "label_free": 0.15})
+    assert core.default_guidance_for(own, "37") == 0.1
+    assert core.default_guidance_for(own, " any ") == 0.15  # y ~ p(y): the label-free weight
+    plain = core.load_model(str(runs["plain"]))
+    assert core.default_guidance_for(plain, "any") == 0.0  # no label dropout: no guidance
+    h = _Handlers(None, tmp_path, None)
+    h._model = lambda choice, run: {"own": own, "plain": plain}[choice]
+    update, shown = h.show_guidance("own", "", "37", 0.0)
+    assert update["visible"] and update["value"] == 0.1 and shown == 0.1
+    update, shown = h.show_guidance("own", "", "any", shown)  # the default changed: it moves
+    assert update["value"] == 0.15 and shown == 0.15
+    update, shown = h.show_guidance("own", "", "any", shown)  # unchanged: the user's stays
+    assert "value" not in update and shown == 0.15
+    update, shown = h.show_guidance("plain", "", "37", shown)
+    assert update["visible"] is False and update["value"] == 0.0
+
+
 @pytest.fixture(scope="module")
 def page(runs, tmp_path_factory):
     pytest.importorskip("gradio", reason='the app needs gradio: pip install "pairflow[app]"')

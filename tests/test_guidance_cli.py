@@ -199,3 +199,54 @@ def test_the_sample_sweep_guides_given_and_drawn_labels(guided_run, tiny_mnist_r
         assert by[(mode, 0)]["fd"] == pytest.approx(by[(mode, None)]["fd"], rel=1e-6)
         assert by[(mode, 1)]["fd"] != by[(mode, None)]["fd"]
     assert picture.stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def run_with_own_guidance(guided_run, tmp_path_factory):
+    """``guided_run`` whose checkpoints carry the guidance weights a sweep chose, as a shipped
+    model's do once loaded (its ``weights/index.json`` entry's ``"guidance"``)."""
+    import shutil
+
+    import torch
+
+    out = tmp_path_factory.mktemp("own-guidance") / "run"
+    shutil.copytree(guided_run, out)
+    for file in out.glob("*.pt"):
+        state = torch.load(file, map_location="cpu", weights_only=False)
+        state["sampling_guidance"] = {"default": 0.5, "label_free": 1.5}
+        torch.save(state, file)
+    return out
+
+
+def test_a_models_own_guidance_is_the_default_and_zero_turns_it_off(
+    guided_run, run_with_own_guidance, tmp_path
+):
+    def draw(run, name, *extra):
+        out = tmp_path / f"{name}.npz"
+        proc = pairflow("sample", str(run), "--n", "3", "--seed", "1", *extra, "--out", str(out))
+        return np.load(out)["images"], proc.stdout
+
+    own, said = draw(run_with_own_guidance, "own", "--pair", "37")
+    assert "guidance 0.5, the default of this model; --guidance 0 for none" in said
+    explicit, _ = draw(guided_run, "explicit", "--pair", "37", "--guidance", "0.5")
+    assert np.array_equal(own, explicit)
+    off, said = draw(run_with_own_guidance, "off", "--pair", "37", "--guidance", "0")
+    plain, _ = draw(guided_run, "plain", "--pair", "37")
+    assert np.array_equal(off, plain) and not np.array_equal(off, own)
+    assert "default of this model" not in said
+    # Labels drawn from p(y) take the label-free weight.
+    free, said = draw(run_with_own_guidance, "free")
+    assert "guidance 1.5, the label-free default of this model" in said
+    assert np.array_equal(free, draw(guided_run, "free-explicit", "--guidance", "1.5")[0])
+
+
+def test_evaluate_takes_a_models_own_guidance(run_with_own_guidance, tiny_mnist_root, tmp_path):
+    common = ["evaluate", str(run_with_own_guidance), "--samples", "32", "--num-pairs", "8",
+              "--data-dir", str(tiny_mnist_root), "--no-progress"]  # fmt: skip
+    pairflow(*common, "--out", str(tmp_path / "given.json"))
+    pairflow(*common, "--labels", "prior", "--out", str(tmp_path / "free.json"))
+    pairflow(*common, "--guidance", "0", "--out", str(tmp_path / "off.json"))
+    samples = {k: json.loads((tmp_path / f"{k}.json").read_text())["samples"]
+               for k in ("given", "free", "off")}  # fmt: skip
+    assert samples["given"]["guidance"] == 0.5 and samples["free"]["guidance"] == 1.5
+    assert samples["off"]["guidance"] == 0

@@ -161,6 +161,23 @@ def test_shipped_sampling_temperatures_are_well_formed():
             assert list_pretrained()[name]["conditional"], name
 
 
+def test_shipped_guidance_weights_are_well_formed_and_reach_the_state():
+    # A guidance sweep's choice (BENCHMARKS.md, "Label dropout and classifier-free guidance"),
+    # only for a conditional flow trained with label dropout, each weight one it takes.
+    from pairflow.flows.guidance import check_guidance
+
+    chosen = {name: meta["guidance"] for name, meta in list_pretrained().items()
+              if "guidance" in meta}  # fmt: skip
+    for name, weights in chosen.items():
+        assert set(weights) <= {"default", "label_free"} and weights, name
+        assert all(check_guidance(w) == w for w in weights.values()), name
+        loaded = load_trained(name, precision="fp32")
+        assert loaded.model.config.label_dropout > 0 and loaded.model.guidable, name
+        assert loaded.state["sampling_guidance"] == weights, name
+    others = next(n for n, meta in list_pretrained().items() if "guidance" not in meta)
+    assert "sampling_guidance" not in load_trained(others, precision="fp32").state
+
+
 def test_a_shipped_models_sampling_temperatures_reach_the_state(tmp_path, monkeypatch):
     folder = tmp_path / "weights"
     shutil.copytree(pretrained.WEIGHTS_DIR, folder)

@@ -70,7 +70,9 @@ class TrainedModel:
         state: the checkpoint dict it was loaded from (``kind``, ``model_config``,
             ``train_config``, ``step``...); a shipped model's gets its sampling defaults,
             ``sampling_temperatures``, from its ``weights/index.json`` entry where a temperature
-            sweep chose them (:func:`pairflow.options.default_temperature`).
+            sweep chose them (:func:`pairflow.options.default_temperature`), and
+            ``sampling_guidance`` where a guidance sweep chose a weight
+            (:func:`pairflow.options.default_guidance`).
         checkpoint: the checkpoint file read.
         name: the shipped model's name, or None for a run folder or checkpoint file.
         shipped: its ``weights/index.json`` entry (``test_bpd``...), or {} if not shipped.
@@ -195,6 +197,8 @@ def load_trained(
     meta = list_pretrained().get(name, {}) if name is not None else {}
     if meta.get("temperature"):  # chosen by a sweep after the weights were shipped
         state = {**state, "sampling_temperatures": dict(meta["temperature"])}
+    if meta.get("guidance"):  # likewise, for a flow trained with label dropout
+        state = {**state, "sampling_guidance": dict(meta["guidance"])}
     return TrainedModel(model, state, checkpoint, name, dict(meta), choice)
 
 

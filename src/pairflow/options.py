@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_TEMPERATURE",
     "LABEL_FREE_TEMPERATURE",
     "default_temperature",
+    "default_guidance",
     "MAX_INTERPOLATION_STEPS",
     "NUM_LEVELS",
     "NUM_PAIR_CLASSES",
@@ -100,6 +101,29 @@ def default_temperature(label_free: bool, chosen: Mapping[str, float] | None = N
     if chosen and chosen.get(key) is not None:
         return float(chosen[key])
     return LABEL_FREE_TEMPERATURE if label_free else DEFAULT_TEMPERATURE
+
+
+def default_guidance(label_free: bool, chosen: Mapping[str, float] | None = None) -> float | None:
+    """The CLI's classifier-free guidance weight when ``--guidance`` is not given.
+
+    A model's own, where a guidance sweep chose one (``chosen``: a shipped model's
+    ``"guidance"`` in ``weights/index.json``, as a loaded checkpoint's ``sampling_guidance``;
+    BENCHMARKS.md, "Label dropout and classifier-free guidance"): ``{"default": w}`` for its
+    given-label samples and ``{"label_free": w}`` for samples whose label is drawn from its
+    p(y), each key optional. Otherwise None: no guidance, the conditional model as trained.
+    Only a conditional flow trained with label dropout has such defaults.
+
+    Example:
+        >>> default_guidance(False) is None
+        True
+        >>> chosen = {"default": 0.1, "label_free": 0.15}
+        >>> default_guidance(False, chosen), default_guidance(True, chosen)
+        (0.1, 0.15)
+    """
+    key = "label_free" if label_free else "default"
+    if chosen and chosen.get(key) is not None:
+        return float(chosen[key])
+    return None
 
 
 DatasetName = Literal["mnist", "fashion-mnist", "cifar10"]

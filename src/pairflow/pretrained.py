@@ -203,6 +203,21 @@ def _temperatures(meta: dict) -> str:
     return f"{text} (chosen by its temperature sweep: {sweep})"
 
 
+def _guidance(meta: dict) -> str | None:
+    """The guidance weights ``sample`` and ``evaluate`` take for a guided model when
+    ``--guidance`` is not given, or None for a model without them."""
+    from pairflow.options import default_guidance
+
+    chosen = meta.get("guidance")
+    if not chosen:
+        return None
+    given, free = default_guidance(False, chosen), default_guidance(True, chosen)
+    parts = [f"{w:g} {where}" for w, where in ((given, "given a label"), (free, "label-free"))
+             if w is not None]  # fmt: skip
+    sweep = 'BENCHMARKS.md, "Label dropout and classifier-free guidance"'
+    return f"{', '.join(parts)} (chosen by its guidance sweep: {sweep}; --guidance 0 for none)"
+
+
 def card_line(name: str) -> str:
     """One line on shipped model ``name`` for ``pairflow sample --list-pretrained``: dataset,
     preset, conditioning, CPU-hours, the FD at its default temperature (its card's first
@@ -260,6 +275,7 @@ def card_markdown(name: str) -> str:
         f"{data['license_source'][1:]} |",
         f"| test bits/dim | {_test_bpd(meta)} |",
         f"| sampling temperature | {_temperatures(meta)} |",
+        *([f"| classifier-free guidance | {_guidance(meta)} |"] if _guidance(meta) else []),
         f"| CPU-hours | {_number(hours) if hours is not None else card['cpu_hours_source']}"
         + (f" ({card['cpu_hours_source']})" if hours is not None else "")
         + " |",

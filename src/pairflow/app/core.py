@@ -30,7 +30,12 @@ Example:
 from __future__ import annotations
 
 from pairflow.app.explore import interpolate_labels, interpolate_latents, interpolate_test_pairs
-from pairflow.app.generate import default_temperature_for, generate, model_labels
+from pairflow.app.generate import (
+    default_guidance_for,
+    default_temperature_for,
+    generate,
+    model_labels,
+)
 from pairflow.app.inputs import (
     GUIDANCE_RANGE,
     MAX_COUNT,
@@ -63,6 +68,7 @@ __all__ = [
     "generate",
     "model_labels",
     "default_temperature_for",
+    "default_guidance_for",
     "grid_image",
     "grid_nrow",
     "png_bytes",

@@ -27,7 +27,7 @@ from pairflow.app.model import LoadedModel
 from pairflow.models import has_label_prior
 from pairflow.options import num_classes_of
 
-__all__ = ["generate", "default_temperature_for", "model_labels"]
+__all__ = ["generate", "default_temperature_for", "default_guidance_for", "model_labels"]
 
 
 def model_labels(model, n: int, seed: int) -> Tensor:
@@ -110,3 +110,30 @@ def default_temperature_for(loaded: LoadedModel, pair: str | int | None) -> floa
 
     label_free = is_any(pair) and loaded.conditional and has_label_prior(loaded.model)
     return default_temperature(bool(label_free), loaded.temperatures)
+
+
+def default_guidance_for(loaded: LoadedModel, pair: str | int | None) -> float:
+    """The guidance weight ``pairflow sample`` takes for this model and pair when
+    ``--guidance`` is not given: the model's own where its sweep chose one
+    (:func:`pairflow.options.default_guidance`), else 0 (the conditional model as trained).
+
+    Example:
+        >>> from pairflow.flows import build_flow
+        >>> flow = build_flow("multiscale", hidden_channels=4, num_blocks=1, conditional=True,
+        ...                   conditioning="both", label_dropout=0.1)
+        >>> from pairflow.models import kind_of
+        >>> loaded = LoadedModel("tiny", flow, kind_of(flow),
+        ...                      guidance={"default": 0.1, "label_free": 0.15})
+        >>> default_guidance_for(loaded, "37"), default_guidance_for(loaded, "any")
+        (0.1, 0.15)
+    """
+    from pairflow.options import default_guidance
+
+    if not loaded.guidable:
+        return 0.0
+    own_clusters = bool(getattr(loaded.model.config, "clusters", 0))  # drawn from p(c)
+    label_free = own_clusters or (
+        is_any(pair) and loaded.conditional and has_label_prior(loaded.model)
+    )
+    weight = default_guidance(bool(label_free), loaded.guidance)
+    return 0.0 if weight is None else weight

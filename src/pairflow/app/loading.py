@@ -39,7 +39,10 @@ def load_model(name_or_path: str) -> LoadedModel:
         raise AppInputError(f"model {name!r}: {err}") from err
     model, test_bpd = loaded.model, loaded.test_bpd
     temperatures = loaded.state.get("sampling_temperatures")
-    return LoadedModel(name, model, kind_of(model), test_bpd, dataset, layout, temperatures)
+    guidance = loaded.state.get("sampling_guidance")
+    return LoadedModel(
+        name, model, kind_of(model), test_bpd, dataset, layout, temperatures, guidance
+    )
 
 
 class ModelCache:

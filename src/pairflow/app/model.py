@@ -46,6 +46,8 @@ class LoadedModel:
         layout: ``"pair"`` (two images side by side) or ``"single"``.
         temperatures: its own sampling defaults where a sweep chose them (a shipped model's
             ``sampling_temperatures``, :func:`pairflow.options.default_temperature`), or None.
+        guidance: its own guidance weights where a sweep chose them (a shipped model's
+            ``sampling_guidance``, :func:`pairflow.options.default_guidance`), or None.
     """
 
     name: str
@@ -55,6 +57,7 @@ class LoadedModel:
     dataset: str = DEFAULT_DATASET
     layout: str = "pair"
     temperatures: dict | None = None
+    guidance: dict | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property

@@ -127,12 +127,18 @@ class _Handlers:
             return gr.update(), shown_default
         return gr.update(value=default), default
 
-    def show_guidance(self, choice: str, run: str):
-        """The guidance slider shows only for a model trained with label dropout."""
+    def show_guidance(self, choice: str, run: str, pair="37", shown_default=0.0):
+        """The guidance slider shows only for a model trained with label dropout, and moves
+        to the CLI's default for the model and pair when that changes (a shipped model's own
+        weight where its sweep chose one, else 0); otherwise the user's setting stays."""
         try:
-            return gr.update(visible=self._model(choice, run).guidable)
+            loaded = self._model(choice, run)
         except core.AppInputError:  # no such model: the info line already says so
-            return gr.update(visible=False)
+            return gr.update(visible=False), shown_default
+        default = core.default_guidance_for(loaded, pair)
+        if default == shown_default:
+            return gr.update(visible=loaded.guidable), shown_default
+        return gr.update(visible=loaded.guidable, value=default), default
 
     def generate(self, choice, run, pair, temperature, seed, count, guidance=None):
         loaded = self._model(choice, run)
@@ -341,13 +347,16 @@ def build_app(
                 count = gr.Slider(1, core.MAX_COUNT, 16, step=1, label="count")
             # Classifier-free guidance, for models trained with label dropout only.
             lo, hi = core.GUIDANCE_RANGE
+            shown, first_w = h.show_guidance(models[0], "", "37") if models else ({}, 0.0)
             guidance = gr.Slider(
-                lo, hi, 0.0, step=0.25, elem_id="gen-guidance",
+                lo, hi, first_w, step=0.05, elem_id="gen-guidance",
                 label="guidance (-1: no label, 0: the conditional model, more: closer to it)",
-                visible=h.show_guidance(models[0], "")["visible"] if models else False,
+                visible=shown.get("visible", False),
             )  # fmt: skip
-            for widget in (choice, run):
-                widget.change(h.show_guidance, [choice, run], guidance)
+            shown_guidance = gr.State(first_w)
+            for widget in (pair, choice, run):
+                widget.change(h.show_guidance, [choice, run, pair, shown_guidance],
+                              [guidance, shown_guidance])  # fmt: skip
             # the slider follows the CLI's default for the model and pair (0.8 label-free,
             # a shipped model's own where its sweep chose one)
             _follow_temperature(h, choice, run, pair, temperature, first)

@@ -35,6 +35,7 @@ from pairflow.options import (
     DEFAULT_TEMPERATURE,
     LABEL_FREE_TEMPERATURE,
     MAX_INTERPOLATION_STEPS,
+    default_guidance,
     default_temperature,
 )
 
@@ -304,6 +305,10 @@ def _sample(
     temperature = args.temperature
     if temperature is None:
         temperature = default_temperature(label_free, state.get("sampling_temperatures"))
+    guidance = args.guidance
+    own_clusters = labels is None and bool(getattr(model.config, "clusters", 0))
+    if guidance is None and (labels is not None or own_clusters):  # a guided flow's own weight
+        guidance = default_guidance(label_free or own_clusters, state.get("sampling_guidance"))
 
     denoises = bool(getattr(model, "denoises", False))  # flows trained with noise
     if args.no_denoise and not denoises:
@@ -316,7 +321,7 @@ def _sample(
         """(offset, images (b, 1, H, W) uint8) a batch at a time: memory bounded by a batch."""
         lo = 0
         options = dict(temperature=temperature, generator=gen, labels=labels, progress=progress,
-                       guidance=args.guidance)  # fmt: skip
+                       guidance=guidance)  # fmt: skip
         if denoises:
             options["denoise"] = not args.no_denoise
         for images in iter_samples(model, total, args.batch_size, **options):
@@ -348,8 +353,18 @@ def _sample(
             why += " of this model"
     else:
         why = ""
-    guided = "" if args.guidance is None else f", guidance {args.guidance:g}"
-    print(f"wrote {total} samples to {out} (temperature {temperature:g}{why}{guided})")
+    settings = f"temperature {temperature:g}{why}"
+    if guidance is not None and args.guidance is None:  # the model's own weight
+        kind = "label-free " if label_free or own_clusters else ""
+        if why.endswith("of this model"):  # both of the model's own: say it once
+            settings = f"temperature {temperature:g} and guidance {guidance:g}, the {kind}"
+            settings += "defaults of this model; --guidance 0 for none"
+        else:
+            settings += f", guidance {guidance:g}, the {kind}default of this model; "
+            settings += "--guidance 0 for none"
+    elif guidance is not None:
+        settings += f", guidance {guidance:g}"
+    print(f"wrote {total} samples to {out} ({settings})")
     return 0
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from pairflow.evaluation.sampling import check_guidance_for
 from pairflow.flows.guidance import check_guidance
 from pairflow.models import has_label_mixture, kind_spec
-from pairflow.options import default_temperature
+from pairflow.options import default_guidance, default_temperature
 
 __all__ = [
     "EvaluationError",
@@ -317,13 +317,20 @@ def evaluate_model(
     if options.samples:
         # A class mixture samples without labels: its sample metrics are unconditional.
         sampled_conditional = conditional and not mixture
+        # Labels drawn from the flow's own p(y): label-free.
+        label_free = conditional and spec.classifies and (mixture or options.labels == "prior")
         temperature = options.temperature
-        if temperature is None:  # labels drawn from the flow's own p(y): label-free
-            label_free = conditional and spec.classifies and (mixture or options.labels == "prior")
+        if temperature is None:
             temperature = default_temperature(label_free, checkpoint.get("sampling_temperatures"))
+        guidance = options.guidance
+        own_clusters = bool(config.get("clusters"))  # drawn from p(c): label-free as well
+        if guidance is None and (sampled_conditional or own_clusters):  # its own weight, if any
+            guidance = default_guidance(
+                label_free or own_clusters, checkpoint.get("sampling_guidance")
+            )
         report.update(
             _samples(model, sampled_conditional, root, outputs, trained_on,
-                     replace(options, temperature=temperature), progress)
+                     replace(options, temperature=temperature, guidance=guidance), progress)
         )  # fmt: skip
     return report
 
