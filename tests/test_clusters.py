@@ -287,3 +287,85 @@ def test_a_fine_tune_of_a_flow_with_noise_in_the_data_space_keeps_it(tiny_mnist_
     ended = [r for r in (json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").open())
              if r["type"] == "test"][-1]["test_bpd_bound"]  # fmt: skip
     assert start == pytest.approx(ended, abs=1e-3)
+
+
+def test_label_dropout_trains_on_its_own_clusters_with_sides_dropped_and_log_p_c_kept():
+    """In training the body and prior read the image's clusters with each side replaced by
+    the null label at the dropout rate; log p(c) stays the term of the image's own clusters."""
+    from pairflow.flows.guidance import NULL_DIGIT, train_labels
+
+    flow, images = cluster_flow(k=3, label_dropout=0.5)
+    flow = flow.double().train()
+    x = images[:16]
+    got = flow.log_prob(x, generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)  # the same draws, in the same order, by hand
+    own = flow.clusters(x)
+    y, log_q = flow.dequantizer.dequantize(x.double(), g)
+    label = train_labels(flow, own, g)
+    assert (label == NULL_DIGIT).any() and (label != NULL_DIGIT).any()
+    z, logdet = flow.latent(y, label, flow.training_noise(y, g))
+    expected = flow.log_label_probs()[own] + flow.log_prior(z, label) + logdet - log_q
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-9)
+    flow.eval()  # evaluation reads the clusters themselves, never the null label
+    at_own = flow.log_prob(x, generator=torch.Generator().manual_seed(4))
+    assert (at_own - got).abs().max() > 1e-3
+
+
+def test_guidance_by_its_own_clusters_is_exact_at_w0_and_w_minus1():
+    from pairflow.flows.guidance import guide, null_labels
+
+    flow, _ = cluster_flow(k=3, label_dropout=0.3)
+    flow = flow.double().eval()
+    assert flow.guidable
+    c = flow.sample_labels(5, torch.Generator().manual_seed(2))
+
+    def draw(label):
+        gen = torch.Generator().manual_seed(0)
+        z = flow.distribution.sample(5, label, temperature=0.9, generator=gen)
+        return flow.inverse(z.double(), label)[0]
+
+    own, null = draw(c), draw(null_labels(5, 2))
+    assert (own - null).abs().max() > 1e-3  # the clusters matter, so the checks can fail
+    assert torch.equal(draw(guide(flow, c, 0.0)), own)
+    assert torch.equal(draw(guide(flow, c, -1.0)), null)
+    flow.float()  # the public sampler: w = 0 draws the unguided images bit for bit
+    plain = flow.sample((6,), generator=torch.Generator().manual_seed(3))
+    zero = flow.sample((6,), generator=torch.Generator().manual_seed(3), guidance=0.0)
+    guided = flow.sample((6,), generator=torch.Generator().manual_seed(3), guidance=2.0)
+    assert torch.equal(zero, plain) and not torch.equal(guided, plain)
+    unguidable, _ = cluster_flow(k=3)
+    with pytest.raises(ValueError, match="trained without it"):
+        unguidable.sample((2,), guidance=1.0)
+
+
+def test_cli_trains_a_cluster_flow_with_label_dropout_and_samples_it_guided(
+    tiny_mnist_root, tmp_path
+):
+    source, run = tmp_path / "source", tmp_path / "run"
+    common = ["--epochs", "1", "--batch-size", "16", "--num-pairs", "64", "--test-pairs", "32",
+              "--data-dir", str(tiny_mnist_root), "--device", "cpu", "--precision", "fp32",
+              "--sample-n", "4", "--no-progress"]  # fmt: skip
+    pairflow("train", "--preset", "multiscale", "--set", "hidden_channels=8", "--set",
+             "num_blocks=1", "--set", "clusters=3", "--out", str(source), *common)  # fmt: skip
+    # A fine-tune adds label dropout to a cluster flow: it keeps its clusters (not --set
+    # again), and its new null label starts at the clusters' average.
+    proc = pairflow("train", "--init-from", str(source), "--set", "hidden_channels=8", "--set",
+                    "num_blocks=1", "--set", "label_dropout=0.2", "--out", str(run),
+                    *common)  # fmt: skip
+    assert "null label" in proc.stdout
+    model, _ = load_model(run)
+    before, _ = load_model(source)
+    assert model.config.clusters == 3 and model.config.label_dropout == 0.2 and model.guidable
+    assert torch.equal(model.clusters.centres, before.clusters.centres)
+    assert model.embedding.null.abs().sum() > 0
+    out = {w: tmp_path / f"{w}.npz" for w in ("none", "0", "1.5")}
+    for w, path in out.items():
+        extra = [] if w == "none" else ["--guidance", w]
+        proc = pairflow("sample", str(run), "--n", "4", "--seed", "1", *extra, "--out", str(path))
+    assert "guidance 1.5" in proc.stdout
+    images = {w: np.load(path)["images"] for w, path in out.items()}
+    assert np.array_equal(images["0"], images["none"])
+    assert not np.array_equal(images["1.5"], images["none"])
+    pairflow("evaluate", str(run), "--samples", "32", "--guidance", "1.5", "--num-pairs", "8",
+             "--data-dir", str(tiny_mnist_root), "--out", str(tmp_path / "e.json"))  # fmt: skip
+    assert json.loads((tmp_path / "e.json").read_text())["samples"]["guidance"] == 1.5

@@ -250,10 +250,11 @@ def _check_model_config(config, resume: bool) -> None:
     from pairflow.models import kind_spec
     from pairflow.training.checkpoint import model_config_class
     from pairflow.training.memory import check_model_fits
-    from pairflow.training.setup import model_config
+    from pairflow.training.setup import inherited_from_source, model_config
     from pairflow.utils import resolve_device
 
-    overrides = dict(config.model_overrides)
+    # A fine-tune's fields kept from its source (its own clusters...) count, as in training.
+    overrides = {**inherited_from_source(config), **config.model_overrides}
     if kind_spec(config.model).conditions:  # settings that need labels are judged with them
         overrides.setdefault("conditional", config.conditional)
     model_config_class(config.model).from_preset(config.preset, **overrides)

@@ -151,10 +151,11 @@ class FlowConfig(ModelConfig):
             the noisy h~ = h + sigma eps (its bits/dim are of noisy data: reported apart), and
             sampling ends with one score-based denoising step h = h~ + sigma^2 grad log p(h~)
             (Tweedie's formula). 0 (default): off.
-        label_dropout: classifier-free guidance's label dropout (conditional flows with
-            ``conditioning`` ``"embedding"``, ``"prior"`` or ``"both"``): in training each side
-            of a label is replaced by a learned null label with this probability, so the one
-            model is also unconditional and samples with ``guidance=w``
+        label_dropout: classifier-free guidance's label dropout (conditional flows, or flows
+            reading their own ``clusters``, with ``conditioning`` ``"embedding"``, ``"prior"``
+            or ``"both"``): in training each side of a label (or of the image's clusters) is
+            replaced by a learned null label with this probability, so the one model is also
+            one without labels (or clusters) and samples with ``guidance=w``
             (:mod:`pairflow.flows.guidance`). A model field, not a training one: it creates
             the null label's parameters. 0 (default): no null label.
         precision: ``"fp32"`` or ``"bf16"`` (conditioner nets under bf16 autocast; the affine
@@ -283,9 +284,9 @@ class FlowConfig(ModelConfig):
         if p and not (self.label_embedding or self.label_prior):
             what = "conditioning='mixture'" if self.conditional else "an unconditional flow"
             raise ValueError(
-                f"FlowConfig.label_dropout={p!r} needs a conditional flow whose couplings or "
-                f"prior read the label (conditioning 'embedding', 'prior' or 'both'); {what} "
-                "has no label to drop"
+                f"FlowConfig.label_dropout={p!r} needs a conditional flow (or one reading its "
+                "own clusters) whose couplings or prior read the label (conditioning "
+                f"'embedding', 'prior' or 'both'); {what} has no label to drop"
             )
 
     def _check_clusters(self) -> None:
@@ -305,8 +306,6 @@ class FlowConfig(ModelConfig):
                 "(conditioning 'embedding', 'prior' or 'both', prior 'normal'), got "
                 f"conditioning={self.conditioning!r}, prior={self.prior!r}"
             )
-        if self.label_dropout:
-            raise ValueError("FlowConfig.clusters takes no label dropout (no guidance by clusters)")
 
     @property
     def reads_labels(self) -> bool:

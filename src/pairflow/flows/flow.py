@@ -273,8 +273,8 @@ class Flow(LabelledFlow, Transform):
                 continue
             y, log_q = self.dequantizer.dequantize(x, generator)  # (B, C, H, W), (B,)
             label = own
-            if self.training and cond is not None and self.config.null_label:
-                label = guidance_module.train_labels(self, cond, generator)  # some sides null
+            if self.training and own is not None and self.config.null_label:
+                label = guidance_module.train_labels(self, own, generator)  # some sides null
             z, logabsdet = self.latent(y, label, self.training_noise(y, generator))
             total = total + log_own + self.log_prior(z, label) + logabsdet - log_q
         out = total / draws if draws > 1 else total

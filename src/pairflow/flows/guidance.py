@@ -166,7 +166,7 @@ def why_not_guidable(flow: Flow) -> str | None:
     label prior, a body part with networks: ``runs_in_low_precision``) must declare
     ``follows_guidance``."""
     config = flow.config
-    if not config.conditional:
+    if not config.reads_labels:
         return "this flow is unconditional (it has no label to guide by)"
     if not config.null_label:
         return (
