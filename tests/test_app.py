@@ -132,16 +132,22 @@ def test_default_temperature_follows_the_cli_and_the_slider_moves_only_on_a_chan
     unconditional = core.load_model("multiscale")
     # a given label: the shipped multiscale-cond's own, chosen by its sweep (the global: 0.7)
     assert core.default_temperature_for(cond_model, "37") == 0.6
-    assert core.default_temperature_for(cond_model, " Any ") == 0.8  # y ~ p(y)
-    assert core.default_temperature_for(cond_model, "") == 0.8
+    # y ~ p(y): its own label-free default, chosen with its guidance (0.95, guided by 0.2)
+    assert core.default_temperature_for(cond_model, " Any ") == 0.95
+    assert core.default_temperature_for(cond_model, "") == 0.95
+    assert core.default_guidance_for(cond_model, "any") == 0.2
+    assert core.default_guidance_for(cond_model, "37") == 0.1
     # no labels at all: the shipped multiscale's own default, chosen by its temperature sweep
     assert core.default_temperature_for(unconditional, "any") == 0.8
     assert unconditional.temperatures == {"default": 0.8}
+    assert core.default_guidance_for(unconditional, "any") == 0.0  # no guidance to take
     h = _Handlers(None, tmp_path, None)
     update, shown = h.follow_temperature("multiscale-cond", "", "any", 0.7)
+    assert update["value"] == 0.95 and shown == 0.95
+    update, shown = h.follow_temperature("multiscale-cond", "", "any", 0.95)  # typed on: stays
+    assert "value" not in update and shown == 0.95
+    update, shown = h.follow_temperature("multiscale", "", "any", 0.95)  # its own 0.8: moves
     assert update["value"] == 0.8 and shown == 0.8
-    update, shown = h.follow_temperature("multiscale-cond", "", "any", 0.8)  # typed on: no move
-    assert "value" not in update and shown == 0.8
     update, shown = h.follow_temperature("multiscale", "", "any", 0.8)  # its own 0.8: stays
     assert "value" not in update and shown == 0.8
     update, shown = h.follow_temperature("seed", "", "any", 0.8)  # seed's own default, 1.0
