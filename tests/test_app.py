@@ -594,6 +594,7 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
     # --- Generate: pair 37 from multiscale-cond (the default model), 16 samples, at its own
     # given-label temperature (0.6, chosen by its sweep)
     _wait_value(page, "gen-temperature", "0.6")
+    _wait_value(page, "gen-guidance", "0.1")  # and its own guidance weight, 0.1
     _fill(page, "gen-pair", "37")
     page.click("#gen-button")
     data, src = _image_src_bytes(page, "#gen-grid")
@@ -617,15 +618,18 @@ def test_page_in_chromium(page, server, classifier, test_pairs, cond_model, tmp_
     assert np.array_equal(arrays["images"], shown[:, 0].numpy())
     assert arrays["labels"].tolist() == [37] * 16
 
-    # --- "any": the slider moves to the label-free default (0.8), and back for a label
+    # --- "any": temperature and guidance move to the label-free defaults chosen by the
+    # model's sweeps (0.95, guided by 0.2), and back for a label (0.6, guided by 0.1)
     _fill(page, "gen-pair", "any")
-    _wait_value(page, "gen-temperature", "0.8")
+    _wait_value(page, "gen-temperature", "0.95")
+    _wait_value(page, "gen-guidance", "0.2")
     page.click("#gen-button")
-    _wait_text(page, "#gen-message", r"random pairs: .*temperature 0\.8,")
+    _wait_text(page, "#gen-message", r"random pairs: .*temperature 0\.95, guidance 0\.2,")
     _fill(page, "gen-pair", "58")
     _wait_value(page, "gen-temperature", "0.6")
+    _wait_value(page, "gen-guidance", "0.1")
     page.click("#gen-button")
-    _wait_text(page, "#gen-message", r"pair 58, temperature 0\.6,")
+    _wait_text(page, "#gen-message", r"pair 58, temperature 0\.6, guidance 0\.1,")
 
     # --- bad input: a pair that is not 00..99, a run folder that does not exist
     _fill(page, "gen-pair", "123")
