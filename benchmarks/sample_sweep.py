@@ -70,8 +70,11 @@ def sweep_model(name: str, args, root: Path, work: Path) -> list[dict]:
     rows = []
     for mode in modes:
         # guidance steers a given label and the label drawn from p(y) alike (w = -1: the
-        # null label's unconditional model, whatever the label)
-        weights = [None] + (args.guidance if guided and mode != "unconditional" else [])
+        # null label's unconditional model, whatever the label), and the clusters a flow
+        # reading its own draws from p(c), without a label
+        own_clusters = bool(config.get("clusters"))
+        steers = guided and (mode != "unconditional" or own_clusters)
+        weights = [None] + (args.guidance if steers else [])
         for temperature in args.temperatures:
             for guidance in weights:
                 start = time.perf_counter()

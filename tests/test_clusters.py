@@ -369,3 +369,20 @@ def test_cli_trains_a_cluster_flow_with_label_dropout_and_samples_it_guided(
     pairflow("evaluate", str(run), "--samples", "32", "--guidance", "1.5", "--num-pairs", "8",
              "--data-dir", str(tiny_mnist_root), "--out", str(tmp_path / "e.json"))  # fmt: skip
     assert json.loads((tmp_path / "e.json").read_text())["samples"]["guidance"] == 1.5
+    # benchmarks/sample_sweep.py guides the clusters it draws, in its unconditional mode
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sample_sweep.py"
+    sweep = subprocess.run(
+        [sys.executable, str(script), "--models", str(run), "--samples", "100", "--temperatures",
+         "0.9", "--guidance", "0", "1", "--data-dir", str(tiny_mnist_root), "--threads", "1",
+         "--out", str(tmp_path / "sweep.json")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert sweep.returncode == 0, sweep.stderr
+    rows = {r["guidance"]: r for r in json.loads((tmp_path / "sweep.json").read_text())["rows"]}
+    assert set(rows) == {None, 0, 1} and {r["mode"] for r in rows.values()} == {"unconditional"}
+    assert rows[0]["fd"] == pytest.approx(rows[None]["fd"], rel=1e-6)
+    assert rows[1]["fd"] != rows[0]["fd"]
