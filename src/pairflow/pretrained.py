@@ -66,8 +66,23 @@ def shipped_bpd_text(meta: dict) -> str:
         '1.1018'
         >>> shipped_bpd_text({"test_bpd": 1.079, "test_bpd_is_bound": True})
         '<= 1.0790 (variational bound)'
+        >>> shipped_bpd_text({"test_bpd": 6.0016, "test_bpd_noise": "Gaussian noise, sigma 0.1",
+        ...                   "test_bpd_clean": 5.3521})  # trained on noisy data
+        '6.0016 of noisy data; clean 5.3521'
     """
-    return bpd_text(float(meta.get("test_bpd", float("nan"))), bool(meta.get("test_bpd_is_bound")))
+    text = bpd_text(float(meta.get("test_bpd", float("nan"))), bool(meta.get("test_bpd_is_bound")))
+    if meta.get("test_bpd_noise"):  # trained on noisy data: its figure is of noisy data
+        text += f" of noisy data; clean {_clean_bpd(meta)}"
+    return text
+
+
+def _clean_bpd(meta: dict) -> str:
+    """A noise-trained model's bits/dim of clean 8-bit data (uniform dequantization in place
+    of its noise), from its index entry (``test_bpd_clean``)."""
+    value = meta.get("test_bpd_clean")
+    if value is None:
+        return NOT_MEASURED
+    return f"{'<= ' if meta.get('test_bpd_is_bound') else ''}{float(value):.4f}"
 
 
 def bpd_text(value: float, bound: bool, digits: int = 4) -> str:
@@ -186,7 +201,16 @@ def _test_bpd(meta: dict) -> str:
     given = ", given the pair label" if meta.get("conditional") else ""
     pairs = meta.get("test_pairs")
     on = f" on {pairs:,} test pairs" if pairs else ""
-    return f"{value}{on} ({kind}{given})"
+    if not meta.get("test_bpd_noise"):
+        return f"{value}{on} ({kind}{given})"
+    # Trained on noisy data: the figure is of noisy data, the clean one beside it.
+    clean = _clean_bpd(meta)
+    if meta.get("test_bpd_clean_stderr") is not None:
+        clean += f" ± {meta['test_bpd_clean_stderr']:.4f}"
+    return (
+        f"{value}{on} ({kind}{given}) of noisy data ({meta['test_bpd_noise']}, as it was "
+        f"trained); on clean 8-bit data {clean} (uniform dequantization in place of the noise)"
+    )
 
 
 def _temperatures(meta: dict) -> str:

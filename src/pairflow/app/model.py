@@ -135,6 +135,8 @@ class LoadedModel:
         if self.test_bpd is not None:
             bound = self.likelihood_bound
             value = f"<= {self.test_bpd:.4f} ({bound})" if bound else f"{self.test_bpd:.4f}"
+            if getattr(self.model, "denoises", False):  # trained on noisy data: of noisy data
+                value += " of noisy data"
             text += f"; shipped weights, test bits/dim {value}"
         if self.guidable:
             text += "; trained with label dropout: guidance from -1 (no label) up"
