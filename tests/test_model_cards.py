@@ -174,3 +174,21 @@ def test_docs_models_md_is_generated_from_the_cards(capsys):
     )
     for name in NAMES:
         assert card_markdown(name) in page
+
+
+def test_a_model_trained_on_noisy_data_shows_its_noisy_and_clean_figures_as_such(capsys):
+    # Its bits/dim is of noisy data: never shown as if it were of the 8-bit test pairs, and
+    # the clean-data figure (uniform dequantization in place of the noise) stands beside it.
+    noisy = [n for n in NAMES if list_pretrained()[n].get("test_bpd_noise")]
+    assert noisy, "no shipped model trained on noisy data"
+    for name in noisy:
+        meta = list_pretrained()[name]
+        assert meta["test_bpd_clean"] < meta["test_bpd"]  # noise costs bits: clean is lower
+        _, out, _ = cli(capsys, "info", name)
+        row = next(line for line in out.splitlines() if line.startswith("| test bits/dim |"))
+        assert f") of noisy data ({meta['test_bpd_noise']}, as it was trained)" in row
+        le = "<= " if meta.get("test_bpd_is_bound") else ""
+        assert f"on clean 8-bit data {le}{meta['test_bpd_clean']:.4f} ±" in row
+        assert f"of noisy data; clean {le}{meta['test_bpd_clean']:.4f}" in card_line(name)
+    for name in (n for n in NAMES if n not in noisy):
+        assert "noisy" not in card_line(name)
