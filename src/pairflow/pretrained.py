@@ -259,7 +259,7 @@ def card_line(name: str) -> str:
     fds = [s for s in card.get("samples", []) if s.get("fd") is not None]
     fd = f"FD {fds[0]['fd']:g} (T {fds[0]['temperature']:g})" if fds else f"FD {NOT_MEASURED}"
     return (
-        f"{name:24s} {meta.get('dataset', 'mnist'):13s} {meta.get('preset', '?'):11s} "
+        f"{name:26s} {meta.get('dataset', 'mnist'):13s} {meta.get('preset', '?'):11s} "
         f"{kind:13s} {hours:22s} {fd:16s} test bits/dim {shipped_bpd_text(meta)}"
     )
 
