@@ -97,10 +97,19 @@ def default_temperature(label_free: bool, chosen: Mapping[str, float] | None = N
         >>> default_temperature(False, chosen), default_temperature(True, chosen)
         (1.0, 0.8)
     """
+    own = _chosen(label_free, chosen)
+    if own is not None:
+        return own
+    return LABEL_FREE_TEMPERATURE if label_free else DEFAULT_TEMPERATURE
+
+
+def _chosen(label_free: bool, chosen: Mapping[str, float] | None) -> float | None:
+    """A model's sweep-chosen sampling setting: ``chosen["label_free"]`` for label-free
+    draws, else ``chosen["default"]``; None where it has none."""
     key = "label_free" if label_free else "default"
     if chosen and chosen.get(key) is not None:
         return float(chosen[key])
-    return LABEL_FREE_TEMPERATURE if label_free else DEFAULT_TEMPERATURE
+    return None
 
 
 def default_guidance(label_free: bool, chosen: Mapping[str, float] | None = None) -> float | None:
@@ -120,10 +129,7 @@ def default_guidance(label_free: bool, chosen: Mapping[str, float] | None = None
         >>> default_guidance(False, chosen), default_guidance(True, chosen)
         (0.1, 0.15)
     """
-    key = "label_free" if label_free else "default"
-    if chosen and chosen.get(key) is not None:
-        return float(chosen[key])
-    return None
+    return _chosen(label_free, chosen)
 
 
 DatasetName = Literal["mnist", "fashion-mnist", "cifar10"]
