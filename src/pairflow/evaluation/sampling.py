@@ -24,10 +24,15 @@ def check_guidance_for(model, model_config: dict, source, weight: float) -> floa
         weight: the guidance weight w.
     """
     if not model_config.get("label_dropout"):
-        kind = "a conditional" if model_config.get("conditional") else "an unconditional"
+        if model_config.get("clusters"):  # reads its own clusters: they take dropout too
+            kind, how = "a cluster flow", "fine-tune it with --set label_dropout=0.1"
+        elif model_config.get("conditional"):
+            kind, how = "a conditional", "train one with --conditional --set label_dropout=0.1"
+        else:
+            kind, how = "an unconditional", "train one with --conditional --set label_dropout=0.1"
         raise ValueError(
-            f"guidance needs a conditional flow trained with label dropout; {source} is "
-            f"{kind} model without it (train one with --conditional --set label_dropout=0.1)"
+            f"guidance needs a conditional flow (or one reading its own clusters) trained with "
+            f"label dropout; {source} is {kind} model without it ({how})"
         )
     try:
         return model.check_guidance(weight)
