@@ -98,6 +98,8 @@ def main() -> None:
             },
             "conditioning": state["model_config"].get("conditioning") if conditional else None,
         }  # fmt: skip
+        if model.bits_per_dim_is_bound:  # what it is a bound over, in words (card, app)
+            index[name]["test_bpd_bound_over"] = list(model.bound_over)
         if noise:
             index[name].update({
                 "test_bpd_noise": noise,

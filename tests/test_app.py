@@ -22,6 +22,7 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -370,6 +371,7 @@ def test_a_bound_on_bits_per_dim_is_shown_as_a_bound_and_names_which():
     ui = pytest.importorskip("pairflow.app.ui")
     from pairflow.baselines import build_vae
     from pairflow.flows import build_flow
+    from pairflow.flows.prepare import fit_own_clusters
 
     small = dict(num_couplings=2, hidden_features=8)
     exact = build_flow("seed", **small).eval()
@@ -377,11 +379,20 @@ def test_a_bound_on_bits_per_dim_is_shown_as_a_bound_and_names_which():
     vae = build_vae("conv", latent_dim=2, hidden_channels=4, hidden_features=8).eval()
     x = torch.randint(0, 256, (1, 1, 28, 56), generator=torch.Generator().manual_seed(2),
                       dtype=torch.uint8)  # fmt: skip
+    # A flow reading its own clusters (here with noise in the data's space, no learned q):
+    # its bound is over the cluster pair alone.
+    clustered = randomize(build_flow("multiscale", clusters=3, conditioning="both",
+                                     hidden_channels=4, num_blocks=1, dequantization="gaussian",
+                                     noise_sigma=0.1)).eval()  # fmt: skip
+    digits = torch.randint(0, 256, (30, 28, 28), generator=torch.Generator().manual_seed(3),
+                           dtype=torch.uint8)  # fmt: skip
+    fit_own_clusters(clustered, SimpleNamespace(digits=digits))
     h = ui._Handlers(None, Path("."), None)
     cases = [
         (exact, "flow", None),
         (variational, "flow", "variational bound: variational dequantization"),
         (vae, "vae", "upper bound: negative ELBO"),
+        (clustered, "flow", "variational bound: the images' own cluster pair"),
     ]
     for model, kind, bound in cases:
         loaded = core.LoadedModel(kind, model, kind_spec(kind), test_bpd=1.0812)

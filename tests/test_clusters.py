@@ -109,6 +109,12 @@ def test_its_bits_per_dim_is_the_mixture_term_at_its_own_clusters_below_the_exac
     torch.testing.assert_close(exact, manual, rtol=0, atol=1e-9)
     assert (exact >= bound - 1e-9).all() and (exact > bound + 1e-6).any()
     assert flow.bits_per_dim_is_bound
+    # What it is a bound over, as the card and the app say: the cluster pair, and the learned
+    # dequantization where the flow has one too.
+    assert flow.bound_over == ("the images' own cluster pair",)
+    both = build_flow("multiscale", clusters=3, conditioning="both", dequantization="variational",
+                      **TINY)  # fmt: skip
+    assert both.bound_over == ("variational dequantization", "the images' own cluster pair")
     with pytest.raises(ValueError, match="unconditional"):
         flow.log_prob(x, cond=torch.zeros(8, dtype=torch.int64))  # it takes no label
 

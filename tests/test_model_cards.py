@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pairflow.loading import load_trained
 from pairflow.options import default_temperature
 from pairflow.pretrained import (
     CARDS_DIR,
@@ -174,6 +175,23 @@ def test_docs_models_md_is_generated_from_the_cards(capsys):
     )
     for name in NAMES:
         assert card_markdown(name) in page
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_bound_says_what_it_is_a_bound_over_as_the_model_does(name, capsys):
+    # Flow++'s bound over a learned dequantization, a cluster flow's over its own cluster pair
+    # (or both): the index records the loaded model's own words, and the card prints them.
+    meta = list_pretrained()[name]
+    model = load_trained(name).model
+    assert bool(meta.get("test_bpd_is_bound")) == model.bits_per_dim_is_bound
+    if not model.bits_per_dim_is_bound:
+        assert "test_bpd_bound_over" not in meta
+        return
+    assert tuple(meta["test_bpd_bound_over"]) == model.bound_over
+    _, out, _ = cli(capsys, "info", name)
+    row = next(line for line in out.splitlines() if line.startswith("| test bits/dim |"))
+    assert ("own cluster pair" in row) == (getattr(model, "clusters", None) is not None)
+    assert ("as Flow++ reports it" in row) == (model.bound_over == ("variational dequantization",))
 
 
 def test_a_model_trained_on_noisy_data_shows_its_noisy_and_clean_figures_as_such(capsys):

@@ -116,7 +116,8 @@ class LoadedModel:
             return None
         if self.kind.likelihood == "bound":
             return "upper bound: negative ELBO"
-        return "variational bound: variational dequantization"
+        over = getattr(self.model, "bound_over", ())  # a flow's: what it is a bound over
+        return "variational bound: " + (" and ".join(over) or "variational dequantization")
 
     def choice_label(self) -> str:
         """The model list's entry: the name and its data (``"run (CIFAR-10 pairs)"``)."""

@@ -110,6 +110,24 @@ class Flow(LabelledFlow, Transform):
         output says so."""
         return self.dequantizer.is_bound or self.clusters is not None
 
+    @property
+    def bound_over(self) -> tuple[str, ...]:
+        """What the reported bits/dim is a bound over, in words (empty where it is exact):
+        ``"variational dequantization"`` (Flow++'s bound over the noise q draws) and ``"the
+        images' own cluster pair"`` (a cluster flow's term at the clusters an image falls in,
+        :mod:`pairflow.flows.clusters`).
+
+        Example:
+            >>> from pairflow.flows import build_flow
+            >>> build_flow("multiscale", hidden_channels=4, num_blocks=1).bound_over
+            ()
+            >>> build_flow("multiscale", hidden_channels=4, num_blocks=1,
+            ...            dequantization="variational").bound_over
+            ('variational dequantization',)
+        """
+        over = ("variational dequantization",) if self.dequantizer.is_bound else ()
+        return over + (("the images' own cluster pair",) if self.clusters is not None else ())
+
     def with_uniform_dequantization(self) -> Flow:
         """This flow scored with uniform noise: its exact continuous likelihood of clean data.
 
