@@ -402,3 +402,18 @@ def test_the_denoising_step_follows_the_guided_flow():
     z, ld = flow.body(v, flow.context(label))
     (grad,) = torch.autograd.grad((flow.log_prior(z, label) + ld).sum(), v)
     torch.testing.assert_close(step, 0.3**2 * grad)
+
+
+def test_a_fine_tune_keeps_label_dropout_where_it_reads_the_same_labels():
+    # The null label is a weight of the source: kept by a fine-tune that reads the source's
+    # labels (a conditional one, or the clusters it keeps), not by one that reads none.
+    from pairflow.flows.prepare import inherited_fields
+
+    cond = {"conditional": True, "label_dropout": 0.1}
+    assert inherited_fields(cond, {}, conditional=True)["label_dropout"] == 0.1
+    assert "label_dropout" not in inherited_fields(cond, {}, conditional=False)
+    assert "label_dropout" not in inherited_fields(cond, {"label_dropout": 0.2}, conditional=True)
+    clusters = {"clusters": 10, "conditioning": "both", "label_dropout": 0.1}
+    assert inherited_fields(clusters, {}, conditional=False)["label_dropout"] == 0.1
+    assert "label_dropout" not in inherited_fields(clusters, {"clusters": 0}, conditional=False)
+    assert "label_dropout" not in inherited_fields({"clusters": 10}, {}, conditional=False)

@@ -55,6 +55,24 @@ def test_label_dropout_trains_a_null_label_that_never_reaches_p_y(guided_run, ti
     torch.testing.assert_close(probs.double(), counts.flatten().double() / counts.sum())
 
 
+def test_a_fine_tune_of_a_guided_flow_keeps_its_label_dropout(
+    guided_run, tiny_mnist_root, tmp_path
+):
+    # Its null label is a weight of the source: without --set label_dropout the fine-tune keeps
+    # it (and so guidance), starting from the source's own null label.
+    import torch
+
+    from pairflow.training import load_checkpoint, load_model
+
+    out = tmp_path / "fine-tune"
+    _train(tiny_mnist_root, out, "--init-from", str(guided_run), "--lr", "1e-9")
+    model, _ = load_model(out)
+    source, _ = load_model(guided_run)
+    assert model.config.label_dropout == 0.3 and model.guidable
+    torch.testing.assert_close(model.embedding.null, source.embedding.null, rtol=0, atol=1e-6)
+    assert load_checkpoint(out / "last.pt")["train_config"]["init_from"] == str(guided_run)
+
+
 def _sample_unguided_at_zero_and_guided(run, pair: str, tmp_path):
     """The same 3 samples per pair of ``run`` without guidance, at w = 0 and at w = 1.5."""
     plain, zero, guided = tmp_path / "p.npz", tmp_path / "z.npz", tmp_path / "g.npz"

@@ -209,8 +209,10 @@ def inherited_fields(
     ``noise_sigma``), whose body reads the image through an affine map rather than the logit.
     An unconditional fine-tune keeps the source's label-free mixture prior
     (``prior="mixture"``) the same way, unless ``--set prior=...`` (or ``--set clusters=k``,
-    whose prior reads the clusters); and a source's own clusters (``clusters``, with its
-    ``conditioning``), unless ``--set clusters=...``.
+    whose prior reads the clusters); a source's own clusters (``clusters``, with its
+    ``conditioning``), unless ``--set clusters=...``; and a source's label dropout
+    (``label_dropout``: its null labels are weights, and it samples guided) where the
+    fine-tune reads the same labels, unless ``--set label_dropout=...``.
 
     Arguments:
         source: the source checkpoint's model config (a dict).
@@ -244,6 +246,11 @@ def inherited_fields(
         kept["clusters"] = source["clusters"]
         if "conditioning" not in overrides:
             kept["conditioning"] = source.get("conditioning", "embedding")
+    # Label dropout's null labels are weights of the source: a fine-tune that reads the same
+    # labels (a conditional source's, or the clusters it keeps) keeps them, and guidance.
+    reads_same = (conditional and source.get("conditional")) or "clusters" in kept
+    if source.get("label_dropout") and reads_same and "label_dropout" not in overrides:
+        kept["label_dropout"] = source["label_dropout"]
     return kept
 
 

@@ -28,9 +28,9 @@ class EMA:
     with n the number of updates so far (TensorFlow's warm-up, so the average forgets a
     random initialisation quickly), for every parameter. Buffers are copied, not averaged:
     ActNorm's ``initialized`` flag, and the values a model fixes before training (a cluster
-    flow's centres, p(y)), which an average would only move by rounding. The average starts as a copy of the model. It is plain state, not an ``nn.Module``,
-    so the optimiser never sees it; :meth:`state_dict` goes into the checkpoint under
-    ``"ema"``.
+    flow's centres, p(y)), which an average would only move by rounding. The average starts
+    as a copy of the model. It is plain state, not an ``nn.Module``, so the optimiser never
+    sees it; :meth:`state_dict` goes into the checkpoint under ``"ema"``.
 
     Arguments:
         model: the model whose weights are averaged.
