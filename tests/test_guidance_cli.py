@@ -15,8 +15,8 @@ import pytest
 from clitools import pairflow
 
 
-def _train(root, out, *extra: str) -> None:
-    pairflow(
+def _train(root, out, *extra: str):
+    return pairflow(
         "train", "--preset", "seed", "--conditional", "--epochs", "1", "--batch-size", "16",
         "--num-pairs", "64", "--test-pairs", "32", "--data-dir", str(root), "--out", str(out),
         "--device", "cpu", "--precision", "fp32", "--sample-n", "4", "--no-progress",
@@ -71,6 +71,18 @@ def test_a_fine_tune_of_a_guided_flow_keeps_its_label_dropout(
     assert model.config.label_dropout == 0.3 and model.guidable
     torch.testing.assert_close(model.embedding.null, source.embedding.null, rtol=0, atol=1e-6)
     assert load_checkpoint(out / "last.pt")["train_config"]["init_from"] == str(guided_run)
+
+
+def test_a_fine_tune_without_label_dropout_leaves_the_null_label_out(
+    guided_run, tiny_mnist_root, tmp_path
+):
+    from pairflow.training import load_model
+
+    out = tmp_path / "no-dropout"
+    proc = _train(tiny_mnist_root, out, "--init-from", str(guided_run), "--set", "label_dropout=0")
+    assert "its null label is left out (--set label_dropout=0)" in proc.stdout
+    model, _ = load_model(out)
+    assert not model.config.label_dropout and not model.guidable
 
 
 def _sample_unguided_at_zero_and_guided(run, pair: str, tmp_path):

@@ -77,6 +77,11 @@ def prepare(flow, preparation) -> list[str]:
             f"it keeps its noise in the data's space (sigma {inherited.get('noise_sigma', 0):g}): "
             "bits/dim is of noisy data (--set dequantization=... changes it)"
         )
+    if any(name.rsplit(".", 1)[-1].startswith("null") for name in preparation.left_out):
+        lines.append(
+            "its null label is left out (--set label_dropout=0): this run trains without label "
+            "dropout and samples without guidance"
+        )
     if inherited.get("prior") == "mixture":
         lines.append("it keeps its label-free mixture prior (--set prior=normal drops it)")
     config, train_set, device = flow.config, preparation.train_set, preparation.device
@@ -259,7 +264,8 @@ def left_out(weights: dict[str, Tensor], flow, source: dict[str, Any]) -> list[s
 
     A variational dequantizer q(u | x) (``dequantizer.*``) the flow has no place for is no
     part of its density p(x); a label-free mixture's clusters (``distribution.*``) are no part
-    of another base distribution.
+    of another base distribution; a null label (``*.null*``, label dropout's) is no part of a
+    flow trained without label dropout (``--set label_dropout=0``).
 
     Arguments:
         weights: the source's state dict.
@@ -268,6 +274,10 @@ def left_out(weights: dict[str, Tensor], flow, source: dict[str, Any]) -> list[s
     """
     own = flow.state_dict()
     dropped = sorted(k for k in weights if k.startswith("dequantizer.") and k not in own)
+    if source.get("label_dropout") and not getattr(flow.config, "label_dropout", 0):
+        dropped += sorted(
+            k for k in weights if k.rsplit(".", 1)[-1].startswith("null") and k not in own
+        )
     if source.get("prior", "normal") != flow.config.prior:
         dropped += sorted(k for k in weights if k.startswith("distribution."))
     return dropped
