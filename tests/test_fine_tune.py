@@ -144,3 +144,24 @@ def test_the_closing_line_for_a_tie_and_for_a_best_step_between():
     assert "WORSE by 0.1000" in line and "best.pt holds step 1000 (1.1000)" in line
     assert "too few" not in line and "above the fine-tune default" not in line
     assert fine_tune_verdict({"test_bpd": 1.3, "step": 5}, config) is None
+
+
+def test_a_fine_tune_without_preset_builds_its_sources(source_run, tiny_mnist_root, tmp_path):
+    # The source is a `seed` (MLP) flow; the default preset is the convolutional multiscale,
+    # whose weights it would not fit. Without --preset, the fine-tune takes the source's.
+    flags = [f for f in TINY_FLAGS if f not in ("--preset", "seed")]
+    out = tmp_path / "ft"
+    proc = pairflow("train", *flags, "--epochs", "1", "--max-steps", "1",
+                    "--init-from", str(source_run), "--data-dir", str(tiny_mnist_root),
+                    "--out", str(out))  # fmt: skip
+    assert "preset: seed, the --init-from source's (--preset chooses another)" in proc.stdout
+    state = load_checkpoint(out / "last.pt")
+    assert state["train_config"]["preset"] == "seed"
+    assert state["model"].keys() == load_checkpoint(source_run / "best.pt")["model"].keys()
+    # An explicit --preset still wins, and is judged against the source's weights.
+    other = pairflow("train", *flags, "--preset", "multiscale", "--epochs", "1",
+                     "--max-steps", "1", "--init-from", str(source_run),
+                     "--data-dir", str(tiny_mnist_root), "--out", str(tmp_path / "ms"),
+                     check=False)  # fmt: skip
+    assert other.returncode == 2 and "do not fit this model" in other.stderr
+    assert "preset: seed" not in other.stdout

@@ -74,7 +74,8 @@ _FLAGS = {
     "init_from": dict(
         metavar="RUN",
         help="start from the weights of this run folder, checkpoint or shipped model (e.g. "
-        "multiscale; fine-tuning with a fresh optimiser and schedule). Parameters the new "
+        "multiscale; fine-tuning with a fresh optimiser and schedule), with its preset unless "
+        "--preset says otherwise. Parameters the new "
         "model adds, e.g. a label prior via --set conditioning=both, keep their initialisation. "
         "The starting weights are tested first (step 0: best.pt starts as them), and the "
         "run ends comparing the two numbers",
@@ -196,6 +197,23 @@ def _shipped_init(name: str) -> str:
             f"that name (shipped: {valid})"
         )
     return str(pretrained_path(name))
+
+
+def _source_preset(config) -> str | None:
+    """A fine-tune given no --preset builds its source's: set ``config.preset`` to the
+    ``--init-from`` checkpoint's where it differs from the default, and return it (None where
+    it does not differ, or the source is unreadable or of another kind: training names that)."""
+    from pairflow.training import CheckpointError, load_checkpoint
+
+    try:
+        state = load_checkpoint(config.init_from, map_location="cpu")
+    except (CheckpointError, OSError, ValueError):
+        return None
+    preset = state.get("train_config", {}).get("preset")
+    if state.get("kind") != config.model or not preset or preset == config.preset:
+        return None
+    config.preset = preset
+    return preset
 
 
 def _resume_base(out: str, asked: dict) -> tuple[dict, tuple[int, int]]:
@@ -380,6 +398,9 @@ def run(args: argparse.Namespace) -> int:
             require_tensorboard()
         if config.init_from and not Path(config.init_from).exists():
             config.init_from = _shipped_init(config.init_from)  # a shipped model's name
+        inherited = None if args.resume or given.get("preset") else _source_preset(config)
+        if inherited and main_rank:
+            print(f"preset: {inherited}, the --init-from source's (--preset chooses another)")
         _check_model_config(config, args.resume)
         _check_data(config, args.download)
         if tuned and main_rank:
