@@ -398,7 +398,8 @@ def run(args: argparse.Namespace) -> int:
             require_tensorboard()
         if config.init_from and not Path(config.init_from).exists():
             config.init_from = _shipped_init(config.init_from)  # a shipped model's name
-        inherited = None if args.resume or given.get("preset") else _source_preset(config)
+        fine_tune = config.init_from and not args.resume and not given.get("preset")
+        inherited = _source_preset(config) if fine_tune else None
         if inherited and main_rank:
             print(f"preset: {inherited}, the --init-from source's (--preset chooses another)")
         _check_model_config(config, args.resume)
