@@ -825,3 +825,22 @@ def test_the_app_treats_a_flow_reading_its_own_clusters_as_unconditional():
                                              torch.Generator().manual_seed(0))  # fmt: skip
     assert result.bits_per_dim == pytest.approx(float(expected.mean()), abs=1e-6)
     assert result.max_reconstruction_error <= BF16_ROUND_TRIP
+
+
+def test_every_shipped_models_own_defaults_lie_on_the_apps_sliders():
+    """The app opens each model at its own swept temperature and guidance; a default off a
+    slider's range would be refused by the app's own check of that slider."""
+    from pairflow.pretrained import list_pretrained
+
+    (t_lo, t_hi), (w_lo, w_hi) = core.TEMPERATURE_RANGE, core.GUIDANCE_RANGE
+    for name, entry in list_pretrained().items():
+        for t in (entry.get("temperature") or {}).values():
+            assert t_lo <= t <= t_hi, (name, t)
+        for w in (entry.get("guidance") or {}).values():
+            assert w_lo <= w <= w_hi, (name, w)
+    # seed-clusters has the highest default temperature (1.5): the app draws at its defaults.
+    loaded = core.load_model("seed-clusters")
+    t, w = core.default_temperature_for(loaded, "any"), core.default_guidance_for(loaded, "any")
+    assert (t, w) == (1.5, 1.25)
+    images, labels = core.generate(loaded, "any", count=2, seed=0, temperature=t, guidance=w)
+    assert images.shape == (2, 1, 28, 56) and labels is None and torch.isfinite(images).all()
