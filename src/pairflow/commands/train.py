@@ -203,14 +203,11 @@ def _source_preset(config) -> str | None:
     """A fine-tune given no --preset builds its source's: set ``config.preset`` to the
     ``--init-from`` checkpoint's where it differs from the default, and return it (None where
     it does not differ, or the source is unreadable or of another kind: training names that)."""
-    from pairflow.training import CheckpointError, load_checkpoint
+    from pairflow.training.setup import source_config
 
-    try:
-        state = load_checkpoint(config.init_from, map_location="cpu")
-    except (CheckpointError, OSError, ValueError):
-        return None
-    preset = state.get("train_config", {}).get("preset")
-    if state.get("kind") != config.model or not preset or preset == config.preset:
+    source = source_config(config.init_from)  # read once, with the setup's reading of it
+    preset = source.get("train_config", {}).get("preset")
+    if source.get("kind") != config.model or not preset or preset == config.preset:
         return None
     config.preset = preset
     return preset

@@ -159,27 +159,32 @@ def inherited_from_source(config: TrainConfig) -> dict[str, Any]:
     says otherwise); {} for a run that is no fine-tune, or whose source cannot be read
     (:func:`init_weights` names what is wrong with it).
     """
-    if not config.init_from:
-        return {}
-    try:
-        stamp = os.stat(config.init_from).st_mtime_ns  # a rewritten checkpoint is read anew
-    except OSError:
-        return {}
-    source = dict(_source_model_config(str(config.init_from), stamp))
+    source = source_config(config.init_from).get("model_config") if config.init_from else {}
     if not source:
         return {}
     return kind_spec(config.model).inherited(source, config.model_overrides, config.conditional)
 
 
+def source_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Checkpoint ``path``'s ``kind``, ``model_config`` and ``train_config``, read once while
+    the file is unchanged (a run's setup asks for them several times); {} when it cannot be
+    read."""
+    try:
+        stamp = os.stat(path).st_mtime_ns  # a rewritten checkpoint is read anew
+    except OSError:
+        return {}
+    kind, model, train = _source_configs(str(path), stamp) or (None, (), ())
+    return {"kind": kind, "model_config": dict(model), "train_config": dict(train)} if kind else {}
+
+
 @functools.lru_cache(maxsize=8)
-def _source_model_config(path: str, stamp: int) -> tuple[tuple[str, Any], ...]:
-    """Checkpoint ``path``'s model config, as items; read once (a run's setup asks for its
-    model config several times). Empty when it cannot be read."""
+def _source_configs(path: str, stamp: int) -> tuple | None:
     try:
         state = load_checkpoint(path, map_location="cpu")
     except (CheckpointError, OSError, ValueError):
-        return ()
-    return tuple(state.get("model_config", {}).items())
+        return None
+    model, train = state.get("model_config", {}), state.get("train_config", {})
+    return state.get("kind"), tuple(model.items()), tuple(train.items())
 
 
 def model_config(config: TrainConfig, precision: str) -> dict[str, Any]:
