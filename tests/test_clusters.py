@@ -28,7 +28,8 @@ def cluster_flow(k: int = 2, conditioning: str = "both", **kw):
     images = torch.randint(0, 256, (40, 1, 4, 8), generator=g, dtype=torch.uint8)
     flow.clusters.fit_sides(images)
     side = flow.clusters.label_counts(torch.cat([images[..., :4], images[..., 4:]])).double()
-    table = torch.zeros(10, 10, dtype=torch.float64)
+    base = flow.config.label_base
+    table = torch.zeros(base, base, dtype=torch.float64)
     table[:k, :k] = side[:, None] * side[None, :]
     flow.set_label_counts(table)
     return flow, images
@@ -49,6 +50,40 @@ def test_an_image_takes_its_sides_nearest_centres_as_a_pair_label():
     single = PixelClusters(3, (1, 2, 2), sides=1)
     single.set_centres(centres)
     assert single(x[..., :2]).tolist() == [0, 1, 2, 2]
+
+
+def test_more_than_ten_clusters_per_side_write_labels_in_base_k():
+    """12 clusters per side: labels 12 a + b (0..143), read back by the embedding and the
+    label prior as the digits (a, b); up to 10 they stay 10 a + b, like a pair label."""
+    from pairflow.flows.distributions import LabelNormal
+    from pairflow.flows.guidance import label_digits
+    from pairflow.flows.labels import LabelEmbedding
+
+    clusters = PixelClusters(12, (1, 1, 2), sides=2)
+    clusters.set_centres(torch.arange(12.0).mul(20).view(12, 1, 1, 1))
+    x = torch.tensor([[[[220, 20]]], [[[0, 200]]], [[[41, 239]]]], dtype=torch.uint8)
+    assert clusters.base == 12 and clusters(x).tolist() == [11 * 12 + 1, 10, 2 * 12 + 11]
+    assert PixelClusters(10, (1, 1, 2), sides=2).base == 10
+    labels = torch.tensor([143, 10, 35])
+    assert [d.tolist() for d in label_digits(labels, 2, 12)] == [[11, 0, 2], [11, 10, 11]]
+    config = FlowConfig.from_preset("multiscale", **TINY, clusters=12, conditioning="both")
+    assert (config.label_base, config.num_classes) == (12, 144)
+    assert FlowConfig.from_preset("multiscale", **TINY, clusters=7).num_classes == 100
+    torch.manual_seed(0)
+    embed = LabelEmbedding(3, sides=2, base=12)
+    assert embed.weight.shape == (24, 3)
+    torch.testing.assert_close(embed(labels)[2], embed.weight[[2, 12 + 11]])
+    prior = LabelNormal((1, 2, 4), sides=2, base=12)
+    with torch.no_grad():
+        prior.loc.normal_()
+        prior.log_scale.normal_(std=0.3)
+    z = torch.randn(5, 1, 2, 4, dtype=torch.float64)
+    prior = prior.double()
+    columns = prior.log_prob_components(z)  # (5, 144), column 12 a + b
+    assert columns.shape == (5, 144)
+    for y in (0, 13, 35, 143):
+        want = prior.log_prob(z, torch.full((5,), y))
+        torch.testing.assert_close(columns[:, y], want, rtol=0, atol=1e-10)
 
 
 def test_fitted_centres_are_the_means_of_their_kmeans_clusters():
@@ -75,8 +110,8 @@ def test_fitted_centres_are_the_means_of_their_kmeans_clusters():
 @pytest.mark.parametrize(
     "fields, message",
     [
-        (dict(clusters=1), "0 \\(none\\) or 2..10"),
-        (dict(clusters=11), "0 \\(none\\) or 2..10"),
+        (dict(clusters=1), "0 \\(none\\) or 2..40"),
+        (dict(clusters=41), "0 \\(none\\) or 2..40"),
         (dict(clusters=True), "clusters: expected an integer"),
         (dict(clusters=3, conditional=True), "a conditional flow reads its labels"),
         (dict(clusters=3, prior="mixture"), "prior 'normal'"),
@@ -88,22 +123,25 @@ def test_bad_cluster_settings_are_refused_by_name(fields, message):
         FlowConfig.from_preset("multiscale", **TINY, **fields)
 
 
-def test_its_bits_per_dim_is_the_mixture_term_at_its_own_clusters_below_the_exact_density():
+@pytest.mark.parametrize("k", [3, 12])
+def test_its_bits_per_dim_is_the_mixture_term_at_its_own_clusters_below_the_exact_density(k):
     """log_prob(x) = log p(c(x)) + log p(x | c(x)) exactly (float64, one dequantization draw),
-    and the exact log p(x) = logsumexp_c [log p(c) + log p(x | c)] is above it."""
-    flow, images = cluster_flow(3)
+    and the exact log p(x) = logsumexp_c [log p(c) + log p(x | c)] is above it; with more
+    than 10 clusters per side over k * k cluster labels."""
+    flow, images = cluster_flow(k)
     flow = flow.double().eval()
     x = images[:8]
     own = flow.own_labels(x)
     assert len(set(own.tolist())) > 1  # the images fall in several cluster pairs
     bound = flow.log_prob(x, generator=torch.Generator().manual_seed(5))
-    columns = flow.class_log_likelihoods(x, torch.Generator().manual_seed(5))  # (B, 100)
+    columns = flow.class_log_likelihoods(x, torch.Generator().manual_seed(5))  # (B, K)
+    assert columns.shape == (8, max(10, k) ** 2)
     log_pc = flow.log_label_probs()
     want = log_pc[own] + columns.gather(1, own[:, None]).squeeze(1)
     torch.testing.assert_close(bound, want, rtol=0, atol=1e-9)
     exact = flow.marginal_log_prob(x, torch.Generator().manual_seed(5))
     manual = torch.stack(
-        [torch.logsumexp(torch.stack([log_pc[c] + columns[i, c] for c in range(100)
+        [torch.logsumexp(torch.stack([log_pc[c] + columns[i, c] for c in range(len(log_pc))
                                       if log_pc[c] > -math.inf]), 0) for i in range(8)]
     )  # fmt: skip
     torch.testing.assert_close(exact, manual, rtol=0, atol=1e-9)
@@ -295,12 +333,13 @@ def test_a_fine_tune_of_a_flow_with_noise_in_the_data_space_keeps_it(tiny_mnist_
     assert start == pytest.approx(ended, abs=1e-3)
 
 
-def test_label_dropout_trains_on_its_own_clusters_with_sides_dropped_and_log_p_c_kept():
+@pytest.mark.parametrize("k", [3, 12])
+def test_label_dropout_trains_on_its_own_clusters_with_sides_dropped_and_log_p_c_kept(k):
     """In training the body and prior read the image's clusters with each side replaced by
     the null label at the dropout rate; log p(c) stays the term of the image's own clusters."""
     from pairflow.flows.guidance import NULL_DIGIT, train_labels
 
-    flow, images = cluster_flow(k=3, label_dropout=0.5)
+    flow, images = cluster_flow(k=k, label_dropout=0.5)
     flow = flow.double().train()
     x = images[:16]
     got = flow.log_prob(x, generator=torch.Generator().manual_seed(4))
@@ -317,10 +356,11 @@ def test_label_dropout_trains_on_its_own_clusters_with_sides_dropped_and_log_p_c
     assert (at_own - got).abs().max() > 1e-3
 
 
-def test_guidance_by_its_own_clusters_is_exact_at_w0_and_w_minus1():
+@pytest.mark.parametrize("k", [3, 12])
+def test_guidance_by_its_own_clusters_is_exact_at_w0_and_w_minus1(k):
     from pairflow.flows.guidance import guide, null_labels
 
-    flow, _ = cluster_flow(k=3, label_dropout=0.3)
+    flow, _ = cluster_flow(k=k, label_dropout=0.3)
     flow = flow.double().eval()
     assert flow.guidable
     c = flow.sample_labels(5, torch.Generator().manual_seed(2))
@@ -392,3 +432,105 @@ def test_cli_trains_a_cluster_flow_with_label_dropout_and_samples_it_guided(
     assert set(rows) == {None, 0, 1} and {r["mode"] for r in rows.values()} == {"unconditional"}
     assert rows[0]["fd"] == pytest.approx(rows[None]["fd"], rel=1e-6)
     assert rows[1]["fd"] != rows[0]["fd"]
+
+
+def test_split_clusters_are_kmeans_within_each_parent():
+    """split_from(p parents), then fit: each image goes to its nearest parent, and parent a's
+    images are split into m = k / p clusters a m .. a m + m - 1 by k-means."""
+    g = torch.Generator().manual_seed(0)
+    levels = (10, 60, 140, 200)  # two parents (dark, bright), each of two shades
+    images = torch.cat([torch.full((6, 1, 2, 2), v) + torch.randint(0, 5, (6, 1, 2, 2), generator=g)
+                        for v in levels]).to(torch.uint8)  # fmt: skip
+    parents = torch.stack([torch.full((1, 2, 2), v) for v in (35.0, 170.0)])
+    clusters = PixelClusters(4, (1, 2, 4), sides=2)
+    clusters.split_from(parents)
+    assert not clusters.fitted
+    assign = clusters.fit(images)
+    assert clusters.parents is None  # used once
+    assert sorted(assign[:12].unique().tolist()) == [0, 1]  # dark images: parent 0's children
+    assert sorted(assign[12:].unique().tolist()) == [2, 3]
+    for shade in range(4):  # each shade is one child
+        assert len(assign[shade * 6 : shade * 6 + 6].unique()) == 1
+    means = clusters.centres.flatten(1).mean(1)
+    assert (means[:2] < 100).all() and (means[2:] > 100).all()
+    with pytest.raises(ValueError, match="multiple of their number"):
+        PixelClusters(3, (1, 2, 4), sides=2).split_from(parents)
+
+
+def test_a_fine_tune_that_splits_its_sources_clusters_starts_as_its_source(
+    tiny_mnist_root, tmp_path
+):
+    """3 clusters per side split into 6 (--set clusters=6): each child's label rows start as
+    its parent's, so wherever an image's new cluster is a child of its old one the new
+    log p(x | c) is the source's, exactly; p(c) is of the new clusters."""
+    from pairflow.data import PairedMNIST
+    from pairflow.flows.prepare import fit_own_clusters
+    from pairflow.training.loop import init_weights
+
+    source = tmp_path / "source"
+    overrides = dict(hidden_channels=8, num_blocks=1, clusters=3, conditioning="both",
+                     label_dropout=0.2)  # fmt: skip
+    train(tiny_run(tiny_mnist_root, source, max_steps=4, lr=1e-2, model_overrides=overrides),
+          progress=False)  # fmt: skip
+    src_model, _ = load_model(source / "last.pt")
+    src_model.eval()
+    with torch.no_grad():  # the label rows apart, so a wrong copy shows
+        src_model.distribution.loc.add_(0.3 * torch.randn_like(src_model.distribution.loc))
+        src_model.embedding.weight.add_(torch.randn_like(src_model.embedding.weight))
+    state = {k: v for k, v in load_checkpoint(source / "last.pt").items() if k != "ema"}
+    torch.save(dict(state, model=src_model.state_dict()), source / "moved.pt")
+    config = dict(src_model.config.to_dict(), clusters=6)
+    model = build_flow(FlowConfig.from_dict(config)).eval()
+    fresh, _, _ = init_weights(model, source / "moved.pt")
+    assert "clusters.centres" in fresh and model.clusters.parents is not None
+    train_set = PairedMNIST(tiny_mnist_root, train=True, num_pairs=64)
+    line = fit_own_clusters(model, train_set)[0]
+    assert "each of the source's 3 per side split in 2" in line
+    for s in range(2):  # rows base * side + digit; child j of parent j // 2
+        for j in range(6):
+            assert torch.equal(model.embedding.weight[10 * s + j],
+                               src_model.embedding.weight[10 * s + j // 2])  # fmt: skip
+            assert torch.equal(model.distribution.loc[s, j], src_model.distribution.loc[s, j // 2])
+    x, _ = PairedMNIST(tiny_mnist_root, train=False, num_pairs=32).get_batch(torch.arange(32))
+    old, new = src_model.own_labels(x), model.own_labels(x)
+    parent = (new // 10 // 2) * 10 + (new % 10) // 2
+    same = parent == old
+    assert same.sum() >= 24 and len(new.unique()) > len(old.unique())
+    with torch.no_grad():
+        want = src_model.log_prob(x, generator=torch.Generator().manual_seed(0))
+        got = model.log_prob(x, generator=torch.Generator().manual_seed(0))
+    got = got - model.log_label_probs()[new]
+    want = want - src_model.log_label_probs()[old]
+    torch.testing.assert_close(got[same], want[same], rtol=1e-6, atol=1e-3)
+    # p(c): the new clusters' frequencies over the training images, a pair's the product
+    counts = model.clusters.label_counts(train_set.digits).double()
+    table = torch.zeros(10, 10, dtype=torch.float64)
+    table[:6, :6] = counts[:, None] * counts[None, :] / counts.sum() ** 2
+    torch.testing.assert_close(model.log_label_probs().exp().double(), table.flatten(),
+                               rtol=0, atol=1e-6)  # fmt: skip
+
+
+def test_cli_splits_a_cluster_flow_into_more_clusters_than_ten(tiny_mnist_root, tmp_path):
+    """--set clusters=12 on a 3-cluster flow: conditioning and label dropout kept, labels in
+    base 12, sampled guided; a count that is no multiple of the source's is refused (exit 2)."""
+    source, run = tmp_path / "source", tmp_path / "run"
+    common = ["--batch-size", "16", "--num-pairs", "64", "--test-pairs", "32",
+              "--data-dir", str(tiny_mnist_root), "--device", "cpu", "--precision", "fp32",
+              "--sample-n", "4", "--no-progress", "--set", "hidden_channels=8", "--set",
+              "num_blocks=1"]  # fmt: skip
+    pairflow("train", "--preset", "multiscale", "--set", "clusters=3", "--set",
+             "label_dropout=0.2", "--epochs", "1", "--out", str(source), *common)  # fmt: skip
+    bad = pairflow("train", "--init-from", str(source), "--set", "clusters=4", "--max-steps",
+                   "1", "--out", str(tmp_path / "bad"), *common, check=False)  # fmt: skip
+    assert bad.returncode == 2 and "multiple of 3" in bad.stderr
+    assert not (tmp_path / "bad" / "last.pt").exists()
+    proc = pairflow("train", "--init-from", str(source), "--set", "clusters=12", "--max-steps",
+                    "2", "--out", str(run), *common)  # fmt: skip
+    assert "split in 4" in proc.stdout
+    model, _ = load_model(run)
+    config = model.config
+    assert (config.clusters, config.conditioning, config.label_dropout) == (12, "both", 0.2)
+    assert model.embedding.weight.shape[0] == 24 and model.log_label_probs().shape == (144,)
+    out = tmp_path / "s.npz"
+    proc = pairflow("sample", str(run), "--n", "4", "--guidance", "1", "--out", str(out))
+    assert np.load(out)["images"].shape == (4, 28, 56) and "guidance 1" in proc.stdout

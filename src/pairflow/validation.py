@@ -83,12 +83,18 @@ def check_pair_labels(
     """Labels (batch,) int64 for a conditional model; None for an unconditional one.
 
     Pair labels 10 * left + right are 0..99 (``num_classes=100``, the default); a model of
-    single images has class labels 0..9 (``num_classes=10``). An int or a 0-d tensor is
-    broadcast to the batch.
+    single images has class labels 0..9 (``num_classes=10``); a flow with more than 10
+    clusters of its own per side has cluster labels (``num_classes`` past 100). An int or a
+    0-d tensor is broadcast to the batch.
     """
     pairs = num_classes == NUM_PAIR_CLASSES
-    what = "pair labels" if pairs else "class labels"
-    valid = "10 * left + right in 0..99" if pairs else f"0..{num_classes - 1} (single images)"
+    clusters = num_classes > NUM_PAIR_CLASSES
+    what = "pair labels" if pairs else "cluster labels" if clusters else "class labels"
+    valid = (
+        "10 * left + right in 0..99"
+        if pairs
+        else f"0..{num_classes - 1}" + ("" if clusters else " (single images)")
+    )
     if not conditional:
         if cond is not None:
             raise ValueError(
@@ -107,7 +113,7 @@ def check_pair_labels(
         raise ValueError(f"cond must have shape ({batch},), got {tuple(cond.shape)}")
     lo, hi = int(cond.min()), int(cond.max())
     if lo < 0 or hi >= num_classes:
-        hint = "" if pairs else "; this model draws single images, one class label each"
+        hint = "" if pairs or clusters else "; this model draws single images, one class label each"
         raise ValueError(f"{what} must be in 0..{num_classes - 1}, got min {lo}, max {hi}{hint}")
     return cond.to(device, torch.int64)
 

@@ -143,8 +143,8 @@ ARCHITECTURES: dict[str, Callable[[FlowConfig], Transform]] = {
 CONDITIONAL_DISTRIBUTIONS: dict[str, Callable[[FlowConfig], Distribution]] = {
     # The couplings read the label; z ~ N(0, I) whatever it is, p(y) beside it.
     "embedding": lambda c: StandardNormal(c.shape, num_classes=c.num_classes),
-    "prior": lambda c: LabelNormal(c.shape, c.label_sides, c.null_label),
-    "both": lambda c: LabelNormal(c.shape, c.label_sides, c.null_label),
+    "prior": lambda c: LabelNormal(c.shape, c.label_sides, c.null_label, c.label_base),
+    "both": lambda c: LabelNormal(c.shape, c.label_sides, c.null_label, c.label_base),
     "mixture": lambda c: ClassMixture(c.shape, c.label_sides),
 }
 """``config.conditioning`` -> the base distribution of a conditional flow (with p(y))."""
@@ -179,7 +179,7 @@ def flow_parts(config: FlowConfig) -> dict[str, Any]:
     # global generator), so that a seeded build gives the same flow as ever.
     parts: dict[str, Any] = {}
     parts["embedding"] = (
-        LabelEmbedding(config.embed_dim, config.label_sides, config.null_label)
+        LabelEmbedding(config.embed_dim, config.label_sides, config.null_label, config.label_base)
         if config.label_embedding
         else None
     )

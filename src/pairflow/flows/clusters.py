@@ -7,8 +7,9 @@ the training images' pixels before the first step and kept in the model. Cluster
 group like-looking digits without reading a label, and a flow given them draws better digits
 than one without (BENCHMARKS.md, "Couplings that read clusters").
 
-The model is the mixture p(x) = sum_c p(c) p(x | c) over cluster labels c (10 a + b for the
-clusters a, b of a pair's sides; p(c) the training images' cluster frequencies). Sampling
+The model is the mixture p(x) = sum_c p(c) p(x | c) over cluster labels c (B a + b for the
+clusters a, b of a pair's sides, B = max(10, k): 10 a + b like a pair label up to 10 clusters
+per side; p(c) the training images' cluster frequencies). Sampling
 draws c ~ p(c), then x ~ p(x | c). Since every term of the sum is positive,
 
     log p(x) >= log p(c(x)) + log p(x | c(x)),
@@ -23,23 +24,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pairflow.flows.config import MAX_CLUSTERS
 from pairflow.flows.mixture import kmeans
 
 __all__ = ["PixelClusters", "MAX_CLUSTERS"]
-
-MAX_CLUSTERS = 10
-"""Clusters per side at most: a cluster label is written like a pair label, 10 a + b."""
 
 
 class PixelClusters(nn.Module):
     """k centres of one side's pixels and the label they give an image: its sides' nearest.
 
     The centres are a buffer (k, C, H, W / S) of pixel values 0..255, saved with the model;
-    all zero until :meth:`fit`. An image's label is sum_s 10^(S-1-s) c_s with c_s the nearest
-    centre (Euclidean, on pixels) of side s: for pairs 10 a + b, like a pair label.
+    all zero until :meth:`fit`. An image's label is sum_s B^(S-1-s) c_s with c_s the nearest
+    centre (Euclidean, on pixels) of side s and B = max(10, k) (:attr:`base`): for pairs
+    B a + b, like a pair label 10 a + b up to 10 clusters per side.
 
     Arguments:
-        k: clusters per side, 2..10.
+        k: clusters per side, 2..40 (``MAX_CLUSTERS``).
         shape: the image shape (C, H, W).
         sides: S, 2 for pairs (the width splits into halves), 1 for single images.
 
@@ -58,7 +58,12 @@ class PixelClusters(nn.Module):
         if w % sides:
             raise ValueError(f"an image of width {w} does not split into {sides} sides")
         self.k, self.sides = k, sides
+        self.base = max(10, k)
+        """B: labels are written in base B, one digit per side."""
         self.register_buffer("centres", torch.zeros(k, c, h, w // sides))
+        # A fine-tune that splits its source's clusters (:meth:`split_from`): their centres
+        # until :meth:`fit` splits them; not saved.
+        self.parents: Tensor | None = None
 
     @property
     def fitted(self) -> bool:
@@ -89,12 +94,26 @@ class PixelClusters(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """Cluster labels (B,) int64 of images (B, C, H, W): 10 a + b for pairs."""
+        """Cluster labels (B,) int64 of images (B, C, H, W): ``base`` a + b for pairs."""
         digits = self.side_labels(x)
         label = torch.zeros(len(x), dtype=torch.int64, device=x.device)
         for s in range(self.sides):
-            label = label * 10 + digits[:, s]
+            label = label * self.base + digits[:, s]
         return label
+
+    def split_from(self, parents: Tensor) -> None:
+        """Make the next :meth:`fit` split each of ``parents`` (p, C, H, W / S), a source's
+        p centres with k a multiple of p, into m = k / p clusters: cluster j is a child of
+        parent j // m, so a fine-tune that starts each child's label rows as its parent's
+        starts as its source (:func:`~pairflow.flows.prepare.widen`)."""
+        p = len(parents)
+        if tuple(parents.shape[1:]) != tuple(self.centres.shape[1:]) or p < 1 or self.k % p:
+            raise ValueError(
+                f"{self.k} clusters per side split {len(parents)} parent centres of shape "
+                f"{tuple(self.centres.shape[1:])} only where {self.k} is a multiple of their "
+                f"number; got {tuple(parents.shape)}"
+            )
+        self.parents = parents.detach().to(self.centres).clone()
 
     @torch.no_grad()
     def fit(self, images: Tensor, iters: int = 40, seed: int = 0) -> Tensor:
@@ -102,8 +121,13 @@ class PixelClusters(nn.Module):
         clusters' means (:func:`~pairflow.flows.mixture.kmeans`, k-means++ from ``seed``,
         ``iters`` rounds at most). Returns each image's cluster (N,) as k-means left it.
 
+        After :meth:`split_from` the images are first given their nearest parent, and each
+        parent's images are split by k-means into m clusters, parent a's children being
+        clusters a m .. a m + m - 1.
+
         Raises:
-            ValueError: fewer than k images, or not of one side's shape.
+            ValueError: fewer than k images (or fewer than m for a parent), or not of one
+                side's shape.
         """
         want = tuple(self.centres.shape[1:])
         if images.dim() == 3 and want[0] == 1:
@@ -119,9 +143,29 @@ class PixelClusters(nn.Module):
                 f"{len(images)}"
             )
         points = images.flatten(1).double()
-        assign = kmeans(points, self.k, iters=iters, seed=seed)
+        if self.parents is None:
+            assign = kmeans(points, self.k, iters=iters, seed=seed)
+        else:
+            assign = self._split(points, iters, seed)
         means = torch.stack([points[assign == j].mean(0) for j in range(self.k)])
         self.set_centres(means.view(self.k, *want).to(self.centres))
+        return assign
+
+    def _split(self, points: Tensor, iters: int, seed: int) -> Tensor:
+        """Each point's cluster (N,) when each parent's points are split into m by k-means."""
+        parents = self.parents.flatten(1).double().to(points.device)
+        m = self.k // len(parents)
+        parent = torch.cdist(points, parents).argmin(1)
+        assign = torch.empty(len(points), dtype=torch.int64, device=points.device)
+        for a in range(len(parents)):
+            members = (parent == a).nonzero().flatten()
+            if len(members) < m:
+                raise ValueError(
+                    f"parent cluster {a} has {len(members)} training images, too few to split "
+                    f"into {m}"
+                )
+            assign[members] = a * m + kmeans(points[members], m, iters=iters, seed=seed + a)
+        self.parents = None
         return assign
 
     def fit_sides(self, x: Tensor, iters: int = 40, seed: int = 0) -> Tensor:

@@ -37,6 +37,7 @@ from typing import Any, get_args
 from pairflow.flows.masks import VECTOR_MASKS
 from pairflow.flows.multiscale import CHECKERBOARD_MODES
 from pairflow.options import (
+    CLASSES_PER_SIDE,
     DEFAULT_LAYOUT,
     Arch,
     Conditioning,
@@ -48,6 +49,10 @@ from pairflow.options import (
     check_choice,
 )
 from pairflow.utils import ModelConfig
+
+MAX_CLUSTERS = 40
+"""A flow's own clusters per side at most (``FlowConfig.clusters``): its exact density sums
+over k ** 2 cluster pairs, one pass each (:mod:`pairflow.flows.clusters`)."""
 
 PRIORS = get_args(Prior)
 """Base distributions of an unconditional flow (:attr:`FlowConfig.prior`)."""
@@ -112,11 +117,13 @@ class FlowConfig(ModelConfig):
             conditioner (same masks; see :func:`~pairflow.flows.multiscale_flow`).
         conditional: condition on labels (``cond`` = 10 * left + right for pairs, the class
             0..9 for single images).
-        clusters: k > 0 (2..10) makes an unconditional flow whose couplings and prior read,
+        clusters: k > 0 (2..40) makes an unconditional flow whose couplings and prior read,
             in place of a label, each side's nearest of k pixel centres that k-means finds in
             the training images (:mod:`pairflow.flows.clusters`; ``conditioning`` says how
             they are read, as for a label). Its users never give a label; its bits/dim is the
-            bound at the image's own clusters. 0 (default): none.
+            bound at the image's own clusters. 0 (default): none. Cluster labels are
+            written a * B + b with B = max(10, k) (:attr:`label_base`): like pair labels
+            up to 10 clusters per side.
         conditioning: how a conditional model uses the label (or a ``clusters`` flow its
             clusters). ``"embedding"``: each digit's
             learned embedding (left and right digits have separate tables; a single image
@@ -291,8 +298,11 @@ class FlowConfig(ModelConfig):
 
     def _check_clusters(self) -> None:
         k = self.clusters
-        if not isinstance(k, int) or isinstance(k, bool) or not (k == 0 or 2 <= k <= 10):
-            raise ValueError(f"FlowConfig.clusters must be 0 (none) or 2..10 per side, got {k!r}")
+        top = MAX_CLUSTERS
+        if not isinstance(k, int) or isinstance(k, bool) or not (k == 0 or 2 <= k <= top):
+            raise ValueError(
+                f"FlowConfig.clusters must be 0 (none) or 2..{top} per side, got {k!r}"
+            )
         if not k:
             return
         if self.conditional:
@@ -311,6 +321,19 @@ class FlowConfig(ModelConfig):
     def reads_labels(self) -> bool:
         """Whether the flow's parts read a label: a conditional flow's, or its own clusters'."""
         return self.conditional or bool(self.clusters)
+
+    @property
+    def label_base(self) -> int:
+        """B, the values a label's digit takes per side (labels are written a * B + b):
+        10 for digits, max(10, k) for a flow's own k clusters per side (up to 10 clusters
+        are written like pair labels, so models saved with them load unchanged)."""
+        return max(CLASSES_PER_SIDE, self.clusters)
+
+    @property
+    def num_classes(self) -> int:
+        """Labels the flow knows: B ** sides (:attr:`label_base`): 100 pairs (10 a + b) or
+        10 single-image classes, or a cluster flow's cluster labels."""
+        return self.label_base**self.label_sides
 
     @property
     def null_label(self) -> bool:

@@ -201,6 +201,8 @@ class LabelNormal(Distribution):
         sides: digits per label: 2 for pairs (100 labels), 1 for single images (10).
         null_label: learn a null mean and scale per side (parameters ``null_loc`` and
             ``null_log_scale``, only then: weights saved without them load unchanged).
+        base: B, the values of a digit: 10, or a flow's own clusters per side where there
+            are more (:attr:`~pairflow.flows.FlowConfig.label_base`); B ** sides labels.
 
     References:
         Kingma and Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions",
@@ -211,16 +213,22 @@ class LabelNormal(Distribution):
     follows_guidance = True
     """Its mean and scale follow classifier-free guidance (:mod:`pairflow.flows.guidance`)."""
 
-    def __init__(self, shape: tuple[int, int, int], sides: int = 2, null_label: bool = False):
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        sides: int = 2,
+        null_label: bool = False,
+        base: int = CLASSES_PER_SIDE,
+    ):
         if sides not in (1, 2):
             raise ValueError(f"sides must be 1 (single images) or 2 (pairs), got {sides!r}")
-        super().__init__(shape, num_classes=CLASSES_PER_SIDE**sides)
+        super().__init__(shape, num_classes=base**sides)
         c, h, w = self.shape
         if w % sides:
             raise ValueError(f"{type(self).__name__} splits the width in halves; got odd width {w}")
-        self.sides = sides
+        self.sides, self.base = sides, base
         # [side, digit]: side 0 is the left strip (left digit), side 1 the right one.
-        k = CLASSES_PER_SIDE
+        k = base
         self.loc = nn.Parameter(torch.zeros(sides, k, c, h, w // sides))
         self.log_scale = nn.Parameter(torch.zeros(sides, k, c, h, w // sides))
         if null_label:  # [side]: what a side without its digit gets (start: N(0, I))
@@ -253,7 +261,7 @@ class LabelNormal(Distribution):
         if cond.dim() == 1 and self.sides == 1:
             return self.loc[0, cond], self.log_scale[0, cond]
         locs, log_scales = [], []
-        for s, d in enumerate(label_digits(cond, self.sides)):
+        for s, d in enumerate(label_digits(cond, self.sides, self.base)):
             loc, log_scale = self.loc[s, d.clamp(min=0)], self.log_scale[s, d.clamp(min=0)]
             if cond.dim() == 2:  # digits, some maybe null
                 if not self.null_label and bool((d == NULL_DIGIT).any()):
@@ -270,16 +278,16 @@ class LabelNormal(Distribution):
         return log_diagonal_normal(z, *self.params(cond))
 
     def log_prob_components(self, z: Tensor) -> Tensor:
-        """log N(z; mu_y, sigma_y^2) for every label y: (B, 10 ** sides), column y.
+        """log N(z; mu_y, sigma_y^2) for every label y: (B, base ** sides), column y.
 
-        Each component factorises over the strips, so all of them cost 10 strip Gaussians
-        per side: for pairs, column 10 a + b is L[a] + R[b].
+        Each component factorises over the strips, so all of them cost ``base`` strip
+        Gaussians per side: for pairs, column base * a + b is L[a] + R[b].
         """
         total = None
         for side, part in enumerate(self._strips(z)):  # (B, C, H, W / sides) each
             u = (part[:, None] - self.loc[side]) * torch.exp(-self.log_scale[side])
-            terms = -0.5 * u.pow(2) - self.log_scale[side]  # (B, 10, C, H, W / sides)
-            strip = terms.flatten(2).sum(2)  # (B, 10)
+            terms = -0.5 * u.pow(2) - self.log_scale[side]  # (B, base, C, H, W / sides)
+            strip = terms.flatten(2).sum(2)  # (B, base)
             total = strip if total is None else (total[:, :, None] + strip[:, None, :]).flatten(1)
         d = z[0].numel()
         return total - 0.5 * d * math.log(2 * math.pi)

@@ -111,17 +111,18 @@ def check_guidance(weight: Any) -> float:
     return float(weight)
 
 
-def label_digits(cond: Tensor, sides: int) -> list[Tensor]:
+def label_digits(cond: Tensor, sides: int, base: int = 10) -> list[Tensor]:
     """The digits of labels, one (B,) tensor per side, leftmost first; -1 for a null side.
 
-    ``cond`` is labels (B,) (pairs 10 a + b, or classes) or digits (B, S) as
-    :func:`drop_labels` writes them.
+    ``cond`` is labels (B,) (pairs 10 a + b, or classes; a flow's own clusters ``base`` a + b,
+    :attr:`~pairflow.flows.FlowConfig.label_base`) or digits (B, S) as :func:`drop_labels`
+    writes them.
     """
     if cond.dim() == 2:
         return list(cond.unbind(1))
     if sides == 1:
         return [cond]
-    return [(cond // 10 ** (sides - 1 - s)) % 10 for s in range(sides)]
+    return [(cond // base ** (sides - 1 - s)) % base for s in range(sides)]
 
 
 def null_labels(n: int, sides: int, device: torch.device | str | None = None) -> Tensor:
@@ -130,7 +131,11 @@ def null_labels(n: int, sides: int, device: torch.device | str | None = None) ->
 
 
 def drop_labels(
-    cond: Tensor, p: float, sides: int, generator: torch.Generator | None = None
+    cond: Tensor,
+    p: float,
+    sides: int,
+    generator: torch.Generator | None = None,
+    base: int = 10,
 ) -> Tensor:
     """Labels (B,) as digits (B, S) with each side nulled with probability p, independently.
 
@@ -143,7 +148,7 @@ def drop_labels(
         >>> drop_labels(torch.tensor([37, 5]), 1.0, 2).tolist()
         [[-1, -1], [-1, -1]]
     """
-    digits = torch.stack(label_digits(cond, sides), dim=1)  # (B, S)
+    digits = torch.stack(label_digits(cond, sides, base), dim=1)  # (B, S)
     draw_on = generator.device if generator is not None else cond.device
     u = torch.rand(digits.shape, generator=generator, device=draw_on).to(cond.device)
     return torch.where(u < p, torch.full_like(digits, NULL_DIGIT), digits)
@@ -152,7 +157,8 @@ def drop_labels(
 def train_labels(flow: Flow, cond: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """A training batch's labels (B,) with label dropout: digits (B, S), -1 where dropped,
     drawn from ``generator`` (the training's checkpointed noise generator)."""
-    return drop_labels(cond, flow.config.label_dropout, flow.config.label_sides, generator)
+    config = flow.config
+    return drop_labels(cond, config.label_dropout, config.label_sides, generator, config.label_base)
 
 
 def guide(flow: Flow, cond: Tensor, weight: float) -> Guided:
@@ -198,7 +204,7 @@ def start_null_label(flow: Flow) -> list[str]:
     embedding, distribution = flow.embedding, flow.distribution
     if embedding is not None and embedding.null is not None:
         sides, width = embedding.null.shape
-        embedding.null.copy_(embedding.weight.view(sides, 10, width).mean(1))
+        embedding.null.copy_(embedding.weight.view(sides, embedding.base, width).mean(1))
         done.append("embedding")
     if distribution.null_label:
         distribution.null_loc.copy_(distribution.loc.mean(1))

@@ -46,6 +46,8 @@ class LabelEmbedding(nn.Embedding):
         sides: S, digits per label: 2 for pairs, 1 for single images.
         null_label: learn a null vector per side (only then: weights saved without it load
             unchanged).
+        base: B, the values of a digit (rows B * side + digit): 10, or a flow's own clusters
+            per side where there are more (:attr:`~pairflow.flows.FlowConfig.label_base`).
 
     Example:
         >>> LabelEmbedding(4)(torch.tensor([37, 5])).shape
@@ -57,16 +59,16 @@ class LabelEmbedding(nn.Embedding):
         True
     """
 
-    def __init__(self, embed_dim: int, sides: int = 2, null_label: bool = False):
-        super().__init__(10 * sides, embed_dim)
-        self.sides = sides
+    def __init__(self, embed_dim: int, sides: int = 2, null_label: bool = False, base: int = 10):
+        super().__init__(base * sides, embed_dim)
+        self.sides, self.base = sides, base
         # Zeros: no draw from the global generator, so a seeded build keeps its other weights.
         null = nn.Parameter(torch.zeros(sides, embed_dim)) if null_label else None
         self.register_parameter("null", null)
 
     def forward(self, cond: Tensor) -> Tensor:
-        digits = label_digits(cond, self.sides)
-        rows = [10 * s + d.clamp(min=0) for s, d in enumerate(digits)]
+        digits = label_digits(cond, self.sides, self.base)
+        rows = [self.base * s + d.clamp(min=0) for s, d in enumerate(digits)]
         out = super().forward(torch.stack(rows, dim=1))  # (B, S, E)
         if cond.dim() == 2:  # digits, null where -1
             null = torch.stack(digits, dim=1) == NULL_DIGIT  # (B, S)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from pairflow.flows import guidance
+from pairflow.options import CLASSES_PER_SIDE
 
 __all__ = [
     "prepare",
@@ -187,18 +188,27 @@ def fit_own_clusters(flow, train_set) -> list[str]:
     images = train_set.digits  # (N, H, W) or (N, C, H, W) uint8: single images
     lines = []
     if not clusters.fitted:
+        split = None if clusters.parents is None else len(clusters.parents)
         clusters.fit(images.to(clusters.centres.device))
-        lines.append(
-            f"clusters: {clusters.k} per side, k-means of the {len(images):,} training images' "
-            "pixels (no labels read)"
-        )
+        if split is None:
+            lines.append(
+                f"clusters: {clusters.k} per side, k-means of the {len(images):,} training "
+                "images' pixels (no labels read)"
+            )
+        else:
+            lines.append(
+                f"clusters: each of the source's {split} per side split in {clusters.k // split} "
+                f"by k-means of its training images' pixels ({clusters.k} per side, no labels "
+                "read); each new cluster's label rows start as its parent's"
+            )
     side = clusters.label_counts(images).double()
-    table = torch.zeros(10, 10, dtype=torch.float64)
+    base = clusters.base  # labels base * a + b: p(c) over base ** sides, zero past k per side
     if clusters.sides == 2:
+        table = torch.zeros(base, base, dtype=torch.float64)
         table[: clusters.k, : clusters.k] = side[:, None] * side[None, :]
         flow.set_label_counts(table)
     else:
-        flow.set_label_counts(torch.nn.functional.pad(side, (0, 10 - clusters.k)))
+        flow.set_label_counts(torch.nn.functional.pad(side, (0, base - clusters.k)))
     return lines
 
 
@@ -246,14 +256,16 @@ def inherited_fields(
         and "prior" not in overrides
     ):
         kept["prior"] = source["prior"]
-    # A flow that reads its own clusters keeps them (its centres come with its weights).
-    if source.get("clusters") and not conditional and "clusters" not in overrides:
+    # A flow that reads its own clusters keeps them (its centres come with its weights), or
+    # splits them (--set clusters=k, a multiple of the source's: see widen).
+    own = source.get("clusters") and not conditional and clusters
+    if own and "clusters" not in overrides:
         kept["clusters"] = source["clusters"]
-        if "conditioning" not in overrides:
-            kept["conditioning"] = source.get("conditioning", "embedding")
+    if own and "conditioning" not in overrides:
+        kept["conditioning"] = source.get("conditioning", "embedding")
     # Label dropout's null labels are weights of the source: a fine-tune that reads the same
-    # labels (a conditional source's, or the clusters it keeps) keeps them, and guidance.
-    reads_same = (conditional and source.get("conditional")) or "clusters" in kept
+    # labels (a conditional source's, or its clusters, kept or split) keeps them, and guidance.
+    reads_same = (conditional and source.get("conditional")) or own
     if source.get("label_dropout") and reads_same and "label_dropout" not in overrides:
         kept["label_dropout"] = source["label_dropout"]
     return kept
@@ -300,10 +312,19 @@ def widen(weights: dict[str, Tensor], flow, source: dict[str, Any]) -> list[str]
         flow: the flow being fine-tuned.
         source: the source checkpoint's model config.
 
+    A flow that reads more clusters of its own than its source (``clusters`` k, a multiple
+    of the source's p) splits the source's: each of its p centres into m = k / p by k-means
+    of the parent's training images (:meth:`~pairflow.flows.clusters.PixelClusters.split_from`,
+    fitted by :func:`prepare`), and every tensor with a row per cluster (the label
+    embedding's, the label prior's mean and log-scale) starts each child's row as its
+    parent's, so the fine-tune starts as its source (up to images nearer another parent's
+    child); ``weights`` then holds the flow's shapes.
+
     Returns:
         The names of the tensors widened (empty unless the flow has a label embedding and the
         source had none).
     """
+    _split_clusters(weights, flow, source)
     source_embeds = source.get("conditional") and source.get("conditioning") in (
         "embedding",
         "both",
@@ -325,3 +346,35 @@ def widen(weights: dict[str, Tensor], flow, source: dict[str, Any]) -> list[str]
             weights[name] = wide
             done.append(name)
     return sorted(done)
+
+
+def _split_clusters(weights: dict[str, Tensor], flow, source: dict[str, Any]) -> None:
+    """Widen's split of a source's own clusters into the flow's (``weights`` changed)."""
+    old, new = source.get("clusters") or 0, getattr(flow.config, "clusters", 0)
+    if not old or not new or old == new:
+        return
+    if new % old:
+        raise ValueError(
+            f"--set clusters={new}: a fine-tune splits each of its source's {old} clusters per "
+            f"side into the same number, so clusters must be a multiple of {old}"
+        )
+    m, own = new // old, flow.state_dict()
+    old_base, base = max(CLASSES_PER_SIDE, old), flow.config.label_base
+    flow.clusters.split_from(weights.pop("clusters.centres"))
+    child = torch.arange(new)
+    for name, value in list(weights.items()):
+        target = own.get(name)  # (up to 10 clusters per side the shapes stay those of 10)
+        if target is None:
+            continue
+        if name == "embedding.weight":  # rows base * side + digit
+            grown = target.clone().to(value.dtype)
+            for s in range(flow.config.label_sides):
+                grown[s * base + child] = value[s * old_base + child // m]
+        elif name in ("distribution.loc", "distribution.log_scale"):  # [side, digit]
+            grown = target.clone().to(value.dtype)
+            grown[:, child] = value[:, child // m]
+        elif name == "distribution.class_probs":  # p(c): set again by prepare
+            grown = target.clone()
+        else:
+            continue  # init_weights names it as a misfit if its shape differs
+        weights[name] = grown
