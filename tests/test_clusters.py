@@ -534,3 +534,33 @@ def test_cli_splits_a_cluster_flow_into_more_clusters_than_ten(tiny_mnist_root, 
     out = tmp_path / "s.npz"
     proc = pairflow("sample", str(run), "--n", "4", "--guidance", "1", "--out", str(out))
     assert np.load(out)["images"].shape == (4, 28, 56) and "guidance 1" in proc.stdout
+
+
+def test_cluster_purity_benchmark_reports_the_models_clusters_and_their_splits(
+    tiny_mnist_root, tmp_path
+):
+    """benchmarks/cluster_purity.py: the purity of the model's own clusters, computed here by
+    hand from the digit labels, and of a split into twice as many."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pairflow.data import PairedDataset
+
+    train(tiny_run(tiny_mnist_root, tmp_path / "a", max_steps=1), progress=False)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cluster_purity.py"
+    args = [sys.executable, str(script), "--model", str(tmp_path / "a"),
+            "--data-dir", str(tiny_mnist_root)]  # fmt: skip
+    proc = subprocess.run([*args, "--splits", "2"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["rows"]
+    assert [r["clusters_per_side"] for r in rows] == [3, 6]
+    model, _ = load_model(tmp_path / "a")
+    data = PairedDataset("mnist", tiny_mnist_root, train=True, num_pairs=1)
+    own = model.clusters.side_labels(torch.cat([data.digits[:, None]] * 2, -1))[:, 0]
+    pure = sum(int(torch.bincount(data.digit_labels[own == j], minlength=10).max())
+               for j in range(3) if (own == j).any())  # fmt: skip
+    assert rows[0]["purity"] == pytest.approx(pure / len(own), abs=1e-4)
+    assert rows[1]["purity"] >= rows[0]["purity"]  # finer clusters, purer on these images
+    bad = subprocess.run([*args, "--splits", "1"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "m >= 2" in bad.stderr
