@@ -51,6 +51,8 @@ def main() -> None:
     if any(m < 2 for m in args.splits):
         parser.error(f"--splits: each split makes m >= 2 clusters of one, got {args.splits}")
     torch.set_num_threads(args.threads)
+    from pairflow.flows.config import MAX_CLUSTERS
+
     try:
         model = load(args.model, precision="fp32")
     except (OSError, ValueError) as err:
@@ -58,6 +60,11 @@ def main() -> None:
     clusters = getattr(model, "clusters", None)
     if clusters is None:
         parser.error(f"{args.model} reads no clusters of its own (FlowConfig.clusters)")
+    if any(clusters.k * m > MAX_CLUSTERS for m in args.splits):
+        parser.error(
+            f"--splits {' '.join(map(str, args.splits))}: {clusters.k} clusters per side split "
+            f"into more than {MAX_CLUSTERS}, the most a flow reads"
+        )
     train = PairedDataset("mnist", resolve_root(args.data_dir), train=True, num_pairs=1)
     images, labels = train.digits, train.digit_labels
     if images.dim() == 3:

@@ -348,6 +348,10 @@ def test_label_dropout_trains_on_its_own_clusters_with_sides_dropped_and_log_p_c
     y, log_q = flow.dequantizer.dequantize(x.double(), g)
     label = train_labels(flow, own, g)
     assert (label == NULL_DIGIT).any() and (label != NULL_DIGIT).any()
+    base = max(10, k)  # the sides kept are the clusters' digits, a = c // base, b = c % base
+    digits = torch.stack([own // base, own % base], 1)
+    kept = label != NULL_DIGIT
+    assert torch.equal(label[kept], digits[kept])
     z, logdet = flow.latent(y, label, flow.training_noise(y, g))
     expected = flow.log_label_probs()[own] + flow.log_prior(z, label) + logdet - log_q
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-9)
@@ -457,12 +461,13 @@ def test_split_clusters_are_kmeans_within_each_parent():
         PixelClusters(3, (1, 2, 4), sides=2).split_from(parents)
 
 
+@pytest.mark.parametrize("k", [6, 12])
 def test_a_fine_tune_that_splits_its_sources_clusters_starts_as_its_source(
-    tiny_mnist_root, tmp_path
+    k, tiny_mnist_root, tmp_path
 ):
-    """3 clusters per side split into 6 (--set clusters=6): each child's label rows start as
-    its parent's, so wherever an image's new cluster is a child of its old one the new
-    log p(x | c) is the source's, exactly; p(c) is of the new clusters."""
+    """3 clusters per side split into k (--set clusters=k; 12 writes labels in base 12): each
+    child's label rows start as its parent's, so wherever an image's new cluster is a child of
+    its old one the new log p(x | c) is the source's, exactly; p(c) is of the new clusters."""
     from pairflow.data import PairedMNIST
     from pairflow.flows.prepare import fit_own_clusters
     from pairflow.training.loop import init_weights
@@ -479,21 +484,24 @@ def test_a_fine_tune_that_splits_its_sources_clusters_starts_as_its_source(
         src_model.embedding.weight.add_(torch.randn_like(src_model.embedding.weight))
     state = {k: v for k, v in load_checkpoint(source / "last.pt").items() if k != "ema"}
     torch.save(dict(state, model=src_model.state_dict()), source / "moved.pt")
-    config = dict(src_model.config.to_dict(), clusters=6)
+    config = dict(src_model.config.to_dict(), clusters=k)
+    m, base = k // 3, max(10, k)
     model = build_flow(FlowConfig.from_dict(config)).eval()
     fresh, _, _ = init_weights(model, source / "moved.pt")
     assert "clusters.centres" in fresh and model.clusters.parents is not None
     train_set = PairedMNIST(tiny_mnist_root, train=True, num_pairs=64)
     line = fit_own_clusters(model, train_set)[0]
-    assert "each of the source's 3 per side split in 2" in line
-    for s in range(2):  # rows base * side + digit; child j of parent j // 2
-        for j in range(6):
-            assert torch.equal(model.embedding.weight[10 * s + j],
-                               src_model.embedding.weight[10 * s + j // 2])  # fmt: skip
-            assert torch.equal(model.distribution.loc[s, j], src_model.distribution.loc[s, j // 2])
+    assert f"each of the source's 3 per side split in {m}" in line
+    for s in range(2):  # rows base * side + digit; child j of parent j // m
+        for j in range(k):
+            assert torch.equal(model.embedding.weight[base * s + j],
+                               src_model.embedding.weight[10 * s + j // m])  # fmt: skip
+            for name in ("loc", "log_scale"):
+                new_row = getattr(model.distribution, name)[s, j]
+                assert torch.equal(new_row, getattr(src_model.distribution, name)[s, j // m])
     x, _ = PairedMNIST(tiny_mnist_root, train=False, num_pairs=32).get_batch(torch.arange(32))
     old, new = src_model.own_labels(x), model.own_labels(x)
-    parent = (new // 10 // 2) * 10 + (new % 10) // 2
+    parent = (new // base // m) * 10 + (new % base) // m
     same = parent == old
     assert same.sum() >= 24 and len(new.unique()) > len(old.unique())
     with torch.no_grad():
@@ -504,22 +512,24 @@ def test_a_fine_tune_that_splits_its_sources_clusters_starts_as_its_source(
     torch.testing.assert_close(got[same], want[same], rtol=1e-6, atol=1e-3)
     # p(c): the new clusters' frequencies over the training images, a pair's the product
     counts = model.clusters.label_counts(train_set.digits).double()
-    table = torch.zeros(10, 10, dtype=torch.float64)
-    table[:6, :6] = counts[:, None] * counts[None, :] / counts.sum() ** 2
+    table = torch.zeros(base, base, dtype=torch.float64)
+    table[:k, :k] = counts[:, None] * counts[None, :] / counts.sum() ** 2
     torch.testing.assert_close(model.log_label_probs().exp().double(), table.flatten(),
                                rtol=0, atol=1e-6)  # fmt: skip
 
 
 def test_cli_splits_a_cluster_flow_into_more_clusters_than_ten(tiny_mnist_root, tmp_path):
-    """--set clusters=12 on a 3-cluster flow: conditioning and label dropout kept, labels in
-    base 12, sampled guided; a count that is no multiple of the source's is refused (exit 2)."""
+    """--set clusters=12 on a 3-cluster flow: its conditioning (not the preset's) and label
+    dropout kept, labels in base 12, sampled guided; a count that is no multiple of the
+    source's is refused (exit 2)."""
     source, run = tmp_path / "source", tmp_path / "run"
     common = ["--batch-size", "16", "--num-pairs", "64", "--test-pairs", "32",
               "--data-dir", str(tiny_mnist_root), "--device", "cpu", "--precision", "fp32",
               "--sample-n", "4", "--no-progress", "--set", "hidden_channels=8", "--set",
               "num_blocks=1"]  # fmt: skip
     pairflow("train", "--preset", "multiscale", "--set", "clusters=3", "--set",
-             "label_dropout=0.2", "--epochs", "1", "--out", str(source), *common)  # fmt: skip
+             "conditioning=embedding", "--set", "label_dropout=0.2", "--epochs", "1", "--out",
+             str(source), *common)  # fmt: skip
     bad = pairflow("train", "--init-from", str(source), "--set", "clusters=4", "--max-steps",
                    "1", "--out", str(tmp_path / "bad"), *common, check=False)  # fmt: skip
     assert bad.returncode == 2 and "multiple of 3" in bad.stderr
@@ -529,7 +539,7 @@ def test_cli_splits_a_cluster_flow_into_more_clusters_than_ten(tiny_mnist_root, 
     assert "split in 4" in proc.stdout
     model, _ = load_model(run)
     config = model.config
-    assert (config.clusters, config.conditioning, config.label_dropout) == (12, "both", 0.2)
+    assert (config.clusters, config.conditioning, config.label_dropout) == (12, "embedding", 0.2)
     assert model.embedding.weight.shape[0] == 24 and model.log_label_probs().shape == (144,)
     out = tmp_path / "s.npz"
     proc = pairflow("sample", str(run), "--n", "4", "--guidance", "1", "--out", str(out))

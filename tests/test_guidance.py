@@ -417,3 +417,8 @@ def test_a_fine_tune_keeps_label_dropout_where_it_reads_the_same_labels():
     assert inherited_fields(clusters, {}, conditional=False)["label_dropout"] == 0.1
     assert "label_dropout" not in inherited_fields(clusters, {"clusters": 0}, conditional=False)
     assert "label_dropout" not in inherited_fields({"clusters": 10}, {}, conditional=False)
+    # clusters split (--set clusters=k): its conditioning and null label kept, not its count
+    prior = {"clusters": 3, "conditioning": "prior", "label_dropout": 0.1}
+    split = inherited_fields(prior, {"clusters": 12}, conditional=False)
+    assert split == {"conditioning": "prior", "label_dropout": 0.1}
+    assert inherited_fields(prior, {"clusters": 12}, conditional=True) == {}

@@ -181,7 +181,8 @@ class Flow(LabelledFlow, Transform):
         if self.embedding is None:
             return None  # the body never sees the label (the class mixture relies on it)
         if cond is None:
-            what = "pair labels (B,) in 0..99" if self.config.label_sides == 2 else "class labels"
+            top = self.config.num_classes - 1
+            what = f"{'pair' if self.config.label_sides == 2 else 'class'} labels (B,) in 0..{top}"
             raise ValueError(f"this model is conditional: pass cond, {what}")
         if isinstance(cond, Guided):
             return cond.map(self.embedding)

@@ -202,13 +202,16 @@ def start_null_label(flow: Flow) -> list[str]:
     """
     done = []
     embedding, distribution = flow.embedding, flow.distribution
+    # The digits in use: a flow's own k clusters per side fill the first k of 10 rows.
+    used = getattr(flow.config, "clusters", 0) or None
     if embedding is not None and embedding.null is not None:
         sides, width = embedding.null.shape
-        embedding.null.copy_(embedding.weight.view(sides, embedding.base, width).mean(1))
+        rows = embedding.weight.view(sides, embedding.base, width)[:, :used]
+        embedding.null.copy_(rows.mean(1))
         done.append("embedding")
     if distribution.null_label:
-        distribution.null_loc.copy_(distribution.loc.mean(1))
-        distribution.null_log_scale.copy_(distribution.log_scale.mean(1))
+        distribution.null_loc.copy_(distribution.loc[:, :used].mean(1))
+        distribution.null_log_scale.copy_(distribution.log_scale[:, :used].mean(1))
         done.append("prior")
     if not done:
         return []

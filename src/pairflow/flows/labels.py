@@ -35,7 +35,8 @@ class LabelEmbedding(nn.Embedding):
 
     For a pair label (``sides=2``) rows 0..9 embed the left digit, rows 10..19 the right digit
     (position-specific), so a conditioner can tell "3 on the left" from "3 on the right"; a
-    single image's class label (``sides=1``) has the one table of rows 0..9.
+    single image's class label (``sides=1``) has the one table of rows 0..9. With ``base`` B
+    (a flow's own clusters, more than 10 per side) side s's rows are B s .. B s + B - 1.
 
     With ``null_label`` (a flow trained with label dropout, :mod:`pairflow.flows.guidance`)
     each side also has a learned null vector, the parameter ``null`` (S, E), which a side

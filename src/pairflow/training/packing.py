@@ -7,7 +7,8 @@
 
 Tensors that are data rather than weights stay float32 whatever the dtype: the pixel
 centres of a flow that reads its own clusters (``clusters.centres``), whose rounding would
-move images from one cluster to another.
+move images from one cluster to another, and p(y) (``class_probs``), whose smallest entries
+(a pair of rare clusters among 40 per side) float16 would round towards zero.
 
 Used by :mod:`pairflow.training.export` (writing) and :mod:`pairflow.training.checkpoint`
 (reading): both import this module, neither imports the other's internals.
@@ -21,7 +22,7 @@ __all__ = ["DTYPES", "pack_state_dict", "unpack_state_dict"]
 
 DTYPES = ("fp32", "fp16", "int8")
 _SCALE = ".__int8_scale"
-KEEP_FP32 = ("clusters.centres",)
+KEEP_FP32 = ("clusters.centres", "distribution.class_probs")
 """State-dict names (suffixes) stored as float32 by every dtype."""
 
 

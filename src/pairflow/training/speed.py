@@ -305,8 +305,9 @@ class StepProbe:
             x = x.to(self.device)
             for m in models.values():  # a flow reading its own clusters needs centres first
                 clusters = getattr(m, "clusters", None)
-                if clusters is not None and not clusters.fitted:
-                    clusters.fit_sides(x)
+                if clusters is not None and not clusters.fitted:  # k images at least
+                    clusters.fit_sides(x.repeat(-(-clusters.k // (len(x) * clusters.sides)),
+                                                1, 1, 1))  # fmt: skip
             cond = None
             if getattr(config, "conditional", False):  # pair labels, or 0..9 for single images
                 cond = torch.randint(0, config.num_classes, (self.batch,), device=self.device)
