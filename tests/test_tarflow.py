@@ -83,7 +83,10 @@ def test_body_on_a_tiny_pair_inverts_with_autograds_logdet(conditional):
     )  # fmt: skip
     randomize(flow, scale=1.0)
     x = torch.randn(2, 1, 4, 8, generator=torch.Generator().manual_seed(3))
-    check_transform(flow, x, context(2) if conditional else None)
+    # The inverse undoes 3 blocks token by token, each step reading the tokens it restored,
+    # so float32 rounding compounds: 1.9e-4 on an AVX2-only CPU for these randomised weights
+    # (under 1e-4 with AVX-512). float64 holds 1e-9 on both.
+    check_transform(flow, x, context(2) if conditional else None, fp32_tol=1e-3)
 
 
 def test_logdet_is_minus_the_sum_of_the_log_scales():
