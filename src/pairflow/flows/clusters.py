@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pairflow.flows.config import MAX_CLUSTERS
+from pairflow.flows.config import MAX_CLUSTERS, label_base
 from pairflow.flows.mixture import kmeans
 
 __all__ = ["PixelClusters", "MAX_CLUSTERS"]
@@ -58,7 +58,7 @@ class PixelClusters(nn.Module):
         if w % sides:
             raise ValueError(f"an image of width {w} does not split into {sides} sides")
         self.k, self.sides = k, sides
-        self.base = max(10, k)
+        self.base = label_base(k)
         """B: labels are written in base B, one digit per side."""
         self.register_buffer("centres", torch.zeros(k, c, h, w // sides))
         # A fine-tune that splits its source's clusters (:meth:`split_from`): their centres

@@ -54,6 +54,13 @@ MAX_CLUSTERS = 40
 """A flow's own clusters per side at most (``FlowConfig.clusters``): its exact density sums
 over k ** 2 cluster pairs, one pass each (:mod:`pairflow.flows.clusters`)."""
 
+
+def label_base(clusters: int) -> int:
+    """B, the values a label's digit takes per side: 10, or a flow's own k clusters per side
+    where there are more (up to 10 they are written like pair labels, 10 a + b)."""
+    return max(CLASSES_PER_SIDE, clusters)
+
+
 PRIORS = get_args(Prior)
 """Base distributions of an unconditional flow (:attr:`FlowConfig.prior`)."""
 
@@ -327,7 +334,7 @@ class FlowConfig(ModelConfig):
         """B, the values a label's digit takes per side (labels are written a * B + b):
         10 for digits, max(10, k) for a flow's own k clusters per side (up to 10 clusters
         are written like pair labels, so models saved with them load unchanged)."""
-        return max(CLASSES_PER_SIDE, self.clusters)
+        return label_base(self.clusters)
 
     @property
     def num_classes(self) -> int:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from pairflow.flows import guidance
-from pairflow.options import CLASSES_PER_SIDE
+from pairflow.flows.config import label_base
 
 __all__ = [
     "prepare",
@@ -359,7 +359,7 @@ def _split_clusters(weights: dict[str, Tensor], flow, source: dict[str, Any]) ->
             f"side into the same number, so clusters must be a multiple of {old}"
         )
     m, own = new // old, flow.state_dict()
-    old_base, base = max(CLASSES_PER_SIDE, old), flow.config.label_base
+    old_base, base = label_base(old), flow.config.label_base
     flow.clusters.split_from(weights.pop("clusters.centres"))
     child = torch.arange(new)
     for name, value in list(weights.items()):
