@@ -110,8 +110,8 @@ def test_fitted_centres_are_the_means_of_their_kmeans_clusters():
 @pytest.mark.parametrize(
     "fields, message",
     [
-        (dict(clusters=1), "0 \\(none\\) or 2..40"),
-        (dict(clusters=41), "0 \\(none\\) or 2..40"),
+        (dict(clusters=1), "0 \\(none\\) or 2..80"),
+        (dict(clusters=81), "0 \\(none\\) or 2..80"),
         (dict(clusters=True), "clusters: expected an integer"),
         (dict(clusters=3, conditional=True), "a conditional flow reads its labels"),
         (dict(clusters=3, prior="mixture"), "prior 'normal'"),
@@ -459,6 +459,29 @@ def test_split_clusters_are_kmeans_within_each_parent():
     assert (means[:2] < 100).all() and (means[2:] > 100).all()
     with pytest.raises(ValueError, match="multiple of their number"):
         PixelClusters(3, (1, 2, 4), sides=2).split_from(parents)
+
+
+def test_a_parent_with_fewer_images_than_children_fills_what_it_can():
+    """Tiny data: a parent with one image split in 3 gives it to its first child; the other
+    two start at the parent's centre and count as unfilled; the full parent splits by k-means."""
+    images = torch.tensor([[[[10, 10]]], [[[12, 12]]], [[[200, 200]]], [[[210, 210]]],
+                           [[[250, 250]]], [[[90, 90]]]], dtype=torch.uint8)  # fmt: skip
+    parents = torch.tensor([[[[20.0, 20.0]]], [[[220.0, 220.0]]]])  # (2, 1, 1, 2)
+    clusters = PixelClusters(6, (1, 1, 4), sides=2)
+    clusters.split_from(parents)
+    assign = clusters.fit(images)
+    # Parent 0 (near 20) holds 10, 12 and 90: three images, three children.
+    assert sorted(assign[[0, 1, 5]].tolist()) == [0, 1, 2]
+    assert clusters.unfilled == 0
+    clusters = PixelClusters(6, (1, 1, 4), sides=2)
+    clusters.split_from(parents)
+    few = torch.tensor([10, 200, 210, 250, 230, 240], dtype=torch.uint8)
+    assign = clusters.fit(few[:, None, None, None].expand(6, 1, 1, 2))  # parent 0: one image
+    assert assign[0] == 0 and sorted(set(assign[1:].tolist())) == [3, 4, 5]
+    assert clusters.unfilled == 2
+    centres = clusters.centres.flatten(1)
+    assert torch.equal(centres[0], torch.tensor([10.0, 10.0]))
+    assert torch.equal(centres[1], parents[0].flatten()) and torch.equal(centres[2], centres[1])
 
 
 @pytest.mark.parametrize("k", [6, 12])

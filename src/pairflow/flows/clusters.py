@@ -39,7 +39,7 @@ class PixelClusters(nn.Module):
     B a + b, like a pair label 10 a + b up to 10 clusters per side.
 
     Arguments:
-        k: clusters per side, 2..40 (``MAX_CLUSTERS``).
+        k: clusters per side, 2..80 (``MAX_CLUSTERS``).
         shape: the image shape (C, H, W).
         sides: S, 2 for pairs (the width splits into halves), 1 for single images.
 
@@ -64,6 +64,9 @@ class PixelClusters(nn.Module):
         # A fine-tune that splits its source's clusters (:meth:`split_from`): their centres
         # until :meth:`fit` splits them; not saved.
         self.parents: Tensor | None = None
+        self.unfilled = 0
+        """Clusters the last :meth:`fit` of a split left without a training image of their
+        own (a parent with fewer images than children): they start at their parent's centre."""
 
     @property
     def fitted(self) -> bool:
@@ -123,11 +126,12 @@ class PixelClusters(nn.Module):
 
         After :meth:`split_from` the images are first given their nearest parent, and each
         parent's images are split by k-means into m clusters, parent a's children being
-        clusters a m .. a m + m - 1.
+        clusters a m .. a m + m - 1. A parent with n < m images (tiny data) gives one image to
+        each of its first n children; the others start at the parent's centre
+        (:attr:`unfilled` counts them) and take the images nearest to it, if any.
 
         Raises:
-            ValueError: fewer than k images (or fewer than m for a parent), or not of one
-                side's shape.
+            ValueError: fewer than k images, or not of one side's shape.
         """
         want = tuple(self.centres.shape[1:])
         if images.dim() == 3 and want[0] == 1:
@@ -143,12 +147,23 @@ class PixelClusters(nn.Module):
                 f"{len(images)}"
             )
         points = images.flatten(1).double()
+        self.unfilled = 0
         if self.parents is None:
             assign = kmeans(points, self.k, iters=iters, seed=seed)
+            start = None
         else:
+            start = self.parents.flatten(1).double().to(points.device)
+            start = start.repeat_interleave(self.k // len(start), dim=0)
             assign = self._split(points, iters, seed)
-        means = torch.stack([points[assign == j].mean(0) for j in range(self.k)])
-        self.set_centres(means.view(self.k, *want).to(self.centres))
+        means = []
+        for j in range(self.k):
+            members = assign == j
+            if members.any():
+                means.append(points[members].mean(0))
+            else:  # a child its parent had too few images for: at the parent's centre
+                means.append(start[j])
+                self.unfilled += 1
+        self.set_centres(torch.stack(means).view(self.k, *want).to(self.centres))
         return assign
 
     def _split(self, points: Tensor, iters: int, seed: int) -> Tensor:
@@ -159,11 +174,9 @@ class PixelClusters(nn.Module):
         assign = torch.empty(len(points), dtype=torch.int64, device=points.device)
         for a in range(len(parents)):
             members = (parent == a).nonzero().flatten()
-            if len(members) < m:
-                raise ValueError(
-                    f"parent cluster {a} has {len(members)} training images, too few to split "
-                    f"into {m}"
-                )
+            if len(members) < m:  # one image per child; the rest start at the parent's centre
+                assign[members] = a * m + torch.arange(len(members), device=points.device)
+                continue
             assign[members] = a * m + kmeans(points[members], m, iters=iters, seed=seed + a)
         self.parents = None
         return assign

@@ -50,7 +50,7 @@ from pairflow.options import (
 )
 from pairflow.utils import ModelConfig
 
-MAX_CLUSTERS = 40
+MAX_CLUSTERS = 80
 """A flow's own clusters per side at most (``FlowConfig.clusters``): its exact density sums
 over k ** 2 cluster pairs, one pass each (:mod:`pairflow.flows.clusters`)."""
 
@@ -124,7 +124,7 @@ class FlowConfig(ModelConfig):
             conditioner (same masks; see :func:`~pairflow.flows.multiscale_flow`).
         conditional: condition on labels (``cond`` = 10 * left + right for pairs, the class
             0..9 for single images).
-        clusters: k > 0 (2..40) makes an unconditional flow whose couplings and prior read,
+        clusters: k > 0 (2..80) makes an unconditional flow whose couplings and prior read,
             in place of a label, each side's nearest of k pixel centres that k-means finds in
             the training images (:mod:`pairflow.flows.clusters`; ``conditioning`` says how
             they are read, as for a label). Its users never give a label; its bits/dim is the

@@ -201,6 +201,12 @@ def fit_own_clusters(flow, train_set) -> list[str]:
                 f"by k-means of its training images' pixels ({clusters.k} per side, no labels "
                 "read); each new cluster's label rows start as its parent's"
             )
+            if clusters.unfilled:
+                lines.append(
+                    f"clusters: {clusters.unfilled} of them had no training image of their own "
+                    "(a parent with fewer images than children) and start at their parent's "
+                    "centre"
+                )
     side = clusters.label_counts(images).double()
     base = clusters.base  # labels base * a + b: p(c) over base ** sides, zero past k per side
     if clusters.sides == 2:
